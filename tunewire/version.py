@@ -1,0 +1,2 @@
+"""tunewire version."""
+__version__ = "0.1.0"
