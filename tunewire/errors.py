@@ -1,0 +1,141 @@
+"""Domain errors that carry their gRPC code, and their one conversion to google.rpc.Status.
+
+Code everywhere raises `ServiceError` (or a helper below); each transport turns it
+into a status in exactly one place: `grpc_abort` for gRPC here, the gateway's
+HTTP layer for JSON. Anything else that escapes becomes INTERNAL without a
+traceback, so a client never sees our insides.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+ERROR_DOMAIN = "tunewire.dev"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FieldViolation:
+    """One bad field of a request: its path (`spec.lora.rank`) and what is wrong."""
+
+    field: str
+    description: str
+
+
+@dataclass
+class ServiceError(Exception):
+    code: grpc.StatusCode
+    message: str
+    reason: str = ""
+    violations: list[FieldViolation] = field(default_factory=list)
+    resource_type: str = ""
+    resource_name: str = ""
+    retry_after_seconds: float | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_status(self) -> status_pb2.Status:
+        status = status_pb2.Status(code=self.code.value[0], message=self.message)
+        info = error_details_pb2.ErrorInfo(
+            reason=self.reason or self.code.name, domain=ERROR_DOMAIN, metadata=self.metadata
+        )
+        status.details.add().Pack(info)
+        if self.violations:
+            bad = error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in self.violations
+                ]
+            )
+            status.details.add().Pack(bad)
+        if self.resource_type:
+            status.details.add().Pack(
+                error_details_pb2.ResourceInfo(
+                    resource_type=self.resource_type,
+                    resource_name=self.resource_name,
+                    description=self.message,
+                )
+            )
+        if self.retry_after_seconds is not None:
+            seconds = max(0.0, self.retry_after_seconds)
+            delay = duration_pb2.Duration(seconds=int(seconds), nanos=int((seconds % 1) * 1e9))
+            status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        return status
+
+
+def invalid_argument(violations: Iterable[FieldViolation], summary: str = "") -> ServiceError:
+    violations = list(violations)
+    if not summary:
+        first = violations[0]
+        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+        summary = f"invalid {first.field}: {first.description}{more}"
+    return ServiceError(
+        grpc.StatusCode.INVALID_ARGUMENT, summary, reason="INVALID_ARGUMENT", violations=violations
+    )
+
+
+def not_found(resource_type: str, name: str) -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.NOT_FOUND,
+        f"{resource_type} {name!r} not found",
+        reason="NOT_FOUND",
+        resource_type=resource_type,
+        resource_name=name,
+    )
+
+
+def status_from_exception(exc: BaseException) -> status_pb2.Status:
+    if isinstance(exc, ServiceError):
+        return exc.to_status()
+    return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error; see the server log")
+
+
+async def grpc_abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    """Ends an RPC with `exc` as a rich status (details in grpc-status-details-bin)."""
+    if not isinstance(exc, ServiceError):
+        log.exception("unexpected error in RPC", exc_info=exc)
+    await context.abort_with_status(rpc_status.to_status(status_from_exception(exc)))
+
+
+def handles_errors(method):
+    """Decorates an async servicer method (unary or server-streaming) so that any
+    exception ends the call as a google.rpc.Status instead of a traceback."""
+
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def stream_wrapper(self, request, context):
+            try:
+                async for item in method(self, request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the one place errors become statuses
+                await grpc_abort(context, exc)
+
+        return stream_wrapper
+
+    @functools.wraps(method)
+    async def unary_wrapper(self, request, context):
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place errors become statuses
+            await grpc_abort(context, exc)
+
+    return unary_wrapper
