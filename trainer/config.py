@@ -1,0 +1,95 @@
+"""The trainer daemon's configuration: one frozen dataclass, filled once from flags and environment."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_LISTEN = "127.0.0.1:50052"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("TUNEWIRE_HOME", "./.tunewire")).resolve()
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    home: Path = field(default_factory=default_home, metadata={"help": "State directory."})
+    listen: str = field(
+        default=DEFAULT_LISTEN,
+        metadata={"help": "host:port, or unix:PATH; 'unix' alone means HOME/trainer.sock."},
+    )
+    data_roots: tuple[Path, ...] = field(
+        default=(), metadata={"help": "Directories whose files jobs and validation may read."}
+    )
+    internal_token: str = field(
+        default="",
+        metadata={"help": "Shared secret the gateway presents; required for non-loopback binds."},
+    )
+    max_running_jobs: int = field(default=1, metadata={"help": "Jobs training at once."})
+    cancel_grace_seconds: float = field(
+        default=30.0, metadata={"help": "How long a cancelled worker may take to checkpoint."}
+    )
+    shutdown_grace_seconds: float = field(
+        default=30.0, metadata={"help": "How long workers may take to checkpoint on SIGTERM."}
+    )
+    max_upload_bytes: int = field(default=2 << 30, metadata={"help": "Largest dataset upload."})
+    max_inline_bytes: int = field(
+        default=4 << 20, metadata={"help": "Largest dataset sent inline to ValidateDataset."}
+    )
+    python: str = field(default=sys.executable, metadata={"help": "Python that runs workers."})
+    wandb_api_key: str = field(default="", repr=False, metadata={"help": "Enables online WandB."})
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "state.db"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home / "jobs"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def allowed_roots(self) -> tuple[Path, ...]:
+        """Roots for server-side paths: the flags, else the start directory and the home."""
+        roots = self.data_roots or (Path.cwd(), self.home)
+        return tuple(Path(r).resolve() for r in roots)
+
+    @property
+    def listen_address(self) -> str:
+        """The address in gRPC's form (unix sockets as unix:ABSOLUTE_PATH)."""
+        if self.listen == "unix":
+            return f"unix:{self.home / 'trainer.sock'}"
+        return self.listen
+
+
+def parse_args(argv: list[str] | None = None) -> TrainerConfig:
+    parser = argparse.ArgumentParser(
+        prog="tunewire-trainer",
+        description="tunewire's trainer daemon: runs fine-tuning jobs on MLX behind gRPC.",
+    )
+    parser.add_argument("--home", type=Path, default=None, help="state directory (default $TUNEWIRE_HOME or ./.tunewire)")
+    parser.add_argument("--listen", default=os.environ.get("TUNEWIRE_TRAINER_LISTEN", DEFAULT_LISTEN),
+                        help="address to serve on: host:port, unix:PATH, or 'unix' (default %(default)s)")
+    parser.add_argument("--data-root", action="append", type=Path, default=[],
+                        help="directory whose files may be used as datasets (repeatable; default: the current directory and the home)")
+    parser.add_argument("--max-running-jobs", type=int, default=1)
+    parser.add_argument("--cancel-grace", type=float, default=30.0, help="seconds a cancelled job may take to checkpoint")
+    args = parser.parse_args(argv)
+    if args.max_running_jobs < 1:
+        parser.error(f"--max-running-jobs must be at least 1, got {args.max_running_jobs}")
+    return TrainerConfig(
+        home=(args.home or default_home()).resolve(),
+        listen=args.listen,
+        data_roots=tuple(p.resolve() for p in args.data_root),
+        internal_token=os.environ.get("TUNEWIRE_INTERNAL_TOKEN", ""),
+        max_running_jobs=args.max_running_jobs,
+        cancel_grace_seconds=args.cancel_grace,
+        wandb_api_key=os.environ.get("WANDB_API_KEY", ""),
+    )

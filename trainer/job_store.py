@@ -1,0 +1,216 @@
+"""Jobs, their append-only event logs and their checkpoints, in SQLite.
+
+A job row keeps the whole `TrainingJob` proto (the source of truth for the API)
+next to the columns we filter and sort on. Events are written here before
+anyone sees them; the sequence number is assigned inside the insert's
+transaction, so a job's log has no gaps and no duplicates even across restarts.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from google.protobuf import timestamp_pb2
+
+from tunewire.trainer import db
+from tunewire.v1 import training_event_pb2 as event_pb
+from tunewire.v1 import training_job_pb2 as job_pb
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    request_id TEXT,
+    created REAL NOT NULL,
+    queue_order INTEGER NOT NULL,
+    job BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs(created DESC, id DESC);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request ON jobs(owner, request_id)
+    WHERE request_id IS NOT NULL AND request_id != '';
+CREATE TABLE IF NOT EXISTS job_events (
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    sequence INTEGER NOT NULL,
+    event BLOB NOT NULL,
+    PRIMARY KEY (job_id, sequence)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    step INTEGER NOT NULL,
+    checkpoint BLOB NOT NULL,
+    PRIMARY KEY (job_id, step)
+) WITHOUT ROWID;
+"""
+
+TERMINAL_STATES = frozenset(
+    {job_pb.JOB_STATE_SUCCEEDED, job_pb.JOB_STATE_FAILED, job_pb.JOB_STATE_CANCELLED}
+)
+ACTIVE_STATES = frozenset(
+    {job_pb.JOB_STATE_STARTING, job_pb.JOB_STATE_RUNNING, job_pb.JOB_STATE_CANCELLING}
+)
+
+
+def now_timestamp() -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[job_pb.TrainingJob]
+    next_offset: int | None
+    total: int
+
+
+class JobStore:
+    def __init__(self, conn: sqlite3.Connection):
+        self._conn = conn
+        # One writer at a time: read-modify-write of a job proto must not interleave.
+        self._lock = threading.RLock()
+        db.ensure_schema(conn, SCHEMA)
+
+    # ---- jobs ----------------------------------------------------------------
+
+    def insert(self, job: job_pb.TrainingJob) -> job_pb.TrainingJob:
+        with self._lock:
+            order = self._conn.execute("SELECT COALESCE(MAX(queue_order), 0) + 1 FROM jobs").fetchone()[0]
+            self._conn.execute(
+                "INSERT INTO jobs (id, owner, state, request_id, created, queue_order, job)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.id,
+                    job.owner,
+                    job.state,
+                    job.request_id or None,
+                    job.create_time.ToNanoseconds() / 1e9 or time.time(),
+                    order,
+                    job.SerializeToString(),
+                ),
+            )
+        return job
+
+    def get(self, job_id: str) -> job_pb.TrainingJob | None:
+        row = self._conn.execute("SELECT job FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return job_pb.TrainingJob.FromString(row["job"]) if row else None
+
+    def find_by_request_id(self, owner: str, request_id: str) -> job_pb.TrainingJob | None:
+        row = self._conn.execute(
+            "SELECT job FROM jobs WHERE owner = ? AND request_id = ?", (owner, request_id)
+        ).fetchone()
+        return job_pb.TrainingJob.FromString(row["job"]) if row else None
+
+    def update(
+        self, job_id: str, change: Callable[[job_pb.TrainingJob], None]
+    ) -> job_pb.TrainingJob:
+        """Applies `change` to the stored job atomically and returns the new job."""
+        with self._lock:
+            job = self.get(job_id)
+            if job is None:
+                raise KeyError(job_id)
+            change(job)
+            job.update_time.CopyFrom(now_timestamp())
+            self._conn.execute(
+                "UPDATE jobs SET state = ?, job = ? WHERE id = ?",
+                (job.state, job.SerializeToString(), job_id),
+            )
+            return job
+
+    def list(
+        self,
+        *,
+        owner: str | None,
+        states: Iterable[int] = (),
+        offset: int = 0,
+        limit: int = 50,
+    ) -> JobPage:
+        where, args = [], []
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
+        states = [s for s in states if s]
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args.extend(states)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        total = self._conn.execute(f"SELECT COUNT(*) FROM jobs {clause}", args).fetchone()[0]
+        rows = self._conn.execute(
+            f"SELECT job FROM jobs {clause} ORDER BY created DESC, queue_order DESC LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        ).fetchall()
+        jobs = [job_pb.TrainingJob.FromString(r["job"]) for r in rows]
+        more = offset + len(jobs) < total
+        return JobPage(jobs=jobs, next_offset=offset + len(jobs) if more else None, total=total)
+
+    def in_states(self, states: Iterable[int]) -> list[job_pb.TrainingJob]:
+        """Jobs in any of `states`, oldest first (queue order)."""
+        states = list(states)
+        rows = self._conn.execute(
+            f"SELECT job FROM jobs WHERE state IN ({','.join('?' * len(states))}) ORDER BY queue_order",
+            states,
+        ).fetchall()
+        return [job_pb.TrainingJob.FromString(r["job"]) for r in rows]
+
+    # ---- events --------------------------------------------------------------
+
+    def append_event(self, event: event_pb.TrainingEvent) -> event_pb.TrainingEvent:
+        """Persists `event` with the job's next sequence number (set on `event`)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                last = self._conn.execute(
+                    "SELECT COALESCE(MAX(sequence), 0) FROM job_events WHERE job_id = ?",
+                    (event.job_id,),
+                ).fetchone()[0]
+                event.sequence = last + 1
+                if not event.HasField("time"):
+                    event.time.CopyFrom(now_timestamp())
+                self._conn.execute(
+                    "INSERT INTO job_events (job_id, sequence, event) VALUES (?, ?, ?)",
+                    (event.job_id, event.sequence, event.SerializeToString()),
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return event
+
+    def events_after(
+        self, job_id: str, after_sequence: int, limit: int = 1000
+    ) -> list[event_pb.TrainingEvent]:
+        rows = self._conn.execute(
+            "SELECT event FROM job_events WHERE job_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
+            (job_id, after_sequence, limit),
+        ).fetchall()
+        return [event_pb.TrainingEvent.FromString(r["event"]) for r in rows]
+
+    def last_sequence(self, job_id: str) -> int:
+        return self._conn.execute(
+            "SELECT COALESCE(MAX(sequence), 0) FROM job_events WHERE job_id = ?", (job_id,)
+        ).fetchone()[0]
+
+    # ---- checkpoints ---------------------------------------------------------
+
+    def put_checkpoint(self, job_id: str, checkpoint: job_pb.Checkpoint) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO checkpoints (job_id, step, checkpoint) VALUES (?, ?, ?)",
+                (job_id, checkpoint.step, checkpoint.SerializeToString()),
+            )
+
+    def delete_checkpoint(self, job_id: str, step: int) -> None:
+        with self._lock:
+            self._conn.execute(
+                "DELETE FROM checkpoints WHERE job_id = ? AND step = ?", (job_id, step)
+            )
+
+    def checkpoints(self, job_id: str) -> list[job_pb.Checkpoint]:
+        rows = self._conn.execute(
+            "SELECT checkpoint FROM checkpoints WHERE job_id = ? ORDER BY step", (job_id,)
+        ).fetchall()
+        return [job_pb.Checkpoint.FromString(r["checkpoint"]) for r in rows]
