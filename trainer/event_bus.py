@@ -63,6 +63,10 @@ class EventBus:
         for sub in list(self._subscribers.get(job_id, ())):
             self._drop(sub, "shutdown")
 
+    def close_all(self) -> None:
+        for job_id in list(self._subscribers):
+            self.close_job(job_id)
+
     def _drop(self, sub: Subscription, reason: str) -> None:
         sub.dropped = True
         sub.drop_reason = reason

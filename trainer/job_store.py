@@ -2,15 +2,15 @@
 
 A job row keeps the whole `TrainingJob` proto (the source of truth for the API)
 next to the columns we filter and sort on. Events are written here before
-anyone sees them; the sequence number is assigned inside the insert's
-transaction, so a job's log has no gaps and no duplicates even across restarts.
+anyone sees them, in the same transaction as the job change they describe; the
+sequence number comes from the job row, so a job's log has no gaps and no
+duplicates, even across crashes and restarts.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -77,23 +77,44 @@ class JobStore:
 
     # ---- jobs ----------------------------------------------------------------
 
-    def insert(self, job: job_pb.TrainingJob) -> job_pb.TrainingJob:
+    def insert(
+        self, job: job_pb.TrainingJob, event: event_pb.TrainingEvent
+    ) -> tuple[job_pb.TrainingJob, event_pb.TrainingEvent]:
+        """Stores a new job with its first event. Raises sqlite3.IntegrityError
+        when the owner already used the job's request_id."""
         with self._lock:
-            order = self._conn.execute("SELECT COALESCE(MAX(queue_order), 0) + 1 FROM jobs").fetchone()[0]
-            self._conn.execute(
-                "INSERT INTO jobs (id, owner, state, request_id, created, queue_order, job)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    job.id,
-                    job.owner,
-                    job.state,
-                    job.request_id or None,
-                    job.create_time.ToNanoseconds() / 1e9 or time.time(),
-                    order,
-                    job.SerializeToString(),
-                ),
-            )
-        return job
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                order = self._conn.execute(
+                    "SELECT COALESCE(MAX(queue_order), 0) + 1 FROM jobs"
+                ).fetchone()[0]
+                event.job_id = job.id
+                event.sequence = 1
+                if not event.HasField("time"):
+                    event.time.CopyFrom(job.create_time)
+                job.last_event_sequence = 1
+                self._conn.execute(
+                    "INSERT INTO jobs (id, owner, state, request_id, created, queue_order, job)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        job.id,
+                        job.owner,
+                        job.state,
+                        job.request_id or None,
+                        job.create_time.ToNanoseconds() / 1e9,
+                        order,
+                        job.SerializeToString(),
+                    ),
+                )
+                self._conn.execute(
+                    "INSERT INTO job_events (job_id, sequence, event) VALUES (?, ?, ?)",
+                    (job.id, 1, event.SerializeToString()),
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return job, event
 
     def get(self, job_id: str) -> job_pb.TrainingJob | None:
         row = self._conn.execute("SELECT job FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -106,20 +127,43 @@ class JobStore:
         return job_pb.TrainingJob.FromString(row["job"]) if row else None
 
     def update(
-        self, job_id: str, change: Callable[[job_pb.TrainingJob], None]
-    ) -> job_pb.TrainingJob:
-        """Applies `change` to the stored job atomically and returns the new job."""
+        self,
+        job_id: str,
+        change: Callable[[job_pb.TrainingJob], None] | None = None,
+        event: event_pb.TrainingEvent | None = None,
+    ) -> tuple[job_pb.TrainingJob, event_pb.TrainingEvent | None]:
+        """Applies `change` to the stored job and appends `event` to its log, in
+        one transaction: the job and its log never disagree after a crash.
+        Returns the new job and the event with its sequence number set."""
         with self._lock:
-            job = self.get(job_id)
-            if job is None:
-                raise KeyError(job_id)
-            change(job)
-            job.update_time.CopyFrom(now_timestamp())
-            self._conn.execute(
-                "UPDATE jobs SET state = ?, job = ? WHERE id = ?",
-                (job.state, job.SerializeToString(), job_id),
-            )
-            return job
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._conn.execute("SELECT job FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                if row is None:
+                    raise KeyError(job_id)
+                job = job_pb.TrainingJob.FromString(row["job"])
+                if change is not None:
+                    change(job)
+                job.update_time.CopyFrom(now_timestamp())
+                if event is not None:
+                    event.job_id = job_id
+                    event.sequence = job.last_event_sequence + 1
+                    if not event.HasField("time"):
+                        event.time.CopyFrom(job.update_time)
+                    self._conn.execute(
+                        "INSERT INTO job_events (job_id, sequence, event) VALUES (?, ?, ?)",
+                        (job_id, event.sequence, event.SerializeToString()),
+                    )
+                    job.last_event_sequence = event.sequence
+                self._conn.execute(
+                    "UPDATE jobs SET state = ?, job = ? WHERE id = ?",
+                    (job.state, job.SerializeToString(), job_id),
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            return job, event
 
     def list(
         self,
@@ -147,6 +191,13 @@ class JobStore:
         more = offset + len(jobs) < total
         return JobPage(jobs=jobs, next_offset=offset + len(jobs) if more else None, total=total)
 
+    def queued_ids(self) -> list[str]:
+        """Ids of QUEUED jobs in the order they will start."""
+        rows = self._conn.execute(
+            "SELECT id FROM jobs WHERE state = ? ORDER BY queue_order", (job_pb.JOB_STATE_QUEUED,)
+        ).fetchall()
+        return [r["id"] for r in rows]
+
     def in_states(self, states: Iterable[int]) -> list[job_pb.TrainingJob]:
         """Jobs in any of `states`, oldest first (queue order)."""
         states = list(states)
@@ -158,28 +209,6 @@ class JobStore:
 
     # ---- events --------------------------------------------------------------
 
-    def append_event(self, event: event_pb.TrainingEvent) -> event_pb.TrainingEvent:
-        """Persists `event` with the job's next sequence number (set on `event`)."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                last = self._conn.execute(
-                    "SELECT COALESCE(MAX(sequence), 0) FROM job_events WHERE job_id = ?",
-                    (event.job_id,),
-                ).fetchone()[0]
-                event.sequence = last + 1
-                if not event.HasField("time"):
-                    event.time.CopyFrom(now_timestamp())
-                self._conn.execute(
-                    "INSERT INTO job_events (job_id, sequence, event) VALUES (?, ?, ?)",
-                    (event.job_id, event.sequence, event.SerializeToString()),
-                )
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-        return event
-
     def events_after(
         self, job_id: str, after_sequence: int, limit: int = 1000
     ) -> list[event_pb.TrainingEvent]:
@@ -188,11 +217,6 @@ class JobStore:
             (job_id, after_sequence, limit),
         ).fetchall()
         return [event_pb.TrainingEvent.FromString(r["event"]) for r in rows]
-
-    def last_sequence(self, job_id: str) -> int:
-        return self._conn.execute(
-            "SELECT COALESCE(MAX(sequence), 0) FROM job_events WHERE job_id = ?", (job_id,)
-        ).fetchone()[0]
 
     # ---- checkpoints ---------------------------------------------------------
 

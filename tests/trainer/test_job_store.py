@@ -1,0 +1,73 @@
+"""Jobs and their event logs in SQLite: contiguous sequences, atomic with job changes, durable."""
+
+import sqlite3
+
+import pytest
+
+from tunewire.trainer import db
+from tunewire.trainer.job_store import JobStore, now_timestamp
+from tunewire.v1 import training_event_pb2 as event_pb
+from tunewire.v1 import training_job_pb2 as job_pb
+
+
+def _new_job(job_id: str, owner: str = "alice", request_id: str = "") -> job_pb.TrainingJob:
+    return job_pb.TrainingJob(
+        id=job_id, owner=owner, state=job_pb.JOB_STATE_QUEUED, request_id=request_id, create_time=now_timestamp()
+    )
+
+
+def _log(message: str) -> event_pb.TrainingEvent:
+    return event_pb.TrainingEvent(log=event_pb.LogLine(message=message))
+
+
+def test_events_get_contiguous_sequences_and_survive_reopening(tmp_path):
+    path = tmp_path / "state.db"
+    store = JobStore(db.connect(path))
+    store.insert(_new_job("job-1"), _log("created"))
+    for i in range(5):
+        _, event = store.update("job-1", None, _log(f"line {i}"))
+        assert event.sequence == i + 2
+    reopened = JobStore(db.connect(path))
+    events = reopened.events_after("job-1", 0)
+    assert [e.sequence for e in events] == [1, 2, 3, 4, 5, 6]
+    assert [e.log.message for e in reopened.events_after("job-1", 4)] == ["line 3", "line 4"]
+    assert reopened.get("job-1").last_event_sequence == 6
+
+
+def test_a_failing_change_stores_neither_the_change_nor_the_event(tmp_path):
+    store = JobStore(db.connect(tmp_path / "state.db"))
+    store.insert(_new_job("job-1"), _log("created"))
+
+    def broken(job):
+        job.state = job_pb.JOB_STATE_RUNNING
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        store.update("job-1", broken, _log("never"))
+    assert store.get("job-1").state == job_pb.JOB_STATE_QUEUED
+    assert [e.sequence for e in store.events_after("job-1", 0)] == [1]
+
+
+def test_request_ids_are_unique_per_owner(tmp_path):
+    store = JobStore(db.connect(tmp_path / "state.db"))
+    store.insert(_new_job("job-1", "alice", "req-1"), _log("created"))
+    store.insert(_new_job("job-2", "bob", "req-1"), _log("created"))
+    with pytest.raises(sqlite3.IntegrityError):
+        store.insert(_new_job("job-3", "alice", "req-1"), _log("created"))
+    assert store.find_by_request_id("alice", "req-1").id == "job-1"
+    assert store.events_after("job-3", 0) == []
+
+
+def test_listing_pages_filters_by_owner_and_state(tmp_path):
+    store = JobStore(db.connect(tmp_path / "state.db"))
+    for i in range(7):
+        store.insert(_new_job(f"job-{i}", "alice" if i % 2 else "bob"), _log("created"))
+    store.update("job-1", lambda j: setattr(j, "state", job_pb.JOB_STATE_RUNNING))
+    page = store.list(owner="alice", limit=2)
+    assert page.total == 3 and len(page.jobs) == 2 and page.next_offset == 2
+    rest = store.list(owner="alice", offset=2, limit=2)
+    assert rest.next_offset is None and len(rest.jobs) == 1
+    assert {j.id for j in page.jobs + rest.jobs} == {"job-1", "job-3", "job-5"}
+    running = store.list(owner=None, states=[job_pb.JOB_STATE_RUNNING])
+    assert [j.id for j in running.jobs] == ["job-1"]
+    assert store.queued_ids() == ["job-0", "job-2", "job-3", "job-4", "job-5", "job-6"]

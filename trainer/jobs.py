@@ -1,0 +1,262 @@
+"""The training-job operations behind `TrainingService`, with ownership.
+
+A caller sees only its own jobs unless it is an admin; anyone else's job is
+NOT_FOUND (never PERMISSION_DENIED), so existence does not leak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import sqlite3
+from typing import AsyncIterator
+
+import grpc
+
+from tunewire.errors import FieldViolation, ServiceError, invalid_argument, not_found
+from tunewire.trainer import spec as spec_defaults
+from tunewire.trainer.config import TrainerConfig
+from tunewire.trainer.event_bus import EventBus
+from tunewire.trainer.identity import Principal
+from tunewire.trainer.job_data import JobDataPreparer
+from tunewire.trainer.job_store import TERMINAL_STATES, JobStore, now_timestamp
+from tunewire.trainer.runner import JobRunner, state_event, write_json_atomic
+from tunewire.trainer.validation import check_spec
+from tunewire.v1 import training_event_pb2 as event_pb
+from tunewire.v1 import training_job_pb2 as job_pb
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 50
+MAX_REQUEST_ID = 128
+REPLAY_PAGE = 500
+
+
+def _page_offset(token: str) -> int:
+    if not token:
+        return 0
+    if not token.isdigit() or len(token) > 12:
+        raise invalid_argument([FieldViolation("page_token", "is not a token returned by a previous page")])
+    return int(token)
+
+
+def _page_size(size: int) -> int:
+    if size < 0 or size > MAX_PAGE_SIZE:
+        raise invalid_argument([FieldViolation("page_size", f"must be between 0 and {MAX_PAGE_SIZE}, got {size}")])
+    return size or DEFAULT_PAGE_SIZE
+
+
+class JobManager:
+    def __init__(
+        self,
+        config: TrainerConfig,
+        store: JobStore,
+        bus: EventBus,
+        runner: JobRunner,
+        data: JobDataPreparer,
+    ):
+        self._config = config
+        self._store = store
+        self._bus = bus
+        self._runner = runner
+        self._data = data
+
+    # ---- create ----------------------------------------------------------------
+
+    async def create(
+        self, who: Principal, spec: job_pb.TrainingJobSpec, request_id: str
+    ) -> job_pb.TrainingJob:
+        if len(request_id) > MAX_REQUEST_ID:
+            raise invalid_argument([FieldViolation("request_id", f"at most {MAX_REQUEST_ID} characters, got {len(request_id)}")])
+        if request_id:
+            earlier = self._store.find_by_request_id(who.name, request_id)
+            if earlier is not None:
+                return self._with_queue_position(earlier)
+
+        wandb_online = bool(self._config.wandb_api_key)
+        check = await asyncio.to_thread(check_spec, spec, wandb_online_allowed=wandb_online)
+        violations = list(check.violations)
+        job_id = f"job-{secrets.token_hex(6)}"
+        job_dir = self._config.jobs_dir / job_id
+        full_spec = spec_defaults.with_defaults(spec, check.model, wandb_online=wandb_online)
+        prepared = None
+        if spec.HasField("dataset") and spec.dataset.WhichOneof("source"):
+            prepared, data_violations = await self._data.prepare(who, full_spec, job_dir / "data")
+            violations += data_violations
+        if violations:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise invalid_argument(violations, _summary(violations))
+
+        job = job_pb.TrainingJob(
+            id=job_id,
+            spec=full_spec,
+            state=job_pb.JOB_STATE_QUEUED,
+            owner=who.name,
+            request_id=request_id,
+            create_time=now_timestamp(),
+        )
+        job.spec.display_name = job.spec.display_name or job_id
+        job.update_time.CopyFrom(job.create_time)
+        job.dataset_details.CopyFrom(prepared.details)
+        job.artifacts.output_dir = str(job_dir)
+        job.artifacts.log_path = str(job_dir / "train.log")
+        job.distributed.world_size = full_spec.distributed.world_size
+        job.distributed.backend = full_spec.distributed.backend
+        job.distributed.hosts.extend(full_spec.distributed.hosts or ["localhost"] * full_spec.distributed.world_size)
+        write_json_atomic(
+            job_dir / "worker_config.json",
+            spec_defaults.worker_config(
+                job_id,
+                str(job_dir),
+                job.spec,
+                model_path=str(check.model.path),
+                train_path=str(prepared.train_path),
+                validation_path=str(prepared.validation_path) if prepared.validation_path else None,
+                target_modules=check.target_modules,
+                hosts=list(job.distributed.hosts),
+                resume_from=None,
+            ),
+        )
+        try:
+            self._store.insert(job, state_event(job_pb.JOB_STATE_UNSPECIFIED, job_pb.JOB_STATE_QUEUED, f"created by {who.name}"))
+        except sqlite3.IntegrityError:
+            # The same request_id raced with us; the other call created the job.
+            shutil.rmtree(job_dir, ignore_errors=True)
+            earlier = self._store.find_by_request_id(who.name, request_id)
+            if earlier is None:
+                raise
+            return self._with_queue_position(earlier)
+        await self._runner.schedule()
+        return self._with_queue_position(self._store.get(job_id))
+
+    # ---- read --------------------------------------------------------------------
+
+    def _visible(self, who: Principal, job_id: str) -> job_pb.TrainingJob:
+        if not job_id:
+            raise invalid_argument([FieldViolation("job_id", "is required")])
+        job = self._store.get(job_id)
+        if job is None or not who.can_see(job.owner):
+            raise not_found("training job", job_id)
+        return job
+
+    def _with_queue_position(self, job: job_pb.TrainingJob) -> job_pb.TrainingJob:
+        if job.state == job_pb.JOB_STATE_QUEUED:
+            queued = self._store.queued_ids()
+            job.queue_position = queued.index(job.id) + 1 if job.id in queued else 0
+        return job
+
+    def get(self, who: Principal, job_id: str) -> job_pb.TrainingJob:
+        return self._with_queue_position(self._visible(who, job_id))
+
+    def list(self, who: Principal, page_size: int, page_token: str, states) -> tuple[list, str, int]:
+        for i, state in enumerate(states):
+            if state not in job_pb.JobState.values():
+                raise invalid_argument([FieldViolation(f"states[{i}]", f"unknown state {state}")])
+        page = self._store.list(
+            owner=None if who.admin else who.name,
+            states=states,
+            offset=_page_offset(page_token),
+            limit=_page_size(page_size),
+        )
+        queued = self._store.queued_ids()
+        for job in page.jobs:
+            if job.state == job_pb.JOB_STATE_QUEUED and job.id in queued:
+                job.queue_position = queued.index(job.id) + 1
+        token = str(page.next_offset) if page.next_offset is not None else ""
+        return page.jobs, token, page.total
+
+    def count_in_states(self, states) -> int:
+        return len(self._store.in_states(states))
+
+    def checkpoints(self, who: Principal, job_id: str) -> list[job_pb.Checkpoint]:
+        self._visible(who, job_id)
+        kept = []
+        for checkpoint in self._store.checkpoints(job_id):
+            if os.path.isdir(checkpoint.path):
+                kept.append(checkpoint)
+            else:  # pruned by the worker (keep_last)
+                self._store.delete_checkpoint(job_id, checkpoint.step)
+        return kept
+
+    # ---- cancel --------------------------------------------------------------------
+
+    async def cancel(self, who: Principal, job_id: str, force: bool) -> job_pb.TrainingJob:
+        job = self._visible(who, job_id)
+        if job.state in TERMINAL_STATES:
+            raise ServiceError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"job {job_id} already ended ({job_pb.JobState.Name(job.state).removeprefix('JOB_STATE_')})",
+                reason="JOB_ALREADY_ENDED",
+                resource_type="training job",
+                resource_name=job_id,
+            )
+        job = await self._runner.cancel(job_id, who.name, force)
+        await self._runner.schedule()
+        return self._with_queue_position(self._store.get(job_id))
+
+    # ---- watch ----------------------------------------------------------------------
+
+    async def watch(self, who: Principal, job_id: str, after_sequence: int) -> AsyncIterator[event_pb.TrainingEvent]:
+        """Replays stored events after `after_sequence`, then tails live ones;
+        ends after the terminal state's event."""
+        self._visible(who, job_id)
+        if after_sequence < 0:
+            raise invalid_argument([FieldViolation("after_sequence", f"must be at least 0, got {after_sequence}")])
+        # Subscribe before replaying so nothing falls between the two.
+        sub = self._bus.subscribe(job_id)
+        try:
+            last = after_sequence
+            while True:
+                page = self._store.events_after(job_id, last, REPLAY_PAGE)
+                for event in page:
+                    yield event
+                    last = event.sequence
+                    if _is_terminal(event):
+                        return
+                if len(page) < REPLAY_PAGE:
+                    break
+            if self._store.get(job_id).state in TERMINAL_STATES and last >= self._store.get(job_id).last_event_sequence:
+                return
+            while True:
+                event = await sub.next()
+                if event is None:
+                    if sub.drop_reason == "slow":
+                        raise ServiceError(
+                            grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"this subscriber fell too far behind and was dropped; watch again with after_sequence={last}",
+                            reason="SUBSCRIBER_TOO_SLOW",
+                            metadata={"after_sequence": str(last)},
+                            retry_after_seconds=0,
+                        )
+                    raise ServiceError(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"the trainer is shutting down; watch again with after_sequence={last}",
+                        reason="TRAINER_STOPPING",
+                        metadata={"after_sequence": str(last)},
+                        retry_after_seconds=1,
+                    )
+                if event.sequence <= last:
+                    continue
+                if event.sequence > last + 1:
+                    # Never expected (the bus is fed in order), but a gap is
+                    # filled from the store rather than skipped.
+                    for missed in self._store.events_after(job_id, last, event.sequence - last - 1):
+                        yield missed
+                        last = missed.sequence
+                yield event
+                last = event.sequence
+                if _is_terminal(event):
+                    return
+        finally:
+            self._bus.unsubscribe(sub)
+
+
+def _is_terminal(event: event_pb.TrainingEvent) -> bool:
+    return event.HasField("state_change") and event.state_change.state in TERMINAL_STATES
+
+
+def _summary(violations: list[FieldViolation]) -> str:
+    first = violations[0]
+    more = f" (and {len(violations) - 1} more problem(s))" if len(violations) > 1 else ""
+    return f"the job cannot run: {first.field}: {first.description}{more}"

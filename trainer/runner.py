@@ -1,0 +1,345 @@
+"""Runs queued jobs: starts their workers, applies what the workers report,
+finishes jobs when workers exit, and resumes interrupted jobs on start-up.
+
+Every change to a job goes through `_apply`, which stores the change and its
+event in one transaction and only then publishes the event to subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from google.rpc import code_pb2, status_pb2
+
+from tunewire.trainer import blas, supervisor
+from tunewire.trainer.config import TrainerConfig
+from tunewire.trainer.event_bus import EventBus
+from tunewire.trainer.job_store import ACTIVE_STATES, TERMINAL_STATES, JobStore, now_timestamp
+from tunewire.trainer.worker_events import log_event, translate
+from tunewire.v1 import training_event_pb2 as event_pb
+from tunewire.v1 import training_job_pb2 as job_pb
+
+log = logging.getLogger(__name__)
+
+WORKER_MODULE = "tunewire.trainer.worker"
+
+
+@dataclass
+class RunState:
+    """What the runner knows about a job while its worker runs."""
+
+    group: supervisor.WorkerGroup
+    outcome: str = ""
+    error: dict | None = None
+    artifacts: dict = field(default_factory=dict)
+    cancel_requested_by: str = ""
+    kill_reason: str = ""
+
+
+def state_event(previous: int, state: int, reason: str, error: status_pb2.Status | None = None):
+    change = event_pb.StateChange(previous_state=previous, state=state, reason=reason)
+    if error is not None:
+        change.error.CopyFrom(error)
+    return event_pb.TrainingEvent(state_change=change)
+
+
+def write_json_atomic(path: Path, value: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    os.replace(tmp, path)
+
+
+def latest_checkpoint_dir(job_dir: Path) -> Path | None:
+    """The newest complete checkpoint: directories appear by atomic rename."""
+    root = job_dir / "checkpoints"
+    if not root.is_dir():
+        return None
+    steps = sorted(
+        (p for p in root.iterdir() if p.is_dir() and p.name.isdigit() and (p / "state.json").is_file()),
+        key=lambda p: int(p.name),
+    )
+    return steps[-1] if steps else None
+
+
+class JobRunner:
+    def __init__(self, config: TrainerConfig, store: JobStore, bus: EventBus):
+        self._config = config
+        self._store = store
+        self._bus = bus
+        self._running: dict[str, RunState] = {}
+        self._accepting = True
+        self._schedule_lock = asyncio.Lock()
+        self._grace_tasks: set[asyncio.Task] = set()
+
+    # ---- applying changes ----------------------------------------------------
+
+    def apply(
+        self,
+        job_id: str,
+        change: Callable[[job_pb.TrainingJob], None] | None,
+        event: event_pb.TrainingEvent | None,
+    ) -> job_pb.TrainingJob:
+        job, stored = self._store.update(job_id, change, event)
+        if stored is not None:
+            self._bus.publish(stored)
+        return job
+
+    def set_state(
+        self, job_id: str, state: int, reason: str, error: status_pb2.Status | None = None,
+        extra: Callable[[job_pb.TrainingJob], None] | None = None,
+    ) -> job_pb.TrainingJob:
+        previous = self._store.get(job_id).state
+
+        def change(job: job_pb.TrainingJob) -> None:
+            job.state = state
+            if state == job_pb.JOB_STATE_RUNNING and not job.HasField("start_time"):
+                job.start_time.CopyFrom(now_timestamp())
+            if state in TERMINAL_STATES:
+                job.end_time.CopyFrom(now_timestamp())
+            if error is not None:
+                job.error.CopyFrom(error)
+            if extra is not None:
+                extra(job)
+
+        return self.apply(job_id, change, state_event(previous, state, reason, error))
+
+    # ---- scheduling ----------------------------------------------------------
+
+    @property
+    def running_ids(self) -> list[str]:
+        return list(self._running)
+
+    async def schedule(self) -> None:
+        """Starts queued jobs while there is room."""
+        async with self._schedule_lock:
+            while self._accepting and len(self._running) < self._config.max_running_jobs:
+                queued = self._store.queued_ids()
+                if not queued:
+                    return
+                await self._start(queued[0])
+
+    async def _start(self, job_id: str) -> None:
+        job = self._store.get(job_id)
+        job_dir = self._config.jobs_dir / job_id
+        resume = latest_checkpoint_dir(job_dir)
+        try:
+            # Written at creation; only the resume point changes from start to start.
+            config_path = job_dir / "worker_config.json"
+            worker_config = json.loads(config_path.read_text())
+            worker_config["resume_from"] = str(resume) if resume else None
+            write_json_atomic(config_path, worker_config)
+            commands = self._rank_commands(job, job_dir, config_path, worker_config)
+            group = await supervisor.start_group(
+                job_id, job_dir, commands, lambda ev, _id=job_id: self._on_worker_event(_id, ev)
+            )
+        except Exception as exc:  # noqa: BLE001 - a job that cannot start fails alone
+            log.exception("job %s: could not start its worker", job_id)
+            self.set_state(
+                job_id, job_pb.JOB_STATE_FAILED, f"could not start the worker: {exc}",
+                status_pb2.Status(code=code_pb2.INTERNAL, message=f"could not start the worker: {exc}"),
+            )
+            return
+        self._running[job_id] = RunState(group=group)
+        reason = f"resuming from checkpoint at step {int(resume.name)}" if resume else "worker started"
+
+        def change(j: job_pb.TrainingJob) -> None:
+            if resume:
+                j.resume_count += 1
+            j.distributed.world_size = len(commands)
+
+        self.set_state(job_id, job_pb.JOB_STATE_STARTING, reason, extra=change)
+        task = asyncio.create_task(self._await_exit(job_id, group))
+        self._grace_tasks.add(task)
+        task.add_done_callback(self._grace_tasks.discard)
+
+    def _rank_commands(
+        self, job: job_pb.TrainingJob, job_dir: Path, config_path: Path, worker_config: dict
+    ) -> list[supervisor.RankCommand]:
+        env = blas.worker_env(dict(os.environ))
+        env["PYTHONUNBUFFERED"] = "1"
+        world = max(1, job.spec.distributed.world_size)
+        if world == 1:
+            argv = [self._config.python, "-m", WORKER_MODULE, "--config", str(config_path)]
+            return [supervisor.RankCommand(argv, env, job_dir / "train.log")]
+        from tunewire.trainer.worker import launch  # no mlx: builds commands only
+
+        return [
+            supervisor.RankCommand(argv, rank_env, job_dir / ("train.log" if rank == 0 else f"train.rank{rank}.log"))
+            for rank, (argv, rank_env) in enumerate(
+                launch.rank_commands(worker_config, job_dir, python=self._config.python, base_env=env)
+            )
+        ]
+
+    # ---- worker events ---------------------------------------------------------
+
+    async def _on_worker_event(self, job_id: str, event: dict) -> None:
+        run = self._running.get(job_id)
+        kind = event.get("type")
+        if kind == "state":
+            self._on_state(job_id, str(event.get("state", "")), str(event.get("reason", "")))
+            return
+        if kind == "done" and run is not None:
+            run.outcome = str(event.get("outcome", ""))
+            run.artifacts = event.get("artifacts") or {}
+            if isinstance(event.get("best_checkpoint_step"), int):
+                run.artifacts["best_checkpoint_step"] = event["best_checkpoint_step"]
+            return
+        if kind == "error" and run is not None:
+            run.error = event
+            return
+        translation = translate(event)
+        if kind == "checkpoint" and translation.event is not None:
+            checkpoint = translation.event.checkpoint_saved.checkpoint
+            if checkpoint.best:
+                for old in self._store.checkpoints(job_id):
+                    if old.best and old.step != checkpoint.step:
+                        old.best = False
+                        self._store.put_checkpoint(job_id, old)
+            self._store.put_checkpoint(job_id, checkpoint)
+        if translation.change or translation.event:
+            self.apply(job_id, translation.change, translation.event)
+
+    def _on_state(self, job_id: str, state_name: str, reason: str) -> None:
+        state = job_pb.JobState.Value(f"JOB_STATE_{state_name}") if state_name in ("STARTING", "RUNNING") else None
+        current = self._store.get(job_id)
+        if state is None or current.state == state or current.state == job_pb.JOB_STATE_CANCELLING:
+            return
+        self.set_state(job_id, state, reason or state_name.lower())
+
+    # ---- worker exit -----------------------------------------------------------
+
+    async def _await_exit(self, job_id: str, group: supervisor.WorkerGroup) -> None:
+        result = await group.wait()
+        run = self._running.pop(job_id, None)
+        try:
+            self._finish(job_id, run, result)
+        except Exception:  # noqa: BLE001 - keep the daemon and the queue alive
+            log.exception("job %s: finishing failed", job_id)
+        if self._accepting:
+            await self.schedule()
+
+    def _finish(self, job_id: str, run: RunState | None, result: supervisor.GroupExit) -> None:
+        job = self._store.get(job_id)
+        run = run or RunState(group=None)  # type: ignore[arg-type]
+        artifacts = run.artifacts
+
+        def record_artifacts(j: job_pb.TrainingJob) -> None:
+            if artifacts.get("adapter_path"):
+                j.artifacts.adapter_path = str(artifacts["adapter_path"])
+            if artifacts.get("model_path"):
+                j.artifacts.model_path = str(artifacts["model_path"])
+            if artifacts.get("wandb_dir"):
+                j.artifacts.wandb_dir = str(artifacts["wandb_dir"])
+            if artifacts.get("best_checkpoint_step"):
+                j.artifacts.best_checkpoint_step = int(artifacts["best_checkpoint_step"])
+
+        if not self._accepting and run.outcome in ("interrupted", ""):
+            # Daemon shutdown: the job stays active in the store and resumes at the next start.
+            self.apply(job_id, record_artifacts, log_event("trainer stopping; the job resumes from its last checkpoint at the next start"))
+            return
+        if run.outcome in ("succeeded", "early_stopped"):
+            why = "finished" if run.outcome == "succeeded" else "stopped early: validation loss stopped improving"
+            self.set_state(job_id, job_pb.JOB_STATE_SUCCEEDED, why, extra=record_artifacts)
+        elif run.outcome == "cancelled" or (result.killed and job.state == job_pb.JOB_STATE_CANCELLING):
+            why = run.kill_reason or f"cancelled{' by ' + run.cancel_requested_by if run.cancel_requested_by else ''}"
+            self.set_state(job_id, job_pb.JOB_STATE_CANCELLED, why, extra=record_artifacts)
+        else:
+            status = self._failure_status(run, result)
+            self.set_state(job_id, job_pb.JOB_STATE_FAILED, status.message, status, extra=record_artifacts)
+
+    def _failure_status(self, run: RunState, result: supervisor.GroupExit) -> status_pb2.Status:
+        if run.error:
+            message = str(run.error.get("message") or "the worker reported an error")
+            reason = str(run.error.get("reason") or "WORKER_ERROR")
+            code = code_pb2.FAILED_PRECONDITION if reason != "INTERNAL" else code_pb2.INTERNAL
+            return _status(code, message, reason)
+        if result.failed_rank is not None:
+            code = result.failed_code or 0
+            how = f"was killed by signal {-code} ({_signal_name(-code)})" if code < 0 else f"exited with code {code}"
+            who = "the worker" if len(run.group.processes if run.group else [0]) == 1 else f"rank {result.failed_rank}"
+            tail = f"; last log lines:\n{result.log_tail}" if result.log_tail else ""
+            return _status(code_pb2.INTERNAL, f"{who} {how}{tail}", "WORKER_CRASHED", rank=str(result.failed_rank))
+        return _status(code_pb2.INTERNAL, "the worker exited without finishing the job", "WORKER_CRASHED")
+
+    # ---- cancel, recovery, shutdown -------------------------------------------
+
+    async def cancel(self, job_id: str, by: str, force: bool) -> job_pb.TrainingJob:
+        job = self._store.get(job_id)
+        run = self._running.get(job_id)
+        if job.state == job_pb.JOB_STATE_QUEUED or run is None:
+            return self.set_state(job_id, job_pb.JOB_STATE_CANCELLED, f"cancelled by {by} before it started")
+        run.cancel_requested_by = by
+        if job.state != job_pb.JOB_STATE_CANCELLING:
+            job = self.set_state(
+                job_id, job_pb.JOB_STATE_CANCELLING,
+                f"cancel requested by {by}" + ("; stopping the worker now" if force else "; finishing the current step"),
+            )
+        if force:
+            run.kill_reason = f"cancelled by {by} (forced)"
+            run.group.kill()
+            return job
+        await run.group.send("cancel")
+        task = asyncio.create_task(self._kill_after_grace(job_id, run))
+        self._grace_tasks.add(task)
+        task.add_done_callback(self._grace_tasks.discard)
+        return job
+
+    async def _kill_after_grace(self, job_id: str, run: RunState) -> None:
+        try:
+            await asyncio.wait_for(run.group.wait(), timeout=self._config.cancel_grace_seconds)
+        except asyncio.TimeoutError:
+            run.kill_reason = (
+                f"cancelled by {run.cancel_requested_by}; the worker was stopped after the "
+                f"{self._config.cancel_grace_seconds:g} s grace period"
+            )
+            run.group.kill()
+
+    def recover(self) -> None:
+        """Jobs that were active when the daemon stopped go back to the queue
+        (ahead of newer jobs) and resume from their last checkpoint."""
+        for job in self._store.in_states(ACTIVE_STATES):
+            if job.state == job_pb.JOB_STATE_CANCELLING:
+                self.set_state(job.id, job_pb.JOB_STATE_CANCELLED, "cancelled (the trainer restarted while the job was stopping)")
+                continue
+            checkpoint = latest_checkpoint_dir(self._config.jobs_dir / job.id)
+            where = f"from its checkpoint at step {int(checkpoint.name)}" if checkpoint else "from the beginning (no checkpoint yet)"
+            self.set_state(job.id, job_pb.JOB_STATE_QUEUED, f"trainer restarted; the job resumes {where}")
+
+    async def shutdown(self, grace: float) -> None:
+        """Stops accepting; asks running workers to checkpoint and exit; kills stragglers."""
+        self._accepting = False
+        runs = list(self._running.items())
+        for _, run in runs:
+            await run.group.send("stop")
+        if runs:
+            done, pending = await asyncio.wait([asyncio.ensure_future(r.group.wait()) for _, r in runs], timeout=grace)
+            for _, run in runs:
+                run.group.kill()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        # Let the exit handlers record what happened before the store closes.
+        if self._grace_tasks:
+            await asyncio.wait(list(self._grace_tasks), timeout=5)
+
+
+def _status(code: int, message: str, reason: str, **metadata: str) -> status_pb2.Status:
+    from google.rpc import error_details_pb2
+
+    status = status_pb2.Status(code=code, message=message)
+    status.details.add().Pack(error_details_pb2.ErrorInfo(reason=reason, domain="tunewire.dev", metadata=metadata))
+    return status
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

@@ -1,0 +1,108 @@
+"""Builds and runs the trainer daemon's gRPC server (tests start it on port 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from tunewire.trainer import capabilities, db
+from tunewire.trainer.config import TrainerConfig
+from tunewire.trainer.dataset_service import DatasetService
+from tunewire.trainer.dataset_store import DatasetStore
+from tunewire.trainer.event_bus import EventBus
+from tunewire.trainer.identity import is_local_only
+from tunewire.trainer.job_data import JobDataPreparer
+from tunewire.trainer.job_store import JobStore
+from tunewire.trainer.jobs import JobManager
+from tunewire.trainer.runner import JobRunner
+from tunewire.trainer.service import TrainingService
+from tunewire.v1 import dataset_service_pb2, dataset_service_pb2_grpc
+from tunewire.v1 import training_service_pb2, training_service_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    training_service_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name,
+    dataset_service_pb2.DESCRIPTOR.services_by_name["DatasetService"].full_name,
+)
+MAX_MESSAGE_BYTES = 64 << 20
+
+
+class ConfigError(ValueError):
+    """The daemon cannot start with this configuration."""
+
+
+@dataclass
+class TrainerServer:
+    config: TrainerConfig
+    server: grpc.aio.Server
+    address: str
+    port: int
+    runner: JobRunner
+    jobs: JobManager
+    bus: EventBus
+    health: health.aio.HealthServicer
+    _conn: object
+
+    async def stop(self, grace: float | None = None) -> None:
+        """SIGTERM path: refuse new work, let running jobs checkpoint, then exit."""
+        grace = self.config.shutdown_grace_seconds if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        await self.runner.shutdown(grace)
+        self.bus.close_all()
+        await self.server.stop(grace=2)
+        self._conn.close()
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()
+
+
+async def start_trainer(config: TrainerConfig) -> TrainerServer:
+    address = config.listen_address
+    if not is_local_only(address) and not config.internal_token:
+        raise ConfigError(
+            f"refusing to listen on {address}: other hosts could reach the trainer. "
+            "Set TUNEWIRE_INTERNAL_TOKEN (the gateway presents it) or listen on loopback / a unix socket"
+        )
+    for directory in (config.home, config.jobs_dir, config.datasets_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+
+    conn = db.connect(config.db_path)
+    store = JobStore(conn)
+    datasets = DatasetStore(conn)
+    bus = EventBus()
+    runner = JobRunner(config, store, bus)
+    jobs = JobManager(config, store, bus, runner, JobDataPreparer(config, datasets))
+    caps = asyncio.ensure_future(capabilities.probe(config.python))
+
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+    )
+    training_service_pb2_grpc.add_TrainingServiceServicer_to_server(TrainingService(config, jobs, caps), server)
+    dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(DatasetService(config, datasets), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+
+    port = server.add_insecure_port(address)
+    if port == 0 and not address.startswith("unix:"):
+        conn.close()
+        raise ConfigError(f"cannot listen on {address} (address in use or not available)")
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    runner.recover()
+    await runner.schedule()
+    host = address.rsplit(":", 1)[0]
+    bound = address if address.startswith("unix:") else f"{host}:{port}"
+    log.info("tunewire-trainer listening on %s (home %s)", bound, config.home)
+    return TrainerServer(config, server, bound, port, runner, jobs, bus, health_servicer, conn)

@@ -1,0 +1,102 @@
+"""The thin gRPC servicer of `TrainingService`: proto in, domain call, proto out."""
+
+from __future__ import annotations
+
+import asyncio
+
+from google.protobuf import timestamp_pb2
+
+from tunewire.errors import handles_errors
+from tunewire.trainer import generation
+from tunewire.trainer.capabilities import Capabilities
+from tunewire.trainer.config import TrainerConfig
+from tunewire.trainer.identity import identify
+from tunewire.trainer.jobs import JobManager
+from tunewire.trainer.job_store import ACTIVE_STATES
+from tunewire.version import __version__
+from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_service_pb2 as svc_pb
+from tunewire.v1 import training_service_pb2_grpc as svc_grpc
+
+GENERATE_TIMEOUT_SECONDS = 600
+FEATURES = ("lora", "qlora", "dora", "full", "distributed", "wandb")
+DATASET_FORMATS = ("alpaca", "sharegpt", "messages")
+
+
+class TrainingService(svc_grpc.TrainingServiceServicer):
+    def __init__(self, config: TrainerConfig, jobs: JobManager, capabilities: "asyncio.Future[Capabilities]"):
+        self._config = config
+        self._jobs = jobs
+        self._capabilities = capabilities
+        self._generate_slots = asyncio.Semaphore(2)
+
+    def _who(self, context):
+        return identify(context, self._config.internal_token)
+
+    @handles_errors
+    async def CreateTrainingJob(self, request, context):
+        job = await self._jobs.create(self._who(context), request.spec, request.request_id)
+        return svc_pb.CreateTrainingJobResponse(job=job)
+
+    @handles_errors
+    async def GetTrainingJob(self, request, context):
+        return svc_pb.GetTrainingJobResponse(job=self._jobs.get(self._who(context), request.job_id))
+
+    @handles_errors
+    async def ListTrainingJobs(self, request, context):
+        jobs, token, total = self._jobs.list(
+            self._who(context), request.page_size, request.page_token, list(request.states)
+        )
+        return svc_pb.ListTrainingJobsResponse(jobs=jobs, next_page_token=token, total_size=total)
+
+    @handles_errors
+    async def CancelTrainingJob(self, request, context):
+        job = await self._jobs.cancel(self._who(context), request.job_id, request.force)
+        return svc_pb.CancelTrainingJobResponse(job=job)
+
+    @handles_errors
+    async def WatchTrainingJob(self, request, context):
+        async for event in self._jobs.watch(self._who(context), request.job_id, request.after_sequence):
+            yield svc_pb.WatchTrainingJobResponse(event=event)
+
+    @handles_errors
+    async def ListCheckpoints(self, request, context):
+        checkpoints = self._jobs.checkpoints(self._who(context), request.job_id)
+        best = next((c.step for c in checkpoints if c.best), 0)
+        return svc_pb.ListCheckpointsResponse(checkpoints=checkpoints, best_step=best)
+
+    @handles_errors
+    async def Generate(self, request, context):
+        generation.check_request(request)
+        if request.job_id:
+            job = self._jobs.get(self._who(context), request.job_id)
+            model, adapter = generation.model_for_job(job)
+        else:
+            self._who(context)
+            model, adapter = await asyncio.to_thread(generation.base_model, request.model), None
+        async with self._generate_slots:
+            return await generation.run_generation(
+                self._config.python, model, adapter, request, GENERATE_TIMEOUT_SECONDS
+            )
+
+    @handles_errors
+    async def GetServerInfo(self, request, context):
+        caps = await asyncio.shield(self._capabilities)
+        active = self._jobs.count_in_states(ACTIVE_STATES)
+        queued = self._jobs.count_in_states([job_pb.JOB_STATE_QUEUED])
+        now = timestamp_pb2.Timestamp()
+        now.GetCurrentTime()
+        return svc_pb.GetServerInfoResponse(
+            version=__version__,
+            service="tunewire-trainer",
+            features=list(FEATURES),
+            dataset_formats=list(DATASET_FORMATS),
+            device=caps.device,
+            mlx_version=caps.mlx_version,
+            mlx_lm_version=caps.mlx_lm_version,
+            fast_blas=caps.fast_blas,
+            active_jobs=active,
+            queued_jobs=queued,
+            time=now,
+            distributed_backends=caps.backends,
+        )
