@@ -21,8 +21,8 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 OVERRIDE_VAR = "TUNEWIRE_OPENBLAS"
 DISABLED_VALUES = ("0", "off", "false", "no")

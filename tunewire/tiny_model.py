@@ -14,8 +14,9 @@ Presets:
   shapes, for memory and speed benchmarks. They keep the real vocabulary size
   (151,936 and 128,256) for the embedding and output head, because those two
   matrices are a large share of a small model's memory; the small tokenizer
-  only ever produces the first ~1,800 ids, and the rest are never sampled in
-  practice. Like the originals, they tie the embedding and the output head.
+  only ever produces the first ~1,800 ids. They are for training benchmarks:
+  text sampled from them can hold ids the tokenizer cannot decode. Like the
+  originals, they tie the embedding and the output head.
 
 The builder uses numpy only (no mlx), so the CLI starts fast, and it writes
 the safetensors file one chunk at a time, so a 1B-parameter preset needs
@@ -29,9 +30,10 @@ import os
 import shutil
 import struct
 import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import numpy as np
 
@@ -227,8 +229,7 @@ def write_safetensors(path: Path, specs: list[TensorSpec], seed: int, dtype: str
 
 
 def _write_tensor(f: BinaryIO, spec: TensorSpec, rng: np.random.Generator, dtype: str) -> None:
-    for chunk in _chunks(spec, rng):
-        f.write(_encode(chunk, dtype))
+    f.writelines(_encode(chunk, dtype) for chunk in _chunks(spec, rng))
 
 
 def model_config(preset: Preset, vocab_size: int, ids: dict[str, int], dtype: str,
@@ -326,11 +327,3 @@ def _write_model(out: Path, seed: int, preset: Preset, preset_name: str, dtype: 
     config = model_config(preset, vocab_size, ids, dtype, preset_name, seed)
     tiny_tokenizer.write_json(out / "config.json", config)
 
-
-def describe_presets(tokenizer_vocab_size: int) -> list[dict]:
-    """One row per preset (name, architecture, parameters), for `tunewire model presets`."""
-    return [
-        {"name": name, "architecture": p.architecture,
-         "parameters": parameter_count(p, tokenizer_vocab_size), **asdict(p)}
-        for name, p in PRESETS.items()
-    ]
