@@ -1,0 +1,154 @@
+"""Reading JSONL: one record per line, parsed with the standard library's json.
+
+This is the hot loop of validation. Lines are split from large binary chunks
+(no per-line I/O calls), each is decoded as strict UTF-8 and parsed; anything
+that goes wrong on a line becomes an issue for that line and reading goes on.
+A line longer than the limit is skipped without ever being held whole.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+from tunewire.datasets import issues as codes
+from tunewire.datasets.issues import Issue, describe_value
+from tunewire.datasets.source import SourceError
+
+# A record from a reader: (line, parsed value, None, raw line or None) or
+# (line, None, issue, None); an issue of the file rather than of a record comes
+# as (line, FILE_LEVEL, issue, None). The raw JSONL line lets the writer skip
+# re-escaping strings that need none (canonical.is_plain).
+Record = tuple[int, object, "Issue | None", "bytes | None"]
+FILE_LEVEL = object()
+
+
+def read_jsonl(chunks: Iterator[bytes], first_line: int, max_line_bytes: int) -> Iterator[Record]:
+    line = first_line - 1  # number of the last line handed out
+    pending: list[bytes] = []  # start of a line that continues in the next chunk
+    pending_bytes = 0
+    skipping = 0  # > 0: inside an over-long line, this many bytes seen so far
+    loads = json.loads
+    try:
+        for chunk in chunks:
+            if skipping:
+                end = chunk.find(b"\n")
+                if end < 0:
+                    skipping += len(chunk)
+                    continue
+                line += 1
+                yield line, None, _too_long(line, skipping + end, max_line_bytes), None
+                skipping = 0
+                chunk = chunk[end + 1:]
+            cut = chunk.rfind(b"\n")
+            if cut < 0:
+                pending.append(chunk)
+                pending_bytes += len(chunk)
+                if pending_bytes > max_line_bytes:
+                    skipping, pending, pending_bytes = pending_bytes, [], 0
+                continue
+            if pending:
+                pending.append(chunk[:cut])
+                data = b"".join(pending)
+            else:
+                data = chunk[:cut]
+            tail = chunk[cut + 1:]
+            pending, pending_bytes = ([tail], len(tail)) if tail else ([], 0)
+            lines = data.split(b"\n")
+            check_length = len(data) > max_line_bytes
+            for raw in lines:
+                line += 1
+                if check_length and len(raw) > max_line_bytes:
+                    yield line, None, _too_long(line, len(raw), max_line_bytes), None
+                    continue
+                try:
+                    value = loads(raw.decode())
+                except (ValueError, RecursionError) as exc:
+                    issue = diagnose_line(raw, line, exc)
+                    if issue is not None:
+                        yield line, None, issue, None
+                    continue
+                yield line, value, None, raw
+            if pending_bytes > max_line_bytes:
+                skipping, pending, pending_bytes = pending_bytes, [], 0
+        if skipping:
+            line += 1
+            yield line, None, _too_long(line, skipping, max_line_bytes), None
+        elif pending:
+            raw = b"".join(pending)
+            line += 1
+            try:
+                value = loads(raw.decode())
+            except (ValueError, RecursionError) as exc:
+                issue = diagnose_line(raw, line, exc)
+                if issue is not None:
+                    yield line, None, issue, None
+            else:
+                yield line, value, None, raw
+    except SourceError as exc:
+        yield line + 1, FILE_LEVEL, Issue(line + 1, codes.INVALID_ENCODING, str(exc)), None
+
+
+def diagnose_line(raw: bytes, line: int, exc: BaseException) -> Issue | None:
+    """The issue for a line that did not parse; None for a blank line (skipped)."""
+    if not raw or raw.isspace():
+        return None
+    if isinstance(exc, RecursionError):
+        return Issue(line, codes.TOO_DEEP, too_deep_message())
+    if isinstance(exc, UnicodeDecodeError):
+        return Issue(
+            line,
+            codes.INVALID_ENCODING,
+            f"byte {describe_bytes(raw[exc.start:exc.start + 4])} at column {exc.start + 1} "
+            "is not valid UTF-8; save the file as UTF-8",
+            column=exc.start + 1,
+        )
+    if isinstance(exc, json.JSONDecodeError):
+        return json_error_issue(exc, line)
+    return Issue(line, codes.INVALID_JSON, f"not valid JSON: {exc}")
+
+
+def json_error_issue(exc: json.JSONDecodeError, line: int, record_line: int = 0) -> Issue:
+    """INVALID_JSON at the error's own line and column; `line` is where `exc.doc` starts."""
+    at = line + exc.lineno - 1
+    where = f" (in the record that starts at line {record_line})" if record_line and record_line != at else ""
+    hint = ""
+    if exc.msg.startswith("Invalid control character"):
+        bad = exc.doc[exc.pos] if exc.pos < len(exc.doc) else ""
+        hint = f" ({_control_name(bad)} inside a string must be escaped)"
+    elif exc.pos >= len(exc.doc.rstrip()) and exc.msg != "Extra data":
+        hint = " (the record is cut off)"
+    return Issue(
+        at,
+        codes.INVALID_JSON,
+        f"invalid JSON at column {exc.colno}: {exc.msg}{hint}{where}",
+        column=exc.colno,
+    )
+
+
+def too_deep_message() -> str:
+    return "JSON nested too deeply to parse (Python's parser stops at about 1,000 levels)"
+
+
+def describe_bytes(data: bytes) -> str:
+    return " ".join(f"0x{b:02x}" for b in data[:1]) if data else "end of line"
+
+
+def _control_name(char: str) -> str:
+    if char == "\x00":
+        return "a NUL byte"
+    if char:
+        return f"control character U+{ord(char):04X}"
+    return "a control character"
+
+
+def _too_long(line: int, size: int, limit: int) -> Issue:
+    return Issue(
+        line,
+        codes.LINE_TOO_LONG,
+        f"line is {size:,} bytes, over the limit of {limit:,} (max_line_bytes); skipped",
+    )
+
+
+def not_an_object(line: int, value: object) -> Issue:
+    return Issue(line, codes.NOT_AN_OBJECT, f"a record must be a JSON object, got {describe_value(value)}")

@@ -1,0 +1,170 @@
+"""The canonical conversation and the rules every format's turns must follow.
+
+A canonical message is a tuple (role, content, trainable) inside the hot loop
+(tuples are cheap) and a dict {"role", "content", "trainable"} in files and
+previews. Roles are system, user, assistant and tool. The turn order rules are
+the ones chat templates enforce: an optional system turn first, then user and
+assistant alternate; tool results follow an assistant turn (several in a row
+for parallel calls) and are answered by the assistant.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable, Sequence
+
+from tunewire.datasets import issues as codes
+from tunewire.datasets.issues import Issue, describe_value
+
+SYSTEM, USER, ASSISTANT, TOOL = "system", "user", "assistant", "tool"
+Message = tuple[str, str, bool]
+
+# Which role may follow which (None: the start of the conversation).
+NEXT_ROLES: dict[str | None, frozenset[str]] = {
+    None: frozenset({SYSTEM, USER}),
+    SYSTEM: frozenset({USER}),
+    USER: frozenset({ASSISTANT}),
+    ASSISTANT: frozenset({USER, TOOL}),
+    TOOL: frozenset({TOOL, ASSISTANT}),
+}
+
+
+class RecordContext:
+    """What a format check reports into: the record's issues, and file-wide memory."""
+
+    def __init__(self, max_unknown_fields: int = 1000) -> None:
+        self.issues: list[Issue] = []
+        self.error_count = 0  # errors added so far (warnings do not count)
+        self._reported_fields: set[str] = set()
+        self._max_unknown_fields = max_unknown_fields
+
+    def error(self, line: int, code: str, message: str, field: str = "") -> None:
+        self.error_count += 1
+        self.issues.append(Issue(line, code, message, field))
+
+    def unknown_field(self, line: int, field: str, key: str, where: str) -> None:
+        """UNKNOWN_FIELD once per file and field name (`messages[].name`), not per record."""
+        if key in self._reported_fields or len(self._reported_fields) >= self._max_unknown_fields:
+            return
+        self._reported_fields.add(key)
+        self.issues.append(
+            Issue(
+                line,
+                codes.UNKNOWN_FIELD,
+                f"{field!r} is not a field of {where} and is ignored (reported once per file)",
+                field,
+            )
+        )
+
+
+def check_order(
+    roles: Sequence[str],
+    names: Sequence[str],
+    line: int,
+    field_of: Callable[[int], str],
+    ctx: RecordContext,
+    assistant_names: str,
+) -> None:
+    """Adds the first turn-order problem of a conversation, and NO_ASSISTANT_TURN."""
+    previous: str | None = None
+    for i, role in enumerate(roles):
+        if role in NEXT_ROLES[previous]:
+            previous = role
+            continue
+        if role == SYSTEM:
+            ctx.error(
+                line,
+                codes.SYSTEM_NOT_FIRST,
+                "a system prompt may only be the first turn, and only one is allowed",
+                field_of(i),
+            )
+        elif previous in (None, SYSTEM):
+            ctx.error(
+                line,
+                codes.NOT_ALTERNATING,
+                f"the conversation must start with a user turn, not {names[i]!r}",
+                field_of(i),
+            )
+        elif previous == TOOL:
+            ctx.error(
+                line,
+                codes.NOT_ALTERNATING,
+                f"turn {i + 1} is {names[i]!r} after a tool result; the assistant answers a tool result",
+                field_of(i),
+            )
+        elif role == TOOL:
+            ctx.error(
+                line,
+                codes.NOT_ALTERNATING,
+                f"turn {i + 1} is a tool result ({names[i]!r}) after {names[i - 1]!r}; "
+                "tool results follow an assistant turn",
+                field_of(i),
+            )
+        else:
+            ctx.error(
+                line,
+                codes.NOT_ALTERNATING,
+                f"turn {i + 1} is {names[i]!r} after {names[i - 1]!r}; user and assistant turns must alternate",
+                field_of(i),
+            )
+        break
+    if ASSISTANT not in roles:
+        ctx.error(
+            line,
+            codes.NO_ASSISTANT_TURN,
+            f"the conversation has no assistant turn ({assistant_names}): there is nothing to train on",
+        )
+
+
+def text_problem(value: object, field: str, line: int, ctx: RecordContext, present: bool) -> bool:
+    """Adds MISSING_FIELD, WRONG_TYPE or EMPTY_VALUE for a field that must be non-blank text.
+
+    Returns True when there was a problem.
+    """
+    if type(value) is str:
+        if value and not value.isspace():
+            return False
+        ctx.error(line, codes.EMPTY_VALUE, f"{field!r} is empty", field)
+        return True
+    if value is None and not present:
+        ctx.error(line, codes.MISSING_FIELD, f"{field!r} is missing", field)
+        return True
+    ctx.error(line, codes.WRONG_TYPE, f"{field!r} must be a string, got {describe_value(value)}", field)
+    return True
+
+
+def optional_text(value: object, field: str, line: int, ctx: RecordContext) -> str | None:
+    """An optional text field: absent, null or blank mean none; any other non-string is WRONG_TYPE."""
+    if value is None:
+        return None
+    if type(value) is str:
+        return value if value and not value.isspace() else None
+    ctx.error(line, codes.WRONG_TYPE, f"{field!r} must be a string, got {describe_value(value)}", field)
+    return None
+
+
+def to_dicts(messages: Sequence[Message]) -> list[dict]:
+    return [{"role": r, "content": c, "trainable": t} for r, c, t in messages]
+
+
+def parse_tools(value: object, line: int, ctx: RecordContext) -> list | None:
+    """Tool definitions: a list of objects, or that list as a JSON string (as LLaMA-Factory stores it)."""
+    if value is None or value == "" or value == []:
+        return None
+    if type(value) is str:
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            ctx.error(line, codes.WRONG_TYPE, "'tools' is a string but not valid JSON", "tools")
+            return None
+    if type(value) is dict:
+        value = [value]
+    if type(value) is not list or not all(type(tool) is dict for tool in value):
+        ctx.error(
+            line,
+            codes.WRONG_TYPE,
+            f"'tools' must be a list of tool definitions (objects), got {describe_value(value)}",
+            "tools",
+        )
+        return None
+    return value
