@@ -1,0 +1,151 @@
+"""gRPC status ↔ HTTP: the one table, and google.rpc.Status as JSON.
+
+The table is grpc-gateway's (runtime/errors.go, HTTPStatusFromCode), so clients
+that know grpc-gateway see the statuses they expect. Everything the gateway
+answers over HTTP with an error goes through `status_response`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+
+import grpc
+from aiohttp import web
+from google.protobuf import json_format
+from google.rpc import error_details_pb2, status_pb2
+
+from tunewire.errors import ServiceError, status_from_exception
+
+# gRPC code → HTTP status, exactly as grpc-gateway maps them.
+HTTP_STATUS = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+}
+_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+log = logging.getLogger(__name__)
+RETRY_INFO_TYPE = error_details_pb2.RetryInfo.DESCRIPTOR.full_name
+
+
+class StatusError(Exception):
+    """A google.rpc.Status ready to answer with (a trainer error reworded for a route)."""
+
+    def __init__(self, status: status_pb2.Status):
+        super().__init__(status.message)
+        self.status = status
+
+
+def http_status(code: int | grpc.StatusCode) -> int:
+    if isinstance(code, int):
+        code = _CODE_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
+    return HTTP_STATUS.get(code, 500)
+
+
+def status_to_dict(status: status_pb2.Status) -> dict:
+    """`{"code", "message", "details"}` with each detail as JSON with its `@type`
+    (empty fields of the details left out: they are noise in an error)."""
+    body = json_format.MessageToDict(status, preserving_proto_field_name=True)
+    return {"code": status.code, "message": status.message, "details": body.get("details", [])}
+
+
+def retry_after_seconds(status: status_pb2.Status) -> int | None:
+    """The RetryInfo delay rounded up to whole seconds (Retry-After has no fractions)."""
+    for detail in status.details:
+        if detail.TypeName() == RETRY_INFO_TYPE:
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            delay = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+            return max(0, math.ceil(delay))
+    return None
+
+
+def status_response(status: status_pb2.Status, *, legacy: bool = False) -> web.Response:
+    """The HTTP answer for an error status. `legacy` adds the FastAPI-style
+    `detail` string that the old port-8200 clients print."""
+    body = status_to_dict(status)
+    if legacy:
+        body["detail"] = status.message
+    headers = {}
+    retry = retry_after_seconds(status)
+    if retry is not None:
+        headers["Retry-After"] = str(retry)
+    return web.Response(
+        status=http_status(status.code),
+        text=json.dumps(body),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(exc: BaseException, *, legacy: bool = False) -> web.Response:
+    """A gateway-side error (ServiceError, or anything unexpected → INTERNAL) as HTTP."""
+    return status_response(status_from_exception(exc), legacy=legacy)
+
+
+def service_error_from_http(status: int, message: str) -> ServiceError:
+    """aiohttp's own refusals (no route, wrong method, body too large) in our error form."""
+    code = {
+        404: grpc.StatusCode.NOT_FOUND,
+        405: grpc.StatusCode.UNIMPLEMENTED,
+        413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+        415: grpc.StatusCode.INVALID_ARGUMENT,
+    }.get(status, grpc.StatusCode.INVALID_ARGUMENT if 400 <= status < 500 else grpc.StatusCode.INTERNAL)
+    return ServiceError(code, message, reason=f"HTTP_{status}")
+
+
+
+def error_middleware(status_of):
+    """Every error of an HTTP call as google.rpc.Status JSON: the gateway's own
+    (auth, limits, bad requests), the trainer's (relayed status, `status_of` an
+    AioRpcError) and aiohttp's (no route, wrong method). Never a traceback."""
+
+    @web.middleware
+    async def errors(request: web.Request, handler):
+        legacy = getattr(getattr(request.match_info, "handler", None), "tunewire_legacy", False)
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error_response(service_error_from_http(exc.status, _http_message(request, exc)), legacy=legacy)
+        except ServiceError as exc:
+            return error_response(exc, legacy=legacy)
+        except StatusError as exc:
+            return status_response(exc.status, legacy=legacy)
+        except grpc.aio.AioRpcError as err:
+            return status_response(status_of(err), legacy=legacy)
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise  # the client left; there is nobody to answer
+        except Exception as exc:
+            log.exception("unexpected error in %s %s", request.method, request.path)
+            return error_response(exc, legacy=legacy)
+
+    return errors
+
+
+def _http_message(request: web.Request, exc: web.HTTPException) -> str:
+    if exc.status == 404:
+        return f"no route for {request.method} {request.path}"
+    if exc.status == 405:
+        allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
+        return f"{request.method} is not allowed on {request.path}; allowed: {allowed}"
+    if exc.status == 413:
+        return f"request body too large (limit {request.client_max_size} bytes)"
+    return exc.text or exc.reason

@@ -1,0 +1,162 @@
+"""Builds and runs the gateway: a grpc.aio server and an aiohttp server in one
+event loop, both in front of one channel to the trainer. Tests start it on port 0
+for both and read the bound ports from the returned `GatewayServer`."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from tunewire.gateway import legacy
+from tunewire.gateway.auth import Authenticator, AuthInterceptor, http_auth_middleware
+from tunewire.gateway.config import GatewayConfig
+from tunewire.gateway.forward import Forwarder
+from tunewire.gateway.health import TrainerHealth
+from tunewire.gateway.http_errors import error_middleware
+from tunewire.gateway.http_rules import routes_for
+from tunewire.gateway.keys import KeyRing
+from tunewire.gateway.limits import RateLimiter, StreamLimiter
+from tunewire.gateway.methods import forwarded_methods, service_names
+from tunewire.gateway.trainer_link import TrainerLink
+from tunewire.gateway.transcode import Transcoder
+
+log = logging.getLogger(__name__)
+
+
+class ListenError(OSError):
+    """An address the gateway cannot serve on."""
+
+
+@dataclass
+class GatewayServer:
+    config: GatewayConfig
+    grpc_server: grpc.aio.Server
+    http_runner: web.AppRunner
+    link: TrainerLink
+    trainer_health: TrainerHealth
+    health: health.aio.HealthServicer
+    streams: StreamLimiter
+    grpc_port: int
+    http_port: int
+    grpc_address: str
+    http_address: str
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.http_address}"
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stops taking calls, lets running ones finish for `grace` seconds.
+        Jobs are the trainer's: nothing here touches them."""
+        await self.health.enter_graceful_shutdown()
+        await self.trainer_health.stop()
+        await self.http_runner.shutdown()
+        await self.grpc_server.stop(grace)
+        await self.http_runner.cleanup()
+        await self.link.close()
+
+    async def wait(self) -> None:
+        await self.grpc_server.wait_for_termination()
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ListenError(f"listen address {address!r} is not HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _http_socket(address: str) -> socket.socket:
+    host, port = split_host_port(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {address} for HTTP: {exc.strerror}") from None
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+async def start_gateway(config: GatewayConfig, keyring: KeyRing | None = None) -> GatewayServer:
+    keyring = keyring or KeyRing(config.keys_file, config.api_keys)
+    if not len(keyring):
+        log.warning("no API keys configured: only health, reflection and server info will answer. "
+                    "Create one with `tunewire keys create NAME` or set TUNEWIRE_API_KEY")
+    methods = forwarded_methods()
+    link = TrainerLink(config)
+    streams = StreamLimiter(config.max_streams_per_key)
+    authenticator = Authenticator(keyring, RateLimiter(config.rate_per_second, config.rate_burst))
+
+    grpc_server = grpc.aio.server(
+        interceptors=[AuthInterceptor(authenticator, methods)],
+        options=[
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.so_reuseport", 0),  # a port in use is an error, not a shared listener
+        ],
+    )
+    grpc_server.add_generic_rpc_handlers(
+        Forwarder(link, methods, streams, config.max_upload_bytes).generic_handlers()
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
+    reflection.enable_server_reflection(
+        (*service_names(), health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server
+    )
+    try:
+        grpc_port = grpc_server.add_insecure_port(config.grpc_listen)
+    except RuntimeError:
+        grpc_port = 0
+    if grpc_port == 0 and not config.grpc_listen.startswith("unix:"):
+        await link.close()
+        raise ListenError(f"cannot listen on {config.grpc_listen} for gRPC (address in use or not available)")
+
+    app = web.Application(
+        middlewares=[error_middleware(link.status_of), http_auth_middleware(authenticator)],
+        client_max_size=config.max_message_bytes,
+    )
+    Transcoder(link, streams, config.max_upload_bytes, config.upload_chunk_bytes).add_routes(app, routes_for(methods))
+    legacy.add_routes(app, link, methods)
+    # handler_cancellation: a client that disconnects cancels its handler, and
+    # with it the trainer call it was waiting on.
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        sock = _http_socket(config.http_listen)
+    except ListenError:
+        await runner.cleanup()
+        await link.close()
+        raise
+    await web.SockSite(runner, sock).start()
+    http_port = sock.getsockname()[1]
+
+    await grpc_server.start()
+    trainer_health = TrainerHealth(link.channel, health_servicer, service_names(), config.health_retry_seconds)
+    await trainer_health.start()
+
+    grpc_host = config.grpc_listen.rpartition(":")[0]
+    http_host = config.http_listen.rpartition(":")[0]
+    server = GatewayServer(
+        config=config,
+        grpc_server=grpc_server,
+        http_runner=runner,
+        link=link,
+        trainer_health=trainer_health,
+        health=health_servicer,
+        streams=streams,
+        grpc_port=grpc_port,
+        http_port=http_port,
+        grpc_address=config.grpc_listen if config.grpc_listen.startswith("unix:") else f"{grpc_host}:{grpc_port}",
+        http_address=f"{http_host}:{http_port}",
+    )
+    log.info("tunewire-gateway: gRPC on %s, HTTP on %s, trainer at %s",
+             server.grpc_address, server.http_address, config.trainer)
+    return server

@@ -1,0 +1,108 @@
+"""The gateway's one channel to the trainer, and what its errors mean to a client.
+
+Calls carry bytes in and out (no decode/encode on the gRPC path) and the
+caller's identity as metadata built here and nowhere else: the client's own
+metadata is never passed on, so nobody can claim another identity.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from tunewire.gateway.config import GatewayConfig
+from tunewire.gateway.keys import Principal
+from tunewire.gateway.methods import Method
+from tunewire.trainer.identity import INTERNAL_TOKEN_HEADER, PRINCIPAL_HEADER, ROLE_HEADER
+
+from tunewire.errors import ERROR_DOMAIN
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+# The trainer's own limit; responses such as a long job list can be big.
+TRAINER_MAX_MESSAGE_BYTES = 64 << 20
+
+
+class TrainerLink:
+    def __init__(self, config: GatewayConfig):
+        self.address = config.trainer
+        self._retry_seconds = config.unavailable_retry_seconds
+        self._token = config.internal_token
+        self.channel = grpc.aio.insecure_channel(
+            config.trainer,
+            options=[
+                ("grpc.max_receive_message_length", TRAINER_MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", -1),
+                # A trainer that comes back is found within ~2 s instead of
+                # after gRPC's default backoff of up to two minutes.
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.min_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+            ],
+        )
+        self._callables: dict[str, object] = {}
+        self._metadata: dict[Principal, tuple[tuple[str, str], ...]] = {}
+
+    def metadata(self, principal: Principal) -> tuple[tuple[str, str], ...]:
+        md = self._metadata.get(principal)
+        if md is None:
+            md = ((PRINCIPAL_HEADER, principal.name), (ROLE_HEADER, principal.role))
+            if self._token:
+                md += ((INTERNAL_TOKEN_HEADER, self._token),)
+            self._metadata[principal] = md
+        return md
+
+    def _callable(self, method: Method):
+        call = self._callables.get(method.path)
+        if call is None:
+            # No serializers: requests and responses pass through as bytes.
+            kind = {
+                (False, False): self.channel.unary_unary,
+                (False, True): self.channel.unary_stream,
+                (True, False): self.channel.stream_unary,
+                (True, True): self.channel.stream_stream,
+            }[(method.client_streaming, method.server_streaming)]
+            call = self._callables[method.path] = kind(method.path)
+        return call
+
+    def unary(self, method: Method, request: bytes, principal: Principal, timeout: float | None):
+        """Awaitable response bytes."""
+        return self._callable(method)(request, timeout=timeout, metadata=self.metadata(principal))
+
+    def server_stream(self, method: Method, request: bytes, principal: Principal, timeout: float | None):
+        """A call to read response bytes from (`read()` until grpc.aio.EOF)."""
+        return self._callable(method)(request, timeout=timeout, metadata=self.metadata(principal))
+
+    def client_stream(self, method: Method, principal: Principal, timeout: float | None):
+        """A call to `write()` request bytes to, then `done_writing()` and await."""
+        return self._callable(method)(timeout=timeout, metadata=self.metadata(principal))
+
+    def status_of(self, err: grpc.aio.AioRpcError) -> status_pb2.Status:
+        """The google.rpc.Status a failed trainer call stands for."""
+        for key, value in err.trailing_metadata() or ():
+            if key == STATUS_DETAILS_KEY:
+                status = status_pb2.Status.FromString(value)
+                if status.code == err.code().value[0]:
+                    return status
+        if err.code() == grpc.StatusCode.UNAVAILABLE:
+            return self.unavailable_status()
+        return status_pb2.Status(code=err.code().value[0], message=err.details() or err.code().name)
+
+    def unavailable_status(self) -> status_pb2.Status:
+        """The trainer cannot be reached: no details, since the trainer sent none."""
+        seconds = self._retry_seconds
+        status = status_pb2.Status(
+            code=code_pb2.UNAVAILABLE,
+            message=f"the trainer is not reachable right now; retry in {seconds:g} s",
+        )
+        status.details.add().Pack(
+            error_details_pb2.ErrorInfo(reason="TRAINER_UNAVAILABLE", domain=ERROR_DOMAIN)
+        )
+        status.details.add().Pack(
+            error_details_pb2.RetryInfo(
+                retry_delay=duration_pb2.Duration(seconds=int(seconds), nanos=int(seconds % 1 * 1e9))
+            )
+        )
+        return status
+
+    async def close(self) -> None:
+        await self.channel.close()
