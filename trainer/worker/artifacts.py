@@ -16,9 +16,8 @@ import shutil
 from pathlib import Path
 
 import mlx.core as mx
-import mlx.nn as nn
+from mlx import nn
 from mlx.utils import tree_flatten
-
 from tunewire.trainer.worker.config import WorkerConfig
 from tunewire.trainer.worker.model_setup import AdapterSetup, LoadedModel
 

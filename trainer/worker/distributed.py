@@ -11,7 +11,6 @@ import time
 
 import mlx.core as mx
 from mlx.nn.utils import average_gradients
-
 from tunewire.trainer.worker.config import DistributedSettings
 from tunewire.trainer.worker.errors import WorkerError
 

@@ -11,6 +11,7 @@ This module must not import mlx.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import threading
@@ -30,8 +31,8 @@ class EventWriter:
         self._lock = threading.Lock()
 
     def emit(self, type_: str, **fields) -> dict:
-        event = {"type": type_, "time": time.time(), **fields}
-        line = json.dumps(event, allow_nan=False, default=_jsonable) + "\n"
+        event = _clean({"type": type_, "time": time.time(), **fields})
+        line = json.dumps(event, allow_nan=False) + "\n"
         with self._lock:
             if self._fd is not None:
                 data = line.encode()
@@ -54,13 +55,15 @@ class EventWriter:
             self._fd = None
 
 
-def _jsonable(value):
-    # numpy / mlx scalars sneak in through metrics; NaN is not valid JSON.
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return value if value == value and abs(value) != float("inf") else None
+def _clean(value):
+    """JSON-safe values: NaN and infinities (a diverged loss) become null."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _summary(event: dict) -> str:
@@ -81,7 +84,7 @@ class ControlReader:
         self.stop_requested = threading.Event()
         self._thread = threading.Thread(target=self._run, name="control-reader", daemon=True)
 
-    def start(self) -> "ControlReader":
+    def start(self) -> ControlReader:
         self._thread.start()
         return self
 

@@ -20,11 +20,10 @@ from functools import partial
 from pathlib import Path
 
 import mlx.core as mx
-import mlx.nn as nn
 import mlx.optimizers as optim
+from mlx import nn
 from mlx.nn.utils import average_gradients
 from mlx.utils import tree_map
-
 from tunewire.trainer.worker import checkpoint
 from tunewire.trainer.worker.artifacts import trainable_weights
 from tunewire.trainer.worker.config import WorkerConfig

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
+from mlx import nn
 from mlx.utils import tree_flatten
 from mlx_lm.models.switch_layers import QuantizedSwitchLinear, SwitchLinear
 from mlx_lm.tuner.utils import linear_to_lora_layers
@@ -23,7 +23,6 @@ from mlx_lm.utils import (
     load_tokenizer,
 )
 from mlx_lm.utils import load_model as mlx_load_model
-
 from tunewire.trainer.worker.config import WorkerConfig
 from tunewire.trainer.worker.errors import WorkerError
 

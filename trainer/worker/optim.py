@@ -6,7 +6,6 @@ import math
 
 import mlx.core as mx
 import mlx.optimizers as optim
-
 from tunewire.trainer.worker.config import Hyperparameters
 
 
@@ -30,7 +29,7 @@ def learning_rate_schedule(hp: Hyperparameters, steps: int):
     elif hp.learning_rate_schedule == "linear":
         main = optim.linear_schedule(peak, floor, decay_steps)
     elif warmup:
-        main = lambda _step: mx.array(peak, mx.float32)  # noqa: E731 - a constant schedule
+        main = lambda _step: mx.array(peak, mx.float32)
     else:
         return peak
     if not warmup:

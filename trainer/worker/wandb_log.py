@@ -14,12 +14,12 @@ from tunewire.trainer.worker.events import EventWriter
 
 
 class WandbLogger:
-    def __init__(self, config: WorkerConfig, events: EventWriter):
+    def __init__(self, config: WorkerConfig, events: EventWriter, enabled: bool = True):
         self._events = events
         self._run = None
         self.dir: str | None = None
         settings = config.wandb
-        if not settings.enabled:
+        if not (enabled and settings.enabled):
             return
         try:
             import wandb

@@ -1,0 +1,191 @@
+"""Fixtures for the training worker's tests: a tiny dataset, and the worker as a real subprocess.
+
+`start_worker(config)` launches `python -m tunewire.trainer.worker` the way the
+daemon does (cwd = job dir, events on an inherited pipe fd, commands on stdin,
+OpenBLAS preloaded) and returns a `WorkerProcess` to read events from and send
+commands to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tunewire.trainer.blas import worker_env
+
+# Four short conversations, repeated: a tiny model learns them in a few steps.
+CONVERSATIONS = [
+    ("What color is the sky?", "The sky is blue."),
+    ("What is two plus two?", "Two plus two is four."),
+    ("Name a fruit.", "An apple is a fruit."),
+    ("Say hello.", "Hello there, my friend."),
+]
+
+
+def conversation_record(question: str, answer: str, line: int) -> dict:
+    return {
+        "messages": [
+            {"role": "system", "content": "You answer briefly.", "trainable": False},
+            {"role": "user", "content": question, "trainable": False},
+            {"role": "assistant", "content": answer, "trainable": True},
+        ],
+        "line": line,
+    }
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def train_file(tmp_path_factory) -> Path:
+    pairs = CONVERSATIONS * 2
+    records = [conversation_record(q, a, i + 1) for i, (q, a) in enumerate(pairs)]
+    return write_jsonl(tmp_path_factory.mktemp("data") / "train.jsonl", records)
+
+
+@pytest.fixture(scope="session")
+def validation_file(tmp_path_factory) -> Path:
+    records = [conversation_record(q, a, i + 1) for i, (q, a) in enumerate(CONVERSATIONS)]
+    return write_jsonl(tmp_path_factory.mktemp("data") / "validation.jsonl", records)
+
+
+@pytest.fixture
+def make_config(tiny_model_dir, train_file, tmp_path):
+    """A worker config for a short LoRA job on the tiny model; `overrides` nest."""
+
+    def make(job_name: str = "job", **overrides) -> dict:
+        job_dir = tmp_path / job_name
+        job_dir.mkdir(exist_ok=True)
+        config = {
+            "job_id": job_name,
+            "job_dir": str(job_dir),
+            "model": str(tiny_model_dir),
+            "method": "lora",
+            "train_path": str(train_file),
+            "validation_path": None,
+            "lora": {"rank": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": [], "num_layers": -1},
+            "hyperparameters": {
+                "max_steps": 12, "batch_size": 4, "learning_rate": 0.05, "max_seq_length": 64,
+                "optimizer": "adam", "seed": 0,
+            },
+            "checkpointing": {"interval_steps": 100, "keep_last": 0},
+            "report_interval_steps": 1,
+        }
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(config.get(key), dict):
+                config[key] = {**config[key], **value}
+            else:
+                config[key] = value
+        return config
+
+    return make
+
+
+class WorkerProcess:
+    """One worker subprocess: its events as they arrive, its stdin, its log."""
+
+    def __init__(self, config: dict, env: dict):
+        self.job_dir = Path(config["job_dir"])
+        config_path = self.job_dir / "worker_config.json"
+        config_path.write_text(json.dumps(config), encoding="utf-8")
+        read_fd, write_fd = os.pipe()
+        self.log_path = self.job_dir / "train.log"
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tunewire.trainer.worker", "--config", str(config_path),
+                 "--events-fd", str(write_fd)],
+                cwd=self.job_dir, env=env, stdin=subprocess.PIPE, stdout=log,
+                stderr=subprocess.STDOUT, pass_fds=(write_fd,),
+            )
+        os.close(write_fd)
+        self._events_fd = read_fd
+        self._buffer = b""
+        self.events: list[dict] = []
+
+    def next_event(self, timeout: float) -> dict | None:
+        """The next event, or None at EOF (the worker closed the pipe: it exited)."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._events_fd], [], [], left)[0]:
+                raise TimeoutError(f"no worker event within {timeout}s; log:\n{self.log()}")
+            chunk = os.read(self._events_fd, 65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        event = json.loads(line)
+        self.events.append(event)
+        return event
+
+    def wait_for(self, predicate, timeout: float = 60) -> dict:
+        while (event := self.next_event(timeout)) is not None:
+            if predicate(event):
+                return event
+        raise AssertionError(f"the worker exited without the awaited event; log:\n{self.log()}")
+
+    def send(self, command: str) -> None:
+        self.proc.stdin.write((json.dumps({"command": command}) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def finish(self, timeout: float = 120) -> int:
+        """Reads every remaining event, closes stdin, and returns the exit code."""
+        while self.next_event(timeout) is not None:
+            pass
+        os.close(self._events_fd)
+        self.proc.stdin.close()
+        return self.proc.wait(timeout=timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def of_type(self, kind: str) -> list[dict]:
+        return [e for e in self.events if e["type"] == kind]
+
+    def losses(self) -> dict[int, float]:
+        return {e["step"]: e["loss"] for e in self.of_type("metrics")}
+
+    def done(self) -> dict:
+        (done,) = self.of_type("done")
+        return done
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def start_worker():
+    """Starts workers; any still running at the end of the test is killed."""
+    started: list[WorkerProcess] = []
+
+    def start(config: dict) -> WorkerProcess:
+        env = worker_env({**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"})
+        worker = WorkerProcess(config, env)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill()
+
+
+@pytest.fixture
+def run_worker(start_worker):
+    """Runs a worker to its end; returns it with every event read and its exit code."""
+
+    def run(config: dict, timeout: float = 120) -> WorkerProcess:
+        worker = start_worker(config)
+        worker.returncode = worker.finish(timeout)
+        return worker
+
+    return run

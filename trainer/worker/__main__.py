@@ -1,0 +1,82 @@
+"""The training worker: `python -m tunewire.trainer.worker --config worker_config.json --events-fd N`.
+
+Started by the trainer daemon, one process per rank, with cwd = JOB_DIR and
+stdout/stderr going to the job's log. Writes JSON-line events to fd N (rank 0
+only), reads commands from stdin, exits 0 after a "done" event, 1 after an
+"error" event; any other exit is a crash the daemon reports with the log tail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+from tunewire.trainer.worker.config import ConfigError, load
+from tunewire.trainer.worker.errors import WorkerError
+from tunewire.trainer.worker.events import ControlReader, EventWriter
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tunewire.trainer.worker",
+                                     description="Run one tunewire training job (one rank).")
+    parser.add_argument("--config", required=True, help="path of worker_config.json")
+    parser.add_argument("--events-fd", type=int, default=None,
+                        help="file descriptor to write JSON-line events to (rank 0)")
+    return parser.parse_args(argv)
+
+
+def _failure(exc: BaseException) -> tuple[str, str] | None:
+    """(reason, message) for failures a user can act on; None for a crash."""
+    if isinstance(exc, ConfigError):
+        return "INVALID_CONFIG", str(exc)
+    if isinstance(exc, WorkerError):
+        return exc.reason, exc.message
+    from tunewire.trainer.worker.data import DataError
+
+    if isinstance(exc, DataError):
+        return "DATASET_INVALID", str(exc)
+    text = str(exc).lower()
+    if isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and ("out of memory" in text or "allocate" in text)
+    ):
+        return "OUT_OF_MEMORY", (
+            f"out of memory: {exc or 'allocation failed'}; lower batch_size or "
+            "max_seq_length, or enable gradient_checkpointing"
+        )
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    events = EventWriter(args.events_fd)
+    events.emit("state", state="STARTING", reason="loading the model and data")
+    control = ControlReader().start()
+    try:
+        config = load(args.config)
+        # mlx and mlx-lm load here, after STARTING is out: the import takes seconds.
+        from tunewire.trainer.worker.job import run_job
+
+        run_job(config, events, control)
+        return 0
+    except Exception as exc:
+        failure = _failure(exc)
+        if failure is None:
+            raise
+        traceback.print_exc()
+        reason, message = failure
+        events.emit("error", message=message, reason=reason)
+        return 1
+
+
+if __name__ == "__main__":
+    try:
+        code = main()
+    except BaseException:  # noqa: BLE001 - a crash: the traceback in the log is the daemon's evidence
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: the stdin reader thread may sit in a blocking read.
+    os._exit(code)

@@ -1,0 +1,94 @@
+"""One training job from start to done: model, data, optimizer, resume, loop, artifacts."""
+
+from __future__ import annotations
+
+from tunewire.trainer.worker import checkpoint
+from tunewire.trainer.worker.artifacts import adapter_config, save_adapters, save_full_model
+from tunewire.trainer.worker.config import WorkerConfig
+from tunewire.trainer.worker.data import Dataset, TrainBatches, load_dataset
+from tunewire.trainer.worker.distributed import init_world
+from tunewire.trainer.worker.errors import WorkerError
+from tunewire.trainer.worker.events import ControlReader, EventWriter
+from tunewire.trainer.worker.loop import Trainer, restore, start_position
+from tunewire.trainer.worker.model_setup import lora_details, setup_model
+from tunewire.trainer.worker.optim import build_optimizer, total_steps
+from tunewire.trainer.worker.wandb_log import WandbLogger
+
+
+def _load_data(path: str, what: str, tokenizer, config: WorkerConfig, events: EventWriter) -> Dataset:
+    hp = config.hyperparameters
+    try:
+        data = load_dataset(path, tokenizer, config.loss_masking, hp.max_seq_length)
+    except FileNotFoundError:
+        raise WorkerError("DATASET_NOT_FOUND", f"{what} data not found: {path}") from None
+    if data.truncated:
+        events.log("WARNING", f"{data.truncated} {what} records truncated to "
+                              f"max_seq_length={hp.max_seq_length}")
+    if data.untrained:
+        events.log("WARNING", f"{data.untrained} {what} records have no trained tokens "
+                              f"(loss_masking={config.loss_masking}) and add nothing to the loss")
+    return data
+
+
+def run_job(config: WorkerConfig, events: EventWriter, control: ControlReader) -> None:
+    """Trains and emits every event up to "done"; WorkerError for failures a user can fix."""
+    hp = config.hyperparameters
+    world = init_world(config.distributed)
+    if world.is_main:
+        checkpoint.remove_partial(config.job_dir)
+    loaded, setup, counts = setup_model(config)
+    train = _load_data(config.train_path, "training", loaded.tokenizer, config, events)
+    validation = None
+    if config.validation_path:
+        validation = _load_data(config.validation_path, "validation", loaded.tokenizer, config, events)
+
+    # The optimizer's schedule needs the step count, which needs the batches.
+    probe = TrainBatches(train, hp.batch_size, hp.seed, hp.max_seq_length, world.rank, world.size)
+    steps = total_steps(hp, probe.batches_per_epoch)
+    optimizer = build_optimizer(hp, steps)
+    state = checkpoint.TrainState()
+    if config.resume_from:
+        try:
+            state = restore(config.resume_from, loaded.model, optimizer)
+        except (FileNotFoundError, ValueError) as exc:
+            raise WorkerError("CHECKPOINT_UNUSABLE", f"cannot resume from {config.resume_from}: {exc}") from None
+    batches = TrainBatches(train, hp.batch_size, hp.seed, hp.max_seq_length, world.rank, world.size,
+                           position=start_position(state))
+    events.emit(
+        "setup",
+        total_steps=steps,
+        total_epochs=steps * hp.gradient_accumulation_steps / batches.batches_per_epoch,
+        lora_details=lora_details(config, setup, counts),
+        dataset_details={
+            "train_records": len(train),
+            "validation_records": len(validation) if validation is not None else 0,
+            "train_tokens": train.tokens,
+        },
+        resumed_from_step=state.step,
+        world_size=world.size,
+    )
+    wandb = WandbLogger(config, events, enabled=world.is_main)
+    adapter_cfg = adapter_config(config, setup, steps, loaded.quantized_at_load)
+    trainer = Trainer(config, loaded.model, optimizer, batches, validation, steps, events, control,
+                      world, wandb, adapter_cfg, state)
+    outcome = trainer.run()
+
+    artifacts = {"adapter_path": None, "model_path": None, "wandb_dir": wandb.dir}
+    if world.is_main and outcome != "interrupted":
+        if outcome == "early_stopped" and state.best_step != state.step:
+            # The job's result is the best model it saw, not the one that stopped improving.
+            best = checkpoint.checkpoint_path(config.job_dir, state.best_step)
+            loaded.model.load_weights(str(best / checkpoint.WEIGHTS_FILE), strict=False)
+        if setup.fine_tune_type == "full":
+            artifacts["model_path"] = str(save_full_model(config.job_dir, loaded))
+        else:
+            artifacts["adapter_path"] = str(save_adapters(config.job_dir, loaded.model, adapter_cfg))
+    wandb.finish()
+    events.emit(
+        "done",
+        outcome=outcome,
+        step=state.step,
+        artifacts=artifacts,
+        best_checkpoint_step=state.best_step if state.best_validation_loss is not None else 0,
+    )
+
