@@ -8,6 +8,7 @@ assistant turn, then `instruction` + blank line + `input` as the user turn and
 from __future__ import annotations
 
 from tunewire.datasets import issues as codes
+from tunewire.datasets.canonical import raw_values
 from tunewire.datasets.issues import describe_value
 from tunewire.datasets.turns import (
     ASSISTANT,
@@ -23,8 +24,11 @@ FIELDS = frozenset({"instruction", "input", "output", "system", "history"})
 NAME = "Alpaca records"
 
 
-def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], None] | None:
-    """The canonical messages of a valid record; None after adding the record's errors to `ctx`."""
+def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], None, bool] | None:
+    """(messages, tools, plain) of a valid record; None after adding its errors to `ctx`.
+
+    `plain`: the record has the simple shape `raw_texts` can copy text from.
+    """
     instruction = record.get("instruction")
     output = record.get("output")
     extra = record.get("input")
@@ -43,8 +47,8 @@ def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], N
     ):
         user = instruction + "\n\n" + extra if extra and not extra.isspace() else instruction
         if system and not system.isspace():
-            return [(SYSTEM, system, False), (USER, user, False), (ASSISTANT, output, True)], None
-        return [(USER, user, False), (ASSISTANT, output, True)], None
+            return [(SYSTEM, system, False), (USER, user, False), (ASSISTANT, output, True)], None, True
+        return [(USER, user, False), (ASSISTANT, output, True)], None, True
     return _check_slowly(record, line, ctx)
 
 
@@ -66,7 +70,28 @@ def _check_slowly(record: dict, line: int, ctx: RecordContext):
     user = instruction + "\n\n" + extra if extra else instruction
     messages.append((USER, user, False))
     messages.append((ASSISTANT, output, True))
-    return messages, None
+    return messages, None, False
+
+
+def raw_texts(raw: bytes, record: dict, messages: list[Message]) -> list[bytes] | None:
+    """Each message's text as raw JSON from the source line (see canonical.py); None if unsure."""
+    texts = []
+    if messages[0][0] == SYSTEM:
+        system = raw_values(raw, b'"system"', 1)
+        if system is None:
+            return None
+        texts += system
+    instruction = raw_values(raw, b'"instruction"', 1)
+    output = raw_values(raw, b'"output"', 1)
+    if instruction is None or output is None:
+        return None
+    extra = record.get("input")
+    if extra and not extra.isspace():
+        found = raw_values(raw, b'"input"', 1)
+        if found is None:
+            return None
+        instruction = [instruction[0] + b"\\n\\n" + found[0]]
+    return texts + instruction + output
 
 
 def _history(value: object, line: int, ctx: RecordContext) -> list[tuple[str, str]]:

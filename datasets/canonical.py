@@ -1,57 +1,88 @@
 """The canonical JSONL line: `{"messages": [{"role", "content", "trainable"}], "tools"?: [...], "line": N}`.
 
-Encoding is as costly as parsing in the standard library, so lines are built
-from pieces, and a record whose source line is plain ASCII whose only escapes
-are \\n, \\t and \\" skips the general escaper (its strings can only need those
-three). Output is always ASCII, so any reader's encoding handles it.
+Escaping text for JSON costs more than parsing it in the standard library,
+and the text is already escaped in the source line. So when a record has the
+plain shape of its format (the checks' fast path, no unknown fields), each
+content string is copied from the source line as raw JSON text, found with
+byte searches; otherwise it is escaped again. Lines are UTF-8 bytes.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from json.encoder import encode_basestring_ascii
 from os import PathLike
 from typing import Iterator, Sequence
 
 from tunewire.datasets.turns import Message
 
-_OPEN = {
-    role: '{"role":"%s","content":' % role for role in ("system", "user", "assistant", "tool")
-}
-_CLOSE = {True: ',"trainable":true}', False: ',"trainable":false}'}
+_OPEN = {role: b'{"role":"%s","content":"' % role.encode() for role in ("system", "user", "assistant", "tool")}
+_CLOSE = {True: b'","trainable":true}', False: b'","trainable":false}'}
+_COLON = re.compile(rb'[ \t\r\n]*:[ \t\r\n]*"')
+_BACKSLASH = 92
 
 
-def is_plain(raw: bytes) -> bool:
-    """True when every string in this JSON text is printable ASCII plus newline, tab and quote."""
-    if not raw.isascii():
-        return False
-    backslashes = raw.count(b"\\")
-    return not backslashes or backslashes == raw.count(b"\\n") + raw.count(b"\\t") + raw.count(b'\\"')
+def raw_values(raw: bytes, key: bytes, count: int) -> list[bytes] | None:
+    """The raw JSON text of the string values of the `count` keys `key` (quoted) in `raw`, in order.
+
+    None unless there are exactly `count` such keys: the caller knows the
+    record has that many, and a duplicate key would otherwise be taken for
+    the value json.loads kept. One loop, inlined, as it runs for every turn.
+    """
+    find = raw.find
+    size = len(key)
+    values = []
+    start = 0
+    while True:
+        at = find(key, start)
+        if at < 0:
+            return values if len(values) == count else None
+        after = at + size
+        if raw[after:after + 3] == b': "':
+            begin = after + 3
+        elif raw[after:after + 2] == b':"':
+            begin = after + 2
+        else:
+            match = _COLON.match(raw, after)
+            if match is None:
+                start = after  # the same text as a string value, not as a key
+                continue
+            begin = match.end()
+        if len(values) == count:
+            return None
+        end = find(b'"', begin)
+        while end > 0 and raw[end - 1] == _BACKSLASH:  # an escaped quote, unless the backslashes pair up
+            first = end - 1
+            while raw[first - 1] == _BACKSLASH:
+                first -= 1
+            if (end - first) % 2 == 0:
+                break
+            end = find(b'"', end + 1)
+        if end < 0:
+            return None
+        values.append(raw[begin:end])
+        start = end + 1
 
 
-def _plain_string(text: str) -> str:
-    if '"' in text:
-        text = text.replace('"', '\\"')
-    if "\n" in text:
-        text = text.replace("\n", "\\n")
-    if "\t" in text:
-        text = text.replace("\t", "\\t")
-    return '"' + text + '"'
+def body_from_raw(messages: Sequence[Message], texts: Sequence[bytes]) -> bytes:
+    """`{"messages":[...]` (unclosed) from each message's raw JSON text."""
+    return b'{"messages":[' + b",".join(
+        [_OPEN[m[0]] + text + _CLOSE[m[2]] for m, text in zip(messages, texts)]
+    ) + b"]"
 
 
-def encode_messages(messages: Sequence[Message], plain: bool) -> str:
-    """`{"messages":[...]` (unclosed): the part of the line that identifies the conversation."""
-    quote = _plain_string if plain else encode_basestring_ascii
-    return '{"messages":[' + ",".join(
-        [_OPEN[role] + quote(content) + _CLOSE[trainable] for role, content, trainable in messages]
-    ) + "]"
+def encode_messages(messages: Sequence[Message]) -> bytes:
+    """`{"messages":[...]` (unclosed), escaping every string."""
+    escape = encode_basestring_ascii
+    return body_from_raw(messages, [escape(m[1])[1:-1].encode() for m in messages])
 
 
-def encode_line(body: str, tools: list | None, line: int) -> str:
-    """The whole JSONL line from `encode_messages`' output."""
+def encode_line(body: bytes, tools: list | None, line: int) -> bytes:
+    """The whole JSONL line from a body."""
     if tools:
-        return body + ',"tools":' + json.dumps(tools) + ',"line":' + str(line) + "}\n"
-    return body + ',"line":' + str(line) + "}\n"
+        return b"%s,\"tools\":%s,\"line\":%d}\n" % (body, json.dumps(tools).encode(), line)
+    return b'%s,"line":%d}\n' % (body, line)
 
 
 def as_dict(messages: Sequence[Message], tools: list | None, line: int) -> dict:

@@ -8,6 +8,7 @@ trained), which is also how tunewire's own canonical files read back.
 from __future__ import annotations
 
 from tunewire.datasets import issues as codes
+from tunewire.datasets.canonical import raw_values
 from tunewire.datasets.issues import describe_value
 from tunewire.datasets.turns import (
     ASSISTANT,
@@ -28,8 +29,11 @@ ROLES: dict[str, bool] = {SYSTEM: False, USER: False, ASSISTANT: True, TOOL: Fal
 _MESSAGE_FIELDS = ("role", "content", "trainable")
 
 
-def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], list | None] | None:
-    """The canonical messages and tools of a valid record; None after adding its errors to `ctx`."""
+def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], list | None, bool] | None:
+    """(messages, tools, plain) of a valid record; None after adding its errors to `ctx`.
+
+    `plain`: the record has the simple shape `raw_texts` can copy text from.
+    """
     items = record.get("messages")
     if type(items) is list and items and record.get("tools") is None:
         # The common case, checked in one pass; anything unusual gets the detailed checks.
@@ -50,7 +54,7 @@ def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], l
             messages.append((role, content, trainable))
         else:
             if len(messages) - (messages[0][0] == SYSTEM) >= 2:
-                return messages, None
+                return messages, None, True
     return _check_slowly(record, line, ctx)
 
 
@@ -85,7 +89,7 @@ def _check_slowly(record: dict, line: int, ctx: RecordContext):
             continue
         for key in item:
             if key not in _MESSAGE_FIELDS:
-                ctx.unknown_field(line, f"messages[].{key}", f"messages[].{key}", "chat messages")
+                ctx.unknown_field(line, f"messages[].{key}", "chat messages")
         role = item.get("role")
         trainable = None
         if type(role) is str:
@@ -141,4 +145,9 @@ def _check_slowly(record: dict, line: int, ctx: RecordContext):
     )
     if ctx.error_count > before:
         return None
-    return messages, tools
+    return messages, tools, False
+
+
+def raw_texts(raw: bytes, record: dict, messages: list[Message]) -> list[bytes] | None:
+    """Each message's text as raw JSON from the source line (see canonical.py); None if unsure."""
+    return raw_values(raw, b'"content"', len(messages))

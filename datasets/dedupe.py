@@ -48,6 +48,10 @@ class SeenRecords:
             self._grow()
         return 0
 
+    def tables(self) -> tuple[bytes, bytes]:
+        """The raw slots: int64 hashes (0: empty) and uint32 first lines, for merging across processes."""
+        return self._hashes.tobytes(), self._lines.tobytes()
+
     def _grow(self) -> None:
         old_hashes, old_lines = self._hashes, self._lines
         self._capacity *= 2

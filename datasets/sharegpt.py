@@ -9,6 +9,7 @@ observation → tool, system → system.
 from __future__ import annotations
 
 from tunewire.datasets import issues as codes
+from tunewire.datasets.canonical import raw_values
 from tunewire.datasets.issues import describe_value
 from tunewire.datasets.turns import (
     ASSISTANT,
@@ -39,8 +40,11 @@ ROLES: dict[str, tuple[str, bool]] = {
 _ROLE_LIST = "system, human, gpt, function_call, observation (or user, assistant, tool)"
 
 
-def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], list | None] | None:
-    """The canonical messages and tools of a valid record; None after adding its errors to `ctx`."""
+def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], list | None, bool] | None:
+    """(messages, tools, plain) of a valid record; None after adding its errors to `ctx`.
+
+    `plain`: the record has the simple shape `raw_texts` can copy text from.
+    """
     turns = record.get("conversations")
     system = record.get("system")
     tools = record.get("tools")
@@ -67,7 +71,7 @@ def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], l
         else:
             # Alternation from a user turn guarantees an assistant turn once there are two turns.
             if len(messages) - (messages[0][0] == SYSTEM) >= 2:
-                return messages, None
+                return messages, None, True
     return _check_slowly(record, line, ctx)
 
 
@@ -104,7 +108,7 @@ def _check_slowly(record: dict, line: int, ctx: RecordContext):
             continue
         for key in turn:
             if key not in ("from", "value"):
-                ctx.unknown_field(line, f"conversations[].{key}", f"conversations[].{key}", "ShareGPT turns")
+                ctx.unknown_field(line, f"conversations[].{key}", "ShareGPT turns")
         name = turn.get("from")
         mapped = None
         if type(name) is str:
@@ -147,4 +151,14 @@ def _check_slowly(record: dict, line: int, ctx: RecordContext):
     )
     if ctx.error_count > before:
         return None
-    return messages, tools
+    return messages, tools, False
+
+
+def raw_texts(raw: bytes, record: dict, messages: list[Message]) -> list[bytes] | None:
+    """Each message's text as raw JSON from the source line (see canonical.py); None if unsure."""
+    turns = len(record["conversations"])
+    values = raw_values(raw, b'"value"', turns)
+    if values is None or len(messages) == turns:
+        return values
+    system = raw_values(raw, b'"system"', 1)
+    return None if system is None else system + values

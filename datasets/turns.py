@@ -30,31 +30,35 @@ NEXT_ROLES: dict[str | None, frozenset[str]] = {
 
 
 class RecordContext:
-    """What a format check reports into: the record's issues, and file-wide memory."""
+    """What a format check reports into: the record's issues, and file-wide memory.
 
-    def __init__(self, max_unknown_fields: int = 1000) -> None:
+    UNKNOWN_FIELD is reported once per field name (`messages[].name`), not per
+    record; those issues are also kept in `unknown_fields` (for merging ranges).
+    """
+
+    def __init__(self, unknown_fields: list[Issue] | None = None, max_names: int = 1000) -> None:
         self.issues: list[Issue] = []
         self.error_count = 0  # errors added so far (warnings do not count)
-        self._reported_fields: set[str] = set()
-        self._max_unknown_fields = max_unknown_fields
+        self.unknown_fields = [] if unknown_fields is None else unknown_fields
+        self._names = {issue.field for issue in self.unknown_fields}
+        self._max_names = max_names
 
     def error(self, line: int, code: str, message: str, field: str = "") -> None:
         self.error_count += 1
         self.issues.append(Issue(line, code, message, field))
 
-    def unknown_field(self, line: int, field: str, key: str, where: str) -> None:
-        """UNKNOWN_FIELD once per file and field name (`messages[].name`), not per record."""
-        if key in self._reported_fields or len(self._reported_fields) >= self._max_unknown_fields:
+    def unknown_field(self, line: int, field: str, where: str) -> None:
+        if field in self._names or len(self._names) >= self._max_names:
             return
-        self._reported_fields.add(key)
-        self.issues.append(
-            Issue(
-                line,
-                codes.UNKNOWN_FIELD,
-                f"{field!r} is not a field of {where} and is ignored (reported once per file)",
-                field,
-            )
+        self._names.add(field)
+        issue = Issue(
+            line,
+            codes.UNKNOWN_FIELD,
+            f"{field!r} is not a field of {where} and is ignored (reported once per file)",
+            field,
         )
+        self.unknown_fields.append(issue)
+        self.issues.append(issue)
 
 
 def check_order(

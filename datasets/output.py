@@ -1,0 +1,87 @@
+"""Writing canonical JSONL: atomic files, and the deterministic train/validation split.
+
+A record goes to validation when a stable 64-bit hash of (seed, source line)
+falls under the fraction: decided per record, so it streams, is the same in
+every worker process and on every platform, and does not depend on which
+other records were valid.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+_MASK64 = (1 << 64) - 1
+
+
+def mix64(value: int) -> int:
+    """splitmix64's finalizer: a well-spread 64-bit hash of an integer."""
+    z = (value + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+class AtomicFile:
+    """A file written under a temporary name in its directory and renamed into place on commit.
+
+    Writers (this process or a worker) open `temp` themselves; `open_text`
+    is the usual way.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        self.temp = Path(temp)
+
+    def open(self) -> BinaryIO:
+        return open(self.temp, "wb", buffering=1 << 20)
+
+    def append(self, part: Path) -> None:
+        """Appends a file's bytes (a worker's part), copied in the kernel where it can be."""
+        with open(part, "rb") as source, open(self.temp, "r+b") as out:
+            out.seek(0, os.SEEK_END)
+            remaining = os.fstat(source.fileno()).st_size
+            try:
+                while remaining > 0:
+                    copied = os.copy_file_range(source.fileno(), out.fileno(), remaining)
+                    if copied == 0:
+                        break
+                    remaining -= copied
+            except (AttributeError, OSError):
+                pass  # not Linux, or not on this file system: copy in user space below
+            if remaining > 0:
+                source.seek(-remaining, os.SEEK_END)
+                out.seek(0, os.SEEK_END)
+                shutil.copyfileobj(source, out, 1 << 22)
+
+    def commit(self) -> None:
+        with open(self.temp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(self.temp, self.path)
+
+    def discard(self) -> None:
+        self.temp.unlink(missing_ok=True)
+
+
+class SplitWriter:
+    """Sends each canonical line to the training or validation file."""
+
+    def __init__(self, train: BinaryIO, validation: BinaryIO | None, fraction: float, seed: int) -> None:
+        self._train = train.write
+        self._validation = validation.write if validation is not None else None
+        self._threshold = int(fraction * (1 << 64)) if validation is not None else 0
+        self._seed = mix64(seed & _MASK64)
+        self.counts = [0, 0]  # records written to training, validation
+
+    def write(self, text: bytes, line: int) -> None:
+        if self._threshold and mix64((self._seed + line) & _MASK64) < self._threshold:
+            self.counts[1] += 1
+            self._validation(text)
+        else:
+            self.counts[0] += 1
+            self._train(text)

@@ -1,0 +1,78 @@
+"""A worker process of parallel.py: checks one byte range of a JSONL file.
+
+Protocol on stdin/stdout, one line each: the job (JSON) comes in; the number
+of newlines in the range goes out; the line number the range starts at comes
+in; the result is written (pickled) to the job's result path, exit status 0.
+Run as `python -m tunewire.datasets.range_worker`; not meant for people.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+from typing import Iterator
+
+from tunewire.datasets.jsonl import read_jsonl
+from tunewire.datasets.output import SplitWriter
+from tunewire.datasets.report import DatasetFormat
+from tunewire.datasets.scanner import RecordScanner
+from tunewire.datasets.validate import ValidationOptions
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+_CHUNK = 1 << 20
+
+
+def _chunks(path: str, start: int, end: int) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        f.seek(start)
+        remaining = end - start
+        first = start == 0
+        while remaining > 0:
+            chunk = f.read(min(_CHUNK, remaining))
+            if not chunk:
+                return
+            remaining -= len(chunk)
+            if first and chunk.startswith(_UTF8_BOM):
+                chunk = chunk[len(_UTF8_BOM):]
+            first = False
+            yield chunk
+
+
+def main() -> int:
+    job = json.loads(sys.stdin.readline())
+    path, start, end = job["path"], job["start"], job["end"]
+    print(sum(chunk.count(b"\n") for chunk in _chunks(path, start, end)), flush=True)
+    first_line = int(sys.stdin.readline())
+
+    options = ValidationOptions(**job["options"])
+    train = open(job["train"], "wb", buffering=1 << 20) if job["train"] else None
+    held_out = open(job["validation"], "wb", buffering=1 << 20) if job["validation"] else None
+    writer = SplitWriter(train, held_out, job["fraction"], job["seed"]) if train else None
+    scanner = RecordScanner(
+        options,
+        writer.write if writer else None,
+        None,
+        DatasetFormat(job["file_format"]),
+        job["format_line"],
+        job["tracked_records"],
+    )
+    part = scanner.run(read_jsonl(_chunks(path, start, end), first_line, options.max_line_bytes))
+    if writer is not None:
+        train.close()
+        if held_out is not None:
+            held_out.close()
+    hashes, lines = scanner.seen.tables()
+    result = {
+        "partial": part,
+        "hashes": hashes,
+        "lines": lines,
+        "counts": writer.counts if writer else [0, 0],
+    }
+    with open(job["result"], "wb") as f:
+        pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

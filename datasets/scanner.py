@@ -1,0 +1,226 @@
+"""The record loop: checks each record against the file's format and keeps what a report needs.
+
+One `RecordScanner` consumes the records of a whole file, or of one byte
+range of it in a worker process (see parallel.py); `Partial` is what it
+collects, small enough to send between processes and merge in file order.
+This loop is where the time goes, so it keeps locals local and the common
+case short.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from tunewire.datasets import alpaca, chat, sharegpt
+from tunewire.datasets import issues as codes
+from tunewire.datasets.canonical import as_dict, body_from_raw, encode_line, encode_messages
+from tunewire.datasets.dedupe import SeenRecords
+from tunewire.datasets.issues import Issue, IssueLog
+from tunewire.datasets.jsonl import FILE_LEVEL, Record, not_an_object
+from tunewire.datasets.report import DatasetFormat
+from tunewire.datasets.turns import RecordContext
+
+FORMATS = {
+    DatasetFormat.ALPACA: alpaca,
+    DatasetFormat.SHAREGPT: sharegpt,
+    DatasetFormat.MESSAGES: chat,
+}
+
+
+def detect(record: dict) -> DatasetFormat | None:
+    """The format a record is written in, from its keys alone."""
+    if "messages" in record:
+        return DatasetFormat.MESSAGES
+    if "conversations" in record:
+        return DatasetFormat.SHAREGPT
+    if "instruction" in record or "output" in record:
+        return DatasetFormat.ALPACA
+    return None
+
+
+@dataclass
+class Partial:
+    """What scanning some records found; partials of consecutive ranges merge in order."""
+
+    log: IssueLog
+    total: int = 0
+    valid: int = 0
+    turns: int = 0
+    characters: int = 0
+    tokens: int = 0
+    previews: list[dict] = field(default_factory=list)
+    file_format: DatasetFormat | None = None
+    format_line: int = 0  # line of the first record in the file's format
+    unknown_fields: list[Issue] = field(default_factory=list)  # once per field name, kept whole
+    other_formats: dict[DatasetFormat, int] = field(default_factory=dict)  # first line of each other format
+
+
+class RecordScanner:
+    def __init__(
+        self,
+        options: Any,
+        emit: Callable[[bytes, int], None] | None = None,
+        tokenizer: Any = None,
+        file_format: DatasetFormat | None = None,
+        format_line: int = 0,
+        tracked_records: int | None = None,
+    ) -> None:
+        self.options = options
+        self.emit = emit
+        self.tokenizer = tokenizer
+        self.result = Partial(IssueLog(options.max_issues), file_format=file_format, format_line=format_line)
+        self.seen = SeenRecords(options.max_tracked_records if tracked_records is None else tracked_records)
+
+    def run(self, records: Iterable[Record]) -> Partial:
+        from tunewire.datasets.tokens import count_tokens
+
+        out = self.result
+        log, seen, emit, tokenizer = out.log, self.seen, self.emit, self.tokenizer
+        add, seen_before = log.add, seen.first_line
+        max_tokens = self.options.max_tokens
+        preview_records = self.options.preview_records
+        previews = out.previews
+        short = self.options.short_output_chars
+        short_scan = short + 16  # only text this short can be short once whitespace is stripped
+        file_format, format_line = out.file_format, out.format_line
+        ctx = RecordContext(out.unknown_fields)
+        issues = ctx.issues
+        check = fields = name = raw_texts = None
+        if file_format is not None:
+            module = FORMATS[file_format]
+            check, fields, name, raw_texts = module.check, module.FIELDS, module.NAME, module.raw_texts
+        total = valid = turns = characters = tokens = 0
+
+        for line, value, issue, raw in records:
+            if issue is not None:
+                add(issue)
+                total += value is not FILE_LEVEL
+                continue
+            total += 1
+            if type(value) is not dict:
+                add(not_an_object(line, value))
+                continue
+            found = detect(value)
+            if found is not file_format:
+                if found is None:
+                    add(_unknown_format(line, value))
+                    continue
+                if file_format is not None:
+                    first = out.other_formats.setdefault(found, line)
+                    add(mixed_formats(line, found, first, file_format, format_line))
+                    continue
+                file_format, format_line = found, line
+                module = FORMATS[found]
+                check, fields, name, raw_texts = module.check, module.FIELDS, module.NAME, module.raw_texts
+            result = check(value, line, ctx)
+            known_fields = fields.issuperset(value)
+            if not known_fields:
+                for key in value:
+                    if key not in fields:
+                        ctx.unknown_field(line, key, name)
+            if issues:
+                for item in issues:
+                    add(item)
+                issues.clear()
+            if result is None:
+                continue
+            messages, tools, plain = result
+
+            record_characters = 0
+            short_at = -1
+            for i, (role, content, trainable) in enumerate(messages):
+                size = len(content)
+                record_characters += size
+                if trainable and size < short_scan and short_at < 0 and len(content.strip()) < short:
+                    short_at = i
+            if tokenizer is not None:
+                try:
+                    record_tokens = count_tokens(tokenizer, as_dict(messages, None, line)["messages"], tools)
+                except Exception as exc:  # a template may raise anything; the record cannot train
+                    add(Issue(line, codes.TEMPLATE_ERROR, f"the tokenizer's chat template failed: {exc}"))
+                    continue
+                tokens += record_tokens
+                if max_tokens and record_tokens > max_tokens:
+                    add(_too_many_tokens(line, record_tokens, max_tokens))
+            if short_at >= 0:
+                add(_short_output(line, file_format, value, messages, short_at, short))
+            earlier = seen_before(hash(tuple(messages)) if not tools else hash((tuple(messages), json.dumps(tools))), line)
+            if earlier:
+                add(Issue(line, codes.DUPLICATE_RECORD, f"the same conversation as the record at line {earlier}"))
+            valid += 1
+            turns += len(messages)
+            characters += record_characters
+            if len(previews) < preview_records:
+                previews.append(as_dict(messages, tools, line))
+            if emit is not None:
+                texts = raw_texts(raw, value, messages) if plain and known_fields and raw is not None else None
+                body = body_from_raw(messages, texts) if texts is not None else encode_messages(messages)
+                emit(encode_line(body, tools, line), line)
+
+        out.file_format, out.format_line = file_format, format_line
+        out.total += total
+        out.valid += valid
+        out.turns += turns
+        out.characters += characters
+        out.tokens += tokens
+        return out
+
+
+def _unknown_format(line: int, record: dict) -> Issue:
+    keys = ", ".join(repr(k) for k in list(record)[:8]) or "none"
+    return Issue(
+        line,
+        codes.UNKNOWN_FORMAT,
+        "the record matches no known format: Alpaca needs 'instruction' and 'output', ShareGPT "
+        f"'conversations', chat 'messages'; its keys are {keys}",
+    )
+
+
+# The key that shows a record's format; MIXED_FORMATS names it as the issue's field.
+FORMAT_KEYS = {
+    DatasetFormat.MESSAGES: "messages",
+    DatasetFormat.SHAREGPT: "conversations",
+    DatasetFormat.ALPACA: "instruction",
+}
+
+
+def mixed_formats(
+    line: int, found: DatasetFormat, found_line: int, file_format: DatasetFormat, format_line: int
+) -> Issue:
+    return Issue(
+        line,
+        codes.MIXED_FORMATS,
+        f"this record is {found.title} but the file is {file_format.title} (first {file_format.title} "
+        f"record: line {format_line}; first {found.title} record: line {found_line}); "
+        "a file must use one format",
+        FORMAT_KEYS[found],
+    )
+
+
+def _too_many_tokens(line: int, count: int, limit: int) -> Issue:
+    return Issue(
+        line,
+        codes.TOO_MANY_TOKENS,
+        f"{count:,} tokens after the chat template, over max_tokens {limit:,}; training truncates it",
+    )
+
+
+def _short_output(line, file_format, record, messages, index, short) -> Issue:
+    size = len(messages[index][1].strip())
+    if file_format is DatasetFormat.ALPACA:
+        offset = 1 if messages[0][0] == "system" else 0
+        field = "output" if index == len(messages) - 1 else f"history[{(index - offset) // 2}][1]"
+    elif file_format is DatasetFormat.SHAREGPT:
+        offset = 1 if messages[0][0] == "system" and record.get("system") else 0
+        field = f"conversations[{index - offset}].value"
+    else:
+        field = f"messages[{index}].content"
+    return Issue(
+        line,
+        codes.SHORT_OUTPUT,
+        f"the trained text is only {size} character{'s' if size != 1 else ''} "
+        f"(under short_output_chars, {short})",
+        field,
+    )
