@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from tunewire.trainer.blas import worker_env
+from tunewire.trainer.worker.launch import rank_commands
 
 # Four short conversations, repeated: a tiny model learns them in a few steps.
 CONVERSATIONS = [
@@ -89,19 +90,22 @@ def make_config(tiny_model_dir, train_file, tmp_path):
     return make
 
 
-class WorkerProcess:
-    """One worker subprocess: its events as they arrive, its stdin, its log."""
+def write_config(config: dict) -> Path:
+    path = Path(config["job_dir"]) / "worker_config.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path
 
-    def __init__(self, config: dict, env: dict):
-        self.job_dir = Path(config["job_dir"])
-        config_path = self.job_dir / "worker_config.json"
-        config_path.write_text(json.dumps(config), encoding="utf-8")
+
+class WorkerProcess:
+    """One worker subprocess (rank 0): its events as they arrive, its stdin, its log."""
+
+    def __init__(self, job_dir: Path, argv: list[str], env: dict, log_name: str = "train.log"):
+        self.job_dir = Path(job_dir)
         read_fd, write_fd = os.pipe()
-        self.log_path = self.job_dir / "train.log"
+        self.log_path = self.job_dir / log_name
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tunewire.trainer.worker", "--config", str(config_path),
-                 "--events-fd", str(write_fd)],
+                [*argv, "--events-fd", str(write_fd)],
                 cwd=self.job_dir, env=env, stdin=subprocess.PIPE, stdout=log,
                 stderr=subprocess.STDOUT, pass_fds=(write_fd,),
             )
@@ -163,20 +167,56 @@ class WorkerProcess:
             self.proc.wait()
 
 
+def subprocess_env() -> dict:
+    return worker_env({**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"})
+
+
 @pytest.fixture
 def start_worker():
-    """Starts workers; any still running at the end of the test is killed."""
+    """Starts single-process workers; any still running at the end of the test is killed."""
     started: list[WorkerProcess] = []
 
     def start(config: dict) -> WorkerProcess:
-        env = worker_env({**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"})
-        worker = WorkerProcess(config, env)
+        argv = [sys.executable, "-m", "tunewire.trainer.worker", "--config", str(write_config(config))]
+        worker = WorkerProcess(Path(config["job_dir"]), argv, subprocess_env())
         started.append(worker)
         return worker
 
     yield start
     for worker in started:
         worker.kill()
+
+
+@pytest.fixture
+def start_ranks():
+    """Starts every rank of a job as the daemon will, from `launch.rank_commands`.
+
+    Returns rank 0 (events on a pipe) and the other ranks' processes (own logs,
+    no events fd). Every process still running at the end of the test is killed.
+    """
+    processes: list = []
+
+    def start(config: dict) -> tuple[WorkerProcess, list[subprocess.Popen]]:
+        job_dir = Path(config["job_dir"])
+        write_config(config)
+        commands = rank_commands(config, job_dir, base_env=subprocess_env())
+        (argv0, env0), others = commands[0], commands[1:]
+        rank0 = WorkerProcess(job_dir, argv0, env0)
+        processes.append(rank0.proc)
+        ranks = []
+        for rank, (argv, env) in enumerate(others, start=1):
+            with open(job_dir / f"train.rank{rank}.log", "ab") as log:
+                proc = subprocess.Popen(argv, cwd=job_dir, env=env, stdin=subprocess.PIPE,
+                                        stdout=log, stderr=subprocess.STDOUT)
+            processes.append(proc)
+            ranks.append(proc)
+        return rank0, ranks
+
+    yield start
+    for proc in processes:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture

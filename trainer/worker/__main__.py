@@ -38,6 +38,8 @@ def _failure(exc: BaseException) -> tuple[str, str] | None:
     if isinstance(exc, DataError):
         return "DATASET_INVALID", str(exc)
     text = str(exc).lower()
+    if isinstance(exc, RuntimeError) and "[ring]" in text:
+        return "DISTRIBUTED_PEER_LOST", f"another rank of this job stopped: {exc}"
     if isinstance(exc, MemoryError) or (
         isinstance(exc, RuntimeError) and ("out of memory" in text or "allocate" in text)
     ):

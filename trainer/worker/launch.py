@@ -1,0 +1,110 @@
+"""How to start the ranks of a job, the way `mlx.launch` starts them for the ring backend.
+
+`rank_commands(config, job_dir)` returns one (argv, env) per rank. The trainer
+daemon runs them (rank 0 with `--events-fd`); nothing here starts a process.
+Every rank gets `MLX_RANK` and `MLX_HOSTFILE`, a JSON file listing each rank's
+"ip:port" (`[["127.0.0.1:5000"], ["127.0.0.1:5001"]]`), which is what
+`mx.distributed.init(backend="ring")` reads.
+
+Ranks on this host run directly. A rank on another host runs through ssh, as
+`mlx.launch` does: that host needs passwordless ssh, the same Python
+environment at the same path, and the job directory (config, data, model) at
+the same path, e.g. on a shared filesystem. MPI and NCCL ranks get the same
+variables plus what those backends read (`MLX_WORLD_SIZE`, `NCCL_HOST_IP`,
+`NCCL_PORT`); MPI jobs are normally started by `mpirun` instead.
+This module must not import mlx: the daemon calls it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+HOSTFILE_NAME = "mlx_hostfile.json"
+LOCAL_NAMES = {"", "localhost", "127.0.0.1", "::1"}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    # A port the OS just handed out; the rank binds it a moment later.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _split_host(entry: str) -> tuple[str, int | None]:
+    host, sep, port = entry.rpartition(":")
+    if sep and port.isdigit():
+        return host, int(port)
+    return entry, None
+
+
+def is_local(host: str) -> bool:
+    return host in LOCAL_NAMES or host in (socket.gethostname(), socket.getfqdn())
+
+
+def ring_hosts(world_size: int, hosts: list[str]) -> list[str]:
+    """"ip:port" per rank: the given hosts (ports picked where missing), or loopback."""
+    if hosts and len(hosts) != world_size:
+        raise ValueError(f"distributed.hosts lists {len(hosts)} hosts for world_size={world_size}")
+    entries = hosts or ["127.0.0.1"] * world_size
+    out = []
+    for entry in entries:
+        host, port = _split_host(entry)
+        if port is None:
+            if not is_local(host):
+                raise ValueError(f"distributed.hosts entry {entry!r} needs a port (host:port)")
+            host = "127.0.0.1" if host in LOCAL_NAMES else host
+            port = free_port()
+        out.append(f"{host}:{port}")
+    return out
+
+
+def rank_commands(config: Mapping, job_dir: str | os.PathLike, *,
+                  base_env: Mapping[str, str] | None = None,
+                  python: str = sys.executable) -> list[tuple[list[str], dict[str, str]]]:
+    """(argv, env) for every rank of the job whose worker config is `config` (a dict).
+
+    Writes the hostfile into `job_dir`. A single-rank job gets the plain worker
+    command. `base_env` is the environment to extend (the daemon passes
+    `tunewire.trainer.blas.worker_env()`); default: this process's.
+    """
+    job_dir = Path(job_dir)
+    dist = config.get("distributed") or {}
+    world_size = int(dist.get("world_size") or 1)
+    backend = dist.get("backend") or "ring"
+    env = dict(os.environ if base_env is None else base_env)
+    worker = [python, "-m", "tunewire.trainer.worker", "--config",
+              str(job_dir / "worker_config.json")]
+    if world_size <= 1:
+        return [(worker, env)]
+
+    hosts = ring_hosts(world_size, list(dist.get("hosts") or []))
+    hostfile = job_dir / HOSTFILE_NAME
+    hostfile.write_text(json.dumps([[h] for h in hosts]), encoding="utf-8")
+    master_ip, master_port = _split_host(hosts[0])
+    commands = []
+    for rank, entry in enumerate(hosts):
+        rank_env = dict(env, MLX_RANK=str(rank), MLX_HOSTFILE=str(hostfile),
+                        MLX_WORLD_SIZE=str(world_size))
+        if backend == "nccl":
+            rank_env.update(NCCL_HOST_IP=master_ip, NCCL_PORT=str(master_port))
+        host, _ = _split_host(entry)
+        if is_local(host):
+            commands.append((list(worker), rank_env))
+        else:
+            commands.append((_ssh(host, worker, rank_env, job_dir), env))
+    return commands
+
+
+def _ssh(host: str, worker: list[str], rank_env: Mapping[str, str], job_dir: Path) -> list[str]:
+    """ssh HOST 'cd JOB_DIR; export the MLX variables; exec the worker' (as mlx.launch)."""
+    exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in rank_env.items()
+                      if k.startswith(("MLX_", "NCCL_")))
+    script = f"cd {shlex.quote(str(job_dir))} && {exports}exec {shlex.join(worker)}"
+    # No -tt: stdin must stay a pipe, so EOF there still means "the daemon died".
+    return ["ssh", "-o", "BatchMode=yes", host, script]
