@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,16 @@ def test_lora_trains_and_mlx_lm_loads_and_generates_with_the_adapter(
     assert setup["dataset_details"]["train_records"] == 8
     assert setup["total_steps"] == 12 and setup["total_epochs"] == 6.0
 
+    metrics = worker.of_type("metrics")
+    tokens = [m["trained_tokens"] for m in metrics]
+    assert tokens == sorted(set(tokens)) and tokens[0] > 0
+    for m in metrics:
+        assert m["epoch"] == m["step"] / 2  # two batches of 4 per epoch of 8 records
+        assert math.isclose(m["learning_rate"], 0.05, rel_tol=1e-6)
+        assert m["tokens_per_second"] > 0 and m["iterations_per_second"] > 0
+        assert m["peak_memory_bytes"] > 0 and m["rss_bytes"] > 10 << 20
+        assert m["all_reduce_seconds_per_step"] == 0.0
+
     adapter_dir = Path(worker.done()["artifacts"]["adapter_path"])
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
     assert config["fine_tune_type"] == "lora" and config["num_layers"] == 2
@@ -75,7 +86,8 @@ def test_lora_trains_and_mlx_lm_loads_and_generates_with_the_adapter(
 
 
 def test_dora_trains_magnitudes_and_adapters(make_config, run_worker, tiny_model_dir):
-    worker = run_worker(make_config(method="dora"))
+    # Gradient checkpointing recomputes activations; training must go on just the same.
+    worker = run_worker(make_config(method="dora", hyperparameters={"gradient_checkpointing": True}))
     assert_learned(worker)
     adapter_dir = Path(worker.done()["artifacts"]["adapter_path"])
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
@@ -99,6 +111,26 @@ def test_qlora_quantizes_a_float_base_at_load(make_config, run_worker, tiny_mode
     # Quantized weights count as their unpacked size, so the total matches LoRA's.
     lora_total = sum(v.size for _, v in tree_flatten(load(str(tiny_model_dir))[0].parameters()))
     assert details["total_parameters"] == lora_total + details["trainable_parameters"]
+
+
+def test_a_quantized_base_is_used_as_is_by_qlora_and_refused_by_full(
+    make_config, run_worker, tiny_model_dir, tmp_path
+):
+    from mlx_lm import convert
+
+    quantized = tmp_path / "tiny-8bit"
+    convert(str(tiny_model_dir), str(quantized), quantize=True, q_bits=8, q_group_size=32)
+    worker = run_worker(make_config("qlora", method="qlora", model=str(quantized),
+                                    quantization={"bits": 4, "group_size": 64}))
+    assert_learned(worker)
+    config = json.loads(Path(worker.done()["artifacts"]["adapter_path"], "adapter_config.json").read_text())
+    assert config["tunewire"]["quantization"] is None  # nothing was quantized at load
+    model, _ = load(str(quantized), adapter_path=worker.done()["artifacts"]["adapter_path"])
+    assert type(model.layers[0].self_attn.q_proj.linear).__name__ == "QuantizedLinear"
+
+    full = run_worker(make_config("full", method="full", model=str(quantized)))
+    assert full.returncode == 1 and full.events[-1]["type"] == "error"
+    assert full.events[-1]["reason"] == "UNSUPPORTED" and "quantized" in full.events[-1]["message"]
 
 
 def test_full_fine_tune_saves_a_model_mlx_lm_loads(make_config, run_worker, tiny_model_dir):

@@ -37,6 +37,10 @@ def test_same_seed_gives_the_same_losses_and_another_seed_does_not(make_config, 
     assert first.returncode == 0 and second.returncode == 0, first.log()
     assert len(first.losses()) == 16
     assert first.losses() == second.losses()
+    # Warmup from 0 reaches the peak at update 5, then cosine decay towards the floor.
+    lr = {m["step"]: m["learning_rate"] for m in first.of_type("metrics")}
+    assert lr[1] == 0.0 and math.isclose(lr[5], 0.05, rel_tol=1e-6)
+    assert all(lr[s + 1] < lr[s] for s in range(6, 16)) and lr[16] > 0.001
     other = make_config("other", **EXACTING)
     other["hyperparameters"]["seed"] = 4
     assert run_worker(other).losses() != first.losses()

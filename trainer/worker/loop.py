@@ -115,7 +115,8 @@ class Trainer:
             if cancel or stop:
                 return self._finish_early("cancelled" if cancel else "interrupted")
             if not announced:
-                self.events.emit("state", state="RUNNING", reason="training started")
+                reason = f"resumed at step {self.state.step}" if self.state.step else "training started"
+                self.events.emit("state", state="RUNNING", reason=reason)
                 announced = True
             self._train_step(step_fn, compiled_state)
             step = self.state.step
@@ -131,19 +132,21 @@ class Trainer:
 
     def _train_step(self, step_fn, compiled_state) -> None:
         accum = self.hp.gradient_accumulation_steps
-        tic = time.perf_counter()
         grad = None
         tokens = 0
         for micro in range(accum):
             batch = self.batches.next()
-            ce_sum, grad = step_fn(*self._inputs(batch), grad, micro == accum - 1)
+            inputs = self._inputs(batch)
+            # Timed like mlx-lm's loop: the step, not the batch preparation before it.
+            tic = time.perf_counter()
+            ce_sum, grad = step_fn(*inputs, grad, micro == accum - 1)
             self._ce = self._ce + ce_sum
+            mx.eval(compiled_state, self._ce, grad)
+            self._seconds += time.perf_counter() - tic
             self._trained += batch.global_trained
             tokens += batch.global_tokens
-            mx.eval(compiled_state, self._ce, grad)
         self.state.step += 1
         self._steps += 1
-        self._seconds += time.perf_counter() - tic
         # Like mlx-lm's n_tokens, this counts every non-padding token the step
         # processed (prompt tokens too, not only trained ones), all ranks together:
         # tokens/s and trained_tokens then compare directly with mlx-lm's.
