@@ -3,7 +3,8 @@
 `start_worker(config)` launches `python -m tunewire.trainer.worker` the way the
 daemon does (cwd = job dir, events on an inherited pipe fd, commands on stdin,
 OpenBLAS preloaded) and returns a `WorkerProcess` to read events from and send
-commands to.
+commands to; `run_worker` runs one to its end; `start_ranks` starts every rank
+of a distributed job from `launch.rank_commands`, as the daemon's supervisor does.
 """
 
 from __future__ import annotations
