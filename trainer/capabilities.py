@@ -66,7 +66,12 @@ async def probe(python: str = sys.executable) -> Capabilities:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
         )
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+        except BaseException:  # timeout, or the daemon stopping first
+            proc.kill()
+            await proc.wait()
+            raise
         info = json.loads(out.decode() or "{}")
     except (OSError, ValueError, asyncio.TimeoutError) as exc:
         log.warning("could not probe the worker environment: %s", exc)

@@ -117,6 +117,10 @@ class JobRunner:
     def running_ids(self) -> list[str]:
         return list(self._running)
 
+    def worker_pids(self, job_id: str) -> list[int]:
+        run = self._running.get(job_id)
+        return [p.pid for p in run.group.processes] if run else []
+
     async def schedule(self) -> None:
         """Starts queued jobs while there is room."""
         async with self._schedule_lock:

@@ -47,6 +47,7 @@ class TrainerServer:
     jobs: JobManager
     bus: EventBus
     health: health.aio.HealthServicer
+    capabilities: asyncio.Future
     _conn: object
 
     async def stop(self, grace: float | None = None) -> None:
@@ -56,6 +57,9 @@ class TrainerServer:
         await self.runner.shutdown(grace)
         self.bus.close_all()
         await self.server.stop(grace=2)
+        if not self.capabilities.done():
+            self.capabilities.cancel()
+            await asyncio.gather(self.capabilities, return_exceptions=True)
         self._conn.close()
 
     async def wait(self) -> None:
@@ -105,4 +109,4 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
     host = address.rsplit(":", 1)[0]
     bound = address if address.startswith("unix:") else f"{host}:{port}"
     log.info("tunewire-trainer listening on %s (home %s)", bound, config.home)
-    return TrainerServer(config, server, bound, port, runner, jobs, bus, health_servicer, conn)
+    return TrainerServer(config, server, bound, port, runner, jobs, bus, health_servicer, caps, conn)

@@ -1,0 +1,152 @@
+"""Nothing lost: kill -9 the daemon mid-job, restart it, and the job resumes from
+its last checkpoint with a continuous event log and the losses of an
+uninterrupted run; SIGTERM checkpoints and resumes the same way."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tunewire.v1 import training_service_pb2 as svc_pb
+from tunewire.v1 import training_service_pb2_grpc as svc_grpc
+
+from .jobs_helpers import losses, states, tiny_spec, watch_all
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    """`tunewire-trainer` as a real separate process."""
+
+    def __init__(self, home: Path, data_root: Path):
+        self.home, self.data_root = home, data_root
+        self.address = f"127.0.0.1:{_free_port()}"
+        self.proc: subprocess.Popen | None = None
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tunewire.trainer.main", "--home", str(self.home),
+             "--listen", self.address, "--data-root", str(self.data_root), "--data-root", str(self.home)],
+            stdout=open(self.home.parent / "daemon.log", "ab"), stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                async with grpc.aio.insecure_channel(self.address) as ch:
+                    reply = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.2)
+        raise AssertionError("trainer did not start")
+
+    def kill(self, sig: int) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=120)
+
+
+def _workers_of(job_dir: Path) -> list[int]:
+    """Pids of live processes started for this job (their config lives in job_dir)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(job_dir) in cmdline and "tunewire.trainer.worker" in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def _final_losses(events) -> dict[int, float]:
+    # After a resume, steps after the checkpoint are reported again; the last report wins.
+    return dict(losses(events))
+
+
+@pytest.fixture
+async def daemon(tmp_path, data_dir):
+    d = Daemon(tmp_path / "home", data_dir)
+    await d.start()
+    yield d
+    if d.proc.poll() is None:
+        d.kill(signal.SIGTERM)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find orphaned workers")
+async def test_kill_9_mid_job_then_restart_resumes_with_identical_losses(daemon, tiny_model_dir, data_dir):
+    spec = tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=12, checkpoint_every=4)
+    async with grpc.aio.insecure_channel(daemon.address) as ch:
+        jobs = svc_grpc.TrainingServiceStub(ch)
+        job = (await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))).job
+        before = []
+        async for msg in jobs.WatchTrainingJob(svc_pb.WatchTrainingJobRequest(job_id=job.id)):
+            before.append(msg.event)
+            if msg.event.HasField("training_metrics") and msg.event.training_metrics.step >= 6:
+                break
+    assert daemon.kill(signal.SIGKILL) == -signal.SIGKILL
+    job_dir = daemon.home / "jobs" / job.id
+    deadline = time.monotonic() + 15
+    while _workers_of(job_dir) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert _workers_of(job_dir) == [], "the worker outlived its daemon"
+
+    await daemon.start()
+    async with grpc.aio.insecure_channel(daemon.address) as ch:
+        jobs = svc_grpc.TrainingServiceStub(ch)
+        after = await watch_all(jobs, job.id, after=before[-1].sequence)
+        reference_job = (await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))).job
+        reference = await watch_all(jobs, reference_job.id)
+        resumed = (await jobs.GetTrainingJob(svc_pb.GetTrainingJobRequest(job_id=job.id))).job
+
+    sequences = [e.sequence for e in before + after]
+    assert sequences == list(range(1, len(sequences) + 1)), "the event log has a gap or a repeat"
+    assert states(after)[-1] == "JOB_STATE_SUCCEEDED"
+    reasons = [e.state_change.reason for e in after if e.HasField("state_change")]
+    assert any("resum" in r and "step 4" in r for r in reasons), reasons
+    assert resumed.resume_count == 1
+    got, want = _final_losses(before + after), _final_losses(reference)
+    assert sorted(got) == list(range(1, 13)) == sorted(want)
+    for step in want:
+        assert got[step] == pytest.approx(want[step], rel=1e-4, abs=1e-5), step
+
+
+async def test_sigterm_checkpoints_and_the_job_resumes_at_the_next_start(daemon, tiny_model_dir, data_dir):
+    spec = tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=10, checkpoint_every=100)
+    async with grpc.aio.insecure_channel(daemon.address) as ch:
+        jobs = svc_grpc.TrainingServiceStub(ch)
+        job = (await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))).job
+        before = []
+        async for msg in jobs.WatchTrainingJob(svc_pb.WatchTrainingJobRequest(job_id=job.id)):
+            before.append(msg.event)
+            if msg.event.HasField("training_metrics") and msg.event.training_metrics.step >= 3:
+                break
+    assert daemon.kill(signal.SIGTERM) == 0
+    checkpoints = sorted((daemon.home / "jobs" / job.id / "checkpoints").glob("0*"))
+    assert checkpoints, "SIGTERM did not leave a checkpoint"
+    stopped_at = int(checkpoints[-1].name)
+    assert 3 <= stopped_at < 10
+
+    await daemon.start()
+    async with grpc.aio.insecure_channel(daemon.address) as ch:
+        jobs = svc_grpc.TrainingServiceStub(ch)
+        events = await watch_all(jobs, job.id)
+    assert states(events)[-1] == "JOB_STATE_SUCCEEDED"
+    assert any(f"step {stopped_at}" in e.state_change.reason for e in events if e.HasField("state_change"))
+    assert max(step for step, _ in losses(events)) == 10

@@ -1,0 +1,97 @@
+"""CreateTrainingJob refuses, with every violated field at once, a job that could not run."""
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_service_pb2 as svc_pb
+
+from .jobs_helpers import tiny_spec
+
+
+def violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
+    status = rpc_status.from_call(err)
+    out = {}
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            for v in bad.field_violations:
+                out.setdefault(v.field, v.description)
+    return out
+
+
+async def create(jobs, spec, request_id=""):
+    return await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec, request_id=request_id))
+
+
+async def test_every_problem_is_reported_at_once(jobs, tiny_model_dir, data_dir):
+    spec = tiny_spec(tiny_model_dir, data_dir / "alpaca.json")
+    spec.lora.rank = 0
+    spec.lora.target_modules.extend(["q_proj", "qkv_proj"])
+    spec.hyperparameters.max_seq_length = 8
+    spec.hyperparameters.batch_size = 3
+    spec.distributed.world_size = 2
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await create(jobs, spec)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    found = violations(err.value)
+    assert "between 1 and 1024, got 0" in found["spec.lora.rank"]
+    assert "'qkv_proj'" in found["spec.lora.target_modules"] and "q_proj" in found["spec.lora.target_modules"]
+    assert "between 16 and 131072, got 8" in found["spec.hyperparameters.max_seq_length"]
+    assert "divisible" in found["spec.hyperparameters.batch_size"]
+
+
+async def test_unusable_model_and_sequence_beyond_context(jobs, tmp_path, tiny_model_dir, data_dir):
+    spec = tiny_spec(tmp_path / "no-such-model", data_dir / "alpaca.json")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await create(jobs, spec)
+    assert "spec.model" in violations(err.value)
+    spec = tiny_spec(tiny_model_dir, data_dir / "alpaca.json")
+    spec.hyperparameters.max_seq_length = 4096
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await create(jobs, spec)
+    assert "context is 2048" in violations(err.value)["spec.hyperparameters.max_seq_length"]
+
+
+async def test_invalid_dataset_names_lines_and_fields(jobs, tiny_model_dir, data_dir):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await create(jobs, tiny_spec(tiny_model_dir, data_dir / "bad.jsonl"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(err.value)
+    text = " ".join(
+        v.description
+        for d in status.details if d.Is(error_details_pb2.BadRequest.DESCRIPTOR)
+        for v in (lambda b: (d.Unpack(b), b)[1])(error_details_pb2.BadRequest()).field_violations
+    )
+    assert "line 2" in text and "instruction" in text
+    assert "line 3" in text
+
+
+async def test_dataset_smaller_than_the_batch(jobs, tiny_model_dir, data_dir):
+    spec = tiny_spec(tiny_model_dir, data_dir / "sharegpt.jsonl", batch_size=64)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await create(jobs, spec)
+    assert "fewer than batch_size 64" in violations(err.value)["spec.hyperparameters.batch_size"]
+
+
+async def test_paths_outside_the_data_roots_are_permission_denied(jobs, tiny_model_dir, tmp_path):
+    outside = tmp_path / "elsewhere.json"
+    outside.write_text("[]")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await create(jobs, tiny_spec(tiny_model_dir, outside))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_request_id_makes_create_idempotent(jobs, tiny_model_dir, data_dir):
+    spec = tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=1)
+    first = (await create(jobs, spec, "req-42")).job
+    again = (await create(jobs, spec, "req-42")).job
+    assert again.id == first.id
+    listed = await jobs.ListTrainingJobs(svc_pb.ListTrainingJobsRequest())
+    assert [j.id for j in listed.jobs] == [first.id]
+    assert first.spec.hyperparameters.learning_rate == pytest.approx(1e-3)
+    assert first.spec.loss_masking == job_pb.LOSS_MASKING_ALL_ASSISTANT_TURNS
+    assert first.dataset_details.format == "alpaca" and first.dataset_details.train_records == 16
