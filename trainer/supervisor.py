@@ -50,6 +50,8 @@ class WorkerGroup:
     commands: list[RankCommand]
     reader_task: asyncio.Task | None = None
     killed: bool = False
+    # The rank that failed first, and how; ranks we kill because of it come after.
+    first_failure: tuple[int, int] | None = None
     _exit: asyncio.Future | None = field(default=None, repr=False)
 
     async def send(self, command: str) -> None:
@@ -158,11 +160,11 @@ async def _supervise(group: WorkerGroup, read_fd: int, on_event: EventHandler) -
                     proc.kill()
                     await proc.wait()
         result = GroupExit(returncode=code, killed=group.killed)
-        for rank, proc in enumerate(group.processes):
-            if proc.returncode not in (0, None):
-                result.failed_rank, result.failed_code = rank, proc.returncode
-                result.log_tail = log_tail(group.commands[rank].log_path)
-                break
+        failures = [(rank, p.returncode) for rank, p in enumerate(group.processes) if p.returncode not in (0, None)]
+        first = group.first_failure or (failures[0] if failures else None)
+        if first is not None:
+            result.failed_rank, result.failed_code = first
+            result.log_tail = log_tail(group.commands[first[0]].log_path)
         group._exit.set_result(result)
     except BaseException as exc:
         if not group._exit.done():
@@ -178,6 +180,8 @@ async def _watch_rank(group: WorkerGroup, rank: int) -> None:
     """A rank other than 0 that dies takes the whole group down (no hung all-reduce)."""
     code = await group.processes[rank].wait()
     if code != 0 and not group.killed:
+        if group.first_failure is None:
+            group.first_failure = (rank, code)
         log.warning("job %s: rank %d exited with %d; stopping the other ranks", group.job_id, rank, code)
         for proc in group.processes:
             if proc.returncode is None:
