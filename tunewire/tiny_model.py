@@ -136,7 +136,7 @@ PRESETS: dict[str, Preset] = {
 class TensorSpec:
     name: str
     shape: tuple[int, ...]
-    init: str  # "normal" (std INIT_STD), "ones" (norm scales) or "zeros" (biases)
+    init: str  # "normal" (std INIT_STD), "head" (std 1/sqrt(fan-in)), "ones" (norms) or "zeros" (biases)
 
     @property
     def size(self) -> int:
@@ -153,7 +153,10 @@ def tensor_specs(preset: Preset, vocab_size: int) -> list[TensorSpec]:
         TensorSpec("model.norm.weight", (hidden,), "ones"),
     ]
     if not preset.tie_word_embeddings:
-        specs.append(TensorSpec("lm_head.weight", (vocab_size, hidden), "normal"))
+        # An untied head is frozen under LoRA; at std 0.02 its logits could never
+        # move far from uniform and the loss could not fall much. Fan-in scale
+        # (nn.Linear's default) leaves room for a visibly falling loss.
+        specs.append(TensorSpec("lm_head.weight", (vocab_size, hidden), "head"))
     for layer in range(preset.num_hidden_layers):
         p = f"model.layers.{layer}"
         specs += [
@@ -184,9 +187,9 @@ def _chunks(spec: TensorSpec, rng: np.random.Generator) -> Iterator[np.ndarray]:
     """The tensor's values as float32 chunks, in row-major order."""
     for start in range(0, spec.size, CHUNK_ELEMENTS):
         n = min(CHUNK_ELEMENTS, spec.size - start)
-        if spec.init == "normal":
+        if spec.init in ("normal", "head"):
             chunk = rng.standard_normal(n, dtype=np.float32)
-            chunk *= INIT_STD
+            chunk *= INIT_STD if spec.init == "normal" else np.float32(spec.shape[-1] ** -0.5)
         else:
             chunk = np.full(n, 1.0 if spec.init == "ones" else 0.0, dtype=np.float32)
         yield chunk
