@@ -192,7 +192,7 @@ class DatasetService(ds_grpc.DatasetServiceServicer):
             )
         split_dir = self._config.datasets_dir / dataset.id / "splits" / f"seed{request.seed}-frac{request.validation_fraction:g}"
         split = await asyncio.to_thread(
-            dataset_ops.split, dataset.normalized_path, split_dir, request.validation_fraction, request.seed
+            dataset_ops.split, dataset.raw_path, split_dir, request.validation_fraction, request.seed
         )
         return ds_pb.NormalizeDatasetResponse(
             dataset=dataset,

@@ -75,11 +75,13 @@ class JobManager:
                 return self._with_queue_position(earlier)
 
         wandb_online = bool(self._config.wandb_api_key)
-        check = await asyncio.to_thread(check_spec, spec, wandb_online_allowed=wandb_online)
+        check = await asyncio.to_thread(
+            check_spec, spec, wandb_online_allowed=wandb_online, roots=self._config.allowed_roots
+        )
         violations = list(check.violations)
         job_id = f"job-{secrets.token_hex(6)}"
         job_dir = self._config.jobs_dir / job_id
-        full_spec = spec_defaults.with_defaults(spec, check.model, wandb_online=wandb_online)
+        full_spec = spec_defaults.with_defaults(spec, check.model, wandb_online=wandb_online, hosts=check.hosts)
         prepared = None
         if spec.HasField("dataset") and spec.dataset.WhichOneof("source"):
             prepared, data_violations = await self._data.prepare(who, full_spec, job_dir / "data")
@@ -101,9 +103,9 @@ class JobManager:
         job.dataset_details.CopyFrom(prepared.details)
         job.artifacts.output_dir = str(job_dir)
         job.artifacts.log_path = str(job_dir / "train.log")
-        job.distributed.world_size = full_spec.distributed.world_size
+        job.distributed.world_size = len(check.hosts)
         job.distributed.backend = full_spec.distributed.backend
-        job.distributed.hosts.extend(full_spec.distributed.hosts or ["localhost"] * full_spec.distributed.world_size)
+        job.distributed.hosts.extend(check.hosts)
         write_json_atomic(
             job_dir / "worker_config.json",
             spec_defaults.worker_config(

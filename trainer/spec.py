@@ -65,7 +65,8 @@ def method_name(method: int) -> str:
 
 
 def with_defaults(
-    spec: job_pb.TrainingJobSpec, model: ModelInfo | None, *, wandb_online: bool = False
+    spec: job_pb.TrainingJobSpec, model: ModelInfo | None, *, wandb_online: bool = False,
+    hosts: list[str] | None = None,
 ) -> job_pb.TrainingJobSpec:
     """A copy of `spec` with every unset field given its default."""
     out = job_pb.TrainingJobSpec()
@@ -122,7 +123,7 @@ def with_defaults(
 
     dist = out.distributed
     if dist.world_size == 0:
-        dist.world_size = 1
+        dist.world_size = len(hosts) if hosts else 1
     if dist.backend == job_pb.DISTRIBUTED_BACKEND_UNSPECIFIED:
         dist.backend = job_pb.DISTRIBUTED_BACKEND_RING
 
@@ -202,7 +203,7 @@ def worker_config(
             "mode": wandb_mode if spec.wandb.project else "disabled",
         },
         "distributed": {
-            "world_size": spec.distributed.world_size,
+            "world_size": len(hosts) if hosts else spec.distributed.world_size,
             "backend": _BACKEND_NAMES.get(spec.distributed.backend, "ring"),
             "hosts": hosts,
         },

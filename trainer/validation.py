@@ -8,11 +8,15 @@ numbers and their combinations.
 from __future__ import annotations
 
 import re
-import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 from tunewire.errors import FieldViolation
 from tunewire.trainer import model_inspect
+from tunewire.trainer.capabilities import distributed_backends
+from tunewire.trainer.hostfile import HostfileError, read_hosts
+from tunewire.trainer.paths import confine
+from tunewire.trainer.worker.launch import is_local
 from tunewire.trainer.model_inspect import ModelInfo, ModelUnusable
 from tunewire.trainer.spec import ADAPTER_METHODS
 from tunewire.v1 import training_job_pb2 as job_pb
@@ -36,13 +40,17 @@ class SpecCheck:
     violations: list[FieldViolation]
     model: ModelInfo | None
     target_modules: list[str]
+    # One "host[:port]" per rank, from distributed.hosts or the hostfile.
+    hosts: list[str]
 
 
 def _enum_ok(enum_type, value: int) -> bool:
     return value in enum_type.values_by_number
 
 
-def check_spec(spec: job_pb.TrainingJobSpec, *, wandb_online_allowed: bool) -> SpecCheck:
+def check_spec(
+    spec: job_pb.TrainingJobSpec, *, wandb_online_allowed: bool, roots: tuple[Path, ...] = ()
+) -> SpecCheck:
     v: list[FieldViolation] = []
 
     def bad(field: str, why: str) -> None:
@@ -158,7 +166,7 @@ def check_spec(spec: job_pb.TrainingJobSpec, *, wandb_online_allowed: bool) -> S
     if spec.report_interval_steps < 0:
         bad("report_interval_steps", f"must be at least 0, got {spec.report_interval_steps}")
 
-    _check_distributed(spec, bad)
+    hosts = _check_distributed(spec, bad, roots)
 
     if spec.wandb.mode == job_pb.WANDB_MODE_ONLINE and not wandb_online_allowed:
         bad("wandb.mode", "ONLINE needs a WandB API key on the trainer (WANDB_API_KEY); use OFFLINE")
@@ -171,15 +179,23 @@ def check_spec(spec: job_pb.TrainingJobSpec, *, wandb_online_allowed: bool) -> S
             bad(f"metadata[{key[:40]!r}]", f"keys and values are at most {MAX_TEXT} characters")
     if len(spec.display_name) > MAX_TEXT:
         bad("display_name", f"at most {MAX_TEXT} characters, got {len(spec.display_name)}")
-    return SpecCheck(violations=v, model=model, target_modules=target_modules)
+    return SpecCheck(violations=v, model=model, target_modules=target_modules, hosts=hosts)
 
 
-def _check_distributed(spec: job_pb.TrainingJobSpec, bad) -> None:
+def _check_distributed(spec: job_pb.TrainingJobSpec, bad, roots: tuple[Path, ...]) -> list[str]:
     dist = spec.distributed
-    world = dist.world_size or 1
+    hosts = list(dist.hosts)
+    if dist.hostfile and not dist.hosts:
+        # Outside the data roots is PERMISSION_DENIED, raised from confine().
+        path = confine(dist.hostfile, roots, "spec.distributed.hostfile")
+        try:
+            hosts = read_hosts(path)
+        except HostfileError as exc:
+            bad("distributed.hostfile", str(exc))
+    world = dist.world_size or (len(hosts) if dist.hostfile else 1)
     if not 0 <= dist.world_size <= MAX_WORLD:
         bad("distributed.world_size", f"must be between 1 and {MAX_WORLD}, got {dist.world_size}")
-        return
+        return []
     batch = spec.hyperparameters.batch_size if spec.hyperparameters.HasField("batch_size") else 4
     if world > 1 and batch % world:
         bad(
@@ -192,11 +208,15 @@ def _check_distributed(spec: job_pb.TrainingJobSpec, bad) -> None:
         m = _HOST.match(host)
         if not m or (m.group(3) and not 0 < int(m.group(3)) < 65536):
             bad(f"distributed.hosts[{i}]", f"{host!r} is not 'host' or 'host:port'")
-    if dist.hosts and len(dist.hosts) != world:
-        bad("distributed.hosts", f"one host per rank: world_size is {world}, got {len(dist.hosts)} hosts")
+        elif not m.group(3) and not is_local(m.group(1)):
+            bad(f"distributed.hosts[{i}]", f"{host!r} is another machine: give the port its rank listens on (host:port)")
+    if hosts and len(hosts) != world:
+        field = "distributed.hosts" if dist.hosts else "distributed.hostfile"
+        bad(field, f"one host per rank: world_size is {world}, got {len(hosts)} hosts")
     if not _enum_ok(job_pb.DistributedBackend.DESCRIPTOR, dist.backend):
         bad("distributed.backend", f"unknown backend {dist.backend}")
-    elif world > 1 and dist.backend == job_pb.DISTRIBUTED_BACKEND_MPI and not shutil.which("mpirun"):
+    elif world > 1 and dist.backend == job_pb.DISTRIBUTED_BACKEND_MPI and "mpi" not in distributed_backends():
         bad("distributed.backend", "MPI is not available on this host (no mpirun); use RING")
-    elif world > 1 and dist.backend == job_pb.DISTRIBUTED_BACKEND_NCCL:
+    elif world > 1 and dist.backend == job_pb.DISTRIBUTED_BACKEND_NCCL and "nccl" not in distributed_backends():
         bad("distributed.backend", "NCCL needs CUDA GPUs, which this host does not have; use RING")
+    return hosts or ["localhost"] * world

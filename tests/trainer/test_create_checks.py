@@ -95,3 +95,31 @@ async def test_request_id_makes_create_idempotent(jobs, tiny_model_dir, data_dir
     assert first.spec.hyperparameters.learning_rate == pytest.approx(1e-3)
     assert first.spec.loss_masking == job_pb.LOSS_MASKING_ALL_ASSISTANT_TURNS
     assert first.dataset_details.format == "alpaca" and first.dataset_details.train_records == 16
+
+
+async def test_hostfile_in_mlx_launch_form_sets_the_ranks(jobs, tiny_model_dir, data_dir):
+    (data_dir / "hosts.json").write_text(
+        '[{"ssh": "localhost", "ips": []}, {"ssh": "localhost", "ips": []}]')
+    spec = tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=1, batch_size=4)
+    spec.distributed.hostfile = str(data_dir / "hosts.json")
+    job = (await create(jobs, spec)).job
+    assert job.distributed.world_size == 2 and list(job.distributed.hosts) == ["localhost", "localhost"]
+    await jobs.CancelTrainingJob(svc_pb.CancelTrainingJobRequest(job_id=job.id, force=True))
+
+    (data_dir / "broken.json").write_text('{"hosts": [{"ips": ["10.0.0.1"]}]}')
+    spec.distributed.hostfile = str(data_dir / "broken.json")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await create(jobs, spec)
+    assert "\"ssh\"" in violations(err.value)["spec.distributed.hostfile"]
+
+    spec.distributed.hostfile = "/etc/hosts"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await create(jobs, spec)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    spec.ClearField("distributed")
+    spec.distributed.world_size = 2
+    spec.distributed.hosts.extend(["10.0.0.5", "10.0.0.6:5000"])
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await create(jobs, spec)
+    assert "give the port" in violations(err.value)["spec.distributed.hosts[0]"]
