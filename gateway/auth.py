@@ -23,6 +23,9 @@ from tunewire.errors import ServiceError
 current_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "tunewire_principal", default=None
 )
+# Where the HTTP middleware leaves the caller for the handlers (a typed key on
+# aiohttp versions that have them).
+PRINCIPAL = web.RequestKey("principal", Principal) if hasattr(web, "RequestKey") else "principal"
 # Bucket of the rate limit shared by calls without a key.
 ANONYMOUS_BUCKET = "(anonymous)"
 
@@ -121,7 +124,7 @@ def http_auth_middleware(authenticator: Authenticator):
         route_handler = getattr(request.match_info, "handler", None)
         if getattr(request.match_info, "http_exception", None) is None and route_handler is not None:
             public = getattr(route_handler, "tunewire_public", False)
-            request["principal"] = authenticator.authenticate(presented_key(request.headers.items()), public)
+            request[PRINCIPAL] = authenticator.authenticate(presented_key(request.headers.items()), public)
         return await handler(request)
 
     return authenticate

@@ -81,8 +81,9 @@ class Forwarder:
                 with self._streams.open(principal.name):
                     call = link.server_stream(method, request, principal, context.time_remaining())
                     try:
-                        while (message := await call.read()) is not grpc.aio.EOF:
-                            yield message
+                        with link.tracking(call):
+                            while (message := await link.read(call)) is not grpc.aio.EOF:
+                                yield message
                     finally:
                         call.cancel()  # the client left or failed: stop the trainer's work too
             except grpc.aio.AioRpcError as err:
@@ -101,7 +102,8 @@ class Forwarder:
                 with self._streams.open(principal.name):
                     call = link.client_stream(method, principal, context.time_remaining())
                     try:
-                        return await pump_upload(call, requests, self._max_upload)
+                        with link.tracking(call):
+                            return await pump_upload(call, requests, self._max_upload)
                     finally:
                         call.cancel()
             except grpc.aio.AioRpcError as err:

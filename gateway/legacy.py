@@ -20,6 +20,7 @@ import json
 
 import grpc
 from aiohttp import web
+from tunewire.gateway.auth import PRINCIPAL
 from tunewire.gateway.http_errors import StatusError
 from tunewire.gateway.keys import Principal
 from tunewire.gateway.legacy_translate import (
@@ -33,7 +34,6 @@ from tunewire.gateway.legacy_translate import (
 )
 from tunewire.gateway.methods import Method
 from tunewire.gateway.trainer_link import TrainerLink
-from tunewire.v1 import dataset_pb2 as ds_pb
 from tunewire.v1 import dataset_service_pb2 as ds_svc
 from tunewire.v1 import training_service_pb2 as svc
 
@@ -86,7 +86,7 @@ class LegacyApi:
 
     async def health(self, request: web.Request) -> web.Response:
         try:
-            info = await self._training("GetServerInfo", svc.GetServerInfoRequest(), request["principal"], HEALTH_TIMEOUT_SECONDS)
+            info = await self._training("GetServerInfo", svc.GetServerInfoRequest(), request[PRINCIPAL], HEALTH_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as err:
             status = self._link.status_of(err)
             return web.json_response(
@@ -107,7 +107,7 @@ class LegacyApi:
         })
 
     async def status(self, request: web.Request) -> web.Response:
-        principal = request["principal"]
+        principal = request[PRINCIPAL]
         info = await self._training("GetServerInfo", svc.GetServerInfoRequest(), principal)
         words = list(STATES_BY_OLD_STATUS)
         pages = await asyncio.gather(*(
@@ -131,7 +131,7 @@ class LegacyApi:
     async def train_start(self, request: web.Request) -> web.Response:
         spec, given, warnings = train_request_to_spec(await _json_body(request))
         try:
-            reply = await self._training("CreateTrainingJob", svc.CreateTrainingJobRequest(spec=spec), request["principal"])
+            reply = await self._training("CreateTrainingJob", svc.CreateTrainingJobRequest(spec=spec), request[PRINCIPAL])
         except grpc.aio.AioRpcError as err:
             raise StatusError(with_old_field_names(self._link.status_of(err))) from None
         job = reply.job
@@ -166,18 +166,18 @@ class LegacyApi:
         page = await self._training(
             "ListTrainingJobs",
             svc.ListTrainingJobsRequest(page_size=int(limit), states=STATES_BY_OLD_STATUS.get(word, [])),
-            request["principal"],
+            request[PRINCIPAL],
         )
         return web.json_response({"jobs": [job_status(j) for j in page.jobs], "total": page.total_size})
 
     async def train_status(self, request: web.Request) -> web.Response:
-        reply = await self._training("GetTrainingJob", svc.GetTrainingJobRequest(job_id=request.match_info["job_id"]), request["principal"])
+        reply = await self._training("GetTrainingJob", svc.GetTrainingJobRequest(job_id=request.match_info["job_id"]), request[PRINCIPAL])
         return web.json_response(job_status(reply.job))
 
     async def train_stop(self, request: web.Request) -> web.Response:
         force = request.query.get("force", "false").lower() in ("1", "true")
         reply = await self._training(
-            "CancelTrainingJob", svc.CancelTrainingJobRequest(job_id=request.match_info["job_id"], force=force), request["principal"]
+            "CancelTrainingJob", svc.CancelTrainingJobRequest(job_id=request.match_info["job_id"], force=force), request[PRINCIPAL]
         )
         status = job_status(reply.job)
         return web.json_response({
@@ -194,8 +194,8 @@ class LegacyApi:
             raise invalid_argument([FieldViolation("file_path", "is required: a path on the server inside its data roots")])
         reply = await self._call(
             "DatasetService", "ValidateDataset",
-            ds_svc.ValidateDatasetRequest(path=path, options=ds_pb.ValidationOptions(preview_records=3)),
-            request["principal"],
+            ds_svc.ValidateDatasetRequest(path=path, options=ds_svc.ValidationOptions(preview_records=3)),
+            request[PRINCIPAL],
         )
         return web.json_response(validation_result(reply.report, path))
 
@@ -219,7 +219,7 @@ class LegacyApi:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
                 raise invalid_argument([FieldViolation(name, f"must be a {'whole ' if kind is int else ''}number, got {value!r}")])
             setattr(message, name, value)
-        reply = await self._training("Generate", message, request["principal"])
+        reply = await self._training("Generate", message, request[PRINCIPAL])
         return web.json_response({
             "generated_text": reply.text,
             "model": model,

@@ -61,6 +61,9 @@ class StreamLimiter:
     def count(self, key: str) -> int:
         return self._open.get(key, 0)
 
+    def total(self) -> int:
+        return sum(self._open.values())
+
     @contextlib.contextmanager
     def open(self, key: str) -> Iterator[None]:
         current = self._open.get(key, 0)

@@ -4,6 +4,7 @@ for both and read the bound ports from the returned `GatewayServer`."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from dataclasses import dataclass
@@ -55,6 +56,13 @@ class GatewayServer:
         Jobs are the trainer's: nothing here touches them."""
         await self.health.enter_graceful_shutdown()
         await self.trainer_health.stop()
+        # Open streams end with UNAVAILABLE "the gateway is stopping" (a last
+        # NDJSON error line, an SSE error event) rather than a cut connection.
+        self.link.stop_streams()
+        for _ in range(100):
+            if not self.streams.total():
+                break
+            await asyncio.sleep(0.01)
         await self.http_runner.shutdown()
         await self.grpc_server.stop(grace)
         await self.http_runner.cleanup()

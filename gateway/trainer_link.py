@@ -7,6 +7,10 @@ metadata is never passed on, so nobody can claim another identity.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -15,7 +19,7 @@ from tunewire.gateway.keys import Principal
 from tunewire.gateway.methods import Method
 from tunewire.trainer.identity import INTERNAL_TOKEN_HEADER, PRINCIPAL_HEADER, ROLE_HEADER
 
-from tunewire.errors import ERROR_DOMAIN
+from tunewire.errors import ERROR_DOMAIN, ServiceError
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 # The trainer's own limit; responses such as a long job list can be big.
@@ -41,6 +45,8 @@ class TrainerLink:
         )
         self._callables: dict[str, object] = {}
         self._metadata: dict[Principal, tuple[tuple[str, str], ...]] = {}
+        self._open_streams: set = set()
+        self.stopping = False
 
     def metadata(self, principal: Principal) -> tuple[tuple[str, str], ...]:
         md = self._metadata.get(principal)
@@ -76,6 +82,39 @@ class TrainerLink:
         """A call to `write()` request bytes to, then `done_writing()` and await."""
         return self._callable(method)(timeout=timeout, metadata=self.metadata(principal))
 
+    @contextlib.contextmanager
+    def tracking(self, call) -> Iterator[None]:
+        """Keeps a streaming call known until it ends, so that `stop_streams` can end it."""
+        self._open_streams.add(call)
+        try:
+            yield
+        finally:
+            self._open_streams.discard(call)
+
+    def stop_streams(self) -> None:
+        """Ends every open stream (the gateway is stopping); each client is told why
+        and can resume elsewhere, instead of seeing its connection cut."""
+        self.stopping = True
+        for call in list(self._open_streams):
+            call.cancel()
+
+    async def read(self, call):
+        """The next message of a streaming call. A call ended by `stop_streams` raises
+        UNAVAILABLE "the gateway is stopping" (grpc.aio raises CancelledError for it,
+        which must not be confused with the reader itself being cancelled)."""
+        try:
+            return await call.read()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self.stopping and not getattr(task, "cancelling", lambda: 0)():
+                raise ServiceError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "the gateway is stopping; call again (a watch resumes with after_sequence)",
+                    reason="GATEWAY_STOPPING",
+                    retry_after_seconds=self._retry_seconds,
+                ) from None
+            raise
+
     def status_of(self, err: grpc.aio.AioRpcError) -> status_pb2.Status:
         """The google.rpc.Status a failed trainer call stands for."""
         for key, value in err.trailing_metadata() or ():
@@ -88,15 +127,12 @@ class TrainerLink:
         return status_pb2.Status(code=err.code().value[0], message=err.details() or err.code().name)
 
     def unavailable_status(self) -> status_pb2.Status:
-        """The trainer cannot be reached: no details, since the trainer sent none."""
+        """The trainer cannot be reached (it sent no status of its own)."""
         seconds = self._retry_seconds
         status = status_pb2.Status(
-            code=code_pb2.UNAVAILABLE,
-            message=f"the trainer is not reachable right now; retry in {seconds:g} s",
+            code=code_pb2.UNAVAILABLE, message=f"the trainer is not reachable right now; retry in {seconds:g} s"
         )
-        status.details.add().Pack(
-            error_details_pb2.ErrorInfo(reason="TRAINER_UNAVAILABLE", domain=ERROR_DOMAIN)
-        )
+        status.details.add().Pack(error_details_pb2.ErrorInfo(reason="TRAINER_UNAVAILABLE", domain=ERROR_DOMAIN))
         status.details.add().Pack(
             error_details_pb2.RetryInfo(
                 retry_delay=duration_pb2.Duration(seconds=int(seconds), nanos=int(seconds % 1 * 1e9))

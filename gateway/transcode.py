@@ -19,13 +19,14 @@ import grpc
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from tunewire.gateway.auth import PRINCIPAL
 from tunewire.gateway.forward import pump_upload
 from tunewire.gateway.http_errors import status_to_dict
 from tunewire.gateway.http_rules import HttpRoute, build_request, field_path_named, set_from_strings
 from tunewire.gateway.limits import StreamLimiter, upload_too_large
 from tunewire.gateway.trainer_link import TrainerLink
 
-from tunewire.errors import FieldViolation, invalid_argument
+from tunewire.errors import FieldViolation, ServiceError, invalid_argument
 
 # How long a stream may take to produce its first message before the response
 # is committed as 200; errors that come sooner get their own HTTP status.
@@ -89,7 +90,7 @@ class Transcoder:
         async def unary(request: web.Request) -> web.Response:
             body = await request.read() if route.body else None
             message = build_request(route, request.match_info, request.query, body)
-            data = await link.unary(method, message.SerializeToString(), request["principal"], timeout_from(request.headers))
+            data = await link.unary(method, message.SerializeToString(), request[PRINCIPAL], timeout_from(request.headers))
             response = method.response_class.FromString(data)
             if route.response_body:
                 response = getattr(response, route.response_body)
@@ -111,18 +112,19 @@ class Transcoder:
             if sse and resume_field and last_event_id:
                 message.ClearField(resume_field[0])
                 set_from_strings(message, resume_field[0], [last_event_id], "Last-Event-ID")
-            principal = request["principal"]
+            principal = request[PRINCIPAL]
             with self._streams.open(principal.name):
                 call = link.server_stream(method, message.SerializeToString(), principal, timeout_from(request.headers))
                 try:
-                    return await self._relay_stream(request, call, method, sse, sequence_path)
+                    with link.tracking(call):
+                        return await self._relay_stream(request, call, method, sse, sequence_path)
                 finally:
                     call.cancel()  # the client left or the stream failed: end the trainer's side too
 
         return stream
 
     async def _relay_stream(self, request, call, method, sse: bool, sequence_path) -> web.StreamResponse:
-        reader = asyncio.ensure_future(call.read())
+        reader = asyncio.ensure_future(self._link.read(call))
         try:
             # Wait briefly before committing to 200, so that an immediate error
             # (unknown job, bad argument) gets its own HTTP status.
@@ -146,15 +148,17 @@ class Transcoder:
                         await response.write(b": keep-alive\n\n")
                 try:
                     data = reader.result()
-                except grpc.aio.AioRpcError as err:
-                    status = status_to_dict(self._link.status_of(err))
+                except (grpc.aio.AioRpcError, ServiceError) as err:
+                    status = status_to_dict(
+                        err.to_status() if isinstance(err, ServiceError) else self._link.status_of(err)
+                    )
                     text = f"event: error\ndata: {dumps(status)}\n\n" if sse else dumps({"error": status}) + "\n"
                     await response.write(text.encode())
                     break
                 if data is grpc.aio.EOF:
                     break
                 await response.write(_encode(method.response_class.FromString(data), sse, sequence_path))
-                reader = asyncio.ensure_future(call.read())
+                reader = asyncio.ensure_future(self._link.read(call))
             await response.write_eof()
             return response
         finally:
@@ -172,7 +176,7 @@ class Transcoder:
             if size is not None and size > self._max_upload:
                 raise upload_too_large(self._max_upload)
             first = build_request(route, request.match_info, request.query, None)
-            principal = request["principal"]
+            principal = request[PRINCIPAL]
 
             async def messages():
                 if first.ByteSize():
@@ -187,8 +191,9 @@ class Transcoder:
             with self._streams.open(principal.name):
                 call = link.client_stream(method, principal, timeout_from(request.headers))
                 try:
-                    # The body is counted above; framing bytes are not the user's.
-                    data = await pump_upload(call, messages(), limit=float("inf"))
+                    with link.tracking(call):
+                        # The body is counted above; framing bytes are not the user's.
+                        data = await pump_upload(call, messages(), limit=float("inf"))
                 finally:
                     call.cancel()
             response = method.response_class.FromString(data)

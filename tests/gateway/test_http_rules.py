@@ -7,12 +7,17 @@ import re
 import grpc
 import pytest
 from multidict import MultiDict
-
-from tunewire.errors import ServiceError
-from tunewire.gateway.http_rules import build_request, compile_template, field_path_named, routes_for
+from tunewire.gateway.http_rules import (
+    build_request,
+    compile_template,
+    field_path_named,
+    routes_for,
+)
 from tunewire.gateway.methods import forwarded_methods
 from tunewire.v1 import training_job_pb2 as job_pb
 from tunewire.v1 import training_service_pb2 as svc_pb
+
+from tunewire.errors import ServiceError
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -6,10 +6,15 @@ import json
 
 import grpc
 import pytest
+from tunewire.gateway.http_errors import (
+    HTTP_STATUS,
+    error_response,
+    http_status,
+    retry_after_seconds,
+)
+from tunewire.gateway.limits import RateLimiter, StreamLimiter
 
 from tunewire.errors import FieldViolation, ServiceError, invalid_argument
-from tunewire.gateway.http_errors import HTTP_STATUS, error_response, http_status, retry_after_seconds
-from tunewire.gateway.limits import RateLimiter, StreamLimiter
 
 pytestmark = pytest.mark.timeout(30)
 
