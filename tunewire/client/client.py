@@ -1,0 +1,270 @@
+"""`Client`: tunewire's API from Python, synchronous, over the generated stubs.
+
+    from tunewire.client import Client
+
+    with Client("localhost:50051") as tw:          # key: TUNEWIRE_API_KEY
+        job = tw.create_job(model="Qwen/Qwen2.5-0.5B-Instruct",
+                            dataset={"path": "data/train.jsonl"},
+                            hyperparameters={"max_steps": 100})
+        for event in tw.watch(job.id):             # reconnects by itself
+            print(event)
+
+Works against the gateway (with a key) and against the trainer directly (no
+key needed on its loopback port). Every failure is a `TunewireError`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tunewire.v1 import dataset_pb2 as ds_pb
+from tunewire.v1 import dataset_service_pb2 as ds_svc
+from tunewire.v1 import dataset_service_pb2_grpc as ds_grpc
+from tunewire.v1 import training_event_pb2 as event_pb
+from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_service_pb2 as svc
+from tunewire.v1 import training_service_pb2_grpc as svc_grpc
+
+from tunewire.client.dev_key import resolve_api_key
+from tunewire.client.errors import TunewireError, from_rpc_error
+from tunewire.client.spec import spec_from_dict
+from tunewire.client.watch import watch_events
+
+DEFAULT_ADDRESS = "localhost:50051"
+DEFAULT_TIMEOUT = 30.0
+GENERATE_TIMEOUT = 600.0
+UPLOAD_CHUNK_BYTES = 1 << 20
+MAX_MESSAGE_BYTES = 64 << 20
+TERMINAL_STATES = frozenset({job_pb.JOB_STATE_SUCCEEDED, job_pb.JOB_STATE_FAILED, job_pb.JOB_STATE_CANCELLED})
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # A server that comes back is found within ~2 s, not after gRPC's default
+    # backoff of up to two minutes (the watch's reconnects rely on it).
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+
+def default_address(environ: Mapping[str, str] = os.environ) -> str:
+    return environ.get("TUNEWIRE_ADDRESS") or DEFAULT_ADDRESS
+
+
+class Client:
+    """A connection to a tunewire gateway or trainer.
+
+    address: host:port (default $TUNEWIRE_ADDRESS or localhost:50051).
+    api_key: default $TUNEWIRE_API_KEY (or $MLX_TRAINING_API_KEY), else the
+        development key of a `tunewire server` on this machine; "" sends none.
+    timeout: seconds for each unary call (generation and uploads get longer).
+    """
+
+    def __init__(self, address: str | None = None, api_key: str | None = None, *, timeout: float = DEFAULT_TIMEOUT):
+        self.address = address or default_address()
+        self.timeout = timeout
+        key = resolve_api_key(api_key, self.address)
+        self._metadata = (("authorization", f"Bearer {key}"),) if key else ()
+        self._channel = grpc.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
+        self._training = svc_grpc.TrainingServiceStub(self._channel)
+        self._datasets = ds_grpc.DatasetServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    # ---- plumbing --------------------------------------------------------------
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:  # noqa: PYI034 - typing.Self needs Python 3.11
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method, request, timeout: float | None = None):
+        try:
+            return method(request, timeout=timeout or self.timeout, metadata=self._metadata)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err, self.address) from None
+
+    # ---- server --------------------------------------------------------------------
+
+    def server_info(self) -> svc.GetServerInfoResponse:
+        return self._call(self._training.GetServerInfo, svc.GetServerInfoRequest())
+
+    def health(self, service: str = "") -> str:
+        """The grpc.health.v1 status ("SERVING", "NOT_SERVING", ...) of `service` ("" = the server)."""
+        reply = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout=5.0)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+    # ---- jobs --------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        spec: job_pb.TrainingJobSpec | Mapping | None = None,
+        *,
+        request_id: str | None = None,
+        **fields,
+    ) -> job_pb.TrainingJob:
+        """Queues a job. `spec` is a TrainingJobSpec or a mapping with its keys
+        (`{"model": ..., "dataset": {"path": ...}, "method": "qlora"}`); keyword
+        arguments are the same keys. Bad keys raise `SpecError` before any call."""
+        if spec is None:
+            spec = spec_from_dict(fields)
+        elif isinstance(spec, Mapping):
+            spec = spec_from_dict({**spec, **fields})
+        elif fields:
+            raise TypeError("give either a TrainingJobSpec or keyword fields, not both")
+        request = svc.CreateTrainingJobRequest(spec=spec, request_id=request_id or "")
+        return self._call(self._training.CreateTrainingJob, request).job
+
+    def get_job(self, job_id: str) -> job_pb.TrainingJob:
+        return self._call(self._training.GetTrainingJob, svc.GetTrainingJobRequest(job_id=job_id)).job
+
+    def list_jobs(self, states: Iterable[int] = (), *, limit: int | None = None) -> list[job_pb.TrainingJob]:
+        """Jobs, newest first, every page (or the first `limit`)."""
+        jobs: list[job_pb.TrainingJob] = []
+        token = ""
+        while True:
+            size = min(1000, limit - len(jobs)) if limit else 200
+            request = svc.ListTrainingJobsRequest(page_size=size, page_token=token, states=list(states))
+            page = self._call(self._training.ListTrainingJobs, request)
+            jobs.extend(page.jobs)
+            token = page.next_page_token
+            if not token or (limit and len(jobs) >= limit):
+                return jobs
+
+    def cancel_job(self, job_id: str, *, force: bool = False) -> job_pb.TrainingJob:
+        request = svc.CancelTrainingJobRequest(job_id=job_id, force=force)
+        return self._call(self._training.CancelTrainingJob, request).job
+
+    def checkpoints(self, job_id: str) -> svc.ListCheckpointsResponse:
+        return self._call(self._training.ListCheckpoints, svc.ListCheckpointsRequest(job_id=job_id))
+
+    def watch(
+        self,
+        job_id: str,
+        after_sequence: int = 0,
+        *,
+        reconnect: bool = True,
+        give_up_after: float = 120.0,
+        on_reconnect: Callable[[TunewireError, int], None] | None = None,
+    ) -> Iterator[event_pb.TrainingEvent]:
+        """The job's events after `after_sequence`, then live ones, until the
+        terminal one. When the stream breaks (server restarting, connection
+        dropped, subscriber too slow) it reconnects with the last sequence it
+        yielded, so every event comes exactly once; it gives up after
+        `give_up_after` seconds without getting through. `on_reconnect(error,
+        last_sequence)` is called before each new attempt."""
+        opener = lambda after: self._training.WatchTrainingJob(
+            svc.WatchTrainingJobRequest(job_id=job_id, after_sequence=after), metadata=self._metadata
+        )
+        return watch_events(
+            opener, after_sequence, address=self.address, job_finished=lambda: self._finished(job_id),
+            reconnect=reconnect, give_up_after=give_up_after, on_reconnect=on_reconnect,
+        )
+
+    def _finished(self, job_id: str) -> bool:
+        try:
+            return self.get_job(job_id).state in TERMINAL_STATES
+        except TunewireError as error:
+            if error.retryable:
+                return False  # cannot tell yet: the watch reconnects and asks again
+            raise
+
+    def wait(self, job_id: str, **watch_options) -> job_pb.TrainingJob:
+        """Blocks until the job ends; returns it in its terminal state."""
+        for _ in self.watch(job_id, **watch_options):
+            pass
+        return self.get_job(job_id)
+
+    def generate(
+        self,
+        job_id: str = "",
+        prompt: str = "",
+        *,
+        messages: Iterable[Mapping[str, str]] = (),
+        model: str = "",
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+    ) -> svc.GenerateResponse:
+        """Text from a job's adapter (or a base `model`), for a plain `prompt` or
+        chat `messages` ([{"role": "user", "content": ...}])."""
+        request = svc.GenerateRequest(
+            job_id=job_id, model=model, prompt=prompt,
+            messages=[svc.ChatMessage(role=m["role"], content=m["content"]) for m in messages],
+            max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+        )
+        return self._call(self._training.Generate, request, timeout=GENERATE_TIMEOUT)
+
+    # ---- datasets ----------------------------------------------------------------------
+
+    def upload_dataset(
+        self,
+        path: str | os.PathLike,
+        *,
+        display_name: str | None = None,
+        chunk_bytes: int = UPLOAD_CHUNK_BYTES,
+        timeout: float = 3600.0,
+    ) -> ds_pb.Dataset:
+        """Streams a local file to the server in chunks; returns the stored
+        dataset with its validation report (uploading the same bytes again
+        returns the same dataset)."""
+        path = Path(path)
+        with path.open("rb") as f:  # opened here so a missing file fails before any call
+            metadata = ds_svc.UploadMetadata(display_name=display_name or path.name)
+
+            def requests() -> Iterator[ds_svc.UploadDatasetRequest]:
+                yield ds_svc.UploadDatasetRequest(metadata=metadata)
+                while chunk := f.read(chunk_bytes):
+                    yield ds_svc.UploadDatasetRequest(chunk=chunk)
+
+            return self._call(self._datasets.UploadDataset, requests(), timeout=timeout).dataset
+
+    def validate_dataset(
+        self,
+        *,
+        dataset_id: str = "",
+        content: bytes | None = None,
+        path: str = "",
+        max_issues: int = 100,
+        preview_records: int = 3,
+        tokenizer: str = "",
+        max_tokens: int = 0,
+    ) -> ds_pb.ValidationReport:
+        """Validates a stored dataset, inline `content`, or a `path` on the server."""
+        given = [name for name, value in (("dataset_id", dataset_id), ("content", content), ("path", path))
+                 if value not in ("", None)]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of dataset_id, content and path (got {', '.join(given) or 'none'})")
+        options = ds_svc.ValidationOptions(
+            max_issues=max_issues, preview_records=preview_records, tokenizer=tokenizer, max_tokens=max_tokens
+        )
+        request = ds_svc.ValidateDatasetRequest(options=options)
+        if dataset_id:
+            request.dataset_id = dataset_id
+        elif content is not None:
+            request.content = content
+        else:
+            request.path = path
+        return self._call(self._datasets.ValidateDataset, request, timeout=600.0).report
+
+    def list_datasets(self, *, limit: int | None = None) -> list[ds_pb.Dataset]:
+        datasets: list[ds_pb.Dataset] = []
+        token = ""
+        while True:
+            size = min(1000, limit - len(datasets)) if limit else 200
+            page = self._call(self._datasets.ListDatasets, ds_svc.ListDatasetsRequest(page_size=size, page_token=token))
+            datasets.extend(page.datasets)
+            token = page.next_page_token
+            if not token or (limit and len(datasets) >= limit):
+                return datasets
+
+    def get_dataset(self, dataset_id: str) -> ds_pb.Dataset:
+        return self._call(self._datasets.GetDataset, ds_svc.GetDatasetRequest(dataset_id=dataset_id)).dataset

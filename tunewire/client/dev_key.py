@@ -1,0 +1,80 @@
+"""The development key of a local `tunewire server`, and which key a client sends.
+
+`tunewire server`, started on loopback with no keys configured, makes one
+random admin key and keeps it in `$TUNEWIRE_HOME/dev-key` (mode 0600), so a
+new user's first commands work without any set-up. Clients on the same
+machine find it there; a key in the environment always wins.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+DEV_KEY_FILE = "dev-key"
+ENV_KEY_VARIABLES = ("TUNEWIRE_API_KEY", "MLX_TRAINING_API_KEY")
+
+
+def tunewire_home(environ: Mapping[str, str] = os.environ) -> Path:
+    return Path(environ.get("TUNEWIRE_HOME") or ".tunewire").resolve()
+
+
+def dev_key_path(home: Path | None = None) -> Path:
+    return (home or tunewire_home()) / DEV_KEY_FILE
+
+
+def read_dev_key(home: Path | None = None) -> str:
+    try:
+        return dev_key_path(home).read_text(encoding="utf-8").strip()
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return ""
+
+
+def ensure_dev_key(home: Path) -> str:
+    """The home's development key, made (random, readable by its owner only) if missing."""
+    existing = read_dev_key(home)
+    if existing:
+        return existing
+    home.mkdir(parents=True, exist_ok=True)
+    key = "tw_dev_" + secrets.token_urlsafe(24)
+    path = dev_key_path(home)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(key + "\n")
+    os.replace(tmp, path)
+    return key
+
+
+def remove_dev_key(home: Path) -> None:
+    """Forget the key once real keys are configured, so clients stop sending it."""
+    dev_key_path(home).unlink(missing_ok=True)
+
+
+def is_loopback(address: str) -> bool:
+    """True for addresses only this host can reach (loopback, localhost, unix sockets)."""
+    if address.startswith("unix:"):
+        return True
+    host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_api_key(explicit: str | None, address: str, environ: Mapping[str, str] = os.environ) -> str:
+    """The key to send: the explicit one ('' for none), else the environment's, else
+    the local server's development key (only for a loopback address: it is never sent elsewhere)."""
+    if explicit is not None:
+        return explicit
+    for name in ENV_KEY_VARIABLES:
+        if environ.get(name, "").strip():
+            return environ[name].strip()
+    if is_loopback(address):
+        return read_dev_key(tunewire_home(environ))
+    return ""
