@@ -57,8 +57,23 @@ async def wait_serving(address: str, timeout: float = 60.0) -> None:
             await asyncio.sleep(0.2)
 
 
-async def run_round(address: str, method: str, request, metadata, concurrency: int, seconds: float):
-    """Calls `method` from `concurrency` callers for `seconds`; per-call latencies in ms."""
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    return {"client": time.process_time(), **{name: process_cpu_seconds(pid) for name, pid in pids.items()}}
+
+
+async def run_round(address: str, method: str, request, metadata, concurrency: int, seconds: float,
+                    pids: dict[str, int] | None = None):
+    """Calls `method` from `concurrency` callers for `seconds`: per-call latencies in ms,
+    the elapsed time, and the CPU seconds each process spent meanwhile."""
     async with grpc.aio.insecure_channel(address) as channel:
         call = channel.unary_unary(
             f"/tunewire.v1.TrainingService/{method}",
@@ -76,32 +91,41 @@ async def run_round(address: str, method: str, request, metadata, concurrency: i
                 await call(request, metadata=metadata)
                 latencies.append((time.perf_counter() - start) * 1e3)
 
+        cpu_before = cpu_snapshot(pids or {})
         began = time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(concurrency)))
-        return latencies, time.perf_counter() - began
+        elapsed = time.perf_counter() - began
+        cpu = {name: used - cpu_before[name] for name, used in cpu_snapshot(pids or {}).items()}
+        return latencies, elapsed, cpu
 
 
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-async def measure(args, direct: str, gateway: str, metadata) -> dict:
+async def measure(args, direct: str, gateway: str, metadata, pids: dict[str, int]) -> dict:
     request = svc.GetServerInfoRequest()
     results = {}
     for concurrency in CONCURRENCY:
         rounds = {"direct": [], "gateway": []}
         for _ in range(args.rounds):
             for name, address in (("direct", direct), ("gateway", gateway)):
-                rounds[name].append(await run_round(address, METHOD, request, metadata, concurrency, args.seconds))
+                rounds[name].append(
+                    await run_round(address, METHOD, request, metadata, concurrency, args.seconds, pids)
+                )
         summary = {}
         for name, runs in rounds.items():
-            latencies = [x for lat, _ in runs for x in lat]
+            latencies = [x for lat, _, _ in runs for x in lat]
             summary[name] = {
                 "p50": percentile(latencies, 50),
                 "p99": percentile(latencies, 99),
                 # The best round: the least disturbed by the rest of the machine.
-                "rps": max(len(lat) / elapsed for lat, elapsed in runs),
+                "rps": max(len(lat) / elapsed for lat, elapsed, _ in runs),
                 "calls": len(latencies),
+                # CPU milliseconds per call of each process, over all rounds.
+                "cpu_ms": {
+                    proc: 1e3 * sum(cpu[proc] for _, _, cpu in runs) / len(latencies) for proc in runs[0][2]
+                },
             }
         results[concurrency] = summary
     return results
@@ -135,6 +159,24 @@ def report(args, results: dict) -> str:
             f"| {concurrency} | {d['p50']:.2f} | {g['p50']:.2f} | {g['p50'] - d['p50']:.2f} | {d['p99']:.2f} | "
             f"{g['p99']:.2f} | {g['p99'] - d['p99']:.2f} | {d['rps']:,.0f} | {g['rps']:,.0f} | {g['rps'] / d['rps']:.2f} |"
         )
+    lines += [
+        "",
+        (
+            "CPU time per call of each process (ms; user + system, from /proc, over all rounds): what each hop "
+            "costs, whatever else runs on the machine."
+        ),
+        "",
+        "| callers | path | client | gateway | trainer | all three |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for concurrency, s in results.items():
+        for name in ("direct", "gateway"):
+            cpu = s[name]["cpu_ms"]
+            gateway_cpu = f"{cpu['gateway']:.3f}" if name == "gateway" else "-"
+            lines.append(
+                f"| {concurrency} | {name} | {cpu['client']:.3f} | {gateway_cpu} | {cpu['trainer']:.3f} | "
+                f"{cpu['client'] + cpu['trainer'] + (cpu['gateway'] if name == 'gateway' else 0):.3f} |"
+            )
     lines += ["", "Targets: added p50 under 1.5 ms; gateway throughput at least 0.5x direct."]
     return "\n".join(lines)
 
@@ -162,7 +204,8 @@ def main() -> None:
                 env=env, stdout=log, stderr=subprocess.STDOUT,
             )
             try:
-                results = asyncio.run(run(args, f"127.0.0.1:{trainer_port}", f"127.0.0.1:{grpc_port}", key))
+                pids = {"trainer": trainer.pid, "gateway": gateway.pid}
+                results = asyncio.run(run(args, f"127.0.0.1:{trainer_port}", f"127.0.0.1:{grpc_port}", key, pids))
             finally:
                 for process in (gateway, trainer):
                     process.terminate()
@@ -171,10 +214,10 @@ def main() -> None:
     print(report(args, results))
 
 
-async def run(args, direct: str, through: str, key: str) -> dict:
+async def run(args, direct: str, through: str, key: str, pids: dict[str, int]) -> dict:
     await wait_serving(direct)
     await wait_serving(through)
-    return await measure(args, direct, through, (("authorization", f"Bearer {key}"),))
+    return await measure(args, direct, through, (("authorization", f"Bearer {key}"),), pids)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ DEFAULT_GRPC_LISTEN = "127.0.0.1:50051"
 DEFAULT_HTTP_LISTEN = "127.0.0.1:8200"
 
 
-def default_keys_file() -> Path:
-    return Path(os.environ.get("TUNEWIRE_HOME", "./.tunewire")).resolve() / "keys.yaml"
+def default_keys_file(environ=os.environ) -> Path:
+    return Path(environ.get("TUNEWIRE_HOME", "./.tunewire")).resolve() / "keys.yaml"
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None = None, environ=os.environ) -> GatewayConf
             trainer=args.trainer,
             grpc_listen=args.grpc_listen,
             http_listen=args.http_listen,
-            keys_file=(args.keys or default_keys_file()).resolve(),
+            keys_file=(args.keys or default_keys_file(environ)).resolve(),
             api_keys=tuple(k for k in (environ.get(v, "").strip() for v in ENV_KEY_VARIABLES) if k),
             internal_token=environ.get("TUNEWIRE_INTERNAL_TOKEN", ""),
             rate_per_second=args.rate,

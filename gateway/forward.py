@@ -1,6 +1,6 @@
 """gRPC forwarding of every TrainingService and DatasetService method to the trainer.
 
-Generic handlers with identity serializers: a request is never decoded, only
+Method handlers with identity serializers: a request is never decoded, only
 relayed as bytes, with the caller's identity and remaining deadline. Streams
 are relayed message by message; when the client goes away its handler is
 cancelled and, with it, the trainer call. Trainer errors are relayed as the
@@ -42,11 +42,20 @@ class Forwarder:
         self._streams = streams
         self._max_upload = max_upload_bytes
 
-    def generic_handlers(self) -> list[grpc.GenericRpcHandler]:
+    def handlers_by_service(self) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
         by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
         for method in self._methods.values():
             by_service.setdefault(method.service, {})[method.name] = self._handler(method)
-        return [grpc.method_handlers_generic_handler(s, handlers) for s, handlers in by_service.items()]
+        return by_service
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        for service, handlers in self.handlers_by_service().items():
+            # Registered methods are looked up by gRPC core, not by a Python
+            # generic handler on every call.
+            if hasattr(server, "add_registered_method_handlers"):
+                server.add_registered_method_handlers(service, handlers)
+            else:
+                server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
 
     def _handler(self, method: Method) -> grpc.RpcMethodHandler:
         if method.client_streaming and method.server_streaming:

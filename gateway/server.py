@@ -111,9 +111,7 @@ async def start_gateway(config: GatewayConfig, keyring: KeyRing | None = None) -
             ("grpc.so_reuseport", 0),  # a port in use is an error, not a shared listener
         ],
     )
-    grpc_server.add_generic_rpc_handlers(
-        Forwarder(link, methods, streams, config.max_upload_bytes).generic_handlers()
-    )
+    Forwarder(link, methods, streams, config.max_upload_bytes).add_to_server(grpc_server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     reflection.enable_server_reflection(

@@ -96,7 +96,7 @@ class Stack:
 
 
 async def start_stack(tmp_path: Path, model_dir: Path, *, max_running_jobs: int = 0,
-                      extra_roots: tuple[Path, ...] = (), **gateway_options) -> Stack:
+                      extra_roots: tuple[Path, ...] = (), trainer_token: str = "", **gateway_options) -> Stack:
     home = tmp_path / "home"
     data = tmp_path / "data"
     data.mkdir(exist_ok=True)
@@ -110,6 +110,7 @@ async def start_stack(tmp_path: Path, model_dir: Path, *, max_running_jobs: int 
     trainer_config = TrainerConfig(
         home=home, listen="127.0.0.1:0", data_roots=(data, model_dir.parent, tmp_path, *extra_roots),
         max_running_jobs=max_running_jobs, cancel_grace_seconds=5, shutdown_grace_seconds=5,
+        internal_token=trainer_token,
     )
     trainer = await start_trainer(trainer_config)
     config = GatewayConfig(
