@@ -124,7 +124,12 @@ def error_middleware(status_of):
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return error_response(service_error_from_http(exc.status, _http_message(request, exc)), legacy=legacy)
+            response = error_response(service_error_from_http(exc.status, _http_message(request, exc)), legacy=legacy)
+            if exc.status == 405:
+                # As grpc-gateway: code UNIMPLEMENTED, but HTTP keeps its own 405 and Allow.
+                response.set_status(405)
+                response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+            return response
         except ServiceError as exc:
             return error_response(exc, legacy=legacy)
         except StatusError as exc:

@@ -103,7 +103,9 @@ async def test_bad_requests_are_400_with_field_violations(stack, http):
     async with http.get(f"{stack.url}/v1/nothing-here", headers=stack.headers("alice")) as r:
         assert r.status == 404 and (await r.json())["code"] == 5
     async with http.delete(f"{stack.url}/v1/jobs", headers=stack.headers("alice")) as r:
-        assert r.status == 501 and "not allowed" in (await r.json())["message"]
+        assert r.status == 405 and r.headers["Allow"] == "GET, POST"
+        body = await r.json()
+        assert body["code"] == 12 and "not allowed" in body["message"]
     async with http.get(f"{stack.url}/v1/jobs", headers={**stack.headers("alice"), "grpc-timeout": "soon"}) as r:
         assert r.status == 400 and "grpc-timeout" in (await r.json())["message"]
 
