@@ -3,12 +3,20 @@
     .venv/bin/python bench/gateway_overhead.py [--seconds 4] [--rounds 3]
 
 Starts `tunewire-trainer` and `tunewire-gateway` as their own processes (the
-way they run in production) and calls the same RPC with one gRPC client
-process (GetServerInfo: a cheap call, so the gateway's share shows), alternating direct and through-the-gateway rounds so that other load
-on the machine hits both alike. With 1 and 32 concurrent callers it reports
-p50 and p99 latency of each path, the latency the gateway adds, and the
-throughput ratio. The gateway runs with its key check and rate limiter on (a
-limit too high to be reached). Prints a Markdown section for bench/RESULTS.md.
+way they run in production) and calls the same cheap RPC (GetServerInfo, so
+the gateway's share shows) from one gRPC client process, with 1 and with 32
+concurrent callers. Rounds alternate between the paths so that other load on
+the machine hits them alike. Paths:
+
+- direct: client → trainer;
+- gateway: client → gateway (key check, rate limiter on with a limit too high
+  to be reached, byte-level forwarding) → trainer;
+- bare proxy: client → the least a grpc.aio process can do to pass a call on
+  (one handler, no auth, no limits) → trainer; the floor for any Python proxy.
+
+Reports p50/p99 latency, the latency the gateway adds, throughput ratios, and
+the CPU time each process spends per call (from /proc, Linux). Prints a
+Markdown section for bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -26,12 +34,13 @@ import time
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tunewire.gateway.keys import add_key
 from tunewire.v1 import training_service_pb2 as svc
 
-METHOD = "GetServerInfo"
+METHOD = "/tunewire.v1.TrainingService/GetServerInfo"
 CONCURRENCY = (1, 32)
+PATHS = ("direct", "gateway", "bare proxy")
 WARMUP_CALLS = 300
 
 
@@ -57,6 +66,28 @@ async def wait_serving(address: str, timeout: float = 60.0) -> None:
             await asyncio.sleep(0.2)
 
 
+# ---- the bare proxy (runs in its own process: `--bare-proxy PORT TRAINER`) ----------------
+
+
+async def serve_bare_proxy(port: int, trainer: str) -> None:
+    channel = grpc.aio.insecure_channel(trainer)
+    forward = channel.unary_unary(METHOD)
+
+    async def handler(request: bytes, context) -> bytes:
+        return await forward(request)
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "tunewire.v1.TrainingService", {"GetServerInfo": grpc.unary_unary_rpc_method_handler(handler)}),))
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+# ---- measuring -----------------------------------------------------------------------------
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
     try:
@@ -70,16 +101,12 @@ def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
     return {"client": time.process_time(), **{name: process_cpu_seconds(pid) for name, pid in pids.items()}}
 
 
-async def run_round(address: str, method: str, request, metadata, concurrency: int, seconds: float,
-                    pids: dict[str, int] | None = None):
-    """Calls `method` from `concurrency` callers for `seconds`: per-call latencies in ms,
-    the elapsed time, and the CPU seconds each process spent meanwhile."""
+async def run_round(address: str, metadata, concurrency: int, seconds: float, pids: dict[str, int]):
+    """Calls GetServerInfo from `concurrency` callers for `seconds`: per-call latencies
+    in ms, the elapsed time, and the CPU seconds each process spent meanwhile."""
+    request = svc.GetServerInfoRequest().SerializeToString()
     async with grpc.aio.insecure_channel(address) as channel:
-        call = channel.unary_unary(
-            f"/tunewire.v1.TrainingService/{method}",
-            request_serializer=type(request).SerializeToString,
-            response_deserializer=lambda b: b,
-        )
+        call = channel.unary_unary(METHOD)
         for _ in range(WARMUP_CALLS // concurrency + 1):
             await asyncio.gather(*(call(request, metadata=metadata) for _ in range(concurrency)))
         latencies: list[float] = []
@@ -91,52 +118,43 @@ async def run_round(address: str, method: str, request, metadata, concurrency: i
                 await call(request, metadata=metadata)
                 latencies.append((time.perf_counter() - start) * 1e3)
 
-        cpu_before = cpu_snapshot(pids or {})
+        cpu_before = cpu_snapshot(pids)
         began = time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(concurrency)))
         elapsed = time.perf_counter() - began
-        cpu = {name: used - cpu_before[name] for name, used in cpu_snapshot(pids or {}).items()}
+        cpu = {name: used - cpu_before[name] for name, used in cpu_snapshot(pids).items()}
         return latencies, elapsed, cpu
 
 
-def percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+def percentile(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-async def measure(args, direct: str, gateway: str, metadata, pids: dict[str, int]) -> dict:
-    request = svc.GetServerInfoRequest()
+async def measure(args, addresses: dict[str, str], metadata, pids: dict[str, int]) -> dict:
+    for address in addresses.values():
+        await wait_serving(address)
     results = {}
     for concurrency in CONCURRENCY:
-        rounds = {"direct": [], "gateway": []}
+        rounds: dict[str, list] = {path: [] for path in PATHS}
         for _ in range(args.rounds):
-            for name, address in (("direct", direct), ("gateway", gateway)):
-                rounds[name].append(
-                    await run_round(address, METHOD, request, metadata, concurrency, args.seconds, pids)
-                )
-        summary = {}
-        for name, runs in rounds.items():
+            for path in PATHS:
+                rounds[path].append(await run_round(addresses[path], metadata, concurrency, args.seconds, pids))
+        results[concurrency] = {}
+        for path, runs in rounds.items():
             latencies = [x for lat, _, _ in runs for x in lat]
-            summary[name] = {
+            results[concurrency][path] = {
                 "p50": percentile(latencies, 50),
                 "p99": percentile(latencies, 99),
                 # The best round: the least disturbed by the rest of the machine.
                 "rps": max(len(lat) / elapsed for lat, elapsed, _ in runs),
-                "calls": len(latencies),
                 # CPU milliseconds per call of each process, over all rounds.
-                "cpu_ms": {
-                    proc: 1e3 * sum(cpu[proc] for _, _, cpu in runs) / len(latencies) for proc in runs[0][2]
-                },
+                "cpu_ms": {proc: 1e3 * sum(cpu[proc] for _, _, cpu in runs) / len(latencies) for proc in pids | {"client": 0}},
             }
-        results[concurrency] = summary
     return results
 
 
 def report(args, results: dict) -> str:
     cpu = platform.processor() or platform.machine()
-    header = (
-        "| callers | direct p50 ms | gateway p50 ms | added p50 ms | direct p99 ms | gateway p99 ms "
-        "| added p99 ms | direct calls/s | gateway calls/s | gateway/direct |"
-    )
     lines = [
         "## Gateway overhead",
         "",
@@ -144,39 +162,40 @@ def report(args, results: dict) -> str:
             f"Command: `.venv/bin/python bench/gateway_overhead.py --seconds {args.seconds:g} --rounds {args.rounds}` "
             f"({time.strftime('%Y-%m-%d')}; {cpu}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} "
             f"at the end; Python {platform.python_version()}, grpcio {grpc.__version__}). "
-            f"Trainer, gateway and client each in their own process on this machine; `{METHOD}` called through "
-            f"the gateway (key check and rate limiter on) and straight to the trainer, {args.rounds} alternating "
-            f"rounds of {args.seconds:g} s per path and concurrency. Latency percentiles over all rounds; "
-            "throughput of the best round."
+            "Trainer, gateway, bare proxy and client each in their own process on this machine; `GetServerInfo` "
+            f"through each path, {args.rounds} alternating rounds of {args.seconds:g} s per path and concurrency. "
+            "Latency percentiles over all rounds; throughput of each path's best round."
         ),
         "",
-        header,
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| callers | path | p50 ms | p99 ms | added p50 ms | added p99 ms | calls/s | vs direct |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for concurrency, s in results.items():
-        d, g = s["direct"], s["gateway"]
-        lines.append(
-            f"| {concurrency} | {d['p50']:.2f} | {g['p50']:.2f} | {g['p50'] - d['p50']:.2f} | {d['p99']:.2f} | "
-            f"{g['p99']:.2f} | {g['p99'] - d['p99']:.2f} | {d['rps']:,.0f} | {g['rps']:,.0f} | {g['rps'] / d['rps']:.2f} |"
-        )
+    for concurrency, paths in results.items():
+        direct = paths["direct"]
+        for path, s in paths.items():
+            added = (f"{s['p50'] - direct['p50']:.2f} | {s['p99'] - direct['p99']:.2f}" if path != "direct" else "- | -")
+            lines.append(
+                f"| {concurrency} | {path} | {s['p50']:.2f} | {s['p99']:.2f} | {added} | {s['rps']:,.0f} | "
+                f"{s['rps'] / direct['rps']:.2f} |"
+            )
     lines += [
         "",
         (
-            "CPU time per call of each process (ms; user + system, from /proc, over all rounds): what each hop "
-            "costs, whatever else runs on the machine."
+            "CPU time per call (ms, user + system, over all rounds): what each process spends on one call, "
+            "whatever else runs on the machine."
         ),
         "",
-        "| callers | path | client | gateway | trainer | all three |",
-        "|---:|---|---:|---:|---:|---:|",
+        "| callers | path | client | gateway | bare proxy | trainer | all |",
+        "|---:|---|---:|---:|---:|---:|---:|",
     ]
-    for concurrency, s in results.items():
-        for name in ("direct", "gateway"):
-            cpu = s[name]["cpu_ms"]
-            gateway_cpu = f"{cpu['gateway']:.3f}" if name == "gateway" else "-"
-            lines.append(
-                f"| {concurrency} | {name} | {cpu['client']:.3f} | {gateway_cpu} | {cpu['trainer']:.3f} | "
-                f"{cpu['client'] + cpu['trainer'] + (cpu['gateway'] if name == 'gateway' else 0):.3f} |"
-            )
+    for concurrency, paths in results.items():
+        for path, s in paths.items():
+            c = s["cpu_ms"]
+            hop = {"gateway": c["gateway"], "bare proxy": c["bare proxy"]}.get(path, 0.0)
+            cells = [f"{c['client']:.3f}"]
+            cells += [f"{c[name]:.3f}" if name == path else "-" for name in ("gateway", "bare proxy")]
+            cells += [f"{c['trainer']:.3f}", f"{c['client'] + hop + c['trainer']:.3f}"]
+            lines.append(f"| {concurrency} | {path} | " + " | ".join(cells) + " |")
     lines += ["", "Targets: added p50 under 1.5 ms; gateway throughput at least 0.5x direct."]
     return "\n".join(lines)
 
@@ -185,39 +204,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="length of one round per path")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per path and concurrency")
+    parser.add_argument("--bare-proxy", nargs=2, metavar=("PORT", "TRAINER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bare_proxy:
+        asyncio.run(serve_bare_proxy(int(args.bare_proxy[0]), args.bare_proxy[1]))
+        return
     with tempfile.TemporaryDirectory(prefix="tunewire-bench-") as tmp:
         home, keys = Path(tmp) / "home", Path(tmp) / "keys.yaml"
         key = add_key(keys, "bench", "admin")
-        trainer_port, grpc_port, http_port = free_port(), free_port(), free_port()
+        ports = {path: free_port() for path in PATHS}
+        trainer = f"127.0.0.1:{ports['direct']}"
         env = {**os.environ, "TUNEWIRE_HOME": str(home)}
+        commands = {
+            "trainer": ["-m", "tunewire.trainer.main", "--home", str(home), "--listen", trainer],
+            "gateway": ["-m", "tunewire.gateway.main", "--trainer", trainer,
+                        "--grpc-listen", f"127.0.0.1:{ports['gateway']}", "--http-listen", f"127.0.0.1:{free_port()}",
+                        "--keys", str(keys), "--rate", "1000000000", "--burst", "1000000000"],
+            "bare proxy": [__file__, "--bare-proxy", str(ports["bare proxy"]), trainer],
+        }
         with open(Path(tmp) / "servers.log", "w") as log:
-            trainer = subprocess.Popen(
-                [sys.executable, "-m", "tunewire.trainer.main", "--home", str(home),
-                 "--listen", f"127.0.0.1:{trainer_port}"],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
-            )
-            gateway = subprocess.Popen(
-                [sys.executable, "-m", "tunewire.gateway.main", "--trainer", f"127.0.0.1:{trainer_port}",
-                 "--grpc-listen", f"127.0.0.1:{grpc_port}", "--http-listen", f"127.0.0.1:{http_port}",
-                 "--keys", str(keys), "--rate", "1000000000", "--burst", "1000000000"],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
-            )
+            processes = {name: subprocess.Popen([sys.executable, *argv], env=env, stdout=log, stderr=subprocess.STDOUT)
+                         for name, argv in commands.items()}
             try:
-                pids = {"trainer": trainer.pid, "gateway": gateway.pid}
-                results = asyncio.run(run(args, f"127.0.0.1:{trainer_port}", f"127.0.0.1:{grpc_port}", key, pids))
+                addresses = {path: f"127.0.0.1:{port}" for path, port in ports.items()}
+                pids = {name: p.pid for name, p in processes.items()}
+                results = asyncio.run(measure(args, addresses, (("authorization", f"Bearer {key}"),), pids))
             finally:
-                for process in (gateway, trainer):
+                for process in processes.values():
                     process.terminate()
-                for process in (gateway, trainer):
+                for process in processes.values():
                     process.wait(timeout=30)
     print(report(args, results))
-
-
-async def run(args, direct: str, through: str, key: str, pids: dict[str, int]) -> dict:
-    await wait_serving(direct)
-    await wait_serving(through)
-    return await measure(args, direct, through, (("authorization", f"Bearer {key}"),), pids)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@ wrong key, the right key, and another member's key."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import grpc
 import pytest
 from google.rpc import error_details_pb2
@@ -16,7 +19,7 @@ pytestmark = pytest.mark.timeout(90)
 METHODS = forwarded_methods()
 
 
-async def call_raw(channel: grpc.aio.Channel, method, metadata) -> grpc.StatusCode:
+async def call_raw(channel: grpc.aio.Channel, method, metadata) -> tuple[grpc.StatusCode, grpc.aio.AioRpcError | None]:
     """Calls any method with an empty request, whatever its shape; returns the code."""
     request = method.request_class().SerializeToString()
     try:
@@ -135,3 +138,18 @@ async def test_trainer_errors_are_relayed_with_their_details(stack):
     assert any(d.Unpack(bad) for d in status.details)
     fields = {v.field for v in bad.field_violations}
     assert {"spec.lora.rank", "spec.hyperparameters.max_seq_length"} <= fields
+
+
+async def test_keys_never_reach_the_logs(stack, http, caplog):
+    caplog.set_level(logging.DEBUG)
+    wrong = "tw_this-key-is-wrong-but-still-secret"
+    training = stack.training()
+    for key in (stack.keys["alice"], wrong):
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await training.ListTrainingJobs(svc.ListTrainingJobsRequest(), metadata=(("x-api-key", key),))
+        async with http.get(f"{stack.url}/v1/jobs", headers={"Authorization": f"Bearer {key}"}) as r:
+            await r.read()
+        async with http.get(f"{stack.url}/train", headers={"X-API-Key": key}) as r:
+            await r.read()
+    assert caplog.records  # the gateway did log (access lines), just not the keys
+    assert stack.keys["alice"] not in caplog.text and wrong not in caplog.text

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
+import aiohttp
 import grpc
 import pytest
 from google.rpc import error_details_pb2
@@ -161,6 +162,12 @@ async def test_too_many_streams_per_key_are_refused(tmp_path, tiny_model_dir):
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert detail(info.value, error_details_pb2.ErrorInfo).reason == "TOO_MANY_STREAMS"
         assert detail(info.value, error_details_pb2.RetryInfo) is not None
+        # The limit is per key, not per transport: an HTTP stream is refused too.
+        async with aiohttp.ClientSession() as http, http.get(
+            f"{stack.url}/v1/jobs/{job.id}/events", headers=stack.headers("alice")
+        ) as r:
+            assert r.status == 429 and r.headers["Retry-After"] == "1"
+            assert (await r.json())["details"][0]["reason"] == "TOO_MANY_STREAMS"
         # Another key is not affected; a closed stream frees its slot.
         root_call = training.WatchTrainingJob(request, metadata=stack.md("root"))
         await root_call.read()
