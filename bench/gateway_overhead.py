@@ -77,8 +77,14 @@ async def serve_bare_proxy(port: int, trainer: str) -> None:
         return await forward(request)
 
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "tunewire.v1.TrainingService", {"GetServerInfo": grpc.unary_unary_rpc_method_handler(handler)}),))
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "tunewire.v1.TrainingService",
+                {"GetServerInfo": grpc.unary_unary_rpc_method_handler(handler)},
+            ),
+        )
+    )
     health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
@@ -98,7 +104,10 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
-    return {"client": time.process_time(), **{name: process_cpu_seconds(pid) for name, pid in pids.items()}}
+    return {
+        "client": time.process_time(),
+        **{name: process_cpu_seconds(pid) for name, pid in pids.items()},
+    }
 
 
 async def run_round(address: str, metadata, concurrency: int, seconds: float, pids: dict[str, int]):
@@ -138,7 +147,9 @@ async def measure(args, addresses: dict[str, str], metadata, pids: dict[str, int
         rounds: dict[str, list] = {path: [] for path in PATHS}
         for _ in range(args.rounds):
             for path in PATHS:
-                rounds[path].append(await run_round(addresses[path], metadata, concurrency, args.seconds, pids))
+                rounds[path].append(
+                    await run_round(addresses[path], metadata, concurrency, args.seconds, pids)
+                )
         results[concurrency] = {}
         for path, runs in rounds.items():
             latencies = [x for lat, _, _ in runs for x in lat]
@@ -148,7 +159,10 @@ async def measure(args, addresses: dict[str, str], metadata, pids: dict[str, int
                 # The best round: the least disturbed by the rest of the machine.
                 "rps": max(len(lat) / elapsed for lat, elapsed, _ in runs),
                 # CPU milliseconds per call of each process, over all rounds.
-                "cpu_ms": {proc: 1e3 * sum(cpu[proc] for _, _, cpu in runs) / len(latencies) for proc in pids | {"client": 0}},
+                "cpu_ms": {
+                    proc: 1e3 * sum(cpu[proc] for _, _, cpu in runs) / len(latencies)
+                    for proc in pids | {"client": 0}
+                },
             }
     return results
 
@@ -173,7 +187,11 @@ def report(args, results: dict) -> str:
     for concurrency, paths in results.items():
         direct = paths["direct"]
         for path, s in paths.items():
-            added = (f"{s['p50'] - direct['p50']:.2f} | {s['p99'] - direct['p99']:.2f}" if path != "direct" else "- | -")
+            added = (
+                f"{s['p50'] - direct['p50']:.2f} | {s['p99'] - direct['p99']:.2f}"
+                if path != "direct"
+                else "- | -"
+            )
             lines.append(
                 f"| {concurrency} | {path} | {s['p50']:.2f} | {s['p99']:.2f} | {added} | {s['rps']:,.0f} | "
                 f"{s['rps'] / direct['rps']:.2f} |"
@@ -193,7 +211,9 @@ def report(args, results: dict) -> str:
             c = s["cpu_ms"]
             hop = {"gateway": c["gateway"], "bare proxy": c["bare proxy"]}.get(path, 0.0)
             cells = [f"{c['client']:.3f}"]
-            cells += [f"{c[name]:.3f}" if name == path else "-" for name in ("gateway", "bare proxy")]
+            cells += [
+                f"{c[name]:.3f}" if name == path else "-" for name in ("gateway", "bare proxy")
+            ]
             cells += [f"{c['trainer']:.3f}", f"{c['client'] + hop + c['trainer']:.3f}"]
             lines.append(f"| {concurrency} | {path} | " + " | ".join(cells) + " |")
     lines += ["", "Targets: added p50 under 1.5 ms; gateway throughput at least 0.5x direct."]
@@ -203,8 +223,12 @@ def report(args, results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="length of one round per path")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per path and concurrency")
-    parser.add_argument("--bare-proxy", nargs=2, metavar=("PORT", "TRAINER"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds per path and concurrency"
+    )
+    parser.add_argument(
+        "--bare-proxy", nargs=2, metavar=("PORT", "TRAINER"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.bare_proxy:
         asyncio.run(serve_bare_proxy(int(args.bare_proxy[0]), args.bare_proxy[1]))
@@ -217,18 +241,37 @@ def main() -> None:
         env = {**os.environ, "TUNEWIRE_HOME": str(home)}
         commands = {
             "trainer": ["-m", "tunewire.trainer.main", "--home", str(home), "--listen", trainer],
-            "gateway": ["-m", "tunewire.gateway.main", "--trainer", trainer,
-                        "--grpc-listen", f"127.0.0.1:{ports['gateway']}", "--http-listen", f"127.0.0.1:{free_port()}",
-                        "--keys", str(keys), "--rate", "1000000000", "--burst", "1000000000"],
+            "gateway": [
+                "-m",
+                "tunewire.gateway.main",
+                "--trainer",
+                trainer,
+                "--grpc-listen",
+                f"127.0.0.1:{ports['gateway']}",
+                "--http-listen",
+                f"127.0.0.1:{free_port()}",
+                "--keys",
+                str(keys),
+                "--rate",
+                "1000000000",
+                "--burst",
+                "1000000000",
+            ],
             "bare proxy": [__file__, "--bare-proxy", str(ports["bare proxy"]), trainer],
         }
         with open(Path(tmp) / "servers.log", "w") as log:
-            processes = {name: subprocess.Popen([sys.executable, *argv], env=env, stdout=log, stderr=subprocess.STDOUT)
-                         for name, argv in commands.items()}
+            processes = {
+                name: subprocess.Popen(
+                    [sys.executable, *argv], env=env, stdout=log, stderr=subprocess.STDOUT
+                )
+                for name, argv in commands.items()
+            }
             try:
                 addresses = {path: f"127.0.0.1:{port}" for path, port in ports.items()}
                 pids = {name: p.pid for name, p in processes.items()}
-                results = asyncio.run(measure(args, addresses, (("authorization", f"Bearer {key}"),), pids))
+                results = asyncio.run(
+                    measure(args, addresses, (("authorization", f"Bearer {key}"),), pids)
+                )
             finally:
                 for process in processes.values():
                     process.terminate()

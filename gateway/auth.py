@@ -122,9 +122,14 @@ def http_auth_middleware(authenticator: Authenticator):
     @web.middleware
     async def authenticate(request: web.Request, handler):
         route_handler = getattr(request.match_info, "handler", None)
-        if getattr(request.match_info, "http_exception", None) is None and route_handler is not None:
+        if (
+            getattr(request.match_info, "http_exception", None) is None
+            and route_handler is not None
+        ):
             public = getattr(route_handler, "tunewire_public", False)
-            request[PRINCIPAL] = authenticator.authenticate(presented_key(request.headers.items()), public)
+            request[PRINCIPAL] = authenticator.authenticate(
+                presented_key(request.headers.items()), public
+            )
         return await handler(request)
 
     return authenticate

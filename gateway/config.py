@@ -25,31 +25,68 @@ def default_keys_file(environ=os.environ) -> Path:
 
 @dataclass(frozen=True)
 class GatewayConfig:
-    trainer: str = field(default=DEFAULT_TRAINER, metadata={"help": "Trainer address: host:port or unix:PATH."})
-    grpc_listen: str = field(default=DEFAULT_GRPC_LISTEN, metadata={"help": "gRPC address to serve on (port 0: any free port)."})
-    http_listen: str = field(default=DEFAULT_HTTP_LISTEN, metadata={"help": "HTTP address to serve on (port 0: any free port)."})
-    keys_file: Path | None = field(default=None, metadata={"help": "Keys file (hashes, names, roles); None: no file."})
+    trainer: str = field(
+        default=DEFAULT_TRAINER, metadata={"help": "Trainer address: host:port or unix:PATH."}
+    )
+    grpc_listen: str = field(
+        default=DEFAULT_GRPC_LISTEN,
+        metadata={"help": "gRPC address to serve on (port 0: any free port)."},
+    )
+    http_listen: str = field(
+        default=DEFAULT_HTTP_LISTEN,
+        metadata={"help": "HTTP address to serve on (port 0: any free port)."},
+    )
+    keys_file: Path | None = field(
+        default=None, metadata={"help": "Keys file (hashes, names, roles); None: no file."}
+    )
     api_keys: tuple[str, ...] = field(
-        default=(), repr=False, metadata={"help": "Single-user admin keys (TUNEWIRE_API_KEY, MLX_TRAINING_API_KEY)."}
+        default=(),
+        repr=False,
+        metadata={"help": "Single-user admin keys (TUNEWIRE_API_KEY, MLX_TRAINING_API_KEY)."},
     )
     internal_token: str = field(
-        default="", repr=False, metadata={"help": "Credential presented to a trainer that listens beyond loopback."}
+        default="",
+        repr=False,
+        metadata={"help": "Credential presented to a trainer that listens beyond loopback."},
     )
-    rate_per_second: float = field(default=50.0, metadata={"help": "Requests per second per key (token bucket refill); 0 disables."})
-    rate_burst: int = field(default=100, metadata={"help": "Requests a key may make at once before the rate applies."})
-    max_streams_per_key: int = field(default=16, metadata={"help": "Open streaming calls (watch, upload) per key."})
-    max_message_bytes: int = field(default=8 << 20, metadata={"help": "Largest gRPC message or HTTP JSON body."})
+    rate_per_second: float = field(
+        default=50.0,
+        metadata={"help": "Requests per second per key (token bucket refill); 0 disables."},
+    )
+    rate_burst: int = field(
+        default=100, metadata={"help": "Requests a key may make at once before the rate applies."}
+    )
+    max_streams_per_key: int = field(
+        default=16, metadata={"help": "Open streaming calls (watch, upload) per key."}
+    )
+    max_message_bytes: int = field(
+        default=8 << 20, metadata={"help": "Largest gRPC message or HTTP JSON body."}
+    )
     max_upload_bytes: int = field(default=2 << 30, metadata={"help": "Largest dataset upload."})
-    upload_chunk_bytes: int = field(default=1 << 20, metadata={"help": "Chunk size an HTTP upload is forwarded in."})
-    unavailable_retry_seconds: float = field(default=1.0, metadata={"help": "Retry delay suggested while the trainer is down."})
-    health_retry_seconds: float = field(default=0.5, metadata={"help": "Delay between checks of a trainer that is down."})
+    upload_chunk_bytes: int = field(
+        default=1 << 20, metadata={"help": "Chunk size an HTTP upload is forwarded in."}
+    )
+    unavailable_retry_seconds: float = field(
+        default=1.0, metadata={"help": "Retry delay suggested while the trainer is down."}
+    )
+    health_retry_seconds: float = field(
+        default=0.5, metadata={"help": "Delay between checks of a trainer that is down."}
+    )
 
     def __post_init__(self) -> None:
-        for name in ("rate_burst", "max_streams_per_key", "max_message_bytes", "max_upload_bytes", "upload_chunk_bytes"):
+        for name in (
+            "rate_burst",
+            "max_streams_per_key",
+            "max_message_bytes",
+            "max_upload_bytes",
+            "upload_chunk_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.rate_per_second < 0:
-            raise ValueError(f"rate_per_second must be 0 (off) or positive, got {self.rate_per_second}")
+            raise ValueError(
+                f"rate_per_second must be 0 (off) or positive, got {self.rate_per_second}"
+            )
         if self.upload_chunk_bytes > self.max_message_bytes:
             raise ValueError(
                 f"upload_chunk_bytes ({self.upload_chunk_bytes}) must not exceed max_message_bytes ({self.max_message_bytes})"
@@ -61,16 +98,41 @@ def parse_args(argv: list[str] | None = None, environ=os.environ) -> GatewayConf
         prog="tunewire-gateway",
         description="tunewire's gateway: authenticated gRPC and HTTP/JSON in front of the trainer.",
     )
-    parser.add_argument("--trainer", default=environ.get("TUNEWIRE_TRAINER", DEFAULT_TRAINER),
-                        help="trainer address, host:port or unix:PATH (default %(default)s)")
-    parser.add_argument("--grpc-listen", default=DEFAULT_GRPC_LISTEN, help="gRPC address (default %(default)s)")
-    parser.add_argument("--http-listen", default=DEFAULT_HTTP_LISTEN, help="HTTP address (default %(default)s)")
-    parser.add_argument("--keys", type=Path, default=None,
-                        help="keys file made by `tunewire keys create` (default $TUNEWIRE_HOME/keys.yaml)")
-    parser.add_argument("--rate", type=float, default=50.0, help="requests per second per key; 0 disables (default %(default)s)")
-    parser.add_argument("--burst", type=int, default=100, help="burst of requests per key (default %(default)s)")
-    parser.add_argument("--max-streams", type=int, default=16, help="open streams per key (default %(default)s)")
-    parser.add_argument("--max-upload-mb", type=int, default=2048, help="largest upload in MiB (default %(default)s)")
+    parser.add_argument(
+        "--trainer",
+        default=environ.get("TUNEWIRE_TRAINER", DEFAULT_TRAINER),
+        help="trainer address, host:port or unix:PATH (default %(default)s)",
+    )
+    parser.add_argument(
+        "--grpc-listen", default=DEFAULT_GRPC_LISTEN, help="gRPC address (default %(default)s)"
+    )
+    parser.add_argument(
+        "--http-listen", default=DEFAULT_HTTP_LISTEN, help="HTTP address (default %(default)s)"
+    )
+    parser.add_argument(
+        "--keys",
+        type=Path,
+        default=None,
+        help="keys file made by `tunewire keys create` (default $TUNEWIRE_HOME/keys.yaml)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=50.0,
+        help="requests per second per key; 0 disables (default %(default)s)",
+    )
+    parser.add_argument(
+        "--burst", type=int, default=100, help="burst of requests per key (default %(default)s)"
+    )
+    parser.add_argument(
+        "--max-streams", type=int, default=16, help="open streams per key (default %(default)s)"
+    )
+    parser.add_argument(
+        "--max-upload-mb",
+        type=int,
+        default=2048,
+        help="largest upload in MiB (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     try:
         return GatewayConfig(

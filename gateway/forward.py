@@ -36,7 +36,13 @@ async def pump_upload(call, chunks: AsyncIterator[bytes], limit: int) -> bytes:
 
 
 class Forwarder:
-    def __init__(self, link: TrainerLink, methods: dict[str, Method], streams: StreamLimiter, max_upload_bytes: int):
+    def __init__(
+        self,
+        link: TrainerLink,
+        methods: dict[str, Method],
+        streams: StreamLimiter,
+        max_upload_bytes: int,
+    ):
         self._link = link
         self._methods = methods
         self._streams = streams
@@ -55,7 +61,9 @@ class Forwarder:
             if hasattr(server, "add_registered_method_handlers"):
                 server.add_registered_method_handlers(service, handlers)
             else:
-                server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+                server.add_generic_rpc_handlers(
+                    (grpc.method_handlers_generic_handler(service, handlers),)
+                )
 
     def _handler(self, method: Method) -> grpc.RpcMethodHandler:
         if method.client_streaming and method.server_streaming:

@@ -19,8 +19,13 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class TrainerHealth:
-    def __init__(self, channel: grpc.aio.Channel, servicer: health.aio.HealthServicer,
-                 services: tuple[str, ...], retry_seconds: float):
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        servicer: health.aio.HealthServicer,
+        services: tuple[str, ...],
+        retry_seconds: float,
+    ):
         self._stub = health_pb2_grpc.HealthStub(channel)
         self._servicer = servicer
         self._services = ("", *services)

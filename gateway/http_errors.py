@@ -106,9 +106,11 @@ def service_error_from_http(status: int, message: str) -> ServiceError:
         405: grpc.StatusCode.UNIMPLEMENTED,
         413: grpc.StatusCode.RESOURCE_EXHAUSTED,
         415: grpc.StatusCode.INVALID_ARGUMENT,
-    }.get(status, grpc.StatusCode.INVALID_ARGUMENT if 400 <= status < 500 else grpc.StatusCode.INTERNAL)
+    }.get(
+        status,
+        grpc.StatusCode.INVALID_ARGUMENT if 400 <= status < 500 else grpc.StatusCode.INTERNAL,
+    )
     return ServiceError(code, message, reason=f"HTTP_{status}")
-
 
 
 def error_middleware(status_of):
@@ -124,7 +126,9 @@ def error_middleware(status_of):
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            response = error_response(service_error_from_http(exc.status, _http_message(request, exc)), legacy=legacy)
+            response = error_response(
+                service_error_from_http(exc.status, _http_message(request, exc)), legacy=legacy
+            )
             if exc.status == 405:
                 # As grpc-gateway: code UNIMPLEMENTED, but HTTP keeps its own 405 and Allow.
                 response.set_status(405)

@@ -25,9 +25,15 @@ from tunewire.errors import FieldViolation, invalid_argument
 
 HTTP_VERBS = ("get", "put", "post", "delete", "patch")
 _INT_TYPES = {
-    FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT32,
-    FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SINT64,
-    FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED32,
+    FieldDescriptor.TYPE_INT32,
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_UINT32,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_SINT32,
+    FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_FIXED32,
+    FieldDescriptor.TYPE_FIXED64,
+    FieldDescriptor.TYPE_SFIXED32,
     FieldDescriptor.TYPE_SFIXED64,
 }
 _FLOAT_TYPES = {FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE}
@@ -81,7 +87,7 @@ def compile_template(template: str) -> tuple[str, dict[str, str]]:
     variables: dict[str, str] = {}
     out, pos = [], 0
     for match in _VARIABLE.finditer(template):
-        out.append(_literal(template[pos:match.start()], variables))
+        out.append(_literal(template[pos : match.start()], variables))
         name = f"v{len(variables)}"
         variables[name] = match.group(1)
         out.append(f"{{{name}:{_segments_regex(match.group(2) or '*')}}}")
@@ -145,16 +151,26 @@ def set_from_strings(message: Message, path: str, values: list[str], param: str)
         target = getattr(target, field.name)
     field = chain[-1]
     if field.message_type is not None and not field.message_type.GetOptions().map_entry:
-        raise invalid_argument([FieldViolation(param, "a message field cannot be set from the URL; send it in the body")])
+        raise invalid_argument(
+            [
+                FieldViolation(
+                    param, "a message field cannot be set from the URL; send it in the body"
+                )
+            ]
+        )
     if _is_repeated(field):
         getattr(target, field.name).extend(_convert(field, v, param) for v in values)
         return
     if len(values) > 1:
-        raise invalid_argument([FieldViolation(param, f"given {len(values)} times but takes one value")])
+        raise invalid_argument(
+            [FieldViolation(param, f"given {len(values)} times but takes one value")]
+        )
     try:
         setattr(target, field.name, _convert(field, values[0], param))
     except ValueError as exc:  # out of range for the field's integer type
-        raise invalid_argument([FieldViolation(param, f"{values[0]!r} does not fit: {exc}")]) from None
+        raise invalid_argument(
+            [FieldViolation(param, f"{values[0]!r} does not fit: {exc}")]
+        ) from None
 
 
 def _convert(field: FieldDescriptor, text: str, param: str):
@@ -224,10 +240,14 @@ def parse_json_into(message: Message, text: str, where: str) -> None:
     try:
         json_format.Parse(text, message, ignore_unknown_fields=False)
     except json_format.ParseError as exc:
-        raise invalid_argument([FieldViolation(where, str(exc))], f"invalid JSON {where}: {exc}") from None
+        raise invalid_argument(
+            [FieldViolation(where, str(exc))], f"invalid JSON {where}: {exc}"
+        ) from None
 
 
-def build_request(route: HttpRoute, path_values: dict[str, str], query, body: bytes | None) -> Message:
+def build_request(
+    route: HttpRoute, path_values: dict[str, str], query, body: bytes | None
+) -> Message:
     """The request message of an HTTP call: body first, then path variables (which
     win over the body, as in grpc-gateway), then query parameters."""
     request = route.method.request_class()
@@ -243,12 +263,19 @@ def build_request(route: HttpRoute, path_values: dict[str, str], query, body: by
     if query:
         if route.body == "*":
             raise invalid_argument(
-                [FieldViolation(next(iter(query)), "this route takes its fields in the JSON body, not the URL")]
+                [
+                    FieldViolation(
+                        next(iter(query)),
+                        "this route takes its fields in the JSON body, not the URL",
+                    )
+                ]
             )
         bound = {p for p in route.variables.values() if p} | ({route.body} if route.body else set())
         for param in dict.fromkeys(query):  # a multidict repeats a key per value
             if param in bound:
-                raise invalid_argument([FieldViolation(param, "is set by the path or body, not the query")])
+                raise invalid_argument(
+                    [FieldViolation(param, "is set by the path or body, not the query")]
+                )
             set_from_strings(request, param, query.getall(param), param)
     return request
 
@@ -266,7 +293,9 @@ def _text(body: bytes) -> str:
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise invalid_argument([FieldViolation("body", f"is not UTF-8 (byte {exc.start})")]) from None
+        raise invalid_argument(
+            [FieldViolation("body", f"is not UTF-8 (byte {exc.start})")]
+        ) from None
 
 
 def field_path_named(descriptor: Descriptor, name: str, depth: int = 2) -> tuple[str, ...] | None:

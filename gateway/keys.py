@@ -116,7 +116,9 @@ def read_keys_file(path: Path) -> list[KeyEntry]:
         if entry.name in names:
             raise KeysFileError(f"{where}: name {entry.name!r} appears twice")
         if entry.sha256 in hashes:
-            raise KeysFileError(f"{where}: the key of {entry.name!r} is already listed under another name")
+            raise KeysFileError(
+                f"{where}: the key of {entry.name!r} is already listed under another name"
+            )
         names.add(entry.name)
         hashes.add(entry.sha256)
         entries.append(entry)
@@ -128,7 +130,9 @@ def _entry(item: object, where: str) -> KeyEntry:
         raise KeysFileError(f"{where}: each entry must be a mapping with name, role and sha256")
     unknown = set(item) - {"name", "role", "sha256", "created"}
     if unknown:
-        raise KeysFileError(f"{where}: unknown field {min(unknown)!r} (fields: name, role, sha256, created)")
+        raise KeysFileError(
+            f"{where}: unknown field {min(unknown)!r} (fields: name, role, sha256, created)"
+        )
     for field in ("name", "role", "sha256"):
         if not isinstance(item.get(field), str) or not item[field]:
             raise KeysFileError(f"{where}: field {field!r} is required and must be a string")
@@ -137,7 +141,9 @@ def _entry(item: object, where: str) -> KeyEntry:
     except KeysFileError as exc:
         raise KeysFileError(f"{where}: {exc}") from None
     if item["role"] not in ROLES:
-        raise KeysFileError(f"{where}: field 'role' must be 'admin' or 'member', got {item['role']!r}")
+        raise KeysFileError(
+            f"{where}: field 'role' must be 'admin' or 'member', got {item['role']!r}"
+        )
     if not re.fullmatch(r"[0-9a-f]{64}", item["sha256"]):
         raise KeysFileError(f"{where}: field 'sha256' must be 64 lowercase hex digits")
     return KeyEntry(item["name"], item["role"], item["sha256"], str(item.get("created", "")))
@@ -172,7 +178,9 @@ def add_key(path: Path, name: str, role: str) -> str:
     with locked(path):
         entries = read_keys_file(path)
         if any(e.name == name for e in entries):
-            raise KeysFileError(f"{path}: a key named {name!r} exists already; choose another name or revoke it first")
+            raise KeysFileError(
+                f"{path}: a key named {name!r} exists already; choose another name or revoke it first"
+            )
         key = new_key()
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         write_keys_file(path, [*entries, KeyEntry(name, role, hash_key(key), created)])
@@ -198,7 +206,9 @@ class KeyRing:
 
     def __init__(self, path: Path | None = None, env_keys: tuple[str, ...] = ()):
         self._path = path
-        self._env = [(hash_key(k).encode(), Principal(ENV_KEY_NAME, "admin")) for k in env_keys if k]
+        self._env = [
+            (hash_key(k).encode(), Principal(ENV_KEY_NAME, "admin")) for k in env_keys if k
+        ]
         self._file: list[tuple[bytes, Principal]] = []
         self._stamp: tuple[int, int] | None | str = "not loaded"
         self._next_check = 0.0

@@ -60,7 +60,13 @@ async def _json_body(request: web.Request) -> dict:
     try:
         body = json.loads(text) if text.strip() else {}
     except json.JSONDecodeError as exc:
-        raise invalid_argument([FieldViolation("body", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]) from None
+        raise invalid_argument(
+            [
+                FieldViolation(
+                    "body", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+                )
+            ]
+        ) from None
     if not isinstance(body, dict):
         raise invalid_argument([FieldViolation("body", "must be a JSON object")])
     return body
@@ -71,130 +77,194 @@ class LegacyApi:
         self._link = link
         self._methods = methods
 
-    async def _call(self, service: str, name: str, message, principal: Principal, timeout: float | None = None):
+    async def _call(
+        self, service: str, name: str, message, principal: Principal, timeout: float | None = None
+    ):
         method = self._methods[f"/tunewire.v1.{service}/{name}"]
         data = await self._link.unary(method, message.SerializeToString(), principal, timeout)
         return method.response_class.FromString(data)
 
-    async def _training(self, name: str, message, principal: Principal, timeout: float | None = None):
+    async def _training(
+        self, name: str, message, principal: Principal, timeout: float | None = None
+    ):
         return await self._call("TrainingService", name, message, principal, timeout)
 
     @staticmethod
     def _features(info: svc.GetServerInfoResponse) -> dict:
-        features = {name: name in info.features for name in ("lora", "qlora", "dora", "full", "distributed", "wandb")}
+        features = {
+            name: name in info.features
+            for name in ("lora", "qlora", "dora", "full", "distributed", "wandb")
+        }
         return {**features, "dataset_formats": list(info.dataset_formats), "streaming": True}
 
     async def health(self, request: web.Request) -> web.Response:
         try:
-            info = await self._training("GetServerInfo", svc.GetServerInfoRequest(), request[PRINCIPAL], HEALTH_TIMEOUT_SECONDS)
+            info = await self._training(
+                "GetServerInfo",
+                svc.GetServerInfoRequest(),
+                request[PRINCIPAL],
+                HEALTH_TIMEOUT_SECONDS,
+            )
         except grpc.aio.AioRpcError as err:
             status = self._link.status_of(err)
             return web.json_response(
                 {"status": "unhealthy", "service": "tunewire", "detail": status.message}, status=503
             )
-        return web.json_response({
-            "status": "healthy",
-            "service": "tunewire",
-            "version": info.version,
-            "features": self._features(info),
-            "active_jobs": info.active_jobs,
-            "queued_jobs": info.queued_jobs,
-            "device": info.device,
-            "mlx_version": info.mlx_version,
-            "mlx_lm_version": info.mlx_lm_version,
-            "fast_blas": info.fast_blas,
-            "timestamp": info.time.ToJsonString(),
-        })
+        return web.json_response(
+            {
+                "status": "healthy",
+                "service": "tunewire",
+                "version": info.version,
+                "features": self._features(info),
+                "active_jobs": info.active_jobs,
+                "queued_jobs": info.queued_jobs,
+                "device": info.device,
+                "mlx_version": info.mlx_version,
+                "mlx_lm_version": info.mlx_lm_version,
+                "fast_blas": info.fast_blas,
+                "timestamp": info.time.ToJsonString(),
+            }
+        )
 
     async def status(self, request: web.Request) -> web.Response:
         principal = request[PRINCIPAL]
         info = await self._training("GetServerInfo", svc.GetServerInfoRequest(), principal)
         words = list(STATES_BY_OLD_STATUS)
-        pages = await asyncio.gather(*(
-            self._training("ListTrainingJobs", svc.ListTrainingJobsRequest(page_size=1, states=STATES_BY_OLD_STATUS[w]), principal)
-            for w in words
-        ))
+        pages = await asyncio.gather(
+            *(
+                self._training(
+                    "ListTrainingJobs",
+                    svc.ListTrainingJobsRequest(page_size=1, states=STATES_BY_OLD_STATUS[w]),
+                    principal,
+                )
+                for w in words
+            )
+        )
         counts = {w: page.total_size for w, page in zip(words, pages)}
-        return web.json_response({
-            "status": "running",
-            "service": "tunewire",
-            "version": info.version,
-            "device": info.device,
-            "features": self._features(info),
-            "active_jobs": info.active_jobs,
-            "queued_jobs": info.queued_jobs,
-            "jobs": {**counts, "total": sum(counts.values())},
-            "caller": {"name": principal.name, "role": principal.role},
-            "timestamp": info.time.ToJsonString(),
-        })
+        return web.json_response(
+            {
+                "status": "running",
+                "service": "tunewire",
+                "version": info.version,
+                "device": info.device,
+                "features": self._features(info),
+                "active_jobs": info.active_jobs,
+                "queued_jobs": info.queued_jobs,
+                "jobs": {**counts, "total": sum(counts.values())},
+                "caller": {"name": principal.name, "role": principal.role},
+                "timestamp": info.time.ToJsonString(),
+            }
+        )
 
     async def train_start(self, request: web.Request) -> web.Response:
         spec, given, warnings = train_request_to_spec(await _json_body(request))
         try:
-            reply = await self._training("CreateTrainingJob", svc.CreateTrainingJobRequest(spec=spec), request[PRINCIPAL])
+            reply = await self._training(
+                "CreateTrainingJob", svc.CreateTrainingJobRequest(spec=spec), request[PRINCIPAL]
+            )
         except grpc.aio.AioRpcError as err:
             raise StatusError(with_old_field_names(self._link.status_of(err))) from None
         job = reply.job
         info = dataset_info(job)
         declared = given["dataset_format"]
         if declared != "auto" and info["format"] and declared != info["format"]:
-            warnings.append(f"dataset_format says {declared!r} but the records are {info['format']!r}; trained as {info['format']!r}")
+            warnings.append(
+                f"dataset_format says {declared!r} but the records are {info['format']!r}; trained as {info['format']!r}"
+            )
         status = job_status(job)
-        return web.json_response({
-            "job_id": job.id,
-            "experiment_name": job.spec.display_name,
-            "status": status["status"],
-            "state": status["state"],
-            "message": f"training job {job.id} queued" + (f" (position {job.queue_position})" if job.queue_position else ""),
-            "method": status["method"],
-            "lora_enabled": status["lora_enabled"],
-            "queue_position": job.queue_position,
-            "dataset_info": {**info, "declared_format": declared},
-            "output_dir": job.artifacts.output_dir,
-            "requested_output_dir": given["output_dir"],
-            "created_at": status["created_at"],
-            "warnings": warnings,
-        })
+        return web.json_response(
+            {
+                "job_id": job.id,
+                "experiment_name": job.spec.display_name,
+                "status": status["status"],
+                "state": status["state"],
+                "message": f"training job {job.id} queued"
+                + (f" (position {job.queue_position})" if job.queue_position else ""),
+                "method": status["method"],
+                "lora_enabled": status["lora_enabled"],
+                "queue_position": job.queue_position,
+                "dataset_info": {**info, "declared_format": declared},
+                "output_dir": job.artifacts.output_dir,
+                "requested_output_dir": given["output_dir"],
+                "created_at": status["created_at"],
+                "warnings": warnings,
+            }
+        )
 
     async def train_list(self, request: web.Request) -> web.Response:
         word = request.query.get("status", "")
         if word and word not in STATES_BY_OLD_STATUS:
-            raise invalid_argument([FieldViolation("status", f"must be one of {', '.join(STATES_BY_OLD_STATUS)}, got {word!r}")])
+            raise invalid_argument(
+                [
+                    FieldViolation(
+                        "status", f"must be one of {', '.join(STATES_BY_OLD_STATUS)}, got {word!r}"
+                    )
+                ]
+            )
         limit = request.query.get("limit", "50")
         if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIST:
-            raise invalid_argument([FieldViolation("limit", f"must be a whole number from 1 to {MAX_LIST}, got {limit!r}")])
+            raise invalid_argument(
+                [
+                    FieldViolation(
+                        "limit", f"must be a whole number from 1 to {MAX_LIST}, got {limit!r}"
+                    )
+                ]
+            )
         page = await self._training(
             "ListTrainingJobs",
-            svc.ListTrainingJobsRequest(page_size=int(limit), states=STATES_BY_OLD_STATUS.get(word, [])),
+            svc.ListTrainingJobsRequest(
+                page_size=int(limit), states=STATES_BY_OLD_STATUS.get(word, [])
+            ),
             request[PRINCIPAL],
         )
-        return web.json_response({"jobs": [job_status(j) for j in page.jobs], "total": page.total_size})
+        return web.json_response(
+            {"jobs": [job_status(j) for j in page.jobs], "total": page.total_size}
+        )
 
     async def train_status(self, request: web.Request) -> web.Response:
-        reply = await self._training("GetTrainingJob", svc.GetTrainingJobRequest(job_id=request.match_info["job_id"]), request[PRINCIPAL])
+        reply = await self._training(
+            "GetTrainingJob",
+            svc.GetTrainingJobRequest(job_id=request.match_info["job_id"]),
+            request[PRINCIPAL],
+        )
         return web.json_response(job_status(reply.job))
 
     async def train_stop(self, request: web.Request) -> web.Response:
         force = request.query.get("force", "false").lower() in ("1", "true")
         reply = await self._training(
-            "CancelTrainingJob", svc.CancelTrainingJobRequest(job_id=request.match_info["job_id"], force=force), request[PRINCIPAL]
+            "CancelTrainingJob",
+            svc.CancelTrainingJobRequest(job_id=request.match_info["job_id"], force=force),
+            request[PRINCIPAL],
         )
         status = job_status(reply.job)
-        return web.json_response({
-            "job_id": reply.job.id,
-            "status": status["status"],
-            "state": status["state"],
-            "message": "stopped" if status["status"] == "cancelled" else "stopping: the current step finishes and a checkpoint is written",
-        })
+        return web.json_response(
+            {
+                "job_id": reply.job.id,
+                "status": status["status"],
+                "state": status["state"],
+                "message": "stopped"
+                if status["status"] == "cancelled"
+                else "stopping: the current step finishes and a checkpoint is written",
+            }
+        )
 
     async def validate(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
         path = body.get("file_path")
         if not isinstance(path, str) or not path:
-            raise invalid_argument([FieldViolation("file_path", "is required: a path on the server inside its data roots")])
+            raise invalid_argument(
+                [
+                    FieldViolation(
+                        "file_path", "is required: a path on the server inside its data roots"
+                    )
+                ]
+            )
         reply = await self._call(
-            "DatasetService", "ValidateDataset",
-            ds_svc.ValidateDatasetRequest(path=path, options=ds_svc.ValidationOptions(preview_records=3)),
+            "DatasetService",
+            "ValidateDataset",
+            ds_svc.ValidateDatasetRequest(
+                path=path, options=ds_svc.ValidationOptions(preview_records=3)
+            ),
             request[PRINCIPAL],
         )
         return web.json_response(validation_result(reply.report, path))
@@ -204,7 +274,13 @@ class LegacyApi:
         model = body.get("model", "")
         prompt = body.get("prompt", "")
         if not isinstance(model, str) or not model:
-            raise invalid_argument([FieldViolation("model", f"is required: '{FINE_TUNED_PREFIX}JOB_ID' or a base model")])
+            raise invalid_argument(
+                [
+                    FieldViolation(
+                        "model", f"is required: '{FINE_TUNED_PREFIX}JOB_ID' or a base model"
+                    )
+                ]
+            )
         if not isinstance(prompt, str) or not prompt:
             raise invalid_argument([FieldViolation("prompt", "is required: the text to continue")])
         message = svc.GenerateRequest(prompt=prompt)
@@ -212,24 +288,42 @@ class LegacyApi:
             message.job_id = model.removeprefix(FINE_TUNED_PREFIX)
         else:
             message.model = model
-        for name, kind in (("max_tokens", int), ("temperature", float), ("top_p", float), ("seed", int)):
+        for name, kind in (
+            ("max_tokens", int),
+            ("temperature", float),
+            ("top_p", float),
+            ("seed", int),
+        ):
             value = body.get(name)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-                raise invalid_argument([FieldViolation(name, f"must be a {'whole ' if kind is int else ''}number, got {value!r}")])
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or (kind is int and not isinstance(value, int))
+            ):
+                raise invalid_argument(
+                    [
+                        FieldViolation(
+                            name,
+                            f"must be a {'whole ' if kind is int else ''}number, got {value!r}",
+                        )
+                    ]
+                )
             setattr(message, name, value)
         reply = await self._training("Generate", message, request[PRINCIPAL])
-        return web.json_response({
-            "generated_text": reply.text,
-            "model": model,
-            "base_model": reply.model,
-            "adapter_path": reply.adapter_path or None,
-            "prompt": prompt,
-            "prompt_tokens": reply.prompt_tokens,
-            "generated_tokens": reply.generated_tokens,
-            "tokens_per_second": reply.tokens_per_second,
-        })
+        return web.json_response(
+            {
+                "generated_text": reply.text,
+                "model": model,
+                "base_model": reply.model,
+                "adapter_path": reply.adapter_path or None,
+                "prompt": prompt,
+                "prompt_tokens": reply.prompt_tokens,
+                "generated_tokens": reply.generated_tokens,
+                "tokens_per_second": reply.tokens_per_second,
+            }
+        )
 
 
 def add_routes(app: web.Application, link: TrainerLink, methods: dict[str, Method]) -> None:
@@ -242,4 +336,3 @@ def add_routes(app: web.Application, link: TrainerLink, methods: dict[str, Metho
     app.router.add_post("/train/{job_id}/stop", _legacy(api.train_stop))
     app.router.add_post("/datasets/validate", _legacy(api.validate))
     app.router.add_post("/generate", _legacy(api.generate))
-

@@ -27,7 +27,8 @@ OLD_STATUS = {
     job_pb.JOB_STATE_CANCELLED: "cancelled",
 }
 STATES_BY_OLD_STATUS = {
-    word: [state for state, w in OLD_STATUS.items() if w == word] for word in dict.fromkeys(OLD_STATUS.values())
+    word: [state for state, w in OLD_STATUS.items() if w == word]
+    for word in dict.fromkeys(OLD_STATUS.values())
 }
 DATASET_FORMATS = ("alpaca", "sharegpt", "messages", "auto")
 FINE_TUNED_PREFIX = "fine-tuned/"
@@ -113,11 +114,22 @@ def train_request_to_spec(body: dict) -> tuple[job_pb.TrainingJobSpec, dict, lis
     top = _read(body, _TOP, "", warnings)
     lora = _read(_typed(top.get("lora", {}), dict, "lora"), _LORA, "lora.", warnings)
     data = _read(_typed(top.get("dataset", {}), dict, "dataset"), _DATASET, "dataset.", warnings)
-    missing = [FieldViolation(f, "is required") for f, present in
-               (("model_name", "model_name" in top), ("dataset.dataset_path", "dataset_path" in data)) if not present]
+    missing = [
+        FieldViolation(f, "is required")
+        for f, present in (
+            ("model_name", "model_name" in top),
+            ("dataset.dataset_path", "dataset_path" in data),
+        )
+        if not present
+    ]
     fmt = data.get("dataset_format", "auto").lower()
     if fmt not in DATASET_FORMATS:
-        missing.append(FieldViolation("dataset.dataset_format", f"must be one of {', '.join(DATASET_FORMATS)}, got {fmt!r}"))
+        missing.append(
+            FieldViolation(
+                "dataset.dataset_format",
+                f"must be one of {', '.join(DATASET_FORMATS)}, got {fmt!r}",
+            )
+        )
     if missing:
         raise invalid_argument(missing)
 
@@ -137,7 +149,9 @@ def train_request_to_spec(body: dict) -> tuple[job_pb.TrainingJobSpec, dict, lis
         spec.metadata["experiment_name"] = top["experiment_name"]
     if "output_dir" in top:
         spec.metadata["requested_output_dir"] = top["output_dir"]
-        warnings.append("output_dir is reported but not used: the trainer keeps each job's files in its own directory")
+        warnings.append(
+            "output_dir is reported but not used: the trainer keeps each job's files in its own directory"
+        )
     return spec, {"dataset_format": fmt, "output_dir": top.get("output_dir")}, warnings
 
 
@@ -155,7 +169,9 @@ def job_status(job: job_pb.TrainingJob) -> dict:
         "status": OLD_STATUS.get(job.state, "queued"),
         "state": job_pb.JobState.Name(job.state),
         "model_name": job.spec.model,
-        "method": job_pb.TrainingMethod.Name(job.spec.method).removeprefix("TRAINING_METHOD_").lower(),
+        "method": job_pb.TrainingMethod.Name(job.spec.method)
+        .removeprefix("TRAINING_METHOD_")
+        .lower(),
         "lora_enabled": adapter,
         "queue_position": job.queue_position,
         "progress": {
@@ -172,7 +188,9 @@ def job_status(job: job_pb.TrainingJob) -> dict:
             "tokens_per_second": m.tokens_per_second if m.step else None,
             "iterations_per_second": m.iterations_per_second if m.step else None,
             "trained_tokens": m.trained_tokens,
-            "peak_memory_mb": round(m.peak_memory_bytes / 2**20, 1) if m.peak_memory_bytes else None,
+            "peak_memory_mb": round(m.peak_memory_bytes / 2**20, 1)
+            if m.peak_memory_bytes
+            else None,
             "validation_loss": ev.validation_loss if ev.step else None,
             "perplexity": ev.perplexity if ev.step else None,
         },
@@ -186,7 +204,9 @@ def job_status(job: job_pb.TrainingJob) -> dict:
             "trainable_params": lo.trainable_parameters,
             "total_params": lo.total_parameters,
             "trainable_percent": round(lo.trainable_percent, 4),
-        } if adapter else None,
+        }
+        if adapter
+        else None,
         "dataset_details": dataset_info(job),
         "output_dir": job.artifacts.output_dir,
         "adapter_path": job.artifacts.adapter_path or None,
@@ -212,12 +232,19 @@ def dataset_info(job: job_pb.TrainingJob) -> dict:
 def validation_result(report: ds_pb.ValidationReport, file_path: str) -> dict:
     """A validation report as `POST /datasets/validate` answered it: errors and
     warnings as readable lines, and the same issues with their fields."""
+
     def line(issue: ds_pb.DatasetIssue) -> str:
         field = f", field {issue.field}" if issue.field else ""
         return f"line {issue.line}{field}: {issue.code}: {issue.message}"
 
     def issue(i: ds_pb.DatasetIssue) -> dict:
-        return {"line": i.line, "column": i.column, "field": i.field, "code": i.code, "message": i.message}
+        return {
+            "line": i.line,
+            "column": i.column,
+            "field": i.field,
+            "code": i.code,
+            "message": i.message,
+        }
 
     fmt = ds_pb.DatasetFormat.Name(report.format).removeprefix("DATASET_FORMAT_").lower()
     return {

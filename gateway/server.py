@@ -97,8 +97,10 @@ def _http_socket(address: str) -> socket.socket:
 async def start_gateway(config: GatewayConfig, keyring: KeyRing | None = None) -> GatewayServer:
     keyring = keyring or KeyRing(config.keys_file, config.api_keys)
     if not len(keyring):
-        log.warning("no API keys configured: only health, reflection and server info will answer. "
-                    "Create one with `tunewire keys create NAME` or set TUNEWIRE_API_KEY")
+        log.warning(
+            "no API keys configured: only health, reflection and server info will answer. "
+            "Create one with `tunewire keys create NAME` or set TUNEWIRE_API_KEY"
+        )
     methods = forwarded_methods()
     link = TrainerLink(config)
     streams = StreamLimiter(config.max_streams_per_key)
@@ -123,13 +125,17 @@ async def start_gateway(config: GatewayConfig, keyring: KeyRing | None = None) -
         grpc_port = 0
     if grpc_port == 0 and not config.grpc_listen.startswith("unix:"):
         await link.close()
-        raise ListenError(f"cannot listen on {config.grpc_listen} for gRPC (address in use or not available)")
+        raise ListenError(
+            f"cannot listen on {config.grpc_listen} for gRPC (address in use or not available)"
+        )
 
     app = web.Application(
         middlewares=[error_middleware(link.status_of), http_auth_middleware(authenticator)],
         client_max_size=config.max_message_bytes,
     )
-    Transcoder(link, streams, config.max_upload_bytes, config.upload_chunk_bytes).add_routes(app, routes_for(methods))
+    Transcoder(link, streams, config.max_upload_bytes, config.upload_chunk_bytes).add_routes(
+        app, routes_for(methods)
+    )
     legacy.add_routes(app, link, methods)
     # handler_cancellation: a client that disconnects cancels its handler, and
     # with it the trainer call it was waiting on.
@@ -145,7 +151,9 @@ async def start_gateway(config: GatewayConfig, keyring: KeyRing | None = None) -
     http_port = sock.getsockname()[1]
 
     await grpc_server.start()
-    trainer_health = TrainerHealth(link.channel, health_servicer, service_names(), config.health_retry_seconds)
+    trainer_health = TrainerHealth(
+        link.channel, health_servicer, service_names(), config.health_retry_seconds
+    )
     await trainer_health.start()
 
     grpc_host = config.grpc_listen.rpartition(":")[0]
@@ -160,9 +168,15 @@ async def start_gateway(config: GatewayConfig, keyring: KeyRing | None = None) -
         streams=streams,
         grpc_port=grpc_port,
         http_port=http_port,
-        grpc_address=config.grpc_listen if config.grpc_listen.startswith("unix:") else f"{grpc_host}:{grpc_port}",
+        grpc_address=config.grpc_listen
+        if config.grpc_listen.startswith("unix:")
+        else f"{grpc_host}:{grpc_port}",
         http_address=f"{http_host}:{http_port}",
     )
-    log.info("tunewire-gateway: gRPC on %s, HTTP on %s, trainer at %s",
-             server.grpc_address, server.http_address, config.trainer)
+    log.info(
+        "tunewire-gateway: gRPC on %s, HTTP on %s, trainer at %s",
+        server.grpc_address,
+        server.http_address,
+        config.trainer,
+    )
     return server

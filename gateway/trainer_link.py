@@ -74,7 +74,9 @@ class TrainerLink:
         """Awaitable response bytes."""
         return self._callable(method)(request, timeout=timeout, metadata=self.metadata(principal))
 
-    def server_stream(self, method: Method, request: bytes, principal: Principal, timeout: float | None):
+    def server_stream(
+        self, method: Method, request: bytes, principal: Principal, timeout: float | None
+    ):
         """A call to read response bytes from (`read()` until grpc.aio.EOF)."""
         return self._callable(method)(request, timeout=timeout, metadata=self.metadata(principal))
 
@@ -130,12 +132,17 @@ class TrainerLink:
         """The trainer cannot be reached (it sent no status of its own)."""
         seconds = self._retry_seconds
         status = status_pb2.Status(
-            code=code_pb2.UNAVAILABLE, message=f"the trainer is not reachable right now; retry in {seconds:g} s"
+            code=code_pb2.UNAVAILABLE,
+            message=f"the trainer is not reachable right now; retry in {seconds:g} s",
         )
-        status.details.add().Pack(error_details_pb2.ErrorInfo(reason="TRAINER_UNAVAILABLE", domain=ERROR_DOMAIN))
+        status.details.add().Pack(
+            error_details_pb2.ErrorInfo(reason="TRAINER_UNAVAILABLE", domain=ERROR_DOMAIN)
+        )
         status.details.add().Pack(
             error_details_pb2.RetryInfo(
-                retry_delay=duration_pb2.Duration(seconds=int(seconds), nanos=int(seconds % 1 * 1e9))
+                retry_delay=duration_pb2.Duration(
+                    seconds=int(seconds), nanos=int(seconds % 1 * 1e9)
+                )
             )
         )
         return status

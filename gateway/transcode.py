@@ -56,13 +56,24 @@ def timeout_from(headers) -> float | None:
     match = _TIMEOUT.fullmatch(text.strip())
     if not match:
         raise invalid_argument(
-            [FieldViolation("grpc-timeout", f"{text!r} is not a timeout such as 500m or 30S (units H M S m u n)")]
+            [
+                FieldViolation(
+                    "grpc-timeout",
+                    f"{text!r} is not a timeout such as 500m or 30S (units H M S m u n)",
+                )
+            ]
         )
     return int(match.group(1)) * _TIMEOUT_UNITS[match.group(2)]
 
 
 class Transcoder:
-    def __init__(self, link: TrainerLink, streams: StreamLimiter, max_upload_bytes: int, upload_chunk_bytes: int):
+    def __init__(
+        self,
+        link: TrainerLink,
+        streams: StreamLimiter,
+        max_upload_bytes: int,
+        upload_chunk_bytes: int,
+    ):
         self._link = link
         self._streams = streams
         self._max_upload = max_upload_bytes
@@ -80,7 +91,9 @@ class Transcoder:
             else:
                 handler = self._unary_handler(route)
             handler.tunewire_public = method.public
-            app.router.add_route(route.verb, route.aiohttp_path, handler, name=f"{method.service}.{method.name}")
+            app.router.add_route(
+                route.verb, route.aiohttp_path, handler, name=f"{method.service}.{method.name}"
+            )
 
     # ---- unary ------------------------------------------------------------------------
 
@@ -90,7 +103,12 @@ class Transcoder:
         async def unary(request: web.Request) -> web.Response:
             body = await request.read() if route.body else None
             message = build_request(route, request.match_info, request.query, body)
-            data = await link.unary(method, message.SerializeToString(), request[PRINCIPAL], timeout_from(request.headers))
+            data = await link.unary(
+                method,
+                message.SerializeToString(),
+                request[PRINCIPAL],
+                timeout_from(request.headers),
+            )
             response = method.response_class.FromString(data)
             if route.response_body:
                 response = getattr(response, route.response_body)
@@ -114,7 +132,9 @@ class Transcoder:
                 set_from_strings(message, resume_field[0], [last_event_id], "Last-Event-ID")
             principal = request[PRINCIPAL]
             with self._streams.open(principal.name):
-                call = link.server_stream(method, message.SerializeToString(), principal, timeout_from(request.headers))
+                call = link.server_stream(
+                    method, message.SerializeToString(), principal, timeout_from(request.headers)
+                )
                 try:
                     with link.tracking(call):
                         return await self._relay_stream(request, call, method, sse, sequence_path)
@@ -123,16 +143,22 @@ class Transcoder:
 
         return stream
 
-    async def _relay_stream(self, request, call, method, sse: bool, sequence_path) -> web.StreamResponse:
+    async def _relay_stream(
+        self, request, call, method, sse: bool, sequence_path
+    ) -> web.StreamResponse:
         reader = asyncio.ensure_future(self._link.read(call))
         try:
             # Wait briefly before committing to 200, so that an immediate error
             # (unknown job, bad argument) gets its own HTTP status.
             await asyncio.wait({reader}, timeout=FIRST_MESSAGE_WAIT_SECONDS)
             if reader.done():
-                first = reader.result()  # raises the trainer's error, answered by the error middleware
+                first = (
+                    reader.result()
+                )  # raises the trainer's error, answered by the error middleware
                 if first is grpc.aio.EOF and sse:
-                    return web.Response(status=204)  # nothing more will come: tells EventSource to stop
+                    return web.Response(
+                        status=204
+                    )  # nothing more will come: tells EventSource to stop
             response = web.StreamResponse(
                 headers={
                     "Content-Type": EVENT_STREAM if sse else NDJSON,
@@ -150,14 +176,22 @@ class Transcoder:
                     data = reader.result()
                 except (grpc.aio.AioRpcError, ServiceError) as err:
                     status = status_to_dict(
-                        err.to_status() if isinstance(err, ServiceError) else self._link.status_of(err)
+                        err.to_status()
+                        if isinstance(err, ServiceError)
+                        else self._link.status_of(err)
                     )
-                    text = f"event: error\ndata: {dumps(status)}\n\n" if sse else dumps({"error": status}) + "\n"
+                    text = (
+                        f"event: error\ndata: {dumps(status)}\n\n"
+                        if sse
+                        else dumps({"error": status}) + "\n"
+                    )
                     await response.write(text.encode())
                     break
                 if data is grpc.aio.EOF:
                     break
-                await response.write(_encode(method.response_class.FromString(data), sse, sequence_path))
+                await response.write(
+                    _encode(method.response_class.FromString(data), sse, sequence_path)
+                )
                 reader = asyncio.ensure_future(self._link.read(call))
             await response.write_eof()
             return response
@@ -169,7 +203,9 @@ class Transcoder:
     def _upload_handler(self, route: HttpRoute):
         link, method = self._link, route.method
         if not route.body or route.body == "*":
-            raise ValueError(f"{method.path}: a client-streaming route needs `body` naming a bytes field")
+            raise ValueError(
+                f"{method.path}: a client-streaming route needs `body` naming a bytes field"
+            )
 
         async def upload(request: web.Request) -> web.Response:
             size = request.content_length
@@ -224,4 +260,3 @@ def _encode(message: Message, sse: bool, sequence_path) -> bytes:
             value = getattr(value, name)
         event_id = f"id: {value}\n"
     return f"{event_id}data: {dumps(body)}\n\n".encode()
-

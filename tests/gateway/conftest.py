@@ -37,7 +37,10 @@ QA = [
 
 
 def write_alpaca(path: Path, n: int = 8) -> Path:
-    records = [{"instruction": QA[i % len(QA)][0], "input": "", "output": QA[i % len(QA)][1]} for i in range(n)]
+    records = [
+        {"instruction": QA[i % len(QA)][0], "input": "", "output": QA[i % len(QA)][1]}
+        for i in range(n)
+    ]
     path.write_text(json.dumps(records, indent=2))
     return path
 
@@ -95,8 +98,15 @@ class Stack:
         await self.trainer.stop(grace=2)
 
 
-async def start_stack(tmp_path: Path, model_dir: Path, *, max_running_jobs: int = 0,
-                      extra_roots: tuple[Path, ...] = (), trainer_token: str = "", **gateway_options) -> Stack:
+async def start_stack(
+    tmp_path: Path,
+    model_dir: Path,
+    *,
+    max_running_jobs: int = 0,
+    extra_roots: tuple[Path, ...] = (),
+    trainer_token: str = "",
+    **gateway_options,
+) -> Stack:
     home = tmp_path / "home"
     data = tmp_path / "data"
     data.mkdir(exist_ok=True)
@@ -108,14 +118,21 @@ async def start_stack(tmp_path: Path, model_dir: Path, *, max_running_jobs: int 
         "root": add_key(keys_file, "root", "admin"),
     }
     trainer_config = TrainerConfig(
-        home=home, listen="127.0.0.1:0", data_roots=(data, model_dir.parent, tmp_path, *extra_roots),
-        max_running_jobs=max_running_jobs, cancel_grace_seconds=5, shutdown_grace_seconds=5,
+        home=home,
+        listen="127.0.0.1:0",
+        data_roots=(data, model_dir.parent, tmp_path, *extra_roots),
+        max_running_jobs=max_running_jobs,
+        cancel_grace_seconds=5,
+        shutdown_grace_seconds=5,
         internal_token=trainer_token,
     )
     trainer = await start_trainer(trainer_config)
     config = GatewayConfig(
-        trainer=trainer.address, grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0",
-        keys_file=keys_file, **gateway_options,
+        trainer=trainer.address,
+        grpc_listen="127.0.0.1:0",
+        http_listen="127.0.0.1:0",
+        keys_file=keys_file,
+        **gateway_options,
     )
     gateway = await start_gateway(config)
     stack = Stack(trainer, gateway, keys, data, model_dir, home, trainer_config)

@@ -25,7 +25,11 @@ pytestmark = pytest.mark.timeout(90)
 
 def test_defaults_are_loopback_and_keys_live_in_tunewire_home(tmp_path):
     config = parse_args([], environ={"TUNEWIRE_HOME": str(tmp_path)})
-    assert (config.trainer, config.grpc_listen, config.http_listen) == (DEFAULT_TRAINER, DEFAULT_GRPC_LISTEN, DEFAULT_HTTP_LISTEN)
+    assert (config.trainer, config.grpc_listen, config.http_listen) == (
+        DEFAULT_TRAINER,
+        DEFAULT_GRPC_LISTEN,
+        DEFAULT_HTTP_LISTEN,
+    )
     assert DEFAULT_GRPC_LISTEN == "127.0.0.1:50051" and DEFAULT_HTTP_LISTEN == "127.0.0.1:8200"
     assert config.api_keys == () and config.internal_token == ""
     assert config.keys_file == tmp_path.resolve() / "keys.yaml"
@@ -34,9 +38,29 @@ def test_defaults_are_loopback_and_keys_live_in_tunewire_home(tmp_path):
 def test_flags_and_environment(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = parse_args(
-        ["--trainer", "unix:/tmp/t.sock", "--grpc-listen", "0.0.0.0:6000", "--http-listen", "0.0.0.0:6001",
-         "--keys", "k.yaml", "--rate", "5", "--burst", "7", "--max-streams", "3", "--max-upload-mb", "10"],
-        environ={"MLX_TRAINING_API_KEY": "old-client-key", "TUNEWIRE_API_KEY": "new-key", "TUNEWIRE_INTERNAL_TOKEN": "tok"},
+        [
+            "--trainer",
+            "unix:/tmp/t.sock",
+            "--grpc-listen",
+            "0.0.0.0:6000",
+            "--http-listen",
+            "0.0.0.0:6001",
+            "--keys",
+            "k.yaml",
+            "--rate",
+            "5",
+            "--burst",
+            "7",
+            "--max-streams",
+            "3",
+            "--max-upload-mb",
+            "10",
+        ],
+        environ={
+            "MLX_TRAINING_API_KEY": "old-client-key",
+            "TUNEWIRE_API_KEY": "new-key",
+            "TUNEWIRE_INTERNAL_TOKEN": "tok",
+        },
     )
     assert config.trainer == "unix:/tmp/t.sock" and config.keys_file == tmp_path / "k.yaml"
     assert (config.rate_per_second, config.rate_burst, config.max_streams_per_key) == (5, 7, 3)
@@ -51,14 +75,22 @@ def test_bad_flags_name_the_value():
 
 
 def run_gateway(*args: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tunewire.gateway.main", *args], check=False, capture_output=True,
-                          text=True, timeout=60, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "tunewire.gateway.main", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
 
 
 def test_a_broken_keys_file_is_one_line_and_exit_2(tmp_path):
     keys = tmp_path / "keys.yaml"
     keys.write_text("keys:\n  - {name: a, role: owner, sha256: '" + "0" * 64 + "'}\n")
-    result = run_gateway("--keys", str(keys), "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")
+    result = run_gateway(
+        "--keys", str(keys), "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         f"tunewire-gateway: error: {keys}:2: field 'role' must be 'admin' or 'member', got 'owner'"
@@ -71,8 +103,14 @@ def test_a_port_in_use_is_one_line_and_exit_2(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_gateway("--keys", str(tmp_path / "k.yaml"), "--grpc-listen", "127.0.0.1:0",
-                             "--http-listen", f"127.0.0.1:{port}")
+        result = run_gateway(
+            "--keys",
+            str(tmp_path / "k.yaml"),
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            f"127.0.0.1:{port}",
+        )
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port} for HTTP" in result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr
@@ -82,21 +120,26 @@ async def test_the_single_user_key_is_an_admin(tmp_path, tiny_model_dir):
     stack = await start_stack(tmp_path, tiny_model_dir, api_keys=("dev-key-123",))
     try:
         job = await stack.create_job("alice")
-        listed = await stack.training().ListTrainingJobs(svc.ListTrainingJobsRequest(), metadata=(("x-api-key", "dev-key-123"),))
+        listed = await stack.training().ListTrainingJobs(
+            svc.ListTrainingJobsRequest(), metadata=(("x-api-key", "dev-key-123"),)
+        )
         assert [j.id for j in listed.jobs] == [job.id]
     finally:
         await stack.close()
 
 
 async def test_the_internal_token_lets_the_gateway_and_nobody_else_in(tmp_path, tiny_model_dir):
-    stack = await start_stack(tmp_path, tiny_model_dir, trainer_token="internal-secret", internal_token="internal-secret")
+    stack = await start_stack(
+        tmp_path, tiny_model_dir, trainer_token="internal-secret", internal_token="internal-secret"
+    )
     try:
         job = await stack.create_job("alice")
         assert job.owner == "alice"
         async with grpc.aio.insecure_channel(stack.trainer.address) as direct:
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await training_service_pb2_grpc.TrainingServiceStub(direct).ListTrainingJobs(
-                    svc.ListTrainingJobsRequest(), metadata=(("x-tunewire-principal", "root"), ("x-tunewire-role", "admin"))
+                    svc.ListTrainingJobsRequest(),
+                    metadata=(("x-tunewire-principal", "root"), ("x-tunewire-role", "admin")),
                 )
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:

@@ -19,13 +19,17 @@ pytestmark = pytest.mark.timeout(90)
 METHODS = forwarded_methods()
 
 
-async def call_raw(channel: grpc.aio.Channel, method, metadata) -> tuple[grpc.StatusCode, grpc.aio.AioRpcError | None]:
+async def call_raw(
+    channel: grpc.aio.Channel, method, metadata
+) -> tuple[grpc.StatusCode, grpc.aio.AioRpcError | None]:
     """Calls any method with an empty request, whatever its shape; returns the code."""
     request = method.request_class().SerializeToString()
     try:
         if method.client_streaming:
+
             async def one():
                 yield request
+
             await channel.stream_unary(method.path)(one(), metadata=metadata, timeout=10)
         elif method.server_streaming:
             call = channel.unary_stream(method.path)(request, metadata=metadata, timeout=10)
@@ -42,8 +46,11 @@ async def call_raw(channel: grpc.aio.Channel, method, metadata) -> tuple[grpc.St
 async def test_every_rpc_refuses_calls_without_a_valid_key(stack):
     channel = stack.channel()
     for method in METHODS.values():
-        for metadata, reason in (((), "API_KEY_REQUIRED"), ((("x-api-key", "tw_wrong"),), "INVALID_API_KEY"),
-                                 ((("authorization", "Bearer tw_wrong"),), "INVALID_API_KEY")):
+        for metadata, reason in (
+            ((), "API_KEY_REQUIRED"),
+            ((("x-api-key", "tw_wrong"),), "INVALID_API_KEY"),
+            ((("authorization", "Bearer tw_wrong"),), "INVALID_API_KEY"),
+        ):
             code, err = await call_raw(channel, method, metadata)
             if method.public and not metadata:
                 assert code == grpc.StatusCode.OK, method.path
@@ -61,10 +68,18 @@ async def test_every_rpc_with_a_right_key_reaches_the_trainer(stack):
     channel = stack.channel()
     for method in METHODS.values():
         for header in ("authorization", "x-api-key"):
-            value = f"Bearer {stack.keys['alice']}" if header == "authorization" else stack.keys["alice"]
+            value = (
+                f"Bearer {stack.keys['alice']}"
+                if header == "authorization"
+                else stack.keys["alice"]
+            )
             code, err = await call_raw(channel, method, ((header, value),))
-            assert code not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNIMPLEMENTED,
-                                grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL), (method.path, code, err)
+            assert code not in (
+                grpc.StatusCode.UNAUTHENTICATED,
+                grpc.StatusCode.UNIMPLEMENTED,
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.INTERNAL,
+            ), (method.path, code, err)
 
 
 async def test_jobs_belong_to_their_key_and_are_not_found_by_others(stack):
@@ -82,13 +97,23 @@ async def test_jobs_belong_to_their_key_and_are_not_found_by_others(stack):
         assert resource.resource_name == job.id
 
     bob = stack.md("bob")
-    await expect_not_found(training.GetTrainingJob(svc.GetTrainingJobRequest(job_id=job.id), metadata=bob))
-    await expect_not_found(training.CancelTrainingJob(svc.CancelTrainingJobRequest(job_id=job.id), metadata=bob))
-    await expect_not_found(training.ListCheckpoints(svc.ListCheckpointsRequest(job_id=job.id), metadata=bob))
-    await expect_not_found(training.Generate(svc.GenerateRequest(job_id=job.id, prompt="hi"), metadata=bob))
+    await expect_not_found(
+        training.GetTrainingJob(svc.GetTrainingJobRequest(job_id=job.id), metadata=bob)
+    )
+    await expect_not_found(
+        training.CancelTrainingJob(svc.CancelTrainingJobRequest(job_id=job.id), metadata=bob)
+    )
+    await expect_not_found(
+        training.ListCheckpoints(svc.ListCheckpointsRequest(job_id=job.id), metadata=bob)
+    )
+    await expect_not_found(
+        training.Generate(svc.GenerateRequest(job_id=job.id, prompt="hi"), metadata=bob)
+    )
 
     async def watch_first():
-        async for reply in training.WatchTrainingJob(svc.WatchTrainingJobRequest(job_id=job.id), metadata=bob):
+        async for reply in training.WatchTrainingJob(
+            svc.WatchTrainingJobRequest(job_id=job.id), metadata=bob
+        ):
             return reply
 
     await expect_not_found(watch_first())
@@ -97,9 +122,13 @@ async def test_jobs_belong_to_their_key_and_are_not_found_by_others(stack):
 
     # The owner and an admin see it.
     for who in ("alice", "root"):
-        got = await training.GetTrainingJob(svc.GetTrainingJobRequest(job_id=job.id), metadata=stack.md(who))
+        got = await training.GetTrainingJob(
+            svc.GetTrainingJobRequest(job_id=job.id), metadata=stack.md(who)
+        )
         assert got.job.id == job.id
-        listed = await training.ListTrainingJobs(svc.ListTrainingJobsRequest(), metadata=stack.md(who))
+        listed = await training.ListTrainingJobs(
+            svc.ListTrainingJobsRequest(), metadata=stack.md(who)
+        )
         assert [j.id for j in listed.jobs] == [job.id]
 
 
@@ -107,12 +136,15 @@ async def test_client_supplied_identity_metadata_is_ignored(stack):
     job = await stack.create_job("alice")
     forged = (*stack.md("bob"), ("x-tunewire-principal", "alice"), ("x-tunewire-role", "admin"))
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stack.training().GetTrainingJob(svc.GetTrainingJobRequest(job_id=job.id), metadata=forged)
+        await stack.training().GetTrainingJob(
+            svc.GetTrainingJobRequest(job_id=job.id), metadata=forged
+        )
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     # Without a key, claiming to be an admin is still no key at all.
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stack.training().ListTrainingJobs(
-            svc.ListTrainingJobsRequest(), metadata=(("x-tunewire-principal", "root"), ("x-tunewire-role", "admin"))
+            svc.ListTrainingJobsRequest(),
+            metadata=(("x-tunewire-principal", "root"), ("x-tunewire-role", "admin")),
         )
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
@@ -131,7 +163,9 @@ async def test_trainer_errors_are_relayed_with_their_details(stack):
     spec.lora.rank = 0
     spec.hyperparameters.max_seq_length = 3
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stack.training().CreateTrainingJob(svc.CreateTrainingJobRequest(spec=spec), metadata=stack.md("alice"))
+        await stack.training().CreateTrainingJob(
+            svc.CreateTrainingJobRequest(spec=spec), metadata=stack.md("alice")
+        )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     status = rpc_status.from_call(info.value)
     bad = error_details_pb2.BadRequest()
@@ -146,8 +180,12 @@ async def test_keys_never_reach_the_logs(stack, http, caplog):
     training = stack.training()
     for key in (stack.keys["alice"], wrong):
         with contextlib.suppress(grpc.aio.AioRpcError):
-            await training.ListTrainingJobs(svc.ListTrainingJobsRequest(), metadata=(("x-api-key", key),))
-        async with http.get(f"{stack.url}/v1/jobs", headers={"Authorization": f"Bearer {key}"}) as r:
+            await training.ListTrainingJobs(
+                svc.ListTrainingJobsRequest(), metadata=(("x-api-key", key),)
+            )
+        async with http.get(
+            f"{stack.url}/v1/jobs", headers={"Authorization": f"Bearer {key}"}
+        ) as r:
             await r.read()
         async with http.get(f"{stack.url}/train", headers={"X-API-Key": key}) as r:
             await r.read()

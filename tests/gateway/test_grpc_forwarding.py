@@ -35,14 +35,18 @@ async def test_reflection_lists_every_public_service(stack):
     stub = reflection_pb2_grpc.ServerReflectionStub(stack.channel())
 
     async def ask(**request):
-        async for reply in stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(**request)])):
+        async for reply in stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(**request)])
+        ):
             return reply
 
     reply = await ask(list_services="")
     names = {s.name for s in reply.list_services_response.service}
     assert names == {
-        "tunewire.v1.TrainingService", "tunewire.v1.DatasetService",
-        "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+        "tunewire.v1.TrainingService",
+        "tunewire.v1.DatasetService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
     }
     reply = await ask(file_containing_symbol="tunewire.v1.TrainingService")
     assert reply.file_descriptor_response.file_descriptor_proto  # a client can build its stubs
@@ -52,18 +56,24 @@ async def test_health_follows_the_trainer_down_and_back(stack, http):
     health = health_pb2_grpc.HealthStub(stack.channel())
     check = health_pb2.HealthCheckRequest
     for service in ("", "tunewire.v1.TrainingService", "tunewire.v1.DatasetService"):
-        assert (await health.Check(check(service=service))).status == health_pb2.HealthCheckResponse.SERVING
+        assert (
+            await health.Check(check(service=service))
+        ).status == health_pb2.HealthCheckResponse.SERVING
     job = await stack.create_job("alice")
 
     await stack.trainer.stop(grace=1)
 
     async def not_serving():
-        return (await health.Check(check(service=""))).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        return (
+            await health.Check(check(service=""))
+        ).status == health_pb2.HealthCheckResponse.NOT_SERVING
 
     await wait_for(not_serving, "health to say NOT_SERVING")
     training = stack.training()
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await training.GetTrainingJob(svc.GetTrainingJobRequest(job_id=job.id), metadata=stack.md("alice"))
+        await training.GetTrainingJob(
+            svc.GetTrainingJobRequest(job_id=job.id), metadata=stack.md("alice")
+        )
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert detail(info.value, error_details_pb2.RetryInfo) is not None
     assert detail(info.value, error_details_pb2.ErrorInfo).reason == "TRAINER_UNAVAILABLE"
@@ -75,56 +85,82 @@ async def test_health_follows_the_trainer_down_and_back(stack, http):
     await restart_trainer(stack)
 
     async def serving():
-        return (await health.Check(check(service=""))).status == health_pb2.HealthCheckResponse.SERVING
+        return (
+            await health.Check(check(service=""))
+        ).status == health_pb2.HealthCheckResponse.SERVING
 
     await wait_for(serving, "health to recover", timeout=20)
-    got = await training.GetTrainingJob(svc.GetTrainingJobRequest(job_id=job.id), metadata=stack.md("alice"))
+    got = await training.GetTrainingJob(
+        svc.GetTrainingJobRequest(job_id=job.id), metadata=stack.md("alice")
+    )
     assert got.job.id == job.id  # same home: the job survived the restart
 
 
 async def test_a_short_deadline_ends_the_watch_and_its_trainer_subscription(stack):
     job = await stack.create_job("alice")  # stays QUEUED: its watch never ends by itself
     training = stack.training()
-    call = training.WatchTrainingJob(svc.WatchTrainingJobRequest(job_id=job.id), metadata=stack.md("alice"), timeout=1.0)
+    call = training.WatchTrainingJob(
+        svc.WatchTrainingJobRequest(job_id=job.id), metadata=stack.md("alice"), timeout=1.0
+    )
     first = await call.read()
     assert first.event.state_change.state == job_pb.JOB_STATE_QUEUED
     assert stack.trainer.bus.subscriber_count(job.id) == 1
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call.read()
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    await wait_for(lambda: stack.trainer.bus.subscriber_count(job.id) == 0, "the trainer to drop the subscription")
+    await wait_for(
+        lambda: stack.trainer.bus.subscriber_count(job.id) == 0,
+        "the trainer to drop the subscription",
+    )
     assert stack.gateway.streams.count("alice") == 0
 
 
 async def test_a_client_that_leaves_cancels_the_trainer_call(stack):
     job = await stack.create_job("alice")
-    call = stack.training().WatchTrainingJob(svc.WatchTrainingJobRequest(job_id=job.id), metadata=stack.md("alice"))
+    call = stack.training().WatchTrainingJob(
+        svc.WatchTrainingJobRequest(job_id=job.id), metadata=stack.md("alice")
+    )
     await call.read()
     assert stack.trainer.bus.subscriber_count(job.id) == 1
     call.cancel()
-    await wait_for(lambda: stack.trainer.bus.subscriber_count(job.id) == 0, "the trainer to drop the subscription")
-    await wait_for(lambda: stack.gateway.streams.count("alice") == 0, "the gateway to free the stream slot")
+    await wait_for(
+        lambda: stack.trainer.bus.subscriber_count(job.id) == 0,
+        "the trainer to drop the subscription",
+    )
+    await wait_for(
+        lambda: stack.gateway.streams.count("alice") == 0, "the gateway to free the stream slot"
+    )
 
 
 async def test_watch_relays_events_live_and_ends_after_the_terminal_one(stack):
     job = await stack.create_job("alice")
     training = stack.training()
-    call = training.WatchTrainingJob(svc.WatchTrainingJobRequest(job_id=job.id), metadata=stack.md("alice"))
+    call = training.WatchTrainingJob(
+        svc.WatchTrainingJobRequest(job_id=job.id), metadata=stack.md("alice")
+    )
     first = await call.read()
     assert first.event.sequence == 1
-    await training.CancelTrainingJob(svc.CancelTrainingJobRequest(job_id=job.id), metadata=stack.md("alice"))
+    await training.CancelTrainingJob(
+        svc.CancelTrainingJobRequest(job_id=job.id), metadata=stack.md("alice")
+    )
     rest = []
     while (reply := await call.read()) is not grpc.aio.EOF:
         rest.append(reply)
     assert rest[-1].event.state_change.state == job_pb.JOB_STATE_CANCELLED
     assert [r.event.sequence for r in rest] == list(range(2, 2 + len(rest)))
     # Resuming after the first event replays the rest, then ends.
-    replay = [r async for r in training.WatchTrainingJob(
-        svc.WatchTrainingJobRequest(job_id=job.id, after_sequence=1), metadata=stack.md("alice"))]
+    replay = [
+        r
+        async for r in training.WatchTrainingJob(
+            svc.WatchTrainingJobRequest(job_id=job.id, after_sequence=1), metadata=stack.md("alice")
+        )
+    ]
     assert [r.event.sequence for r in replay] == [r.event.sequence for r in rest]
 
 
-async def test_rate_limit_answers_resource_exhausted_with_retry_info(tmp_path, tiny_model_dir, http):
+async def test_rate_limit_answers_resource_exhausted_with_retry_info(
+    tmp_path, tiny_model_dir, http
+):
     stack = await start_stack(tmp_path, tiny_model_dir, rate_per_second=0.5, rate_burst=3)
     try:
         training = stack.training()
@@ -153,7 +189,9 @@ async def test_too_many_streams_per_key_are_refused(tmp_path, tiny_model_dir):
         job = await stack.create_job("alice")
         training = stack.training()
         request = svc.WatchTrainingJobRequest(job_id=job.id)
-        open_calls = [training.WatchTrainingJob(request, metadata=stack.md("alice")) for _ in range(2)]
+        open_calls = [
+            training.WatchTrainingJob(request, metadata=stack.md("alice")) for _ in range(2)
+        ]
         for call in open_calls:
             await call.read()
         third = training.WatchTrainingJob(request, metadata=stack.md("alice"))
@@ -163,9 +201,10 @@ async def test_too_many_streams_per_key_are_refused(tmp_path, tiny_model_dir):
         assert detail(info.value, error_details_pb2.ErrorInfo).reason == "TOO_MANY_STREAMS"
         assert detail(info.value, error_details_pb2.RetryInfo) is not None
         # The limit is per key, not per transport: an HTTP stream is refused too.
-        async with aiohttp.ClientSession() as http, http.get(
-            f"{stack.url}/v1/jobs/{job.id}/events", headers=stack.headers("alice")
-        ) as r:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{stack.url}/v1/jobs/{job.id}/events", headers=stack.headers("alice")) as r,
+        ):
             assert r.status == 429 and r.headers["Retry-After"] == "1"
             assert (await r.json())["details"][0]["reason"] == "TOO_MANY_STREAMS"
         # Another key is not affected; a closed stream frees its slot.
@@ -184,30 +223,41 @@ async def test_too_many_streams_per_key_are_refused(tmp_path, tiny_model_dir):
 async def upload_chunks(data: bytes, size: int, name: str = "upload.json"):
     yield ds_svc.UploadDatasetRequest(metadata=ds_svc.UploadMetadata(display_name=name))
     for i in range(0, len(data), size):
-        yield ds_svc.UploadDatasetRequest(chunk=data[i:i + size])
+        yield ds_svc.UploadDatasetRequest(chunk=data[i : i + size])
 
 
 async def test_client_streaming_upload_is_forwarded_chunk_by_chunk(stack):
     data = (stack.data_dir / "alpaca.json").read_bytes()
-    reply = await stack.datasets().UploadDataset(upload_chunks(data, 100), metadata=stack.md("alice"))
+    reply = await stack.datasets().UploadDataset(
+        upload_chunks(data, 100), metadata=stack.md("alice")
+    )
     assert reply.dataset.sha256 == hashlib.sha256(data).hexdigest()
     assert reply.dataset.owner == "alice"
     assert reply.dataset.report.valid
 
 
 async def test_uploads_and_messages_over_the_limits_are_refused(tmp_path, tiny_model_dir):
-    stack = await start_stack(tmp_path, tiny_model_dir, max_upload_bytes=500, max_message_bytes=4096,
-                              upload_chunk_bytes=1024)
+    stack = await start_stack(
+        tmp_path,
+        tiny_model_dir,
+        max_upload_bytes=500,
+        max_message_bytes=4096,
+        upload_chunk_bytes=1024,
+    )
     try:
         data = (stack.data_dir / "alpaca.json").read_bytes()
         assert len(data) > 500
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stack.datasets().UploadDataset(upload_chunks(data, 200), metadata=stack.md("alice"))
+            await stack.datasets().UploadDataset(
+                upload_chunks(data, 200), metadata=stack.md("alice")
+            )
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert detail(info.value, error_details_pb2.ErrorInfo).reason == "UPLOAD_TOO_LARGE"
         assert "500 bytes" in info.value.details()
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stack.datasets().ValidateDataset(ds_svc.ValidateDatasetRequest(content=b"x" * 8192), metadata=stack.md("alice"))
+            await stack.datasets().ValidateDataset(
+                ds_svc.ValidateDatasetRequest(content=b"x" * 8192), metadata=stack.md("alice")
+            )
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     finally:
         await stack.close()
@@ -215,7 +265,9 @@ async def test_uploads_and_messages_over_the_limits_are_refused(tmp_path, tiny_m
 
 async def test_restarting_the_gateway_leaves_jobs_alone(stack):
     job = await stack.create_job("alice")
-    watch = stack.training().WatchTrainingJob(svc.WatchTrainingJobRequest(job_id=job.id), metadata=stack.md("alice"))
+    watch = stack.training().WatchTrainingJob(
+        svc.WatchTrainingJobRequest(job_id=job.id), metadata=stack.md("alice")
+    )
     await watch.read()
     await stack.gateway.stop(grace=0.5)
     # An open stream is told why it ends, and that it may come back.
@@ -224,20 +276,28 @@ async def test_restarting_the_gateway_leaves_jobs_alone(stack):
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert detail(info.value, error_details_pb2.ErrorInfo).reason == "GATEWAY_STOPPING"
     assert detail(info.value, error_details_pb2.RetryInfo) is not None
-    await wait_for(lambda: stack.trainer.bus.subscriber_count(job.id) == 0, "the trainer side to end")
+    await wait_for(
+        lambda: stack.trainer.bus.subscriber_count(job.id) == 0, "the trainer side to end"
+    )
     from tunewire.gateway.server import start_gateway
 
     stack.gateway = await start_gateway(stack.gateway.config)
-    await wait_for(lambda: stack.gateway.trainer_health.serving, "the new gateway to see the trainer")
-    got = await stack.training().GetTrainingJob(svc.GetTrainingJobRequest(job_id=job.id), metadata=stack.md("alice"))
+    await wait_for(
+        lambda: stack.gateway.trainer_health.serving, "the new gateway to see the trainer"
+    )
+    got = await stack.training().GetTrainingJob(
+        svc.GetTrainingJobRequest(job_id=job.id), metadata=stack.md("alice")
+    )
     assert got.job.state == job_pb.JOB_STATE_QUEUED
     assert got.job.last_event_sequence == job.last_event_sequence
 
 
 async def test_concurrent_calls_from_many_clients_all_arrive(stack):
     training = stack.training()
-    replies = await asyncio.gather(*(
-        training.ListTrainingJobs(svc.ListTrainingJobsRequest(), metadata=stack.md(who))
-        for who in ("alice", "bob", "root") * 10
-    ))
+    replies = await asyncio.gather(
+        *(
+            training.ListTrainingJobs(svc.ListTrainingJobsRequest(), metadata=stack.md(who))
+            for who in ("alice", "bob", "root") * 10
+        )
+    )
     assert len(replies) == 30

@@ -55,7 +55,11 @@ def test_every_annotated_rpc_has_its_route():
     [
         ("/v1/jobs/{job_id}", "/v1/jobs/job-abc", {"job_id": "job-abc"}),
         ("/v1/jobs/{job_id}:cancel", "/v1/jobs/job-abc:cancel", {"job_id": "job-abc"}),
-        ("/v1/{name=projects/*/jobs/*}", "/v1/projects/p1/jobs/j2", {"name": "projects/p1/jobs/j2"}),
+        (
+            "/v1/{name=projects/*/jobs/*}",
+            "/v1/projects/p1/jobs/j2",
+            {"name": "projects/p1/jobs/j2"},
+        ),
         ("/v1/files/{path=**}", "/v1/files/a/b/c.txt", {"path": "a/b/c.txt"}),
         ("/v1/{spec.model}/x", "/v1/qwen/x", {"spec.model": "qwen"}),
     ],
@@ -79,19 +83,30 @@ def test_query_parameters_fill_scalars_repeated_fields_and_enums_by_name():
     request = build_request(
         route("GET", "/v1/jobs"),
         {},
-        MultiDict([("page_size", "5"), ("page_token", "10"), ("states", "JOB_STATE_RUNNING"),
-                   ("states", "queued"), ("states", "7")]),
+        MultiDict(
+            [
+                ("page_size", "5"),
+                ("page_token", "10"),
+                ("states", "JOB_STATE_RUNNING"),
+                ("states", "queued"),
+                ("states", "7"),
+            ]
+        ),
         None,
     )
     assert request == svc_pb.ListTrainingJobsRequest(
-        page_size=5, page_token="10",
+        page_size=5,
+        page_token="10",
         states=[job_pb.JOB_STATE_RUNNING, job_pb.JOB_STATE_QUEUED, job_pb.JOB_STATE_CANCELLED],
     )
 
 
 def test_path_variables_win_over_the_body():
     request = build_request(
-        route("POST", "/v1/jobs/{job_id}:cancel"), {"v0": "job-path"}, MultiDict(), b'{"job_id": "job-body", "force": true}'
+        route("POST", "/v1/jobs/{job_id}:cancel"),
+        {"v0": "job-path"},
+        MultiDict(),
+        b'{"job_id": "job-body", "force": true}',
     )
     assert request == svc_pb.CancelTrainingJobRequest(job_id="job-path", force=True)
 
@@ -117,17 +132,25 @@ def invalid(route_, path_values, query, body) -> ServiceError:
 
 def test_bad_query_values_name_the_parameter_and_the_value():
     err = invalid(route("GET", "/v1/jobs"), {}, [("page_size", "ten")], None)
-    assert err.violations[0].field == "page_size" and "'ten' is not a valid integer" in err.violations[0].description
+    assert (
+        err.violations[0].field == "page_size"
+        and "'ten' is not a valid integer" in err.violations[0].description
+    )
     err = invalid(route("GET", "/v1/jobs"), {}, [("states", "SLEEPING")], None)
     assert "'SLEEPING' is not a valid JobState" in err.violations[0].description
     assert "JOB_STATE_RUNNING" in err.violations[0].description
     err = invalid(route("GET", "/v1/jobs"), {}, [("page_sise", "1")], None)
-    assert err.violations[0].field == "page_sise" and "no field 'page_sise'" in err.violations[0].description
+    assert (
+        err.violations[0].field == "page_sise"
+        and "no field 'page_sise'" in err.violations[0].description
+    )
     err = invalid(route("GET", "/v1/jobs"), {}, [("page_size", "1"), ("page_size", "2")], None)
     assert "given 2 times" in err.violations[0].description
     err = invalid(route("GET", "/v1/jobs"), {}, [("page_size", str(2**40))], None)
     assert err.violations[0].field == "page_size"
-    err = invalid(route("GET", "/v1/jobs/{job_id}/events"), {"v0": "j"}, [("after_sequence", "-x")], None)
+    err = invalid(
+        route("GET", "/v1/jobs/{job_id}/events"), {"v0": "j"}, [("after_sequence", "-x")], None
+    )
     assert err.violations[0].field == "after_sequence"
     err = invalid(route("GET", "/v1/jobs/{job_id}"), {"v0": "j"}, [("job_id", "other")], None)
     assert "set by the path" in err.violations[0].description
@@ -145,6 +168,13 @@ def test_bad_bodies_are_invalid_argument_with_the_reason():
 
 
 def test_sequence_and_resume_fields_are_found_by_name():
-    assert field_path_named(svc_pb.WatchTrainingJobResponse.DESCRIPTOR, "sequence") == ("event", "sequence")
-    assert field_path_named(svc_pb.WatchTrainingJobRequest.DESCRIPTOR, "after_sequence", depth=1) == ("after_sequence",)
-    assert field_path_named(svc_pb.GetTrainingJobRequest.DESCRIPTOR, "after_sequence", depth=1) is None
+    assert field_path_named(svc_pb.WatchTrainingJobResponse.DESCRIPTOR, "sequence") == (
+        "event",
+        "sequence",
+    )
+    assert field_path_named(
+        svc_pb.WatchTrainingJobRequest.DESCRIPTOR, "after_sequence", depth=1
+    ) == ("after_sequence",)
+    assert (
+        field_path_named(svc_pb.GetTrainingJobRequest.DESCRIPTOR, "after_sequence", depth=1) is None
+    )

@@ -65,8 +65,16 @@ def test_create_refuses_duplicate_and_reserved_names(tmp_path, capsys):
 def test_default_keys_file_is_under_tunewire_home(tmp_path):
     env = {**os.environ, "TUNEWIRE_HOME": str(tmp_path / "home")}
     out = subprocess.run(
-        [sys.executable, "-c", "from tunewire.cli.keys import run_keys; import sys; sys.exit(run_keys(['create', 'carol']))"],
-        env=env, capture_output=True, text=True, timeout=30, check=True,
+        [
+            sys.executable,
+            "-c",
+            "from tunewire.cli.keys import run_keys; import sys; sys.exit(run_keys(['create', 'carol']))",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     key = out.stdout.strip()
     ring = KeyRing(tmp_path / "home" / "keys.yaml")
@@ -100,7 +108,13 @@ def test_key_ring_recognizes_keys_roles_and_nothing_else(tmp_path):
     assert ring.authenticate(root).admin
     env = ring.authenticate("single-user-secret")
     assert env.name == ENV_KEY_NAME and env.admin
-    for wrong in ("", alice[:-1], alice + "x", "tw_" + "A" * 43, hashlib.sha256(alice.encode()).hexdigest()):
+    for wrong in (
+        "",
+        alice[:-1],
+        alice + "x",
+        "tw_" + "A" * 43,
+        hashlib.sha256(alice.encode()).hexdigest(),
+    ):
         assert ring.authenticate(wrong) is None
 
 
@@ -130,12 +144,24 @@ def test_a_broken_edit_keeps_the_last_good_keys(tmp_path, monkeypatch):
     [
         ("keys: [", "not valid YAML"),
         ("- a\n- b\n", "expected a mapping"),
-        ("keys:\n  - name: a\n    role: owner\n    sha256: '" + "0" * 64 + "'\n", ":2: field 'role' must be 'admin' or 'member', got 'owner'"),
+        (
+            "keys:\n  - name: a\n    role: owner\n    sha256: '" + "0" * 64 + "'\n",
+            ":2: field 'role' must be 'admin' or 'member', got 'owner'",
+        ),
         ("keys:\n  - name: a\n    role: member\n", ":2: field 'sha256' is required"),
         ("keys:\n  - name: a\n    role: member\n    sha256: xyz\n", "64 lowercase hex digits"),
-        ("keys:\n  - name: a\n    role: member\n    sha256: '" + "0" * 64 + "'\n    colour: red\n", "unknown field 'colour'"),
         (
-            "keys:\n  - {name: a, role: member, sha256: '" + "0" * 64 + "'}\n  - {name: a, role: admin, sha256: '" + "1" * 64 + "'}\n",
+            "keys:\n  - name: a\n    role: member\n    sha256: '"
+            + "0" * 64
+            + "'\n    colour: red\n",
+            "unknown field 'colour'",
+        ),
+        (
+            "keys:\n  - {name: a, role: member, sha256: '"
+            + "0" * 64
+            + "'}\n  - {name: a, role: admin, sha256: '"
+            + "1" * 64
+            + "'}\n",
             ":3: name 'a' appears twice",
         ),
         ("keys:\n  - {name: local, role: admin, sha256: '" + "0" * 64 + "'}\n", "reserved"),

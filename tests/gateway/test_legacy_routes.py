@@ -20,8 +20,13 @@ pytestmark = pytest.mark.timeout(120)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LEGACY_ROUTES = [
-    ("GET", "/status"), ("POST", "/train/start"), ("GET", "/train"), ("GET", "/train/job-000000000000/status"),
-    ("POST", "/train/job-000000000000/stop"), ("POST", "/datasets/validate"), ("POST", "/generate"),
+    ("GET", "/status"),
+    ("POST", "/train/start"),
+    ("GET", "/train"),
+    ("GET", "/train/job-000000000000/status"),
+    ("POST", "/train/job-000000000000/stop"),
+    ("POST", "/datasets/validate"),
+    ("POST", "/generate"),
 ]
 
 
@@ -38,9 +43,20 @@ def train_body(stack, dataset_file: Path, **overrides) -> dict:
         "model_name": str(stack.model_dir),
         "epochs": 1,
         "learning_rate": 1e-4,
-        "lora": {"use_lora": True, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0,
-                 "lora_target_modules": ["q_proj", "v_proj"], "use_qlora": False},
-        "dataset": {"dataset_path": str(dataset_file), "dataset_format": "alpaca", "batch_size": 2, "max_seq_length": 64},
+        "lora": {
+            "use_lora": True,
+            "lora_r": 4,
+            "lora_alpha": 8,
+            "lora_dropout": 0.0,
+            "lora_target_modules": ["q_proj", "v_proj"],
+            "use_qlora": False,
+        },
+        "dataset": {
+            "dataset_path": str(dataset_file),
+            "dataset_format": "alpaca",
+            "batch_size": 2,
+            "max_seq_length": 64,
+        },
         "gradient_accumulation_steps": 1,
         "warmup_steps": 0,
         "save_steps": 2,
@@ -82,24 +98,38 @@ async def test_validate_both_example_files(legacy_stack, http):
     headers = legacy_stack.headers("alice")
     expected = {"alpaca_example.json": ("alpaca", 5), "sharegpt_example.json": ("sharegpt", 3)}
     for name, (fmt, records) in expected.items():
-        async with http.post(f"{legacy_stack.url}/datasets/validate", json={"file_path": str(EXAMPLES / name)},
-                             headers=headers) as r:
+        async with http.post(
+            f"{legacy_stack.url}/datasets/validate",
+            json={"file_path": str(EXAMPLES / name)},
+            headers=headers,
+        ) as r:
             assert r.status == 200, await r.text()
             result = await r.json()
         assert result["valid"] is True and result["format"] == fmt
         assert result["total_samples"] == records and result["errors"] == []
-        assert result["sample_preview"] and result["sample_preview"][0]["messages"][-1]["role"] == "assistant"
+        assert (
+            result["sample_preview"]
+            and result["sample_preview"][0]["messages"][-1]["role"] == "assistant"
+        )
 
 
-async def test_validate_reports_bad_records_and_refuses_paths_outside_the_roots(legacy_stack, http, tmp_path):
+async def test_validate_reports_bad_records_and_refuses_paths_outside_the_roots(
+    legacy_stack, http, tmp_path
+):
     bad = legacy_stack.data_dir / "bad.jsonl"
-    bad.write_text('{"instruction": "ok", "input": "", "output": "fine"}\n{"instruction": 5, "output": "x"}\n')
+    bad.write_text(
+        '{"instruction": "ok", "input": "", "output": "fine"}\n{"instruction": 5, "output": "x"}\n'
+    )
     headers = legacy_stack.headers("alice")
-    async with http.post(f"{legacy_stack.url}/datasets/validate", json={"file_path": str(bad)}, headers=headers) as r:
+    async with http.post(
+        f"{legacy_stack.url}/datasets/validate", json={"file_path": str(bad)}, headers=headers
+    ) as r:
         result = await r.json()
     assert result["valid"] is False
     assert result["errors"][0].startswith("line 2") and result["error_details"][0]["line"] == 2
-    async with http.post(f"{legacy_stack.url}/datasets/validate", json={"file_path": "/etc/passwd"}, headers=headers) as r:
+    async with http.post(
+        f"{legacy_stack.url}/datasets/validate", json={"file_path": "/etc/passwd"}, headers=headers
+    ) as r:
         assert r.status == 403
         assert (await r.json())["detail"]
     async with http.post(f"{legacy_stack.url}/datasets/validate", json={}, headers=headers) as r:
@@ -110,8 +140,12 @@ async def test_validate_reports_bad_records_and_refuses_paths_outside_the_roots(
 
 async def test_train_start_errors_use_the_seeds_field_names(legacy_stack, http):
     headers = legacy_stack.headers("alice")
-    body = train_body(legacy_stack, EXAMPLES / "alpaca_example.json", lora={"lora_r": 0},
-                      dataset={"max_seq_length": 3})
+    body = train_body(
+        legacy_stack,
+        EXAMPLES / "alpaca_example.json",
+        lora={"lora_r": 0},
+        dataset={"max_seq_length": 3},
+    )
     async with http.post(f"{legacy_stack.url}/train/start", json=body, headers=headers) as r:
         assert r.status == 400
         error = await r.json()
@@ -121,10 +155,15 @@ async def test_train_start_errors_use_the_seeds_field_names(legacy_stack, http):
     assert {"lora.lora_r", "dataset.max_seq_length"} <= fields
     assert any("(spec.lora.rank)" in v["description"] for v in bad["field_violations"])
 
-    for broken, field in (({"epochs": "three"}, "epochs"), ({"model_name": None}, "model_name"),
-                          ({"dataset": {"dataset_format": "csv"}}, "dataset.dataset_format")):
+    for broken, field in (
+        ({"epochs": "three"}, "epochs"),
+        ({"model_name": None}, "model_name"),
+        ({"dataset": {"dataset_format": "csv"}}, "dataset.dataset_format"),
+    ):
         broken_body = train_body(legacy_stack, EXAMPLES / "alpaca_example.json", **broken)
-        async with http.post(f"{legacy_stack.url}/train/start", json=broken_body, headers=headers) as r:
+        async with http.post(
+            f"{legacy_stack.url}/train/start", json=broken_body, headers=headers
+        ) as r:
             assert r.status == 400
             error = await r.json()
             assert error["details"][-1]["field_violations"][0]["field"] == field
@@ -139,9 +178,16 @@ async def test_queued_job_through_the_seed_routes(legacy_stack, http):
     async with http.post(f"{legacy_stack.url}/train/start", json=body, headers=headers) as r:
         assert r.status == 200, await r.text()
         started = await r.json()
-    assert started["status"] == "queued" and started["lora_enabled"] is True and started["method"] == "lora"
+    assert (
+        started["status"] == "queued"
+        and started["lora_enabled"] is True
+        and started["method"] == "lora"
+    )
     assert started["experiment_name"] == "seed client"
-    assert started["dataset_info"]["format"] == "alpaca" and started["dataset_info"]["train_records"] == 5
+    assert (
+        started["dataset_info"]["format"] == "alpaca"
+        and started["dataset_info"]["train_records"] == 5
+    )
     assert started["requested_output_dir"] == "./outputs/seed"
     assert any("extra_field" in w for w in started["warnings"])
     job_id = started["job_id"]
@@ -150,22 +196,31 @@ async def test_queued_job_through_the_seed_routes(legacy_stack, http):
         status = await r.json()
     assert status["status"] == "queued" and status["progress"]["current_step"] == 0
     assert status["lora_details"]["target_modules"] is not None
-    async with http.get(f"{legacy_stack.url}/train/{job_id}/status", headers=legacy_stack.headers("bob")) as r:
+    async with http.get(
+        f"{legacy_stack.url}/train/{job_id}/status", headers=legacy_stack.headers("bob")
+    ) as r:
         assert r.status == 404 and "not found" in (await r.json())["detail"]
     async with http.get(f"{legacy_stack.url}/train?status=queued", headers=headers) as r:
         assert [j["job_id"] for j in (await r.json())["jobs"]] == [job_id]
     async with http.get(f"{legacy_stack.url}/status", headers=headers) as r:
         counts = (await r.json())["jobs"]
     assert counts["queued"] == 1 and counts["total"] == 1
-    async with http.post(f"{legacy_stack.url}/train/{job_id}/stop", headers=legacy_stack.headers("bob")) as r:
+    async with http.post(
+        f"{legacy_stack.url}/train/{job_id}/stop", headers=legacy_stack.headers("bob")
+    ) as r:
         assert r.status == 404
     async with http.post(f"{legacy_stack.url}/train/{job_id}/stop", headers=headers) as r:
         stopped = await r.json()
     assert stopped["status"] == "cancelled"
     async with http.post(f"{legacy_stack.url}/train/{job_id}/stop", headers=headers) as r:
         assert r.status == 400  # FAILED_PRECONDITION: it already ended
-    async with http.post(f"{legacy_stack.url}/generate", json={"prompt": "hi"}, headers=headers) as r:
-        assert r.status == 400 and (await r.json())["details"][-1]["field_violations"][0]["field"] == "model"
+    async with http.post(
+        f"{legacy_stack.url}/generate", json={"prompt": "hi"}, headers=headers
+    ) as r:
+        assert (
+            r.status == 400
+            and (await r.json())["details"][-1]["field_violations"][0]["field"] == "model"
+        )
 
 
 # ---- end to end: real training on the tiny model ------------------------------------------
@@ -194,13 +249,24 @@ async def test_seed_client_trains_lora_and_qlora_and_generates(tmp_path, tiny_mo
         async with http.get(f"{stack.url}/health") as r:
             assert (await r.json())["status"] == "healthy"
         jobs = {}
-        for kind, name, fmt, qlora in (("lora", "alpaca_example.json", "alpaca", False),
-                                       ("qlora", "sharegpt_example.json", "sharegpt", True)):
-            async with http.post(f"{stack.url}/datasets/validate", json={"file_path": str(EXAMPLES / name)},
-                                 headers=headers) as r:
+        for kind, name, fmt, qlora in (
+            ("lora", "alpaca_example.json", "alpaca", False),
+            ("qlora", "sharegpt_example.json", "sharegpt", True),
+        ):
+            async with http.post(
+                f"{stack.url}/datasets/validate",
+                json={"file_path": str(EXAMPLES / name)},
+                headers=headers,
+            ) as r:
                 assert (await r.json())["valid"] is True
-            body = train_body(stack, EXAMPLES / name, experiment_name=f"{kind} run", max_steps=3,
-                              lora={"use_qlora": qlora}, dataset={"dataset_format": fmt})
+            body = train_body(
+                stack,
+                EXAMPLES / name,
+                experiment_name=f"{kind} run",
+                max_steps=3,
+                lora={"use_qlora": qlora},
+                dataset={"dataset_format": fmt},
+            )
             async with http.post(f"{stack.url}/train/start", json=body, headers=headers) as r:
                 assert r.status == 200, await r.text()
                 started = await r.json()
@@ -221,8 +287,12 @@ async def test_seed_client_trains_lora_and_qlora_and_generates(tmp_path, tiny_mo
             rest.pop()
         seen += [line["result"]["event"] for line in rest]
         stack.gateway = await start_gateway(stack.gateway.config)
-        async with http.get(f"{stack.url}{events_url}?after_sequence={seen[-1]['sequence']}", headers=headers) as r:
-            seen += [json.loads(line)["result"]["event"] async for line in r.content if line.strip()]
+        async with http.get(
+            f"{stack.url}{events_url}?after_sequence={seen[-1]['sequence']}", headers=headers
+        ) as r:
+            seen += [
+                json.loads(line)["result"]["event"] async for line in r.content if line.strip()
+            ]
         assert [int(e["sequence"]) for e in seen] == list(range(1, len(seen) + 1))
         assert seen[-1]["state_change"]["state"] == "JOB_STATE_SUCCEEDED"
         assert any("training_metrics" in e for e in seen)
@@ -235,19 +305,32 @@ async def test_seed_client_trains_lora_and_qlora_and_generates(tmp_path, tiny_mo
             details = status["lora_details"]
             assert details["rank"] == 4 and details["alpha"] == 8
             assert 0 < details["trainable_params"] < details["total_params"]
-            assert status["dataset_details"]["format"] == ("alpaca" if kind == "lora" else "sharegpt")
+            assert status["dataset_details"]["format"] == (
+                "alpaca" if kind == "lora" else "sharegpt"
+            )
             assert status["adapter_path"]
 
-            async with http.post(f"{stack.url}/generate", headers=headers, json={
-                "prompt": "What is a token?", "model": f"fine-tuned/{job_id}", "max_tokens": 8, "temperature": 0.0,
-                "top_p": 1.0,
-            }) as r:
+            async with http.post(
+                f"{stack.url}/generate",
+                headers=headers,
+                json={
+                    "prompt": "What is a token?",
+                    "model": f"fine-tuned/{job_id}",
+                    "max_tokens": 8,
+                    "temperature": 0.0,
+                    "top_p": 1.0,
+                },
+            ) as r:
                 assert r.status == 200, await r.text()
                 generated = await r.json()
-            assert generated["generated_tokens"] > 0 and isinstance(generated["generated_text"], str)
+            assert generated["generated_tokens"] > 0 and isinstance(
+                generated["generated_text"], str
+            )
             assert generated["adapter_path"] == status["adapter_path"]
 
-        async with http.get(f"{stack.url}/train/{jobs['lora']}/status", headers=stack.headers("bob")) as r:
+        async with http.get(
+            f"{stack.url}/train/{jobs['lora']}/status", headers=stack.headers("bob")
+        ) as r:
             assert r.status == 404
         async with http.get(f"{stack.url}/train", headers=headers) as r:
             assert {j["job_id"] for j in (await r.json())["jobs"]} == set(jobs.values())

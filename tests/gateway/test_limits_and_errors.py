@@ -76,10 +76,23 @@ def test_stream_limiter_counts_per_key_and_releases_on_exit():
 
 def test_http_table_is_grpc_gateways():
     expected = {
-        "OK": 200, "CANCELLED": 499, "UNKNOWN": 500, "INVALID_ARGUMENT": 400, "DEADLINE_EXCEEDED": 504,
-        "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "PERMISSION_DENIED": 403, "UNAUTHENTICATED": 401,
-        "RESOURCE_EXHAUSTED": 429, "FAILED_PRECONDITION": 400, "ABORTED": 409, "OUT_OF_RANGE": 400,
-        "UNIMPLEMENTED": 501, "INTERNAL": 500, "UNAVAILABLE": 503, "DATA_LOSS": 500,
+        "OK": 200,
+        "CANCELLED": 499,
+        "UNKNOWN": 500,
+        "INVALID_ARGUMENT": 400,
+        "DEADLINE_EXCEEDED": 504,
+        "NOT_FOUND": 404,
+        "ALREADY_EXISTS": 409,
+        "PERMISSION_DENIED": 403,
+        "UNAUTHENTICATED": 401,
+        "RESOURCE_EXHAUSTED": 429,
+        "FAILED_PRECONDITION": 400,
+        "ABORTED": 409,
+        "OUT_OF_RANGE": 400,
+        "UNIMPLEMENTED": 501,
+        "INTERNAL": 500,
+        "UNAVAILABLE": 503,
+        "DATA_LOSS": 500,
     }
     assert {code.name: status for code, status in HTTP_STATUS.items()} == expected
     assert set(HTTP_STATUS) == set(grpc.StatusCode)
@@ -88,7 +101,10 @@ def test_http_table_is_grpc_gateways():
 
 def test_error_json_carries_status_details_and_retry_after():
     exc = ServiceError(
-        grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down", reason="RATE_LIMITED", retry_after_seconds=1.2
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "slow down",
+        reason="RATE_LIMITED",
+        retry_after_seconds=1.2,
     )
     response = error_response(exc)
     assert response.status == 429
@@ -108,7 +124,9 @@ def test_bad_request_json_lists_field_violations_and_legacy_detail():
     assert response.status == 400
     body = json.loads(response.text)
     bad = next(d for d in body["details"] if d["@type"].endswith("google.rpc.BadRequest"))
-    assert bad["field_violations"] == [{"field": "spec.lora.rank", "description": "must be at least 1, got 0"}]
+    assert bad["field_violations"] == [
+        {"field": "spec.lora.rank", "description": "must be at least 1, got 0"}
+    ]
     assert body["detail"] == body["message"]
     assert "Retry-After" not in response.headers
 

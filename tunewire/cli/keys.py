@@ -19,16 +19,22 @@ from tunewire.gateway.keys import KeysFileError, add_key, read_keys_file, remove
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tunewire keys", description="API keys for tunewire's gateway.")
+    parser = argparse.ArgumentParser(
+        prog="tunewire keys", description="API keys for tunewire's gateway."
+    )
     sub = parser.add_subparsers(dest="action", required=True)
-    create = sub.add_parser("create", help="make a key; it is printed once and only its hash is stored")
+    create = sub.add_parser(
+        "create", help="make a key; it is printed once and only its hash is stored"
+    )
     create.add_argument("name", help="who the key is for (1-64 letters, digits, . _ @ -)")
     create.add_argument("--admin", action="store_true", help="the key sees and manages every job")
     listing = sub.add_parser("list", help="list key names and roles")
     revoke = sub.add_parser("revoke", help="remove a key")
     revoke.add_argument("name")
     for p in (create, listing, revoke):
-        p.add_argument("--keys-file", type=Path, default=None, help="default $TUNEWIRE_HOME/keys.yaml")
+        p.add_argument(
+            "--keys-file", type=Path, default=None, help="default $TUNEWIRE_HOME/keys.yaml"
+        )
     return parser
 
 
@@ -39,8 +45,11 @@ def run_keys(argv: list[str]) -> int:
         if args.action == "create":
             key = add_key(path, args.name, "admin" if args.admin else "member")
             print(key)
-            print(f"(key {args.name!r}, role {'admin' if args.admin else 'member'}, stored as a hash in {path}; "
-                  "it is not shown again)", file=sys.stderr)
+            print(
+                f"(key {args.name!r}, role {'admin' if args.admin else 'member'}, stored as a hash in {path}; "
+                "it is not shown again)",
+                file=sys.stderr,
+            )
         elif args.action == "list":
             for entry in read_keys_file(path):
                 print(f"{entry.name}\t{entry.role}\t{entry.created}")
