@@ -1,0 +1,512 @@
+"""Shared pieces of the trainer and distributed benchmarks: models, data, worker and daemon processes, figures.
+
+Nothing here imports mlx: the benchmark drivers stay light and start the
+processes that do (the training worker, mlx-lm's trainer, the daemon) the way
+tunewire runs them, with the environment `tunewire.trainer.blas.worker_env`
+gives a worker. Scratch files live in bench/.work/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import platform
+import random
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+from tunewire import tiny_model, tiny_tokenizer
+from tunewire.tiny_model import Preset
+
+WORK = Path(__file__).resolve().parent / ".work"
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+# A Llama ten times the tiny preset (4.1M parameters, the tokenizer's own
+# vocabulary): big enough that a training step (about a second on two cores)
+# dwarfs any per-step bookkeeping, small enough for minutes-long benchmarks.
+SMALL = Preset(
+    model_type="llama",
+    architecture="LlamaForCausalLM",
+    hidden_size=256,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=768,
+    max_position_embeddings=2048,
+    rope_theta=10000.0,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=False,
+)
+EXTRA_PRESETS = {"small": SMALL}
+
+_TEXT = (
+    "the model learns from examples of questions and answers about data training loss rate "
+    "gradient batch token layer attention weight memory speed quality result error value "
+    "function return list string number file line record format check split seed report "
+    "a an of to in for with on at by from is are was be this that it as or and not can will "
+    "write explain describe summarize translate compare show why how what when where python code"
+)
+_WORDS = _TEXT.split()
+
+
+# ---- models -----------------------------------------------------------------------
+
+
+def preset_of(name: str) -> Preset:
+    if name in EXTRA_PRESETS:
+        return EXTRA_PRESETS[name]
+    if name in tiny_model.PRESETS:
+        return tiny_model.PRESETS[name]
+    raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(model_names())}")
+
+
+def model_names() -> list[str]:
+    return [*tiny_model.PRESETS, *EXTRA_PRESETS]
+
+
+def parameter_count(name: str) -> int:
+    preset = preset_of(name)
+    return tiny_model.parameter_count(preset, preset.vocab_size or tiny_tokenizer.train_tokenizer().get_vocab_size())
+
+
+def model_dir(name: str, dtype: str = "float32") -> Path:
+    """The random model `name` in bench/.work/models/, built on first use."""
+    out = WORK / "models" / f"{name}-{dtype}"
+    if (out / "config.json").is_file():
+        return out
+    if name in tiny_model.PRESETS:
+        return tiny_model.build_tiny_model(out, seed=0, preset=name, dtype=dtype, overwrite=True)
+    _build_extra(out, name, dtype)
+    return out
+
+
+def _build_extra(out: Path, name: str, dtype: str) -> None:
+    """A model of one of EXTRA_PRESETS' shapes, from tiny_model's public building blocks."""
+    preset = EXTRA_PRESETS[name]
+    staging = out.with_name(out.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    tokenizer = tiny_tokenizer.train_tokenizer()
+    ids = tiny_tokenizer.special_token_ids(tokenizer)
+    vocab = tokenizer.get_vocab_size()
+    tiny_model.write_safetensors(staging / "model.safetensors", tiny_model.tensor_specs(preset, vocab), 0, dtype)
+    tiny_tokenizer.write_tokenizer_files(staging, tokenizer, preset.max_position_embeddings)
+    tiny_tokenizer.write_json(staging / "generation_config.json", tiny_model.generation_config(ids))
+    tiny_tokenizer.write_json(staging / "config.json", tiny_model.model_config(preset, vocab, ids, dtype, name, 0))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(staging, out)
+
+
+def remove_model(name: str, dtype: str = "float32") -> None:
+    shutil.rmtree(WORK / "models" / f"{name}-{dtype}", ignore_errors=True)
+
+
+# ---- data -------------------------------------------------------------------------
+
+
+def write_chat_data(path: Path, records: int = 64, words: int = 400, seed: int = 0) -> Path:
+    """OpenAI-style `messages` JSONL whose records are all longer than any benchmark's
+    max_seq_length (about 1.5 tokens a word): truncated, every record is exactly that
+    long, so every batch has the same shape and tokens per step are known."""
+    rng = random.Random(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for n in range(records):
+            messages = [
+                {"role": "system", "content": "You answer questions about machine learning."},
+                {"role": "user", "content": f"[{n}] " + " ".join(rng.choices(_WORDS, k=words // 4))},
+                {"role": "assistant", "content": " ".join(rng.choices(_WORDS, k=words))},
+            ]
+            f.write(json.dumps({"messages": messages}) + "\n")
+    return path
+
+
+def canonical_data(raw: Path) -> Path:
+    """`raw` validated and normalized by the function the daemon uses for a job's data."""
+    from tunewire.trainer.dataset_ops import normalize_and_split
+
+    result = normalize_and_split(raw, raw.parent / (raw.stem + "-canonical"), "train", 0.0, 0)
+    if result.report.errors:
+        raise RuntimeError(f"benchmark data {raw} did not validate: {result.report.errors[:3]}")
+    return Path(result.train_path)
+
+
+# ---- the training worker ----------------------------------------------------------
+
+
+def worker_config(job_dir: Path, model: Path, train_path: Path, method: str = "lora", *,
+                  steps: int, batch_size: int, seq_length: int, report_every: int,
+                  rank: int = 8, world_size: int = 1, **extra) -> dict:
+    """A worker config as the daemon writes it (every field the daemon sets)."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "job_id": job_dir.name,
+        "job_dir": str(job_dir),
+        "model": str(model),
+        "method": method,
+        "train_path": str(train_path),
+        "validation_path": None,
+        "lora": {"rank": rank, "alpha": 2.0 * rank, "dropout": 0.0, "target_modules": [],
+                 "num_layers": -1},
+        "quantization": {"bits": 4, "group_size": 64},
+        "hyperparameters": {
+            "max_steps": steps, "batch_size": batch_size, "learning_rate": 1e-4,
+            "optimizer": "adamw", "weight_decay": 0.01, "max_seq_length": seq_length, "seed": 0,
+        },
+        "loss_masking": "all",
+        "checkpointing": {"interval_steps": 10**9, "keep_last": 1},
+        "report_interval_steps": report_every,
+        "distributed": {"world_size": world_size, "backend": "ring", "hosts": []},
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    (job_dir / "worker_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return config
+
+
+def bench_env(openblas: bool = True, threads: int | None = None) -> dict:
+    """A worker's environment as the daemon builds it; OpenBLAS off with TUNEWIRE_OPENBLAS=0."""
+    from tunewire.trainer.blas import worker_env
+
+    base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "TUNEWIRE_OPENBLAS")}
+    base.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    if not openblas:
+        base["TUNEWIRE_OPENBLAS"] = "0"
+    return worker_env(base, threads=threads)
+
+
+class WorkerProcess:
+    """A worker (rank 0) started like the daemon starts it: events on a pipe, commands on stdin."""
+
+    def __init__(self, argv: list[str], env: dict, job_dir: Path, log_name: str = "train.log"):
+        read_fd, write_fd = os.pipe()
+        self.log_path = Path(job_dir) / log_name
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [*argv, "--events-fd", str(write_fd)], cwd=job_dir, env=env,
+                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
+            )
+        os.close(write_fd)
+        self._fd, self._buffer = read_fd, b""
+        self.events: list[dict] = []
+        self.rusage = None
+
+    @classmethod
+    def start(cls, config: dict, env: dict) -> WorkerProcess:
+        argv = [PYTHON, "-m", "tunewire.trainer.worker", "--config",
+                str(Path(config["job_dir"]) / "worker_config.json")]
+        return cls(argv, env, Path(config["job_dir"]))
+
+    def next_event(self, timeout: float) -> dict | None:
+        """The next event; None when the worker closed the pipe (it exited)."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._fd], [], [], left)[0]:
+                raise TimeoutError(f"no worker event within {timeout:.0f} s; log {self.log_path}:\n{self.log_tail()}")
+            chunk = os.read(self._fd, 65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        event = json.loads(line)
+        self.events.append(event)
+        if event["type"] == "error":
+            raise RuntimeError(f"the worker failed: {event.get('reason')}: {event.get('message')}")
+        return event
+
+    def metrics_until(self, step: int, timeout: float) -> list[dict]:
+        """Metrics events up to the one for `step` (or the end of the run)."""
+        while (event := self.next_event(timeout)) is not None:
+            if event["type"] == "metrics" and event["step"] >= step:
+                break
+        return self.metrics()
+
+    def metrics(self) -> list[dict]:
+        return [e for e in self.events if e["type"] == "metrics"]
+
+    def finish(self, timeout: float = 600) -> int:
+        while self.next_event(timeout) is not None:
+            pass
+        return self._reap(timeout)
+
+    def kill(self) -> int:
+        """SIGKILL now (nothing saved); the exit status, with the process's rusage kept."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        return self._reap(60)
+
+    def _reap(self, timeout: float) -> int:
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        if self.rusage is None:
+            deadline = time.monotonic() + timeout
+            while True:
+                pid, status, rusage = os.wait4(self.proc.pid, os.WNOHANG)
+                if pid:
+                    self.proc.returncode = os.waitstatus_to_exitcode(status)
+                    self.rusage = rusage
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"worker {self.proc.pid} did not exit")
+                time.sleep(0.05)
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+        return self.proc.returncode
+
+    @property
+    def peak_rss_bytes(self) -> int:
+        """Peak resident set size over the process's life (Linux reports KiB)."""
+        return self.rusage.ru_maxrss * 1024 if self.rusage else 0
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+# ---- the trainer daemon -----------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    """`tunewire-trainer` in its own process, as in production."""
+
+    def __init__(self, home: Path, data_root: Path, env: dict | None = None):
+        self.home = home
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        home.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ if env is None else env, TUNEWIRE_HOME=str(home), HF_HUB_OFFLINE="1")
+        self._log = open(home / "daemon.log", "ab")  # noqa: SIM115 - lives as long as the daemon
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "tunewire.trainer.main", "--home", str(home), "--listen", self.address,
+             "--data-root", str(data_root)],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    async def ready(self, timeout: float = 120) -> None:
+        """SERVING, and the capability probe (a one-off mlx import) finished."""
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        from tunewire.v1 import training_service_pb2 as svc
+        from tunewire.v1 import training_service_pb2_grpc as svc_grpc
+
+        deadline = time.monotonic() + timeout
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"the trainer exited; see {self.home / 'daemon.log'}")
+                try:
+                    reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.aio.AioRpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the trainer at {self.address} did not start within {timeout} s")
+                await asyncio.sleep(0.2)
+            await svc_grpc.TrainingServiceStub(channel).GetServerInfo(svc.GetServerInfoRequest(), timeout=timeout)
+
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def child_pids(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (Linux)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry.name))
+    return children
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def job_spec(model: Path, data: Path, method: str = "lora", *, steps: int, batch_size: int,
+             seq_length: int, report_every: int, rank: int = 8, world_size: int = 1):
+    """The TrainingJobSpec matching `worker_config` (same model, data and settings)."""
+    from tunewire.v1 import training_job_pb2 as job_pb
+
+    methods = {"lora": job_pb.TRAINING_METHOD_LORA, "qlora": job_pb.TRAINING_METHOD_QLORA,
+               "dora": job_pb.TRAINING_METHOD_DORA, "full": job_pb.TRAINING_METHOD_FULL}
+    return job_pb.TrainingJobSpec(
+        model=str(model),
+        dataset=job_pb.DatasetSource(path=str(data)),
+        method=methods[method],
+        lora=job_pb.LoraConfig(rank=rank, alpha=2.0 * rank, num_layers=-1),
+        hyperparameters=job_pb.Hyperparameters(
+            max_steps=steps, batch_size=batch_size, learning_rate=1e-4, optimizer=job_pb.OPTIMIZER_ADAMW,
+            weight_decay=0.01, max_seq_length=seq_length, seed=0,
+        ),
+        loss_masking=job_pb.LOSS_MASKING_ALL_TOKENS,
+        checkpointing=job_pb.CheckpointConfig(interval_steps=10**9, keep_last=1),
+        report_interval_steps=report_every,
+        distributed=job_pb.DistributedConfig(world_size=world_size),
+    )
+
+
+def event_seconds(event) -> float:
+    """A TrainingEvent's `time` in unix seconds."""
+    return event.time.seconds + event.time.nanos / 1e9
+
+
+# ---- figures ----------------------------------------------------------------------
+
+
+@dataclass
+class Rate:
+    """Steady-state throughput between two metrics reports."""
+
+    tokens: int
+    seconds: float
+    steps: int
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.seconds / self.steps
+
+
+def steady_rate(reports: list[tuple[int, float, int]], warmup_steps: int) -> Rate:
+    """Throughput from (step, unix time, trained tokens) reports, after `warmup_steps`.
+
+    Wall time between the first report at or after the warm-up and the last
+    one: everything the trainer does in between counts (batches, steps, reports).
+    """
+    window = [r for r in reports if r[0] >= warmup_steps]
+    if len(window) < 2:
+        raise ValueError(f"need two reports after step {warmup_steps}, got {[r[0] for r in reports]}")
+    (s0, t0, n0), (s1, t1, n1) = window[0], window[-1]
+    return Rate(tokens=n1 - n0, seconds=t1 - t0, steps=s1 - s0)
+
+
+def interval_rates(reports: list[tuple[int, float, int]], warmup_steps: int) -> list[float]:
+    """Tokens/s of each report interval after the warm-up (report to report, wall time).
+
+    On a shared machine other work only ever slows a run down, so the best
+    intervals show the undisturbed speed and their median a typical one.
+    """
+    window = [r for r in reports if r[0] >= warmup_steps]
+    return [(n1 - n0) / (t1 - t0) for (_, t0, n0), (_, t1, n1) in itertools.pairwise(window)]
+
+
+def worker_reports(metrics: list[dict]) -> list[tuple[int, float, int]]:
+    """(step, unix time, trained tokens) of a worker's metrics events."""
+    return [(m["step"], m["time"], m["trained_tokens"]) for m in metrics]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100), linear between the closest ranks."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q / 100
+    low, high = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.2f}"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line(load_at_start: float | None = None) -> str:
+    """Date, CPU, load and library versions, for the line under a command in RESULTS.md."""
+    from tunewire.trainer.blas import find_openblas
+
+    load = os.getloadavg()[0]
+    loads = f"load average {load_at_start:.1f} at the start, {load:.1f} at the end" if load_at_start is not None \
+        else f"load average {load:.1f} at the end"
+    library = find_openblas({k: v for k, v in os.environ.items() if k != "TUNEWIRE_OPENBLAS"})
+    return (
+        f"{time.strftime('%Y-%m-%d')}; {cpu_name()}, {os.cpu_count()} CPUs, "
+        f"{_memory_gib():.0f} GiB RAM, {loads}; mlx {version('mlx')}, mlx-lm {version('mlx-lm')}; "
+        f"OpenBLAS `{library}`, OPENBLAS_NUM_THREADS {os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}"
+    )
+
+
+def _memory_gib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return 0.0
+
+
+def table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
+    """A Markdown table; `align` one character per column, 'l' or 'r' (default: first left)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    marks = ["---" if a == "l" else "---:" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def emit(section: str, out: str | None) -> None:
+    """Prints a Markdown section and, with --out, writes it there too."""
+    print(section, flush=True)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(section + "\n", encoding="utf-8")

@@ -1,0 +1,240 @@
+"""Peak memory of LoRA, QLoRA (4-bit) and DoRA against full fine-tuning, on the Qwen2.5-0.5B-shaped model.
+
+    .venv/bin/python -m bench.trainer_memory [--methods full,lora,dora,qlora] [--batch 2] [--seq 128]
+        [--steps 1] [--explain] [--keep-model] [--out FILE]
+
+Builds the random `qwen2.5-0.5b` preset (494M parameters, the real 151,936-token
+vocabulary, tied embedding; bfloat16 on disk like the real checkpoint) in
+bench/.work/, then runs the training worker once per method, one at a time, as
+the daemon starts it, at the same batch and sequence length. Each worker is
+stopped (SIGKILL) right after its metrics report for the last measured step,
+before it saves anything, and reports: MLX peak memory (`peak_memory_bytes`
+in its metrics: the process's whole life, loading included), its RSS at that
+report, and its peak RSS (the kernel's, from wait4).
+
+--explain also runs each method through the worker's own setup and training
+loop in-process, resetting MLX's peak counter between loading and training,
+to split the peak into "loading the model" and "training", and prints the
+sizes the peak is made of (weights, gradients, AdamW state, logits).
+The model files (about 1 GB) are deleted at the end unless --keep-model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench import common
+
+MODEL = "qwen2.5-0.5b"
+METHODS = ("full", "lora", "dora", "qlora")
+TARGETS = {"qlora": 0.80, "lora": 0.65}
+
+
+def run_worker(model: Path, data: Path, method: str, args, scratch: Path) -> dict:
+    job_dir = Path(tempfile.mkdtemp(prefix=f"{method}-", dir=scratch))
+    # max_steps beyond the measured ones: no final checkpoint or artifact to wait for.
+    config = common.worker_config(job_dir, model, data, method, steps=args.steps + 1000,
+                                  batch_size=args.batch, seq_length=args.seq, report_every=1)
+    worker = common.WorkerProcess.start(config, common.bench_env())
+    try:
+        metrics = worker.metrics_until(args.steps, timeout=3600)
+    finally:
+        worker.kill()
+    setup = next(e for e in worker.events if e["type"] == "setup")
+    last = metrics[-1]
+    return {
+        "peak": last["peak_memory_bytes"],
+        "rss": last["rss_bytes"],
+        "peak_rss": worker.peak_rss_bytes,
+        "trainable": setup["lora_details"]["trainable_parameters"],
+        "total": setup["lora_details"]["total_parameters"],
+        "seconds_per_step": 1 / last["iterations_per_second"] if last["iterations_per_second"] else 0.0,
+    }
+
+
+# ---- --explain: the worker's own code in-process, with the peak counter reset after loading ----
+
+
+def explain_child(config_path: str) -> dict:
+    import io
+
+    import mlx.core as mx
+    from tunewire.trainer.worker import checkpoint
+    from tunewire.trainer.worker.config import load
+    from tunewire.trainer.worker.data import TrainBatches, load_dataset
+    from tunewire.trainer.worker.distributed import World
+    from tunewire.trainer.worker.events import ControlReader, EventWriter
+    from tunewire.trainer.worker.loop import Trainer
+    from tunewire.trainer.worker.model_setup import setup_model
+    from tunewire.trainer.worker.optim import build_optimizer
+    from tunewire.trainer.worker.wandb_log import WandbLogger
+
+    class NoSaveTrainer(Trainer):
+        """The worker's loop, minus checkpoint writes (a full model's would be 6 GB of disk)."""
+
+        def _checkpoint(self) -> None:
+            self.last_checkpoint_step = self.state.step
+
+    config = load(config_path)
+    hp = config.hyperparameters
+    loaded, _setup, counts = setup_model(config)
+    mx.eval(loaded.model.parameters())
+    phases = {"load_peak": mx.get_peak_memory(), "weights": mx.get_active_memory()}
+    mx.reset_peak_memory()
+    data = load_dataset(config.train_path, loaded.tokenizer, config.loss_masking, hp.max_seq_length)
+    batches = TrainBatches(data, hp.batch_size, hp.seed, hp.max_seq_length)
+    events = EventWriter(None, echo=None)
+    trainer = NoSaveTrainer(config, loaded.model, build_optimizer(hp, hp.max_steps), batches, None,
+                            hp.max_steps, events, ControlReader(io.BytesIO()), World(),
+                            WandbLogger(config, events, enabled=False), {}, checkpoint.TrainState())
+    trainer.run()
+    phases["train_peak"] = mx.get_peak_memory()
+    phases["trainable"] = counts.trainable
+    return phases
+
+
+def explain(model: Path, data: Path, method: str, args, scratch: Path) -> dict:
+    job_dir = Path(tempfile.mkdtemp(prefix=f"explain-{method}-", dir=scratch))
+    common.worker_config(job_dir, model, data, method, steps=args.steps, batch_size=args.batch,
+                         seq_length=args.seq, report_every=1)
+    done = subprocess.run(
+        [common.PYTHON, "-m", "bench.trainer_memory", "--explain-child", str(job_dir / "worker_config.json")],
+        cwd=common.REPO, env=common.bench_env(), capture_output=True, text=True, check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"--explain for {method} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---- the report ------------------------------------------------------------------------
+
+
+def components(args) -> list[tuple[str, float]]:
+    """The sizes a float32 training peak of this model is made of, from its shape."""
+    preset = common.preset_of(MODEL)
+    params = common.parameter_count(MODEL)
+    embedding = preset.vocab_size * preset.hidden_size
+    tokens = args.batch * args.seq
+    return [
+        ("all weights, float32", params * 4),
+        ("of which the tied embedding / output head (151,936 x 896)", embedding * 4),
+        ("gradients of all weights (FULL), float32", params * 4),
+        ("AdamW's two moments for all weights (FULL), float32", 2 * params * 4),
+        (f"logits, {args.batch} x {args.seq} x {preset.vocab_size:,} float32 (one copy)",
+         tokens * preset.vocab_size * 4),
+        ("all weights in 4 bits (group 64, a float32 scale and bias per group: 0.625 bytes a weight)",
+         params * (0.5 + 8 / 64)),
+    ]
+
+
+def reduction(value: float, full: float) -> str:
+    return f"{100 * (1 - value / full):.0f}%"
+
+
+def report(args, runs: dict, explained: dict, load_at_start: float) -> str:
+    full = runs.get("full")
+    rows = []
+    for method, r in runs.items():
+        rows.append([
+            method.upper(),
+            f"{r['trainable']:,}",
+            common.gib(r["peak"]),
+            reduction(r["peak"], full["peak"]) if full and method != "full" else "",
+            common.gib(r["rss"]),
+            common.gib(r["peak_rss"]),
+            reduction(r["peak_rss"], full["peak_rss"]) if full and method != "full" else "",
+            f"{r['seconds_per_step']:.1f}",
+        ])
+    command = (f".venv/bin/python -m bench.trainer_memory --methods {args.methods} --batch {args.batch} "
+               f"--seq {args.seq} --steps {args.steps} --dtype {args.dtype}" + (" --explain" if args.explain else ""))
+    lines = [
+        "## Trainer: peak memory of LoRA, QLoRA and DoRA against full fine-tuning",
+        "",
+        f"Command: `{command}` ({common.machine_line(load_at_start)}).",
+        "",
+        (f"The random Qwen2.5-0.5B-shaped model ({common.parameter_count(MODEL):,} parameters, vocabulary "
+        f"151,936, tied embedding, {args.dtype} on disk), trained by the worker as the daemon starts it, in "
+        f"float32 on the CPU, batch {args.batch} x {args.seq} tokens, AdamW; adapters rank 8 on every linear "
+        "layer of all 24 blocks; QLoRA quantizes the base to 4 bits (group 64) at load. Each worker ran "
+        f"{args.steps} step(s) and was stopped after its report for the last one. MLX peak: the worker's "
+        "`peak_memory_bytes` (process lifetime, loading included); RSS: its `rss_bytes` at that report; "
+        "peak RSS: the kernel's maximum resident set (wait4)."),
+        "",
+        common.table(["method", "trainable parameters", "MLX peak GiB", "below FULL", "RSS GiB",
+                      "peak RSS GiB", "below FULL", "s/step"], rows),
+        "",
+        "Targets: QLoRA at least 80% below FULL, LoRA at least 65% below FULL.",
+    ]
+    if explained:
+        full_x = explained.get("full")
+        rows = []
+        for method, e in explained.items():
+            rows.append([
+                method.upper(), common.gib(e["load_peak"]), common.gib(e["weights"]), common.gib(e["train_peak"]),
+                reduction(e["train_peak"], full_x["train_peak"]) if full_x and method != "full" else "",
+                common.gib(e["train_peak"] - e["weights"]),
+            ])
+        lines += [
+            "",
+            ("Where the peak comes from (`--explain`: the worker's own `setup_model` and training loop in "
+            "one process, MLX's peak counter reset between loading and training; checkpoints skipped):"),
+            "",
+            common.table(["method", "peak while loading GiB", "weights after setup GiB",
+                          "peak while training GiB", "training peak below FULL", "training peak above weights GiB"],
+                         rows),
+            "",
+            "Sizes from the model's shape:",
+            "",
+            common.table(["what", "GiB"], [[name, common.gib(size)] for name, size in components(args)]),
+        ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated, FULL first for the ratios")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--seq", type=int, default=128, help="tokens per record (every record is this long)")
+    parser.add_argument("--steps", type=int, default=1, help="training steps per method")
+    parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"), help="of the model files")
+    parser.add_argument("--explain", action="store_true", help="also split the peak into loading and training")
+    parser.add_argument("--keep-model", action="store_true", help="keep the ~1-2 GB model in bench/.work/")
+    parser.add_argument("--out", help="also write the Markdown section to this file")
+    parser.add_argument("--explain-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.explain_child:
+        print(json.dumps(explain_child(args.explain_child)))
+        return 0
+    methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"--methods: unknown {unknown[0]!r}; choose from {', '.join(METHODS)}")
+    load_at_start = os.getloadavg()[0]
+    scratch = common.WORK / "trainer_memory"
+    scratch.mkdir(parents=True, exist_ok=True)
+    data = common.canonical_data(common.write_chat_data(scratch / "data" / "chat.jsonl", records=16))
+    model = common.model_dir(MODEL, args.dtype)
+    try:
+        runs, explained = {}, {}
+        for method in methods:
+            runs[method] = run_worker(model, data, method, args, scratch)
+            print(f"  {method}: MLX peak {common.gib(runs[method]['peak'])} GiB, peak RSS "
+                  f"{common.gib(runs[method]['peak_rss'])} GiB", file=sys.stderr, flush=True)
+            if args.explain:
+                explained[method] = explain(model, data, method, args, scratch)
+                print(f"  {method} explained: {explained[method]}", file=sys.stderr, flush=True)
+    finally:
+        if not args.keep_model:
+            common.remove_model(MODEL, args.dtype)
+    common.emit(report(args, runs, explained, load_at_start), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
