@@ -14,7 +14,9 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def run(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], check=False, capture_output=True, text=True, timeout=60, cwd=cwd, env=env)
+    return subprocess.run(
+        [*CLI, *args], check=False, capture_output=True, text=True, timeout=60, cwd=cwd, env=env
+    )
 
 
 def one_line(result: subprocess.CompletedProcess) -> str:
@@ -27,7 +29,12 @@ def one_line(result: subprocess.CompletedProcess) -> str:
 
 def test_no_server_is_one_line_that_says_what_to_do(tmp_path):
     address = f"127.0.0.1:{free_port()}"  # nothing listens there
-    for args in (["jobs"], ["watch", "job-000000000000"], ["info"], ["--address", address, "datasets", "list"]):
+    for args in (
+        ["jobs"],
+        ["watch", "job-000000000000"],
+        ["info"],
+        ["--address", address, "datasets", "list"],
+    ):
         result = run(*args, "--address", address) if args[0] != "--address" else run(*args)
         line = one_line(result)
         assert result.returncode == 1
@@ -37,17 +44,28 @@ def test_no_server_is_one_line_that_says_what_to_do(tmp_path):
 
 
 def test_unknown_config_key_names_line_and_suggests(tmp_path, tiny_model_dir):
-    (tmp_path / "alpaca_example.json").write_text('[{"instruction": "a", "input": "", "output": "b"}]')
+    (tmp_path / "alpaca_example.json").write_text(
+        '[{"instruction": "a", "input": "", "output": "b"}]'
+    )
     config = write_config(tmp_path / "bad.yaml", tiny_model_dir, batch_size=None, batch_sise=2)
     # The mistake is found before any connection: no server is needed to hear about it.
-    line = one_line(run("train", str(config), "--address", f"127.0.0.1:{free_port()}", cwd=tmp_path))
-    assert line == f"tunewire train: {config}:13: unknown key 'batch_sise' (did you mean 'batch_size'?)"
+    line = one_line(
+        run("train", str(config), "--address", f"127.0.0.1:{free_port()}", cwd=tmp_path)
+    )
+    assert (
+        line
+        == f"tunewire train: {config}:13: unknown key 'batch_sise' (did you mean 'batch_size'?)"
+    )
 
     nested = tmp_path / "nested.yaml"
-    nested.write_text(f"model: {tiny_model_dir}\ndataset: {{path: x.json}}\nhyperparameters:\n  learning_rat: 0.1\n")
+    nested.write_text(
+        f"model: {tiny_model_dir}\ndataset: {{path: x.json}}\nhyperparameters:\n  learning_rat: 0.1\n"
+    )
     line = one_line(run("train", str(nested), cwd=tmp_path))
-    assert line == (f"tunewire train: {nested}:4: hyperparameters.learning_rat: unknown key "
-                    "(did you mean 'learning_rate'?)")
+    assert line == (
+        f"tunewire train: {nested}:4: hyperparameters.learning_rat: unknown key "
+        "(did you mean 'learning_rate'?)"
+    )
 
 
 def test_bad_yaml_and_bad_values_are_one_line(tmp_path):
@@ -62,12 +80,17 @@ def test_bad_yaml_and_bad_values_are_one_line(tmp_path):
 
 
 def test_server_side_errors_are_one_line(services, tiny_model_dir):
-    spec = write_config(services.root / "rank0.yaml", tiny_model_dir, lora_parameters="{rank: 0, scale: 1.0}")
+    spec = write_config(
+        services.root / "rank0.yaml", tiny_model_dir, lora_parameters="{rank: 0, scale: 1.0}"
+    )
     line = one_line(services.cli("train", str(spec)))
     assert "rejected by the server: spec.lora.rank: must be between 1 and 1024, got 0" in line
 
     line = one_line(services.cli("jobs", "show", "job-0123456789ab"))
-    assert line == "tunewire jobs: training job 'job-0123456789ab' not found (`tunewire jobs` lists yours)"
+    assert (
+        line
+        == "tunewire jobs: training job 'job-0123456789ab' not found (`tunewire jobs` lists yours)"
+    )
 
     line = one_line(services.cli("jobs", TUNEWIRE_API_KEY="tw_wrong"))
     assert line.startswith(f"tunewire jobs: the server at {services.address} refused the call: ")

@@ -22,9 +22,18 @@ class Terminal(io.StringIO):
 
 
 def metrics(seq: int, step: int, loss: float) -> ev.TrainingEvent:
-    return ev.TrainingEvent(sequence=seq, training_metrics=job_pb.TrainingMetrics(
-        step=step, loss=loss, tokens_per_second=1500.0, iterations_per_second=2.0,
-        peak_memory_bytes=48 << 20, rss_bytes=300 << 20, trained_tokens=step * 100))
+    return ev.TrainingEvent(
+        sequence=seq,
+        training_metrics=job_pb.TrainingMetrics(
+            step=step,
+            loss=loss,
+            tokens_per_second=1500.0,
+            iterations_per_second=2.0,
+            peak_memory_bytes=48 << 20,
+            rss_bytes=300 << 20,
+            trained_tokens=step * 100,
+        ),
+    )
 
 
 def state(seq: int, value: int, reason: str = "") -> ev.TrainingEvent:
@@ -35,10 +44,20 @@ def run(view: ProgressView) -> None:
     view.set_total(10)
     view.event(state(1, job_pb.JOB_STATE_RUNNING, "training started"))
     view.event(metrics(2, 4, 2.5))
-    view.event(ev.TrainingEvent(sequence=3, evaluation_metrics=job_pb.EvaluationMetrics(
-        step=4, validation_loss=2.75, perplexity=15.64)))
+    view.event(
+        ev.TrainingEvent(
+            sequence=3,
+            evaluation_metrics=job_pb.EvaluationMetrics(
+                step=4, validation_loss=2.75, perplexity=15.64
+            ),
+        )
+    )
     view.event(metrics(4, 8, 2.0))
-    view.event(ev.TrainingEvent(sequence=5, log=ev.LogLine(level=ev.LOG_LEVEL_WARNING, message="slow disk")))
+    view.event(
+        ev.TrainingEvent(
+            sequence=5, log=ev.LogLine(level=ev.LOG_LEVEL_WARNING, message="slow disk")
+        )
+    )
     view.event(metrics(6, 10, 1.5))
     view.event(state(7, job_pb.JOB_STATE_SUCCEEDED, "finished"))
 
@@ -51,11 +70,15 @@ def test_on_a_terminal_the_bar_is_redrawn_in_place(monkeypatch):
     # Each report redraws the bar after a carriage return; other lines clear it first.
     assert text.count(CLEAR_LINE + "step ") == 3
     bar = text.split(CLEAR_LINE)[1]
-    assert bar.startswith("step  4/10 █████████░░░░░░░░░░░░░░░  40%  loss 2.500  1,500 tok/s  mem 48.0 MiB  ETA 0:03")
+    assert bar.startswith(
+        "step  4/10 █████████░░░░░░░░░░░░░░░  40%  loss 2.500  1,500 tok/s  mem 48.0 MiB  ETA 0:03"
+    )
     assert CLEAR_LINE + "validation loss 2.7500 (perplexity 15.64) at step 4\n" in text
     assert "val 2.750" in text.split("validation loss")[1]  # later bars show the validation loss
     assert CLEAR_LINE + "  warning: slow disk\n" in text
-    assert text.endswith("100%  loss 1.500  val 2.750  1,500 tok/s  mem 48.0 MiB  ETA 0:00\n[succeeded]: finished\n")
+    assert text.endswith(
+        "100%  loss 1.500  val 2.750  1,500 tok/s  mem 48.0 MiB  ETA 0:00\n[succeeded]: finished\n"
+    )
 
 
 def test_on_a_narrow_terminal_the_bar_is_cut_to_fit(monkeypatch):
@@ -63,7 +86,11 @@ def test_on_a_narrow_terminal_the_bar_is_cut_to_fit(monkeypatch):
     monkeypatch.setenv("COLUMNS", "40")
     out = Terminal()
     run(ProgressView(out))
-    bars = [chunk.split("\n")[0] for chunk in out.getvalue().split(CLEAR_LINE) if chunk.startswith("step")]
+    bars = [
+        chunk.split("\n")[0]
+        for chunk in out.getvalue().split(CLEAR_LINE)
+        if chunk.startswith("step")
+    ]
     assert bars and all(len(bar) == 39 for bar in bars)
 
 
@@ -73,7 +100,10 @@ def test_elsewhere_every_report_is_a_plain_line():
     lines = out.getvalue().splitlines()
     assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
     assert lines[0] == "[running]: training started"
-    assert lines[1] == "step  4/10 #########...............  40%  loss 2.500  1,500 tok/s  mem 48.0 MiB  ETA 0:03"
+    assert (
+        lines[1]
+        == "step  4/10 #########...............  40%  loss 2.500  1,500 tok/s  mem 48.0 MiB  ETA 0:03"
+    )
     assert lines[-1] == "[succeeded]: finished"
     assert sum(line.startswith("step ") for line in lines) == 3
 
@@ -82,16 +112,34 @@ def test_summary_has_losses_memory_and_the_adapter():
     view = ProgressView(io.StringIO(), tty=False)
     run(view)
     job = job_pb.TrainingJob(
-        id="job-1", state=job_pb.JOB_STATE_SUCCEEDED, progress=job_pb.Progress(step=10, total_steps=10),
+        id="job-1",
+        state=job_pb.JOB_STATE_SUCCEEDED,
+        progress=job_pb.Progress(step=10, total_steps=10),
         latest_metrics=job_pb.TrainingMetrics(peak_memory_bytes=48 << 20, rss_bytes=300 << 20),
-        lora_details=job_pb.LoraDetails(rank=8, alpha=16, scale=2, target_modules=["self_attn.q_proj"], num_layers=2,
-                                        trainable_parameters=1024, total_parameters=100_000, trainable_percent=1.024),
+        lora_details=job_pb.LoraDetails(
+            rank=8,
+            alpha=16,
+            scale=2,
+            target_modules=["self_attn.q_proj"],
+            num_layers=2,
+            trainable_parameters=1024,
+            total_parameters=100_000,
+            trainable_percent=1.024,
+        ),
         artifacts=job_pb.Artifacts(adapter_path="/h/jobs/job-1/adapters"),
     )
     job.start_time.FromSeconds(100)
     job.end_time.FromSeconds(165)
     summary = view.summary(job).splitlines()
-    assert summary[0] == "job-1 succeeded in 1:05: 10 of 10 steps, loss 2.500 → 1.500, best validation loss 2.750 at step 4"
-    assert summary[1] == "  1,500 tokens/s, 1,000 tokens trained, peak MLX memory 48.0 MiB, worker RSS 300.0 MiB"
-    assert summary[2].startswith("  adapter: rank 8, alpha 16 (scale 2), dropout 0, 2 block(s): self_attn.q_proj;")
+    assert (
+        summary[0]
+        == "job-1 succeeded in 1:05: 10 of 10 steps, loss 2.500 → 1.500, best validation loss 2.750 at step 4"
+    )
+    assert (
+        summary[1]
+        == "  1,500 tokens/s, 1,000 tokens trained, peak MLX memory 48.0 MiB, worker RSS 300.0 MiB"
+    )
+    assert summary[2].startswith(
+        "  adapter: rank 8, alpha 16 (scale 2), dropout 0, 2 block(s): self_attn.q_proj;"
+    )
     assert summary[3] == "  adapter files: /h/jobs/job-1/adapters"

@@ -26,8 +26,10 @@ pytestmark = pytest.mark.timeout(180)
 def server_env(ports: dict[str, int], **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TUNEWIRE_", "MLX_TRAINING_"))}
     env.update(
-        TUNEWIRE_GRPC_LISTEN=f"127.0.0.1:{ports['grpc']}", TUNEWIRE_HTTP_LISTEN=f"127.0.0.1:{ports['http']}",
-        TUNEWIRE_TRAINER_LISTEN=f"127.0.0.1:{ports['trainer']}", TUNEWIRE_ADDRESS=f"127.0.0.1:{ports['grpc']}",
+        TUNEWIRE_GRPC_LISTEN=f"127.0.0.1:{ports['grpc']}",
+        TUNEWIRE_HTTP_LISTEN=f"127.0.0.1:{ports['http']}",
+        TUNEWIRE_TRAINER_LISTEN=f"127.0.0.1:{ports['trainer']}",
+        TUNEWIRE_ADDRESS=f"127.0.0.1:{ports['grpc']}",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)
@@ -35,8 +37,14 @@ def server_env(ports: dict[str, int], **extra: str) -> dict[str, str]:
 
 
 def start(cwd: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([*CLI, "server"], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [*CLI, "server"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def read_banner(server: subprocess.Popen) -> str:
@@ -86,17 +94,35 @@ def test_server_runs_both_with_a_development_key_and_stops_on_ctrl_c(tmp_path, p
         assert "export TUNEWIRE_API_KEY=$(cat .tunewire/dev-key)" in banner
 
         # The CLI on this machine finds the key by itself; curl sends it as X-API-Key.
-        jobs = subprocess.run([*CLI, "jobs"], check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        jobs = subprocess.run(
+            [*CLI, "jobs"],
+            check=False,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert jobs.returncode == 0 and "no jobs yet" in jobs.stdout, jobs.stderr
         url = f"http://127.0.0.1:{ports['http']}/v1/jobs"
-        with urllib.request.urlopen(urllib.request.Request(url, headers={"X-API-Key": key}), timeout=10) as reply:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers={"X-API-Key": key}), timeout=10
+        ) as reply:
             assert json.load(reply).get("jobs", []) == []
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(url, timeout=10)
         assert refused.value.code == 401
 
         # A second server on the same ports is refused with one clear line.
-        second = subprocess.run([*CLI, "server"], check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        second = subprocess.run(
+            [*CLI, "server"],
+            check=False,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert second.returncode == 2 and "Traceback" not in second.stderr
         [line] = second.stderr.strip().splitlines()
         assert f"127.0.0.1:{ports['grpc']} (gateway gRPC) is in use" in line
@@ -129,9 +155,16 @@ def test_a_key_from_the_environment_replaces_the_development_key(tmp_path, ports
 
 
 def test_no_development_key_when_other_hosts_could_reach_the_gateway(tmp_path):
-    options = ServerOptions(home=tmp_path, grpc_listen="0.0.0.0:50051", http_listen="127.0.0.1:8200",
-                            trainer_listen="127.0.0.1:50052", keys_file=tmp_path / "keys.yaml", data_roots=(),
-                            max_running_jobs=1, dev_key=True)
+    options = ServerOptions(
+        home=tmp_path,
+        grpc_listen="0.0.0.0:50051",
+        http_listen="127.0.0.1:8200",
+        trainer_listen="127.0.0.1:50052",
+        keys_file=tmp_path / "keys.yaml",
+        data_roots=(),
+        max_running_jobs=1,
+        dev_key=True,
+    )
     assert choose_keys(options, environ={}) == ((), "")
     assert not (tmp_path / "dev-key").exists()
     loopback = ServerOptions(**{**options.__dict__, "grpc_listen": "localhost:50051"})

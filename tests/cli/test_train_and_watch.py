@@ -35,8 +35,10 @@ def test_train_with_watch_streams_progress_and_ends_with_a_summary(trained):
     assert re.search(r"^validation loss \d+\.\d+ \(perplexity", out, re.MULTILINE)
     for state in ("[queued]", "[starting]", "[running]", "[succeeded]"):
         assert state in out
-    summary = out[out.index("[succeeded]"):]
-    assert re.search(rf"{job_id} succeeded in \d+:\d\d: 12 of 12 steps, loss \d+\.\d+ → \d+\.\d+", summary)
+    summary = out[out.index("[succeeded]") :]
+    assert re.search(
+        rf"{job_id} succeeded in \d+:\d\d: 12 of 12 steps, loss \d+\.\d+ → \d+\.\d+", summary
+    )
     assert "rank 4, alpha 8 (scale 2)" in summary  # lora_parameters.scale 2.0 × rank 4
     assert "peak MLX memory" in summary and "adapter files:" in summary
     # mlx-lm keys without meaning here are accepted and named.
@@ -52,7 +54,9 @@ def test_jobs_list_show_and_checkpoints(services, trained):
 
     shown = services.cli("jobs", "show", job_id)
     assert shown.returncode == 0, shown.stderr
-    assert re.search(r"training +batch 2, learning rate 0\.002, max length 256, 12 steps", shown.stdout)
+    assert re.search(
+        r"training +batch 2, learning rate 0\.002, max length 256, 12 steps", shown.stdout
+    )
     assert re.search(r"data +alpaca: 4 training, 1 validation records", shown.stdout)
 
     as_json = json.loads(services.cli("jobs", "show", job_id, "--json").stdout)
@@ -72,10 +76,20 @@ def test_watch_json_replays_every_event_once(services, trained):
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert [int(e["sequence"]) for e in events] == list(range(1, len(events) + 1))
     assert events[-1]["stateChange"]["state"] == "JOB_STATE_SUCCEEDED"
-    assert [int(e["trainingMetrics"]["step"]) for e in events if "trainingMetrics" in e] == [2, 4, 6, 8, 10, 12]
+    assert [int(e["trainingMetrics"]["step"]) for e in events if "trainingMetrics" in e] == [
+        2,
+        4,
+        6,
+        8,
+        10,
+        12,
+    ]
 
     later = services.cli("watch", job_id, "--json", "--after", str(len(events) - 2))
-    assert [int(json.loads(line)["sequence"]) for line in later.stdout.splitlines()] == [len(events) - 1, len(events)]
+    assert [int(json.loads(line)["sequence"]) for line in later.stdout.splitlines()] == [
+        len(events) - 1,
+        len(events),
+    ]
 
 
 def test_plot_writes_a_png_matplotlib_reads_back(services, trained):
@@ -101,7 +115,9 @@ def test_generate_uses_the_adapter(services, trained):
     assert result.returncode == 0, result.stderr
     assert "8 generated" in result.stderr and f"{job_id}/adapters" in result.stderr
 
-    reply = json.loads(services.cli("generate", job_id, "What is warmup?", "--max-tokens", "8", "--json").stdout)
+    reply = json.loads(
+        services.cli("generate", job_id, "What is warmup?", "--max-tokens", "8", "--json").stdout
+    )
     assert reply["generatedTokens"] == 8 and reply["adapterPath"].endswith("adapters")
 
 
@@ -112,11 +128,15 @@ def test_datasets_and_remote_validation(services):
     assert dataset_id.startswith("ds-") and "valid (ShareGPT, JSON array)" in upload.stdout
 
     listing = services.cli("datasets", "list")
-    assert any(line.startswith(dataset_id) and " sharegpt " in line for line in listing.stdout.splitlines())
+    assert any(
+        line.startswith(dataset_id) and " sharegpt " in line for line in listing.stdout.splitlines()
+    )
     shown = services.cli("datasets", "show", dataset_id)
     assert "records: 3 read, 3 valid" in shown.stdout
 
-    (services.root / "broken.jsonl").write_text('{"instruction": "a", "output": "b"}\n{"instruction": 5}\n')
+    (services.root / "broken.jsonl").write_text(
+        '{"instruction": "a", "output": "b"}\n{"instruction": 5}\n'
+    )
     remote = services.cli("validate", "broken.jsonl", "--remote")
     assert remote.returncode == 1
     assert "INVALID" in remote.stdout and re.search(r"line 2 instruction WRONG_TYPE", remote.stdout)
@@ -126,8 +146,14 @@ def test_datasets_and_remote_validation(services):
 
 def test_cancel_a_queued_job(services, tiny_model_dir):
     """A second job queued behind a long one is cancelled at once; the first is cancelled gracefully."""
-    long = write_config(services.root / "long.yaml", tiny_model_dir, iters=5000, steps_per_eval=None,
-                        validation_fraction=None, save_every=None)
+    long = write_config(
+        services.root / "long.yaml",
+        tiny_model_dir,
+        iters=5000,
+        steps_per_eval=None,
+        validation_fraction=None,
+        save_every=None,
+    )
     first = services.cli("train", str(long), "-q")
     second = services.cli("train", str(long), "-q")
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr

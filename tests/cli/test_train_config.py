@@ -17,7 +17,8 @@ def test_an_mlx_lm_lora_config_maps_onto_the_spec(tmp_path, monkeypatch):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "train.jsonl").write_text("{}\n")
     (tmp_path / "data" / "valid.jsonl").write_text("{}\n")
-    config = parse_config("""
+    config = parse_config(
+        """
 model: mlx-community/Qwen2.5-0.5B-Instruct-4bit
 train: true
 data: data
@@ -49,7 +50,9 @@ lora_parameters:
   rank: 16
   scale: 2.0
   dropout: 0.05
-""", "mlx.yaml")
+""",
+        "mlx.yaml",
+    )
     assert config.upload_train.resolve() == tmp_path / "data" / "train.jsonl"
     assert config.upload_validation.resolve() == tmp_path / "data" / "valid.jsonl"
     assert any("ignored 'adapter_path'" in n for n in config.notes)
@@ -58,9 +61,15 @@ lora_parameters:
     spec = config.to_spec("ds-train", "ds-valid")
     hp = spec.hyperparameters
     assert spec.model == "mlx-community/Qwen2.5-0.5B-Instruct-4bit"
-    assert spec.dataset.dataset_id == "ds-train" and spec.validation_dataset.dataset_id == "ds-valid"
+    assert (
+        spec.dataset.dataset_id == "ds-train" and spec.validation_dataset.dataset_id == "ds-valid"
+    )
     assert spec.method == job_pb.TRAINING_METHOD_DORA
-    assert (spec.lora.rank, spec.lora.alpha, spec.lora.num_layers) == (16, 32.0, 8)  # alpha = scale × rank
+    assert (spec.lora.rank, spec.lora.alpha, spec.lora.num_layers) == (
+        16,
+        32.0,
+        8,
+    )  # alpha = scale × rank
     assert spec.lora.dropout == pytest.approx(0.05)
     assert list(spec.lora.target_modules) == ["self_attn.q_proj", "self_attn.v_proj"]
     assert (hp.batch_size, hp.max_steps, hp.max_seq_length, hp.seed) == (4, 600, 1024, 7)
@@ -68,7 +77,9 @@ lora_parameters:
     assert hp.optimizer == job_pb.OPTIMIZER_ADAMW and hp.weight_decay == pytest.approx(0.05)
     # lr_schedule wins over learning_rate, as in mlx-lm.
     assert hp.learning_rate == pytest.approx(2e-5) and hp.min_learning_rate == pytest.approx(1e-7)
-    assert hp.learning_rate_schedule == job_pb.LEARNING_RATE_SCHEDULE_COSINE and hp.warmup_steps == 50
+    assert (
+        hp.learning_rate_schedule == job_pb.LEARNING_RATE_SCHEDULE_COSINE and hp.warmup_steps == 50
+    )
     assert spec.loss_masking == job_pb.LOSS_MASKING_LAST_ASSISTANT_TURN
     assert spec.report_interval_steps == 20
     assert (spec.evaluation.interval_steps, spec.evaluation.max_batches) == (100, 0)
@@ -103,7 +114,9 @@ metadata: {team: nlp, run: 3}
 
 
 def test_a_quantization_section_alone_means_qlora():
-    spec = parse_config("model: m\ndataset: {dataset_id: ds-1}\nquantization: {bits: 4}\n").to_spec()
+    spec = parse_config(
+        "model: m\ndataset: {dataset_id: ds-1}\nquantization: {bits: 4}\n"
+    ).to_spec()
     assert spec.method == job_pb.TRAINING_METHOD_QLORA
 
 
@@ -114,29 +127,52 @@ def test_a_local_model_folder_is_sent_as_an_absolute_path(tmp_path, monkeypatch)
     assert spec.model == str(tmp_path / "models" / "tiny")
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("model: m\ndataset: {dataset_id: d}\nbatch_sise: 2\n",
-     "c.yaml:3: unknown key 'batch_sise' (did you mean 'batch_size'?)"),
-    ("model: m\ndataset: {dataset_id: d}\nlora_parameters: {rank: 8, scael: 2}\n",
-     "c.yaml:3: unknown key 'lora_parameters.scael' (did you mean 'scale'?)"),
-    ("model: m\ndataset: {dataset_id: d}\nhyperparameters:\n  max_step: 3\n",
-     "c.yaml:4: hyperparameters.max_step: unknown key (did you mean 'max_steps'?)"),
-    ("model: m\ndataset: {dataset_id: d}\nbatch_size: 2\nhyperparameters: {batch_size: 4}\n",
-     "c.yaml:4: 'hyperparameters.batch_size' sets hyperparameters.batch_size, which 'batch_size' already sets"),
-    ("model: m\ndataset: {dataset_id: d}\niters: ten\n", "c.yaml:3: iters: must be a whole number, got 'ten'"),
-    ("model: m\ndataset: {dataset_id: d}\nmethod: qlroa\n",
-     "c.yaml:3: method: must be one of lora, qlora, dora, full, got 'qlroa' (did you mean 'qlora'?)"),
-    ("model: m\ndataset: {dataset_id: d}\nlr_schedule: {name: step_decay, arguments: [1e-3, 10, 0.5]}\n",
-     "c.yaml:3: lr_schedule 'step_decay' is not supported; use cosine_decay or linear_schedule"),
-    ("model: m\ndataset: {dataset_id: d}\nresume_adapter_file: a.safetensors\n",
-     "c.yaml:3: 'resume_adapter_file': resuming from an adapter file is not supported"),
-    ("model: m\ndata: hf-org/some-dataset\n", "c.yaml:2: data 'hf-org/some-dataset' is not a local file or folder"),
-    ("dataset: {dataset_id: d}\n", "c.yaml: `model` is required"),
-    ("model: m\n", "c.yaml: no training data"),
-    ("- a\n- b\n", "c.yaml: expected a mapping of keys to values at the top"),
-    ("", "c.yaml: the file is empty"),
-    ("model: [\n", "c.yaml:2: not valid YAML"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "model: m\ndataset: {dataset_id: d}\nbatch_sise: 2\n",
+            "c.yaml:3: unknown key 'batch_sise' (did you mean 'batch_size'?)",
+        ),
+        (
+            "model: m\ndataset: {dataset_id: d}\nlora_parameters: {rank: 8, scael: 2}\n",
+            "c.yaml:3: unknown key 'lora_parameters.scael' (did you mean 'scale'?)",
+        ),
+        (
+            "model: m\ndataset: {dataset_id: d}\nhyperparameters:\n  max_step: 3\n",
+            "c.yaml:4: hyperparameters.max_step: unknown key (did you mean 'max_steps'?)",
+        ),
+        (
+            "model: m\ndataset: {dataset_id: d}\nbatch_size: 2\nhyperparameters: {batch_size: 4}\n",
+            "c.yaml:4: 'hyperparameters.batch_size' sets hyperparameters.batch_size, which 'batch_size' already sets",
+        ),
+        (
+            "model: m\ndataset: {dataset_id: d}\niters: ten\n",
+            "c.yaml:3: iters: must be a whole number, got 'ten'",
+        ),
+        (
+            "model: m\ndataset: {dataset_id: d}\nmethod: qlroa\n",
+            "c.yaml:3: method: must be one of lora, qlora, dora, full, got 'qlroa' (did you mean 'qlora'?)",
+        ),
+        (
+            "model: m\ndataset: {dataset_id: d}\nlr_schedule: {name: step_decay, arguments: [1e-3, 10, 0.5]}\n",
+            "c.yaml:3: lr_schedule 'step_decay' is not supported; use cosine_decay or linear_schedule",
+        ),
+        (
+            "model: m\ndataset: {dataset_id: d}\nresume_adapter_file: a.safetensors\n",
+            "c.yaml:3: 'resume_adapter_file': resuming from an adapter file is not supported",
+        ),
+        (
+            "model: m\ndata: hf-org/some-dataset\n",
+            "c.yaml:2: data 'hf-org/some-dataset' is not a local file or folder",
+        ),
+        ("dataset: {dataset_id: d}\n", "c.yaml: `model` is required"),
+        ("model: m\n", "c.yaml: no training data"),
+        ("- a\n- b\n", "c.yaml: expected a mapping of keys to values at the top"),
+        ("", "c.yaml: the file is empty"),
+        ("model: [\n", "c.yaml:2: not valid YAML"),
+    ],
+)
 def test_mistakes_name_the_file_line_and_key(text, message):
     with pytest.raises(ConfigError) as caught:
         parse_config(text, "c.yaml")
@@ -145,10 +181,15 @@ def test_mistakes_name_the_file_line_and_key(text, message):
 
 def test_spec_from_dict_reports_every_problem_at_once():
     with pytest.raises(SpecError) as caught:
-        spec_from_dict({
-            "model": "m", "lora": {"rank": "eight"}, "dataset": {"path": "a", "dataset_id": "b"},
-            "hyperparameters": {"batchSize": 2, "batch_size": 3}, "wandb": "project",
-        })
+        spec_from_dict(
+            {
+                "model": "m",
+                "lora": {"rank": "eight"},
+                "dataset": {"path": "a", "dataset_id": "b"},
+                "hyperparameters": {"batchSize": 2, "batch_size": 3},
+                "wandb": "project",
+            }
+        )
     problems = dict(caught.value.problems)
     assert problems["lora.rank"] == "must be a whole number, got 'eight'"
     assert problems["dataset.dataset_id"] == "give only one of dataset_id, path"
@@ -157,7 +198,18 @@ def test_spec_from_dict_reports_every_problem_at_once():
 
 
 def test_spec_from_dict_accepts_json_names_and_numbers_written_as_text():
-    spec = spec_from_dict({"model": "m", "hyperparameters": {"learningRate": "1e-4", "maxSteps": "20"},
-                           "method": "TRAINING_METHOD_FULL", "lora": {"targetModules": "q_proj"}})
-    assert spec.hyperparameters.learning_rate == pytest.approx(1e-4) and spec.hyperparameters.max_steps == 20
-    assert spec.method == job_pb.TRAINING_METHOD_FULL and list(spec.lora.target_modules) == ["q_proj"]
+    spec = spec_from_dict(
+        {
+            "model": "m",
+            "hyperparameters": {"learningRate": "1e-4", "maxSteps": "20"},
+            "method": "TRAINING_METHOD_FULL",
+            "lora": {"targetModules": "q_proj"},
+        }
+    )
+    assert (
+        spec.hyperparameters.learning_rate == pytest.approx(1e-4)
+        and spec.hyperparameters.max_steps == 20
+    )
+    assert spec.method == job_pb.TRAINING_METHOD_FULL and list(spec.lora.target_modules) == [
+        "q_proj"
+    ]

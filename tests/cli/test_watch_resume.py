@@ -36,12 +36,25 @@ def wait_for_lines(lines: queue.Queue, got: list[str], count: int, timeout: floa
 def test_watch_reconnects_after_the_gateway_is_killed_and_misses_nothing(services, tiny_model_dir):
     with services.client() as client:
         job = client.create_job(
-            model=str(tiny_model_dir), dataset={"path": str(services.root / "alpaca_example.json")},
-            hyperparameters={"max_steps": 100_000, "batch_size": 2, "max_seq_length": 64, "learning_rate": 1e-3},
-            report_interval_steps=1, checkpointing={"interval_steps": 100_000},
+            model=str(tiny_model_dir),
+            dataset={"path": str(services.root / "alpaca_example.json")},
+            hyperparameters={
+                "max_steps": 100_000,
+                "batch_size": 2,
+                "max_seq_length": 64,
+                "learning_rate": 1e-3,
+            },
+            report_interval_steps=1,
+            checkpointing={"interval_steps": 100_000},
         )
-    watch = subprocess.Popen([*CLI, "watch", job.id, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env=services.env(), cwd=services.root)
+    watch = subprocess.Popen(
+        [*CLI, "watch", job.id, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=services.env(),
+        cwd=services.root,
+    )
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=read_lines, args=(watch.stdout, lines), daemon=True).start()
     got: list[str] = []

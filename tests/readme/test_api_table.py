@@ -18,7 +18,7 @@ ROW = re.compile(r"^\| `(\w+)/(\w+)`(?: \(([^)]*)\))? \| `(GET|POST|PUT|PATCH|DE
 
 def readme_rows() -> dict[str, tuple[str, str]]:
     text = README.read_text(encoding="utf-8")
-    table = text[text.index("<!-- api-table -->"):].split("\n\n", 1)[0]
+    table = text[text.index("<!-- api-table -->") :].split("\n\n", 1)[0]
     rows = {}
     for line in table.splitlines():
         match = ROW.match(line)
@@ -35,19 +35,32 @@ def proto_routes() -> dict[str, tuple[str, str]]:
             for method in service.methods:
                 rule = method.GetOptions().Extensions[annotations_pb2.http]
                 verb = rule.WhichOneof("pattern")
-                kind = ("client stream" if method.client_streaming else "stream" if method.server_streaming else "")
-                routes[f"{service.name}/{method.name}"] = (f"{verb.upper()} {getattr(rule, verb)}", kind)
+                kind = (
+                    "client stream"
+                    if method.client_streaming
+                    else "stream"
+                    if method.server_streaming
+                    else ""
+                )
+                routes[f"{service.name}/{method.name}"] = (
+                    f"{verb.upper()} {getattr(rule, verb)}",
+                    kind,
+                )
     return routes
 
 
 def test_the_api_table_lists_every_rpc_with_its_annotated_route():
     rows, routes = readme_rows(), proto_routes()
     assert len(routes) == 13
-    assert {name: route for name, (route, _) in rows.items()} == {name: route for name, (route, _) in routes.items()}
+    assert {name: route for name, (route, _) in rows.items()} == {
+        name: route for name, (route, _) in routes.items()
+    }
 
 
 def test_the_api_table_marks_the_streaming_calls():
     rows, routes = readme_rows(), proto_routes()
     for name, (_, kind) in routes.items():
         note = rows[name][1]
-        assert (kind in note) if kind else ("stream" not in note), f"{name}: README says {note!r}, proto says {kind!r}"
+        assert (kind in note) if kind else ("stream" not in note), (
+            f"{name}: README says {note!r}, proto says {kind!r}"
+        )

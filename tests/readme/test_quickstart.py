@@ -39,7 +39,7 @@ def quickstart_blocks() -> list[tuple[str, str]]:
     text = README.read_text(encoding="utf-8")
     start = text.index("\n## Quick start\n")
     end = text.find("\n## ", start + 1)
-    return [(lang, code) for lang, code in BLOCK.findall(text[start:end if end > 0 else None])]
+    return [(lang, code) for lang, code in BLOCK.findall(text[start : end if end > 0 else None])]
 
 
 def busy_ports() -> list[str]:
@@ -55,17 +55,26 @@ def busy_ports() -> list[str]:
 
 
 def assigned_variables(code: str) -> list[str]:
-    return sorted(set(re.findall(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=", code, re.MULTILINE)))
+    return sorted(
+        set(re.findall(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=", code, re.MULTILINE))
+    )
 
 
 def test_the_quick_start_section_is_what_this_test_expects():
     blocks = quickstart_blocks()
     assert blocks[0] == ("sh", "tunewire server\n"), "the quick start starts the server first"
     assert any(lang == "python" for lang, _ in blocks)
-    curls = [line for _, code in blocks for line in code.splitlines() if re.search(r"(^|\()\s*curl ", line)]
+    curls = [
+        line
+        for _, code in blocks
+        for line in code.splitlines()
+        if re.search(r"(^|\()\s*curl ", line)
+    ]
     assert len(curls) >= 10
     # -f (--fail) makes an HTTP error a failed command, which this test would catch.
-    assert all(re.search(r"curl -f\w* ", line) for line in curls), [c for c in curls if "curl -f" not in c]
+    assert all(re.search(r"curl -f\w* ", line) for line in curls), [
+        c for c in curls if "curl -f" not in c
+    ]
 
 
 def test_every_quick_start_command_works_against_a_live_server(tmp_path, tiny_model_dir):
@@ -81,21 +90,31 @@ def test_every_quick_start_command_works_against_a_live_server(tmp_path, tiny_mo
     state.write_text("")
 
     (_, first), *blocks = quickstart_blocks()
-    server = subprocess.Popen(first.split(), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        first.split(),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     output: list[str] = []
     try:
         wait_for_banner(server, output)
         for number, (lang, code) in enumerate(blocks, start=2):
             if "npx " in code and shutil.which("npx") is None:
-                warnings.warn(f"quick start block {number} needs npx (Node.js), which is missing; not run")
+                warnings.warn(
+                    f"quick start block {number} needs npx (Node.js), which is missing; not run"
+                )
                 continue
             result = run_block(lang, code, tmp_path, env, state)
             assert result.returncode == 0, (
                 f"quick start block {number} failed with status {result.returncode}:\n{code}\n"
                 f"--- stdout ---\n{result.stdout[-4000:]}\n--- stderr ---\n{result.stderr[-4000:]}"
             )
-            assert '{"error"' not in result.stdout, f"block {number} streamed an error:\n{result.stdout[-4000:]}"
+            assert '{"error"' not in result.stdout, (
+                f"block {number} streamed an error:\n{result.stdout[-4000:]}"
+            )
 
         # What the blocks did, seen from the API: four jobs, all trained.
         key = (tmp_path / ".tunewire" / "dev-key").read_text().strip()
@@ -104,7 +123,10 @@ def test_every_quick_start_command_works_against_a_live_server(tmp_path, tiny_mo
         assert len(jobs) == 4
         assert {job_pb.JobState.Name(j.state) for j in jobs} == {"JOB_STATE_SUCCEEDED"}
         assert {job_pb.TrainingMethod.Name(j.spec.method) for j in jobs} == {
-            "TRAINING_METHOD_LORA", "TRAINING_METHOD_QLORA", "TRAINING_METHOD_DORA"}
+            "TRAINING_METHOD_LORA",
+            "TRAINING_METHOD_QLORA",
+            "TRAINING_METHOD_DORA",
+        }
         assert (tmp_path / ".tunewire" / "quickstart-loss.png").read_bytes()[:4] == b"\x89PNG"
     finally:
         server.send_signal(signal.SIGINT)
@@ -122,7 +144,9 @@ def wait_for_banner(server: subprocess.Popen, output: list[str]) -> None:
     while time.monotonic() < deadline:
         line = server.stdout.readline()
         if not line:
-            raise AssertionError(f"`tunewire server` exited with {server.wait()}: {''.join(output)}")
+            raise AssertionError(
+                f"`tunewire server` exited with {server.wait()}: {''.join(output)}"
+            )
         output.append(line)
         if line.startswith("Press Ctrl-C"):
             break
@@ -138,14 +162,24 @@ def wait_for_banner(server: subprocess.Popen, output: list[str]) -> None:
     raise AssertionError("the gateway did not report SERVING")
 
 
-def run_block(lang: str, code: str, cwd: Path, env: dict, state: Path) -> subprocess.CompletedProcess:
+def run_block(
+    lang: str, code: str, cwd: Path, env: dict, state: Path
+) -> subprocess.CompletedProcess:
     """One block in a fresh bash that first restores the variables earlier blocks set."""
     if lang == "python":
         body = f"{sys.executable} - <<'TUNEWIRE_PYTHON_BLOCK'\n{code}TUNEWIRE_PYTHON_BLOCK\n"
     else:
         body = code
     names = assigned_variables(code) if lang != "python" else []
-    script = (f"set -euo pipefail\nsource {state}\n{body}\n"
-              + (f"declare -p {' '.join(names)} >> {state}\n" if names else ""))
-    return subprocess.run(["bash", "-c", script], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    script = f"set -euo pipefail\nsource {state}\n{body}\n" + (
+        f"declare -p {' '.join(names)} >> {state}\n" if names else ""
+    )
+    return subprocess.run(
+        ["bash", "-c", script],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )

@@ -34,12 +34,23 @@ def add_connection_flags(parser: argparse.ArgumentParser, *, subcommand: bool = 
     suppressed, so that flags given before the subcommand are not reset by it."""
     unset = {"default": argparse.SUPPRESS} if subcommand else {}
     group = parser.add_argument_group("connection")
-    group.add_argument("--address", **(unset or {"default": None}),
-                       help="gateway (or trainer) host:port (default $TUNEWIRE_ADDRESS or localhost:50051)")
-    group.add_argument("--api-key", **(unset or {"default": None}),
-                       help="API key (default $TUNEWIRE_API_KEY, else a local `tunewire server`'s development key)")
-    group.add_argument("-v", "--verbose", action="store_true", **(unset or {"default": False}),
-                       help="show details of errors")
+    group.add_argument(
+        "--address",
+        **(unset or {"default": None}),
+        help="gateway (or trainer) host:port (default $TUNEWIRE_ADDRESS or localhost:50051)",
+    )
+    group.add_argument(
+        "--api-key",
+        **(unset or {"default": None}),
+        help="API key (default $TUNEWIRE_API_KEY, else a local `tunewire server`'s development key)",
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        **(unset or {"default": False}),
+        help="show details of errors",
+    )
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
@@ -51,7 +62,10 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
 
 
 def run_client_command(
-    prog: str, parser: argparse.ArgumentParser, argv: list[str], body: Callable[[Client, argparse.Namespace], int | None]
+    prog: str,
+    parser: argparse.ArgumentParser,
+    argv: list[str],
+    body: Callable[[Client, argparse.Namespace], int | None],
 ) -> int:
     """Parses, connects, runs `body(client, args)`, and turns every failure into one line."""
     args = parse(parser, argv)
@@ -88,8 +102,11 @@ def guarded(prog: str, action: Callable[[], int], *, verbose: bool = False) -> i
     except BrokenPipeError:  # `tunewire jobs | head`: the reader left, nothing to say
         return 0
     except Exception as error:  # noqa: BLE001 - our bug, not the user's: still one line
-        fail(prog, f"unexpected error: {type(error).__name__}: {error} (run with --verbose for the traceback)",
-             traceback.format_exc() if verbose else "")
+        fail(
+            prog,
+            f"unexpected error: {type(error).__name__}: {error} (run with --verbose for the traceback)",
+            traceback.format_exc() if verbose else "",
+        )
         return EXIT_FAILED
 
 
@@ -104,19 +121,32 @@ def describe(error: TunewireError) -> str:
     where = error.address or default_address()
     code = error.code
     if error.unreachable:
-        return (f"cannot reach the tunewire server at {where} ({error.connection_problem}); "
-                "start it with `tunewire server`, or point --address / TUNEWIRE_ADDRESS at it")
+        return (
+            f"cannot reach the tunewire server at {where} ({error.connection_problem}); "
+            "start it with `tunewire server`, or point --address / TUNEWIRE_ADDRESS at it"
+        )
     if code == grpc.StatusCode.UNAUTHENTICATED:
-        return (f"the server at {where} refused the call: {error.message}; pass the key with --api-key "
-                "or TUNEWIRE_API_KEY" + ("" if "keys create" in error.message else " (`tunewire keys create NAME` makes one)"))
+        return (
+            f"the server at {where} refused the call: {error.message}; pass the key with --api-key "
+            "or TUNEWIRE_API_KEY"
+            + ("" if "keys create" in error.message else " (`tunewire keys create NAME` makes one)")
+        )
     if code == grpc.StatusCode.INVALID_ARGUMENT and error.violations:
         listed = "; ".join(f"{v.field}: {v.description}" for v in error.violations)
         return f"rejected by the server: {listed}"
     if code == grpc.StatusCode.NOT_FOUND:
-        hint = " (`tunewire jobs` lists yours)" if error.resource_type in ("", "job", "training job") else ""
+        hint = (
+            " (`tunewire jobs` lists yours)"
+            if error.resource_type in ("", "job", "training job")
+            else ""
+        )
         return f"{error.message}{hint}"
     if code == grpc.StatusCode.UNAVAILABLE:
-        retry = f"; try again in {error.retry_after:g} s" if error.retry_after else "; try again shortly"
+        retry = (
+            f"; try again in {error.retry_after:g} s"
+            if error.retry_after
+            else "; try again shortly"
+        )
         return f"the server at {where} is unavailable: {error.message}{retry}"
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         retry = f"; try again in {error.retry_after:g} s" if error.retry_after else ""

@@ -19,8 +19,12 @@ PROG = "tunewire datasets"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     sub = parser.add_subparsers(dest="action", required=True, metavar="{upload,list,show}")
     upload = sub.add_parser("upload", help="upload a JSON or JSONL file")
     upload.add_argument("file", metavar="FILE")

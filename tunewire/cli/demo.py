@@ -43,7 +43,9 @@ from tunewire.client.dev_key import tunewire_home
 
 PROG = "tunewire demo"
 ADDRESS = "127.0.0.1:50051"
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # the repository's (an editable install)
+EXAMPLES = (
+    Path(__file__).resolve().parents[2] / "examples"
+)  # the repository's (an editable install)
 READY_TIMEOUT_SECONDS = 90.0
 
 
@@ -68,17 +70,35 @@ class DemoJob:
 
 
 JOBS = (
-    DemoJob("lora-alpaca", "alpaca_example.json", job_pb.TRAINING_METHOD_LORA, 40, 0.2,
-            "Explain what learning-rate warmup is and why it helps when fine-tuning a language model."),
-    DemoJob("qlora-sharegpt", "sharegpt_example.json", job_pb.TRAINING_METHOD_QLORA, 30, 0.3,
-            "How does byte-pair encoding turn text into tokens?"),
+    DemoJob(
+        "lora-alpaca",
+        "alpaca_example.json",
+        job_pb.TRAINING_METHOD_LORA,
+        40,
+        0.2,
+        "Explain what learning-rate warmup is and why it helps when fine-tuning a language model.",
+    ),
+    DemoJob(
+        "qlora-sharegpt",
+        "sharegpt_example.json",
+        job_pb.TRAINING_METHOD_QLORA,
+        30,
+        0.3,
+        "How does byte-pair encoding turn text into tokens?",
+    ),
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--steps", type=int, default=None, help="training steps of each job (default 40 and 30)")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="training steps of each job (default 40 and 30)"
+    )
     parser.add_argument("--keep", action="store_true", help="leave the services running at the end")
     parser.add_argument("-v", "--verbose", action="store_true", help="show details of errors")
     return parser
@@ -110,22 +130,34 @@ def demo(args: argparse.Namespace) -> int:
         # Made now: the server has just written its development key for us to find.
         with Client(ADDRESS) as client:
             info = client.server_info()
-            print(f"gateway gRPC {ADDRESS}, HTTP http://localhost:8200, trainer 127.0.0.1:50052 (loopback)")
-            print(f"{info.service} {info.version}: device {info.device}, mlx {info.mlx_version}, "
-                  f"mlx-lm {info.mlx_lm_version}, {'OpenBLAS' if info.fast_blas else 'reference BLAS (slow)'}; "
-                  f"server log: {out_dir / 'server.log'}")
+            print(
+                f"gateway gRPC {ADDRESS}, HTTP http://localhost:8200, trainer 127.0.0.1:50052 (loopback)"
+            )
+            print(
+                f"{info.service} {info.version}: device {info.device}, mlx {info.mlx_version}, "
+                f"mlx-lm {info.mlx_lm_version}, {'OpenBLAS' if info.fast_blas else 'reference BLAS (slow)'}; "
+                f"server log: {out_dir / 'server.log'}"
+            )
             results = run_jobs(client, model, out_dir, args.steps)
         heading("Done")
         for outcome in results:
             job = outcome.job
-            print(f"{job.spec.display_name} ({job.id}): {state_name(job.state)}, loss {outcome.first_loss:.3f} → "
-                  f"{job.latest_metrics.loss:.3f}, {memory_summary(job.latest_metrics)}")
+            print(
+                f"{job.spec.display_name} ({job.id}): {state_name(job.state)}, loss {outcome.first_loss:.3f} → "
+                f"{job.latest_metrics.loss:.3f}, {memory_summary(job.latest_metrics)}"
+            )
             if outcome.plot:
-                print(f"  plot     {outcome.plot}\n  adapter  {job.artifacts.adapter_path}\n  reply    {outcome.reply!r}")
-        print("\nNext: the README's quick start (curl, buf curl, the Python client) and `tunewire --help`.")
+                print(
+                    f"  plot     {outcome.plot}\n  adapter  {job.artifacts.adapter_path}\n  reply    {outcome.reply!r}"
+                )
+        print(
+            "\nNext: the README's quick start (curl, buf curl, the Python client) and `tunewire --help`."
+        )
     finally:
         if args.keep:
-            print(f"\nservices left running (pid {server.pid}); stop them with: kill -INT {server.pid}")
+            print(
+                f"\nservices left running (pid {server.pid}); stop them with: kill -INT {server.pid}"
+            )
         else:
             stop_server(server)
     return 0 if all(o.job.state == job_pb.JOB_STATE_SUCCEEDED for o in results) else 1
@@ -141,19 +173,31 @@ def ensure_tiny_model(path: Path) -> Path:
 
 
 def start_server(home: Path, log_path: Path) -> subprocess.Popen:
-    options = ServerOptions(home=home, grpc_listen=DEFAULT_GRPC, http_listen=DEFAULT_HTTP,
-                            trainer_listen=DEFAULT_TRAINER, keys_file=home / "keys.yaml", data_roots=(),
-                            max_running_jobs=1, dev_key=True)
+    options = ServerOptions(
+        home=home,
+        grpc_listen=DEFAULT_GRPC,
+        http_listen=DEFAULT_HTTP,
+        trainer_listen=DEFAULT_TRAINER,
+        keys_file=home / "keys.yaml",
+        data_roots=(),
+        max_running_jobs=1,
+        dev_key=True,
+    )
     busy = busy_ports(options)
     if busy:
-        raise CliError(f"cannot start the services: {busy}. Is a `tunewire server` (or another `make run`) "
-                       "still running? Stop it and run `make run` again")
+        raise CliError(
+            f"cannot start the services: {busy}. Is a `tunewire server` (or another `make run`) "
+            "still running? Stop it and run `make run` again"
+        )
     log = log_path.open("w")
     print(f"$ tunewire server --home {home}   (output in {log_path})", flush=True)
     # Its own session: a Ctrl-C here reaches the demo, which then stops the server in order.
     return subprocess.Popen(
         [sys.executable, "-m", "tunewire.cli.main", "server", "--home", str(home)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
 
@@ -169,7 +213,9 @@ def wait_until_ready(client: Client, server: subprocess.Popen, log_path: Path) -
         except TunewireError:
             pass
         if time.monotonic() > deadline:
-            raise CliError(f"the server did not become ready in {READY_TIMEOUT_SECONDS:.0f} s; see {log_path}")
+            raise CliError(
+                f"the server did not become ready in {READY_TIMEOUT_SECONDS:.0f} s; see {log_path}"
+            )
         time.sleep(0.2)
 
 
@@ -177,13 +223,17 @@ def run_jobs(client: Client, model: Path, out_dir: Path, steps: int | None):
     heading("2. Validating the example datasets (uploaded; checked on arrival)")
     dataset_ids = {}
     if not EXAMPLES.is_dir():
-        raise CliError(f"the example datasets are not in {EXAMPLES}; run the demo from a clone of the repository")
+        raise CliError(
+            f"the example datasets are not in {EXAMPLES}; run the demo from a clone of the repository"
+        )
     for demo_job in JOBS:
         dataset = client.upload_dataset(EXAMPLES / demo_job.file)
         print(f"{dataset.id}:")
         print(report_text(dataset.report, f"examples/{demo_job.file}"))
         if not dataset.report.valid:
-            raise CliError(f"examples/{demo_job.file} is not valid; the example files should never be")
+            raise CliError(
+                f"examples/{demo_job.file} is not valid; the example files should never be"
+            )
         dataset_ids[demo_job.name] = dataset.id
 
     heading("3. Queueing a LoRA job (Alpaca) and a QLoRA job (ShareGPT, 4-bit base)")
@@ -201,10 +251,16 @@ def run_jobs(client: Client, model: Path, out_dir: Path, steps: int | None):
             spec.ClearField("evaluation")
             job = client.create_job(spec)
         spec = job.spec
-        print(f"{job.id} {spec.display_name}: {demo_job.file}, {spec.hyperparameters.max_steps} steps of batch "
-              f"{spec.hyperparameters.batch_size}, learning rate {spec.hyperparameters.learning_rate:g}, "
-              f"{round(spec.validation_fraction * 100)}% held out for validation"
-              + (f", {spec.quantization.bits}-bit base" if spec.method == job_pb.TRAINING_METHOD_QLORA else ""))
+        print(
+            f"{job.id} {spec.display_name}: {demo_job.file}, {spec.hyperparameters.max_steps} steps of batch "
+            f"{spec.hyperparameters.batch_size}, learning rate {spec.hyperparameters.learning_rate:g}, "
+            f"{round(spec.validation_fraction * 100)}% held out for validation"
+            + (
+                f", {spec.quantization.bits}-bit base"
+                if spec.method == job_pb.TRAINING_METHOD_QLORA
+                else ""
+            )
+        )
         jobs.append((demo_job, job))
 
     results = []
@@ -220,17 +276,26 @@ def run_jobs(client: Client, model: Path, out_dir: Path, steps: int | None):
         write_plot(curves, plot_path, f"{demo_job.name}: {job.id}")
         outcome.plot, outcome.first_loss = plot_path, curves.train[0][1] if curves.train else 0.0
         print(f"plot:   {plot_path}")
-        reply = client.generate(job.id, messages=[{"role": "user", "content": demo_job.prompt}], max_tokens=40)
-        print(f"prompt: {demo_job.prompt}\nreply:  {reply.text.strip()!r}  "
-              f"({reply.generated_tokens} tokens, {reply.tokens_per_second:,.0f} tokens/s)")
+        reply = client.generate(
+            job.id, messages=[{"role": "user", "content": demo_job.prompt}], max_tokens=40
+        )
+        print(
+            f"prompt: {demo_job.prompt}\nreply:  {reply.text.strip()!r}  "
+            f"({reply.generated_tokens} tokens, {reply.tokens_per_second:,.0f} tokens/s)"
+        )
         outcome.reply = reply.text.strip()
     return results
 
 
-def demo_spec(demo_job: DemoJob, model: str, dataset_id: str, steps: int | None) -> job_pb.TrainingJobSpec:
+def demo_spec(
+    demo_job: DemoJob, model: str, dataset_id: str, steps: int | None
+) -> job_pb.TrainingJobSpec:
     spec = job_pb.TrainingJobSpec(
-        model=model, method=demo_job.method, display_name=f"demo-{demo_job.name}",
-        validation_fraction=demo_job.validation_fraction, report_interval_steps=2,
+        model=model,
+        method=demo_job.method,
+        display_name=f"demo-{demo_job.name}",
+        validation_fraction=demo_job.validation_fraction,
+        report_interval_steps=2,
     )
     spec.dataset.dataset_id = dataset_id
     hp = spec.hyperparameters

@@ -28,9 +28,13 @@ def info(client: Client, args: argparse.Namespace) -> int:
         print(to_json(reply))
         return 0
     print(f"{reply.service} {reply.version} at {client.address}")
-    print(f"  device {reply.device}, mlx {reply.mlx_version}, mlx-lm {reply.mlx_lm_version}, "
-          f"{'fast BLAS' if reply.fast_blas else 'reference BLAS (slow on CPU; see README)'}")
-    print(f"  methods: {', '.join(f for f in reply.features if f in ('lora', 'qlora', 'dora', 'full'))}; "
-          f"formats: {', '.join(reply.dataset_formats)}")
+    print(
+        f"  device {reply.device}, mlx {reply.mlx_version}, mlx-lm {reply.mlx_lm_version}, "
+        f"{'fast BLAS' if reply.fast_blas else 'reference BLAS (slow on CPU; see README)'}"
+    )
+    print(
+        f"  methods: {', '.join(f for f in reply.features if f in ('lora', 'qlora', 'dora', 'full'))}; "
+        f"formats: {', '.join(reply.dataset_formats)}"
+    )
     print(f"  jobs: {reply.active_jobs} active, {reply.queued_jobs} queued")
     return 0

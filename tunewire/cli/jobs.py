@@ -1,9 +1,9 @@
 """`tunewire jobs` and `tunewire checkpoints`: see and manage jobs.
 
-    tunewire jobs [--state STATE ...] [--limit N] [--json]   your jobs, newest first
-    tunewire jobs show JOB [--json]                           one job in detail
-    tunewire jobs cancel JOB [--force]                        stop a job (it checkpoints first)
-    tunewire checkpoints JOB [--json]                         a job's checkpoints and their losses
+tunewire jobs [--state STATE ...] [--limit N] [--json]   your jobs, newest first
+tunewire jobs show JOB [--json]                           one job in detail
+tunewire jobs cancel JOB [--force]                        stop a job (it checkpoints first)
+tunewire checkpoints JOB [--json]                         a job's checkpoints and their losses
 """
 
 from __future__ import annotations
@@ -21,19 +21,34 @@ STATES = enum_short_names(job_pb.JobState.DESCRIPTOR)
 
 
 def build_jobs_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tunewire jobs", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--state", action="append", choices=list(STATES), default=[],
-                        help="only jobs in this state (repeatable)")
-    parser.add_argument("--limit", type=int, default=50, help="at most N jobs (default %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="tunewire jobs",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    parser.add_argument(
+        "--state",
+        action="append",
+        choices=list(STATES),
+        default=[],
+        help="only jobs in this state (repeatable)",
+    )
+    parser.add_argument(
+        "--limit", type=int, default=50, help="at most N jobs (default %(default)s)"
+    )
     parser.add_argument("--json", action="store_true", help="one job per line as protobuf JSON")
     add_connection_flags(parser)
     sub = parser.add_subparsers(dest="action", metavar="{show,cancel}")
     show = sub.add_parser("show", help="one job in detail")
     show.add_argument("job", metavar="JOB")
-    show.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="the job as protobuf JSON")
+    show.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="the job as protobuf JSON"
+    )
     add_connection_flags(show, subcommand=True)
-    cancel = sub.add_parser("cancel", help="cancel a job: it finishes its step, checkpoints and stops")
+    cancel = sub.add_parser(
+        "cancel", help="cancel a job: it finishes its step, checkpoints and stops"
+    )
     cancel.add_argument("job", metavar="JOB")
     cancel.add_argument("--force", action="store_true", help="kill the worker at once")
     add_connection_flags(cancel, subcommand=True)
@@ -64,7 +79,9 @@ def jobs(client: Client, args: argparse.Namespace) -> int:
 
 
 def build_checkpoints_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tunewire checkpoints", description="A job's checkpoints, oldest first.")
+    parser = argparse.ArgumentParser(
+        prog="tunewire checkpoints", description="A job's checkpoints, oldest first."
+    )
     parser.add_argument("job", metavar="JOB")
     parser.add_argument("--json", action="store_true", help="the list as protobuf JSON")
     add_connection_flags(parser)
@@ -86,6 +103,15 @@ def checkpoints(client: Client, args: argparse.Namespace) -> int:
     rows = [("STEP", "TRAIN LOSS", "VAL LOSS", "SIZE", "BEST", "PATH")]
     for c in reply.checkpoints:
         val = f"{c.validation_loss:.4f}" if c.HasField("validation_loss") else "-"
-        rows.append((str(c.step), f"{c.train_loss:.4f}", val, human_bytes(c.size_bytes), "*" if c.best else "", c.path))
+        rows.append(
+            (
+                str(c.step),
+                f"{c.train_loss:.4f}",
+                val,
+                human_bytes(c.size_bytes),
+                "*" if c.best else "",
+                c.path,
+            )
+        )
     print(table(rows))
     return 0

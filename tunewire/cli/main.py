@@ -50,7 +50,17 @@ COMMANDS = {
     "demo": ("tunewire.cli.demo", "run_demo"),
 }
 # Commands that talk to a server and take the global flags.
-CLIENT_COMMANDS = {"datasets", "train", "jobs", "watch", "checkpoints", "plot", "generate", "info", "validate"}
+CLIENT_COMMANDS = {
+    "datasets",
+    "train",
+    "jobs",
+    "watch",
+    "checkpoints",
+    "plot",
+    "generate",
+    "info",
+    "validate",
+}
 GLOBAL_WITH_VALUE = ("--address", "--api-key")
 GLOBAL_SWITCHES = ("-v", "--verbose")
 
@@ -66,7 +76,7 @@ def split_global_flags(argv: list[str]) -> tuple[list[str], list[str]]:
             take = 1 if "=" in arg else 2
             if i + take > len(argv):
                 raise ValueError(f"{name} needs a value")
-            flags += argv[i:i + take]
+            flags += argv[i : i + take]
             i += take
         elif arg in GLOBAL_SWITCHES:
             flags.append(arg)
@@ -91,13 +101,17 @@ def main(argv: list[str] | None = None) -> int:
         import difflib
 
         close = difflib.get_close_matches(name, COMMANDS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; choose one of: {', '.join(COMMANDS)}"
+        hint = (
+            f"; did you mean {close[0]!r}?" if close else f"; choose one of: {', '.join(COMMANDS)}"
+        )
         print(f"tunewire: unknown command {name!r}{hint}", file=sys.stderr)
         return 2
     if flags:
         if name not in CLIENT_COMMANDS:
-            print(f"tunewire: {' '.join(flags)} apply to commands that call a server; `tunewire {name}` takes none",
-                  file=sys.stderr)
+            print(
+                f"tunewire: {' '.join(flags)} apply to commands that call a server; `tunewire {name}` takes none",
+                file=sys.stderr,
+            )
             return 2
         if name == "validate" and "--remote" not in rest:
             rest = [*rest, "--remote"]  # a server address only makes sense for remote validation

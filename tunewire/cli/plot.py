@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("job", metavar="JOB")
     parser.add_argument("-o", "--output", default=None, help="PNG file (default JOB-loss.png)")
-    parser.add_argument("--title", default=None, help="plot title (default: the job's name and model)")
+    parser.add_argument(
+        "--title", default=None, help="plot title (default: the job's name and model)"
+    )
     add_connection_flags(parser)
     return parser
 
@@ -45,9 +47,14 @@ def plot(client: Client, args: argparse.Namespace) -> int:
     curves = collect_losses(client, job.id, job.last_event_sequence)
     if not curves.train and not curves.validation:
         raise CliError(f"{job.id} has no loss reports yet; plot it once it has trained a few steps")
-    title = args.title or f"{job.spec.display_name or job.id} ({Path(job.spec.model).name or job.spec.model})"
+    title = (
+        args.title
+        or f"{job.spec.display_name or job.id} ({Path(job.spec.model).name or job.spec.model})"
+    )
     write_plot(curves, output, title)
-    print(f"wrote {output}: {len(curves.train)} training and {len(curves.validation)} validation points")
+    print(
+        f"wrote {output}: {len(curves.train)} training and {len(curves.validation)} validation points"
+    )
     return 0
 
 
@@ -59,7 +66,9 @@ def collect_losses(client: Client, job_id: str, up_to_sequence: int) -> LossCurv
         if kind == "training_metrics":
             curves.train.append((event.training_metrics.step, event.training_metrics.loss))
         elif kind == "evaluation_metrics":
-            curves.validation.append((event.evaluation_metrics.step, event.evaluation_metrics.validation_loss))
+            curves.validation.append(
+                (event.evaluation_metrics.step, event.evaluation_metrics.validation_loss)
+            )
         if event.sequence >= up_to_sequence:
             break
     return curves
@@ -76,8 +85,13 @@ def write_plot(curves: LossCurves, output: Path, title: str) -> None:
         if curves.train:
             axes.plot(*zip(*curves.train), label="training loss", color="tab:blue", linewidth=1.6)
         if curves.validation:
-            axes.plot(*zip(*curves.validation), label="validation loss", color="tab:orange",
-                      marker="o", linewidth=1.6)
+            axes.plot(
+                *zip(*curves.validation),
+                label="validation loss",
+                color="tab:orange",
+                marker="o",
+                linewidth=1.6,
+            )
         axes.set_xlabel("step")
         axes.set_ylabel("loss (cross-entropy per token)")
         axes.set_title(title)

@@ -69,12 +69,17 @@ class ProgressView:
         elif kind == "evaluation_metrics":
             e = event.evaluation_metrics
             self.stats.validation.append((e.step, e.validation_loss))
-            self.line(f"validation loss {e.validation_loss:.4f} (perplexity {e.perplexity:,.2f}) at step {e.step}")
+            self.line(
+                f"validation loss {e.validation_loss:.4f} (perplexity {e.perplexity:,.2f}) at step {e.step}"
+            )
         elif kind == "state_change":
             self._state(event.state_change)
         elif kind == "checkpoint_saved":
             c = event.checkpoint_saved.checkpoint
-            self.line(f"checkpoint at step {c.step} ({human_bytes(c.size_bytes)})" + (", best so far" if c.best else ""))
+            self.line(
+                f"checkpoint at step {c.step} ({human_bytes(c.size_bytes)})"
+                + (", best so far" if c.best else "")
+            )
         elif kind == "log" and event.log.level != event_pb.LOG_LEVEL_DEBUG:
             prefix = "warning: " if event.log.level >= event_pb.LOG_LEVEL_WARNING else ""
             self.line(f"  {prefix}{event.log.message}")
@@ -106,8 +111,10 @@ class ProgressView:
         parts = []
         if total:
             done = min(BAR_WIDTH, int(BAR_WIDTH * s.step / total))
-            parts.append(f"step {s.step:>{len(str(total))}}/{total} "
-                         f"{self._fill * done}{self._empty * (BAR_WIDTH - done)} {100 * s.step / total:3.0f}%")
+            parts.append(
+                f"step {s.step:>{len(str(total))}}/{total} "
+                f"{self._fill * done}{self._empty * (BAR_WIDTH - done)} {100 * s.step / total:3.0f}%"
+            )
         else:
             parts.append(f"step {s.step}")
         if s.losses:
@@ -140,7 +147,9 @@ class ProgressView:
         took = ""
         if job.HasField("start_time") and job.HasField("end_time"):
             took = f" in {duration((job.end_time.ToDatetime() - job.start_time.ToDatetime()).total_seconds())}"
-        lines = [f"{job.id} {state_name(job.state)}{took}: {job.progress.step} of {job.progress.total_steps} steps"]
+        lines = [
+            f"{job.id} {state_name(job.state)}{took}: {job.progress.step} of {job.progress.total_steps} steps"
+        ]
         if s.losses:
             lines[0] += f", loss {s.losses[0][1]:.3f} → {s.losses[-1][1]:.3f}"
         best = s.best_validation
@@ -148,8 +157,11 @@ class ProgressView:
             lines[0] += f", best validation loss {best[1]:.3f} at step {best[0]}"
         if s.tokens_per_second or job.HasField("latest_metrics"):
             metrics = job.latest_metrics
-            lines.append(f"  {s.tokens_per_second or metrics.tokens_per_second:,.0f} tokens/s, "
-                         f"{s.trained_tokens or metrics.trained_tokens:,} tokens trained, " + memory_summary(metrics))
+            lines.append(
+                f"  {s.tokens_per_second or metrics.tokens_per_second:,.0f} tokens/s, "
+                f"{s.trained_tokens or metrics.trained_tokens:,} tokens trained, "
+                + memory_summary(metrics)
+            )
         if job.HasField("lora_details") and job.lora_details.rank:
             lines.append(f"  adapter: {lora_summary(job.lora_details)}")
         if job.artifacts.adapter_path:
@@ -157,7 +169,10 @@ class ProgressView:
         if job.artifacts.model_path:
             lines.append(f"  model files: {job.artifacts.model_path}")
         if job.state == job_pb.JOB_STATE_FAILED:
-            lines.append(f"  error: {job.error.message}" + (f" (log: {job.artifacts.log_path})" if job.artifacts.log_path else ""))
+            lines.append(
+                f"  error: {job.error.message}"
+                + (f" (log: {job.artifacts.log_path})" if job.artifacts.log_path else "")
+            )
         return "\n".join(lines)
 
     # ---- internals ------------------------------------------------------------------
@@ -185,6 +200,10 @@ class ProgressView:
         reason = f": {change.reason}" if change.reason else ""
         if change.state == job_pb.JOB_STATE_FAILED and change.error.message:
             reason = f": {change.error.message}"
-        if change.state in (job_pb.JOB_STATE_SUCCEEDED, job_pb.JOB_STATE_FAILED, job_pb.JOB_STATE_CANCELLED):
+        if change.state in (
+            job_pb.JOB_STATE_SUCCEEDED,
+            job_pb.JOB_STATE_FAILED,
+            job_pb.JOB_STATE_CANCELLED,
+        ):
             self.close()
         self.line(f"[{state_name(change.state)}]{reason}")

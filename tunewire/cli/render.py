@@ -43,7 +43,7 @@ def duration(seconds: float) -> str:
 
 
 def short_model(model: str, width: int = 32) -> str:
-    return model if len(model) <= width else "…" + model[-(width - 1):]
+    return model if len(model) <= width else "…" + model[-(width - 1) :]
 
 
 # ---- jobs -------------------------------------------------------------------------------
@@ -53,11 +53,24 @@ def job_table(jobs: list[job_pb.TrainingJob]) -> str:
     rows = [("JOB", "STATE", "METHOD", "STEP", "LOSS", "MODEL", "NAME")]
     for job in jobs:
         progress = job.progress
-        step = f"{progress.step}/{progress.total_steps}" if progress.total_steps else str(progress.step or "-")
+        step = (
+            f"{progress.step}/{progress.total_steps}"
+            if progress.total_steps
+            else str(progress.step or "-")
+        )
         loss = f"{job.latest_metrics.loss:.4f}" if job.HasField("latest_metrics") else "-"
         state = state_name(job.state) + (f" #{job.queue_position}" if job.queue_position else "")
-        rows.append((job.id, state, method_name(job.spec.method), step, loss,
-                     short_model(job.spec.model), job.spec.display_name or "-"))
+        rows.append(
+            (
+                job.id,
+                state,
+                method_name(job.spec.method),
+                step,
+                loss,
+                short_model(job.spec.model),
+                job.spec.display_name or "-",
+            )
+        )
     return table(rows)
 
 
@@ -68,50 +81,71 @@ def table(rows: list[tuple[str, ...]]) -> str:
 
 def lora_summary(details: job_pb.LoraDetails) -> str:
     modules = ", ".join(details.target_modules) or "default modules"
-    return (f"rank {details.rank}, alpha {details.alpha:g} (scale {details.scale:g}), dropout {details.dropout:g}, "
-            f"{details.num_layers} block(s): {modules}; "
-            f"{details.trainable_parameters:,} of {details.total_parameters:,} parameters trained "
-            f"({details.trainable_percent:.3g}%)")
+    return (
+        f"rank {details.rank}, alpha {details.alpha:g} (scale {details.scale:g}), dropout {details.dropout:g}, "
+        f"{details.num_layers} block(s): {modules}; "
+        f"{details.trainable_parameters:,} of {details.total_parameters:,} parameters trained "
+        f"({details.trainable_percent:.3g}%)"
+    )
 
 
 def memory_summary(metrics: job_pb.TrainingMetrics) -> str:
-    return (f"peak MLX memory {human_bytes(metrics.peak_memory_bytes)}, "
-            f"worker RSS {human_bytes(metrics.rss_bytes)}")
+    return (
+        f"peak MLX memory {human_bytes(metrics.peak_memory_bytes)}, "
+        f"worker RSS {human_bytes(metrics.rss_bytes)}"
+    )
 
 
 def job_details(job: job_pb.TrainingJob) -> str:
     spec, hp = job.spec, job.spec.hyperparameters
     lines = [
         f"job        {job.id}" + (f"  ({spec.display_name})" if spec.display_name else ""),
-        f"state      {state_name(job.state)}" + (f", #{job.queue_position} in the queue" if job.queue_position else ""),
+        f"state      {state_name(job.state)}"
+        + (f", #{job.queue_position} in the queue" if job.queue_position else ""),
         f"owner      {job.owner}",
         f"model      {spec.model}",
         f"method     {method_name(spec.method)}"
-        + (f", {spec.quantization.bits}-bit base" if spec.method == job_pb.TRAINING_METHOD_QLORA else ""),
+        + (
+            f", {spec.quantization.bits}-bit base"
+            if spec.method == job_pb.TRAINING_METHOD_QLORA
+            else ""
+        ),
         f"training   batch {hp.batch_size}, learning rate {hp.learning_rate:g}, max length {hp.max_seq_length}, "
         + (f"{hp.max_steps} steps" if hp.max_steps else f"{hp.epochs} epoch(s)"),
     ]
     if job.HasField("dataset_details"):
         d = job.dataset_details
-        lines.append(f"data       {d.format or 'unknown format'}: {d.train_records:,} training, "
-                     f"{d.validation_records:,} validation records"
-                     + (f", {d.train_tokens:,} tokens" if d.train_tokens else ""))
+        lines.append(
+            f"data       {d.format or 'unknown format'}: {d.train_records:,} training, "
+            f"{d.validation_records:,} validation records"
+            + (f", {d.train_tokens:,} tokens" if d.train_tokens else "")
+        )
     p = job.progress
     if p.total_steps:
         eta = f", ETA {duration(p.eta.ToTimedelta().total_seconds())}" if p.HasField("eta") else ""
-        lines.append(f"progress   step {p.step}/{p.total_steps} ({p.percent:.0f}%), epoch {p.epoch:.2f}{eta}")
+        lines.append(
+            f"progress   step {p.step}/{p.total_steps} ({p.percent:.0f}%), epoch {p.epoch:.2f}{eta}"
+        )
     if job.HasField("latest_metrics"):
         m = job.latest_metrics
-        lines.append(f"loss       {m.loss:.4f} at step {m.step}, {m.tokens_per_second:,.0f} tokens/s, "
-                     f"learning rate {m.learning_rate:.3g}")
+        lines.append(
+            f"loss       {m.loss:.4f} at step {m.step}, {m.tokens_per_second:,.0f} tokens/s, "
+            f"learning rate {m.learning_rate:.3g}"
+        )
         lines.append(f"memory     {memory_summary(m)}")
     if job.HasField("latest_evaluation"):
         e = job.latest_evaluation
-        lines.append(f"validation loss {e.validation_loss:.4f} (perplexity {e.perplexity:.2f}) at step {e.step}")
+        lines.append(
+            f"validation loss {e.validation_loss:.4f} (perplexity {e.perplexity:.2f}) at step {e.step}"
+        )
     if job.HasField("lora_details") and job.lora_details.rank:
         lines.append(f"adapter    {lora_summary(job.lora_details)}")
     a = job.artifacts
-    for label, value in (("adapter at", a.adapter_path), ("model at", a.model_path), ("log", a.log_path)):
+    for label, value in (
+        ("adapter at", a.adapter_path),
+        ("model at", a.model_path),
+        ("log", a.log_path),
+    ):
         if value:
             lines.append(f"{label:<10} {value}")
     if job.state == job_pb.JOB_STATE_FAILED and job.error.message:
@@ -125,8 +159,16 @@ def job_details(job: job_pb.TrainingJob) -> str:
 def dataset_table(datasets: list[ds_pb.Dataset]) -> str:
     rows = [("DATASET", "FORMAT", "RECORDS", "SIZE", "VALID", "NAME")]
     for d in datasets:
-        rows.append((d.id, format_name(d.format), f"{d.report.total_samples:,}", human_bytes(d.size_bytes),
-                     "yes" if d.report.valid else "NO", d.display_name))
+        rows.append(
+            (
+                d.id,
+                format_name(d.format),
+                f"{d.report.total_samples:,}",
+                human_bytes(d.size_bytes),
+                "yes" if d.report.valid else "NO",
+                d.display_name,
+            )
+        )
     return table(rows)
 
 
@@ -143,23 +185,36 @@ def dataset_details(d: ds_pb.Dataset) -> str:
 
 def report_text(report: ds_pb.ValidationReport, name: str) -> str:
     """A validation report for a person: verdict, size, each issue as `line N field CODE: message`."""
-    layout = {ds_pb.FILE_LAYOUT_JSON_ARRAY: "JSON array", ds_pb.FILE_LAYOUT_JSONL: "JSONL"}.get(report.layout, "")
-    fmt = {ds_pb.DATASET_FORMAT_ALPACA: "Alpaca", ds_pb.DATASET_FORMAT_SHAREGPT: "ShareGPT",
-           ds_pb.DATASET_FORMAT_MESSAGES: "chat messages"}.get(report.format, "unknown format")
+    layout = {ds_pb.FILE_LAYOUT_JSON_ARRAY: "JSON array", ds_pb.FILE_LAYOUT_JSONL: "JSONL"}.get(
+        report.layout, ""
+    )
+    fmt = {
+        ds_pb.DATASET_FORMAT_ALPACA: "Alpaca",
+        ds_pb.DATASET_FORMAT_SHAREGPT: "ShareGPT",
+        ds_pb.DATASET_FORMAT_MESSAGES: "chat messages",
+    }.get(report.format, "unknown format")
     stats = report.statistics
     lines = [
         f"{name}: {'valid' if report.valid else 'INVALID'} ({fmt}{', ' + layout if layout else ''})",
         f"records: {report.total_samples:,} read, {report.valid_samples:,} valid; "
-        f"{stats.turns:,} turns, {stats.characters:,} characters" + (f", {stats.tokens:,} tokens" if stats.tokens else ""),
+        f"{stats.turns:,} turns, {stats.characters:,} characters"
+        + (f", {stats.tokens:,} tokens" if stats.tokens else ""),
     ]
-    for title, issues, count in (("errors", report.errors, report.error_count),
-                                 ("warnings", report.warnings, report.warning_count)):
+    for title, issues, count in (
+        ("errors", report.errors, report.error_count),
+        ("warnings", report.warnings, report.warning_count),
+    ):
         if count:
             shown = f" (first {len(issues)})" if len(issues) < count else ""
             lines.append(f"{title}: {count:,}{shown}")
             lines += [f"  {_issue_line(issue)}" for issue in issues]
     if report.issue_counts:
-        lines.append("by code: " + ", ".join(f"{c.code} {c.count:,}" for c in sorted(report.issue_counts, key=lambda c: c.code)))
+        lines.append(
+            "by code: "
+            + ", ".join(
+                f"{c.code} {c.count:,}" for c in sorted(report.issue_counts, key=lambda c: c.code)
+            )
+        )
     for item in report.sample_preview:
         tokens = f" ({item.tokens} tokens, {item.trained_tokens} trained)" if item.tokens else ""
         lines.append(f"preview of line {item.conversation.line}{tokens}:")

@@ -58,19 +58,46 @@ class ServerOptions:
 
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--home", type=Path, default=None, help="state directory (default $TUNEWIRE_HOME or ./.tunewire)")
-    parser.add_argument("--grpc-listen", default=env.get("TUNEWIRE_GRPC_LISTEN", DEFAULT_GRPC),
-                        help="gateway gRPC address (default $TUNEWIRE_GRPC_LISTEN or %(default)s)")
-    parser.add_argument("--http-listen", default=env.get("TUNEWIRE_HTTP_LISTEN", DEFAULT_HTTP),
-                        help="gateway HTTP address (default $TUNEWIRE_HTTP_LISTEN or %(default)s)")
-    parser.add_argument("--trainer-listen", default=env.get("TUNEWIRE_TRAINER_LISTEN", DEFAULT_TRAINER),
-                        help="trainer address, loopback or unix socket (default $TUNEWIRE_TRAINER_LISTEN or %(default)s)")
-    parser.add_argument("--keys", type=Path, default=None, help="keys file (default $TUNEWIRE_HOME/keys.yaml)")
-    parser.add_argument("--data-root", action="append", type=Path, default=[],
-                        help="directory whose files jobs may read by path (repeatable; default: here and the home)")
-    parser.add_argument("--max-running-jobs", type=int, default=1, help="jobs training at once (default 1)")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="state directory (default $TUNEWIRE_HOME or ./.tunewire)",
+    )
+    parser.add_argument(
+        "--grpc-listen",
+        default=env.get("TUNEWIRE_GRPC_LISTEN", DEFAULT_GRPC),
+        help="gateway gRPC address (default $TUNEWIRE_GRPC_LISTEN or %(default)s)",
+    )
+    parser.add_argument(
+        "--http-listen",
+        default=env.get("TUNEWIRE_HTTP_LISTEN", DEFAULT_HTTP),
+        help="gateway HTTP address (default $TUNEWIRE_HTTP_LISTEN or %(default)s)",
+    )
+    parser.add_argument(
+        "--trainer-listen",
+        default=env.get("TUNEWIRE_TRAINER_LISTEN", DEFAULT_TRAINER),
+        help="trainer address, loopback or unix socket (default $TUNEWIRE_TRAINER_LISTEN or %(default)s)",
+    )
+    parser.add_argument(
+        "--keys", type=Path, default=None, help="keys file (default $TUNEWIRE_HOME/keys.yaml)"
+    )
+    parser.add_argument(
+        "--data-root",
+        action="append",
+        type=Path,
+        default=[],
+        help="directory whose files jobs may read by path (repeatable; default: here and the home)",
+    )
+    parser.add_argument(
+        "--max-running-jobs", type=int, default=1, help="jobs training at once (default 1)"
+    )
     parser.add_argument("--no-dev-key", action="store_true", help="never make a development key")
     return parser
 
@@ -82,17 +109,26 @@ def run_server(argv: list[str]) -> int:
         return int(exit_.code or 0)
     home = (args.home or Path(os.environ.get("TUNEWIRE_HOME") or ".tunewire")).resolve()
     options = ServerOptions(
-        home=home, grpc_listen=args.grpc_listen, http_listen=args.http_listen, trainer_listen=args.trainer_listen,
-        keys_file=(args.keys or home / "keys.yaml").resolve(), data_roots=tuple(p.resolve() for p in args.data_root),
-        max_running_jobs=args.max_running_jobs, dev_key=not args.no_dev_key,
+        home=home,
+        grpc_listen=args.grpc_listen,
+        http_listen=args.http_listen,
+        trainer_listen=args.trainer_listen,
+        keys_file=(args.keys or home / "keys.yaml").resolve(),
+        data_roots=tuple(p.resolve() for p in args.data_root),
+        max_running_jobs=args.max_running_jobs,
+        dev_key=not args.no_dev_key,
     )
     if options.max_running_jobs < 1:
         return _fail(f"--max-running-jobs must be at least 1, got {options.max_running_jobs}")
     busy = busy_ports(options)
     if busy:
-        return _fail(f"cannot start: {busy}; another `tunewire server` may be running (stop it), or choose other "
-                     "addresses with --grpc-listen / --http-listen / --trainer-listen")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return _fail(
+            f"cannot start: {busy}; another `tunewire server` may be running (stop it), or choose other "
+            "addresses with --grpc-listen / --http-listen / --trainer-listen"
+        )
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     from tunewire.gateway.keys import KeysFileError
     from tunewire.gateway.server import ListenError
     from tunewire.trainer.server import ConfigError
@@ -102,8 +138,10 @@ def run_server(argv: list[str]) -> int:
     except (ConfigError, ListenError, KeysFileError) as exc:
         return _fail(f"cannot start: {exc}")
     except KeyboardInterrupt:  # the second Ctrl-C
-        print(f"{PROG}: stopped at once; running jobs resume from their last checkpoint at the next start",
-              file=sys.stderr)
+        print(
+            f"{PROG}: stopped at once; running jobs resume from their last checkpoint at the next start",
+            file=sys.stderr,
+        )
         return 130
     return 0
 
@@ -116,8 +154,11 @@ def _fail(message: str) -> int:
 def busy_ports(options: ServerOptions) -> str:
     """'port 50051 (gateway gRPC) is in use, ...' for addresses that cannot be bound, else ''."""
     problems = []
-    for address, role in ((options.grpc_listen, "gateway gRPC"), (options.http_listen, "gateway HTTP"),
-                          (options.trainer_listen, "trainer")):
+    for address, role in (
+        (options.grpc_listen, "gateway gRPC"),
+        (options.http_listen, "gateway HTTP"),
+        (options.trainer_listen, "trainer"),
+    ):
         if address.startswith("unix") or address.rpartition(":")[2] in ("0", ""):
             continue
         host, _, port = address.rpartition(":")
@@ -128,7 +169,11 @@ def busy_ports(options: ServerOptions) -> str:
             try:
                 sock.bind((host, int(port)))
             except OSError as exc:
-                why = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+                why = (
+                    "is in use"
+                    if exc.errno == errno.EADDRINUSE
+                    else f"cannot be used ({exc.strerror})"
+                )
                 problems.append(f"{address} ({role}) {why}")
     return ", ".join(problems)
 
@@ -155,29 +200,46 @@ async def serve(options: ServerOptions) -> None:
 
     env_keys, dev_key = choose_keys(options)
     internal_token = os.environ.get("TUNEWIRE_INTERNAL_TOKEN", "")
-    trainer = await start_trainer(TrainerConfig(
-        home=options.home, listen=options.trainer_listen, data_roots=options.data_roots,
-        internal_token=internal_token, max_running_jobs=options.max_running_jobs,
-        wandb_api_key=os.environ.get("WANDB_API_KEY", ""),
-    ))
-    try:
-        gateway = await start_gateway(GatewayConfig(
-            trainer=trainer.address, grpc_listen=options.grpc_listen, http_listen=options.http_listen,
-            keys_file=options.keys_file, api_keys=env_keys + ((dev_key,) if dev_key else ()),
+    trainer = await start_trainer(
+        TrainerConfig(
+            home=options.home,
+            listen=options.trainer_listen,
+            data_roots=options.data_roots,
             internal_token=internal_token,
-        ))
+            max_running_jobs=options.max_running_jobs,
+            wandb_api_key=os.environ.get("WANDB_API_KEY", ""),
+        )
+    )
+    try:
+        gateway = await start_gateway(
+            GatewayConfig(
+                trainer=trainer.address,
+                grpc_listen=options.grpc_listen,
+                http_listen=options.http_listen,
+                keys_file=options.keys_file,
+                api_keys=env_keys + ((dev_key,) if dev_key else ()),
+                internal_token=internal_token,
+            )
+        )
     except BaseException:
         await trainer.stop(grace=5)
         raise
-    print(banner(options, trainer.address, gateway.grpc_address, gateway.http_address, env_keys, dev_key), flush=True)
+    print(
+        banner(
+            options, trainer.address, gateway.grpc_address, gateway.http_address, env_keys, dev_key
+        ),
+        flush=True,
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    print(f"{PROG}: stopping (running jobs checkpoint and resume at the next start; Ctrl-C again to stop at once)",
-          flush=True)
+    print(
+        f"{PROG}: stopping (running jobs checkpoint and resume at the next start; Ctrl-C again to stop at once)",
+        flush=True,
+    )
     for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal interrupts the graceful stop
         loop.remove_signal_handler(sig)
     await gateway.stop(grace=2.0)
@@ -185,7 +247,9 @@ async def serve(options: ServerOptions) -> None:
     print(f"{PROG}: stopped", flush=True)
 
 
-def banner(options: ServerOptions, trainer: str, grpc: str, http: str, env_keys: tuple, dev_key: str) -> str:
+def banner(
+    options: ServerOptions, trainer: str, grpc: str, http: str, env_keys: tuple, dev_key: str
+) -> str:
     lines = [
         f"tunewire server is up (state in {options.home})",
         f"  gateway gRPC  {grpc}   (clients, buf curl, grpcurl)",
@@ -202,12 +266,17 @@ def banner(options: ServerOptions, trainer: str, grpc: str, http: str, env_keys:
             "  └─ set TUNEWIRE_API_KEY or create keys (`tunewire keys create NAME`) to replace it",
         ]
     elif env_keys:
-        lines.append("  keys: TUNEWIRE_API_KEY from the environment" + (" and the keys file" if options.keys_file.exists() else ""))
+        lines.append(
+            "  keys: TUNEWIRE_API_KEY from the environment"
+            + (" and the keys file" if options.keys_file.exists() else "")
+        )
     elif options.keys_file.exists():
         lines.append(f"  keys: {options.keys_file}")
     else:
-        lines.append("  no API keys: only health and server info answer; "
-                     "create one with `tunewire keys create NAME --admin` or set TUNEWIRE_API_KEY")
+        lines.append(
+            "  no API keys: only health and server info answer; "
+            "create one with `tunewire keys create NAME --admin` or set TUNEWIRE_API_KEY"
+        )
     lines.append("Press Ctrl-C to stop.")
     return "\n".join(lines)
 

@@ -23,14 +23,27 @@ PROG = "tunewire train"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    parser.add_argument("config", metavar="CONFIG.yaml", help="job spec or mlx_lm.lora config (YAML)")
-    parser.add_argument("--watch", action="store_true", help="follow the job with a progress bar until it ends")
-    parser.add_argument("--json", action="store_true", help="with --watch: one event per line as JSON")
-    parser.add_argument("--name", default=None, help="display name of the job (overrides display_name)")
-    parser.add_argument("--request-id", default=None,
-                        help="makes the call idempotent: the same id twice creates one job")
+    parser.add_argument(
+        "config", metavar="CONFIG.yaml", help="job spec or mlx_lm.lora config (YAML)"
+    )
+    parser.add_argument(
+        "--watch", action="store_true", help="follow the job with a progress bar until it ends"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="with --watch: one event per line as JSON"
+    )
+    parser.add_argument(
+        "--name", default=None, help="display name of the job (overrides display_name)"
+    )
+    parser.add_argument(
+        "--request-id",
+        default=None,
+        help="makes the call idempotent: the same id twice creates one job",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the job id")
-    parser.add_argument("--dry-run", action="store_true", help="print the job spec as JSON; start nothing")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the job spec as JSON; start nothing"
+    )
     add_connection_flags(parser)
     return parser
 
@@ -51,13 +64,17 @@ def train(client: Client, args: argparse.Namespace) -> int:
         print(f"{PROG}: note: {note}", file=sys.stderr)
     if args.dry_run:
         placeholder = "(uploaded at start)"
-        spec = config.to_spec(placeholder if config.upload_train else "",
-                              placeholder if config.upload_validation else "")
+        spec = config.to_spec(
+            placeholder if config.upload_train else "",
+            placeholder if config.upload_validation else "",
+        )
         print(to_json(spec))
         return 0
 
     dataset_id = upload(client, config.upload_train, info) if config.upload_train else ""
-    validation_id = upload(client, config.upload_validation, info) if config.upload_validation else ""
+    validation_id = (
+        upload(client, config.upload_validation, info) if config.upload_validation else ""
+    )
     job = client.create_job(config.to_spec(dataset_id, validation_id), request_id=args.request_id)
     if args.quiet:
         print(job.id)
@@ -80,10 +97,18 @@ def upload(client: Client, path, info) -> str:
     report = dataset.report
     if not report.valid:
         first = report.errors[0] if report.errors else None
-        problem = f" (line {first.line}{' ' + first.field if first.field else ''}: {first.message}" \
-            f"{f'; {report.error_count - 1} more' if report.error_count > 1 else ''})" if first else ""
-        raise CliError(f"{path} is not valid training data{problem}; `tunewire validate {path}` lists every problem",
-                       details=report_text(report, str(path)))
-    info(f"uploaded {path} as {dataset.id}: {report.valid_samples:,} valid records"
-         + (f", {report.warning_count} warning(s)" if report.warning_count else ""))
+        problem = (
+            f" (line {first.line}{' ' + first.field if first.field else ''}: {first.message}"
+            f"{f'; {report.error_count - 1} more' if report.error_count > 1 else ''})"
+            if first
+            else ""
+        )
+        raise CliError(
+            f"{path} is not valid training data{problem}; `tunewire validate {path}` lists every problem",
+            details=report_text(report, str(path)),
+        )
+    info(
+        f"uploaded {path} as {dataset.id}: {report.valid_samples:,} valid records"
+        + (f", {report.warning_count} warning(s)" if report.warning_count else "")
+    )
     return dataset.id

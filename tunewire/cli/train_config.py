@@ -41,8 +41,17 @@ MLX_LM_FIELDS = {
     "project_name": "wandb.project",
 }
 # mlx_lm.lora keys with their own translation (see `_translate`).
-MLX_LM_SPECIAL = ("data", "fine_tune_type", "lora_parameters", "optimizer", "optimizer_config",
-                  "lr_schedule", "mask_prompt", "val_batches", "report_to")
+MLX_LM_SPECIAL = (
+    "data",
+    "fine_tune_type",
+    "lora_parameters",
+    "optimizer",
+    "optimizer_config",
+    "lr_schedule",
+    "mask_prompt",
+    "val_batches",
+    "report_to",
+)
 # Keys that mean something only to mlx-lm's own command line: accepted, not used.
 MLX_LM_IGNORED = {
     "train": "training is what `tunewire train` does",
@@ -105,9 +114,13 @@ def parse_config(text: str, name: str = "config") -> TrainConfig:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{name}:{mark.line + 1}" if mark else name
-        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        raise ConfigError(
+            f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}"
+        ) from None
     if data is None:
-        raise ConfigError(f"{name}: the file is empty; it needs at least `model` and `data` (or `dataset`)")
+        raise ConfigError(
+            f"{name}: the file is empty; it needs at least `model` and `data` (or `dataset`)"
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"{name}: expected a mapping of keys to values at the top")
     lines = _key_lines(root)
@@ -116,8 +129,10 @@ def parse_config(text: str, name: str = "config") -> TrainConfig:
     problems = _translate(data, config, where)
     if not problems:
         try:
-            config.to_spec("ds-placeholder" if config.upload_train else "",
-                           "ds-placeholder" if config.upload_validation else "")
+            config.to_spec(
+                "ds-placeholder" if config.upload_train else "",
+                "ds-placeholder" if config.upload_validation else "",
+            )
         except SpecError as exc:
             origin = lambda p: config.origins.get(p, p)
             problems = [f"{where(origin(p))}: {origin(p)}: {why}" for p, why in exc.problems]
@@ -145,7 +160,9 @@ def _translate(data: dict, config: TrainConfig, where) -> list[str]:
 
     def put(dotted: str, value, key: str, replace: bool = False) -> None:
         if dotted in setters and not replace:
-            problems.append(f"{where(key)}: {key!r} sets {dotted}, which {setters[dotted]!r} already sets")
+            problems.append(
+                f"{where(key)}: {key!r} sets {dotted}, which {setters[dotted]!r} already sets"
+            )
             return
         setters[dotted] = key
         *parents, leaf = dotted.split(".")
@@ -163,7 +180,9 @@ def _translate(data: dict, config: TrainConfig, where) -> list[str]:
         if key in native_keys:
             if key == "wandb" and isinstance(value, str):  # older mlx-lm: `wandb: PROJECT`
                 value = {"project": value}
-            for dotted, leaf in _leaf_paths(value, key) if isinstance(value, dict) else [(key, value)]:
+            for dotted, leaf in (
+                _leaf_paths(value, key) if isinstance(value, dict) else [(key, value)]
+            ):
                 put(dotted, leaf, dotted)
         elif key in MLX_LM_FIELDS:
             put(MLX_LM_FIELDS[key], value, key)
@@ -176,16 +195,26 @@ def _translate(data: dict, config: TrainConfig, where) -> list[str]:
         else:
             problems.append(f"{where(key)}: unknown key {key!r}{suggest(key, known)}")
     if config.upload_train and "dataset" in spec:
-        problems.append(f"{where('data')}: give `data` (a local file to upload) or `dataset` (on the server), not both")
+        problems.append(
+            f"{where('data')}: give `data` (a local file to upload) or `dataset` (on the server), not both"
+        )
     if config.upload_validation and "validation_dataset" in spec:
-        problems.append(f"{where('data')}: {config.upload_train.parent}/valid.jsonl and `validation_dataset` both "
-                        "give validation data; keep one")
+        problems.append(
+            f"{where('data')}: {config.upload_train.parent}/valid.jsonl and `validation_dataset` both "
+            "give validation data; keep one"
+        )
     if "quantization" in spec and "method" not in spec:
-        spec["method"] = "qlora"  # a quantization section means QLoRA, as a quantized model does in mlx-lm
+        spec["method"] = (
+            "qlora"  # a quantization section means QLoRA, as a quantized model does in mlx-lm
+        )
     if not problems and not spec.get("model"):
-        problems.append(f"{where('')}: `model` is required: a Hugging Face id or a local model folder")
+        problems.append(
+            f"{where('')}: `model` is required: a Hugging Face id or a local model folder"
+        )
     if not problems and "dataset" not in spec and config.upload_train is None:
-        problems.append(f"{where('')}: no training data: set `data` (a local file or folder) or `dataset`")
+        problems.append(
+            f"{where('')}: no training data: set `data` (a local file or folder) or `dataset`"
+        )
     if isinstance(spec.get("model"), str) and Path(spec["model"]).expanduser().exists():
         # A local folder: the trainer runs elsewhere (another working directory), so send it absolute.
         spec["model"] = str(Path(spec["model"]).expanduser().resolve())
@@ -215,8 +244,10 @@ def _special(key: str, value, put, config: TrainConfig, where) -> list[str]:
         return _lora_parameters(value, put, where)
     elif key == "optimizer":
         if str(value).lower() not in OPTIMIZERS:
-            return [f"{here}: optimizer must be one of {', '.join(OPTIMIZERS)}, got {value!r}"
-                    + suggest(str(value).lower(), OPTIMIZERS)]
+            return [
+                f"{here}: optimizer must be one of {', '.join(OPTIMIZERS)}, got {value!r}"
+                + suggest(str(value).lower(), OPTIMIZERS)
+            ]
         put("hyperparameters.optimizer", str(value).lower(), key)
     elif key == "optimizer_config":
         return _optimizer_config(value, put, here)
@@ -246,14 +277,20 @@ def _data(value, config: TrainConfig, here: str) -> list[str]:
     if path.is_dir():
         train, valid = path / "train.jsonl", path / "valid.jsonl"
         if not train.is_file():
-            return [f"{here}: data folder {value!r} has no train.jsonl (mlx-lm's layout: train.jsonl, valid.jsonl)"]
+            return [
+                f"{here}: data folder {value!r} has no train.jsonl (mlx-lm's layout: train.jsonl, valid.jsonl)"
+            ]
         config.upload_train = train
         config.upload_validation = valid if valid.is_file() else None
     elif path.is_file():
         config.upload_train = path
     else:
-        return [(f"{here}: data {value!r} is not a local file or folder (Hugging Face datasets are not fetched: "
-                 "download the data and point `data` at the file or folder)")]
+        return [
+            (
+                f"{here}: data {value!r} is not a local file or folder (Hugging Face datasets are not fetched: "
+                "download the data and point `data` at the file or folder)"
+            )
+        ]
     return []
 
 
@@ -264,8 +301,10 @@ def _lora_parameters(value, put, where) -> list[str]:
     problems = []
     for k in value:
         if k not in LORA_PARAMETER_KEYS:
-            problems.append(f"{where('lora_parameters.' + str(k))}: unknown key 'lora_parameters.{k}'"
-                            + suggest(str(k), LORA_PARAMETER_KEYS))
+            problems.append(
+                f"{where('lora_parameters.' + str(k))}: unknown key 'lora_parameters.{k}'"
+                + suggest(str(k), LORA_PARAMETER_KEYS)
+            )
     if "scale" in value and "alpha" in value:
         problems.append(f"{here}: give scale (mlx-lm) or alpha (PEFT), not both")
     if problems:
@@ -296,14 +335,19 @@ def _optimizer_config(value, put, here: str) -> list[str]:
     problems = []
     for name, settings in value.items():
         if name not in OPTIMIZERS:
-            problems.append(f"{here}: optimizer_config.{name}: unknown optimizer" + suggest(str(name), OPTIMIZERS))
+            problems.append(
+                f"{here}: optimizer_config.{name}: unknown optimizer"
+                + suggest(str(name), OPTIMIZERS)
+            )
             continue
         for setting, v in (settings or {}).items():
             if setting == "weight_decay":
                 put("hyperparameters.weight_decay", v, f"optimizer_config.{name}.weight_decay")
             else:
-                problems.append(f"{here}: optimizer_config.{name}.{setting} is not supported "
-                                "(only weight_decay; tunewire sets the other optimizer settings)")
+                problems.append(
+                    f"{here}: optimizer_config.{name}.{setting} is not supported "
+                    "(only weight_decay; tunewire sets the other optimizer settings)"
+                )
     return problems
 
 
@@ -312,12 +356,16 @@ def _schedule(value, put, here: str) -> list[str]:
         return [f"{here}: lr_schedule must be a mapping with name, arguments and optionally warmup"]
     unknown = set(value) - {"name", "arguments", "warmup", "warmup_init"}
     if unknown:
-        return [f"{here}: unknown key 'lr_schedule.{min(unknown)}'"
-                + suggest(min(unknown), ("name", "arguments", "warmup", "warmup_init"))]
+        return [
+            f"{here}: unknown key 'lr_schedule.{min(unknown)}'"
+            + suggest(min(unknown), ("name", "arguments", "warmup", "warmup_init"))
+        ]
     name = value["name"]
     if name not in SCHEDULES:
-        return [f"{here}: lr_schedule {name!r} is not supported; use cosine_decay or linear_schedule"
-                + suggest(str(name), SCHEDULES)]
+        return [
+            f"{here}: lr_schedule {name!r} is not supported; use cosine_decay or linear_schedule"
+            + suggest(str(name), SCHEDULES)
+        ]
     args = value.get("arguments") or []
     if not isinstance(args, list) or not args:
         return [f"{here}: lr_schedule.arguments must be a list starting with the learning rate"]
@@ -326,7 +374,13 @@ def _schedule(value, put, here: str) -> list[str]:
     put("hyperparameters.learning_rate_schedule", SCHEDULES[name], "lr_schedule")
     put("hyperparameters.learning_rate", args[0], "lr_schedule.arguments", replace=True)
     # cosine_decay(init, decay_steps, end=0); linear_schedule(init, end, steps)
-    end = args[2] if name == "cosine_decay" and len(args) > 2 else args[1] if name == "linear_schedule" and len(args) > 1 else None
+    end = (
+        args[2]
+        if name == "cosine_decay" and len(args) > 2
+        else args[1]
+        if name == "linear_schedule" and len(args) > 1
+        else None
+    )
     if end is not None:
         put("hyperparameters.min_learning_rate", end, "lr_schedule.arguments")
     if value.get("warmup"):

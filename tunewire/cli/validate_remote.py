@@ -33,18 +33,37 @@ def run(argv: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     parser.add_argument("file", metavar="FILE")
-    parser.add_argument("--remote", action="store_true", required=True, help="validate through the server")
+    parser.add_argument(
+        "--remote", action="store_true", required=True, help="validate through the server"
+    )
     parser.add_argument("--upload", action="store_true", help="store the file as a dataset as well")
     parser.add_argument("--json", action="store_true", help="the report as protobuf JSON")
-    parser.add_argument("--max-issues", type=int, default=100, metavar="N", help="default %(default)s")
-    parser.add_argument("--preview", type=int, default=None, metavar="N",
-                        help="normalized records to show (default: 3 with --json, otherwise 0)")
-    parser.add_argument("--tokenizer", default="", metavar="MODEL",
-                        help="a model (on the server) whose tokenizer counts tokens")
-    parser.add_argument("--max-tokens", type=int, default=0, metavar="N", help="warn about records over N tokens")
+    parser.add_argument(
+        "--max-issues", type=int, default=100, metavar="N", help="default %(default)s"
+    )
+    parser.add_argument(
+        "--preview",
+        type=int,
+        default=None,
+        metavar="N",
+        help="normalized records to show (default: 3 with --json, otherwise 0)",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        default="",
+        metavar="MODEL",
+        help="a model (on the server) whose tokenizer counts tokens",
+    )
+    parser.add_argument(
+        "--max-tokens", type=int, default=0, metavar="N", help="warn about records over N tokens"
+    )
     add_connection_flags(parser)
     return parser
 
@@ -60,8 +79,11 @@ def validate_remote(client: Client, args: argparse.Namespace) -> int:
         report = client.upload_dataset(path).report
     else:
         report = client.validate_dataset(
-            content=path.read_bytes(), max_issues=args.max_issues, preview_records=preview,
-            tokenizer=args.tokenizer, max_tokens=args.max_tokens,
+            content=path.read_bytes(),
+            max_issues=args.max_issues,
+            preview_records=preview,
+            tokenizer=args.tokenizer,
+            max_tokens=args.max_tokens,
         )
     if not preview:
         del report.sample_preview[:]  # 0 reads as "default" on the wire; the user asked for none

@@ -29,28 +29,48 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("job", metavar="JOB", help="job id")
     parser.add_argument("--json", action="store_true", help="one event per line as protobuf JSON")
-    parser.add_argument("--after", type=int, default=0, metavar="N", help="start after event N (default: all)")
+    parser.add_argument(
+        "--after", type=int, default=0, metavar="N", help="start after event N (default: all)"
+    )
     add_connection_flags(parser)
     return parser
 
 
 def run_watch(argv: list[str]) -> int:
-    return run_client_command(PROG, build_parser(), argv, lambda client, args: watch_job(
-        client, args.job, json_lines=args.json, after=args.after))
+    return run_client_command(
+        PROG,
+        build_parser(),
+        argv,
+        lambda client, args: watch_job(client, args.job, json_lines=args.json, after=args.after),
+    )
 
 
-def watch_job(client: Client, job_id: str, *, json_lines: bool = False, after: int = 0,
-              out: TextIO | None = None) -> int:
+def watch_job(
+    client: Client,
+    job_id: str,
+    *,
+    json_lines: bool = False,
+    after: int = 0,
+    out: TextIO | None = None,
+) -> int:
     """Follows a job to its end; returns the exit status its final state means."""
     out = out or sys.stdout
-    job = follow_json(client, job_id, after, out) if json_lines else follow_bar(client, job_id, after, out)
+    job = (
+        follow_json(client, job_id, after, out)
+        if json_lines
+        else follow_bar(client, job_id, after, out)
+    )
     return 0 if job.state == job_pb.JOB_STATE_SUCCEEDED else 1
 
 
 def follow_json(client: Client, job_id: str, after: int, out: TextIO) -> job_pb.TrainingJob:
     def reconnecting(error: TunewireError, last: int) -> None:
-        print(f"{PROG}: connection lost ({error.code.name}: {error.message}); "
-              f"reconnecting after event {last}", file=sys.stderr, flush=True)
+        print(
+            f"{PROG}: connection lost ({error.code.name}: {error.message}); "
+            f"reconnecting after event {last}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     for event in client.watch(job_id, after, on_reconnect=reconnecting):
         out.write(to_json(event) + "\n")
@@ -63,15 +83,20 @@ def follow_bar(client: Client, job_id: str, after: int, out: TextIO) -> job_pb.T
     job = client.get_job(job_id)
     view.set_total(job.progress.total_steps)
     name = f" ({job.spec.display_name})" if job.spec.display_name not in ("", job.id) else ""
-    view.line(f"{job.id}{name}: {method_name(job.spec.method)} fine-tune of {job.spec.model}"
-              + (f", #{job.queue_position} in the queue" if job.queue_position else ""))
+    view.line(
+        f"{job.id}{name}: {method_name(job.spec.method)} fine-tune of {job.spec.model}"
+        + (f", #{job.queue_position} in the queue" if job.queue_position else "")
+    )
 
     def reconnecting(error: TunewireError, last: int) -> None:
         view.note(f"connection lost ({error.message}); reconnecting from event {last}…")
 
     try:
         for event in client.watch(job_id, after, on_reconnect=reconnecting):
-            if not view.stats.total_steps and event.WhichOneof("payload") in ("training_metrics", "state_change"):
+            if not view.stats.total_steps and event.WhichOneof("payload") in (
+                "training_metrics",
+                "state_change",
+            ):
                 # The total is known once the worker has counted the data.
                 view.set_total(client.get_job(job_id).progress.total_steps)
             view.event(event)

@@ -39,7 +39,9 @@ DEFAULT_TIMEOUT = 30.0
 GENERATE_TIMEOUT = 600.0
 UPLOAD_CHUNK_BYTES = 1 << 20
 MAX_MESSAGE_BYTES = 64 << 20
-TERMINAL_STATES = frozenset({job_pb.JOB_STATE_SUCCEEDED, job_pb.JOB_STATE_FAILED, job_pb.JOB_STATE_CANCELLED})
+TERMINAL_STATES = frozenset(
+    {job_pb.JOB_STATE_SUCCEEDED, job_pb.JOB_STATE_FAILED, job_pb.JOB_STATE_CANCELLED}
+)
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -64,7 +66,13 @@ class Client:
     timeout: seconds for each unary call (generation and uploads get longer).
     """
 
-    def __init__(self, address: str | None = None, api_key: str | None = None, *, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        address: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ):
         self.address = address or default_address()
         self.timeout = timeout
         key = resolve_api_key(api_key, self.address)
@@ -98,7 +106,9 @@ class Client:
 
     def health(self, service: str = "") -> str:
         """The grpc.health.v1 status ("SERVING", "NOT_SERVING", ...) of `service` ("" = the server)."""
-        reply = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout=5.0)
+        reply = self._call(
+            self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout=5.0
+        )
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
     # ---- jobs --------------------------------------------------------------------------
@@ -123,15 +133,21 @@ class Client:
         return self._call(self._training.CreateTrainingJob, request).job
 
     def get_job(self, job_id: str) -> job_pb.TrainingJob:
-        return self._call(self._training.GetTrainingJob, svc.GetTrainingJobRequest(job_id=job_id)).job
+        return self._call(
+            self._training.GetTrainingJob, svc.GetTrainingJobRequest(job_id=job_id)
+        ).job
 
-    def list_jobs(self, states: Iterable[int] = (), *, limit: int | None = None) -> list[job_pb.TrainingJob]:
+    def list_jobs(
+        self, states: Iterable[int] = (), *, limit: int | None = None
+    ) -> list[job_pb.TrainingJob]:
         """Jobs, newest first, every page (or the first `limit`)."""
         jobs: list[job_pb.TrainingJob] = []
         token = ""
         while True:
             size = min(1000, limit - len(jobs)) if limit else 200
-            request = svc.ListTrainingJobsRequest(page_size=size, page_token=token, states=list(states))
+            request = svc.ListTrainingJobsRequest(
+                page_size=size, page_token=token, states=list(states)
+            )
             page = self._call(self._training.ListTrainingJobs, request)
             jobs.extend(page.jobs)
             token = page.next_page_token
@@ -161,11 +177,17 @@ class Client:
         `give_up_after` seconds without getting through. `on_reconnect(error,
         last_sequence)` is called before each new attempt."""
         opener = lambda after: self._training.WatchTrainingJob(
-            svc.WatchTrainingJobRequest(job_id=job_id, after_sequence=after), metadata=self._metadata
+            svc.WatchTrainingJobRequest(job_id=job_id, after_sequence=after),
+            metadata=self._metadata,
         )
         return watch_events(
-            opener, after_sequence, address=self.address, job_finished=lambda: self._finished(job_id),
-            reconnect=reconnect, give_up_after=give_up_after, on_reconnect=on_reconnect,
+            opener,
+            after_sequence,
+            address=self.address,
+            job_finished=lambda: self._finished(job_id),
+            reconnect=reconnect,
+            give_up_after=give_up_after,
+            on_reconnect=on_reconnect,
         )
 
     def _finished(self, job_id: str) -> bool:
@@ -197,9 +219,14 @@ class Client:
         """Text from a job's adapter (or a base `model`), for a plain `prompt` or
         chat `messages` ([{"role": "user", "content": ...}])."""
         request = svc.GenerateRequest(
-            job_id=job_id, model=model, prompt=prompt,
+            job_id=job_id,
+            model=model,
+            prompt=prompt,
             messages=[svc.ChatMessage(role=m["role"], content=m["content"]) for m in messages],
-            max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
         )
         return self._call(self._training.Generate, request, timeout=GENERATE_TIMEOUT)
 
@@ -239,12 +266,20 @@ class Client:
         max_tokens: int = 0,
     ) -> ds_pb.ValidationReport:
         """Validates a stored dataset, inline `content`, or a `path` on the server."""
-        given = [name for name, value in (("dataset_id", dataset_id), ("content", content), ("path", path))
-                 if value not in ("", None)]
+        given = [
+            name
+            for name, value in (("dataset_id", dataset_id), ("content", content), ("path", path))
+            if value not in ("", None)
+        ]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of dataset_id, content and path (got {', '.join(given) or 'none'})")
+            raise ValueError(
+                f"give exactly one of dataset_id, content and path (got {', '.join(given) or 'none'})"
+            )
         options = ds_svc.ValidationOptions(
-            max_issues=max_issues, preview_records=preview_records, tokenizer=tokenizer, max_tokens=max_tokens
+            max_issues=max_issues,
+            preview_records=preview_records,
+            tokenizer=tokenizer,
+            max_tokens=max_tokens,
         )
         request = ds_svc.ValidateDatasetRequest(options=options)
         if dataset_id:
@@ -260,11 +295,16 @@ class Client:
         token = ""
         while True:
             size = min(1000, limit - len(datasets)) if limit else 200
-            page = self._call(self._datasets.ListDatasets, ds_svc.ListDatasetsRequest(page_size=size, page_token=token))
+            page = self._call(
+                self._datasets.ListDatasets,
+                ds_svc.ListDatasetsRequest(page_size=size, page_token=token),
+            )
             datasets.extend(page.datasets)
             token = page.next_page_token
             if not token or (limit and len(datasets) >= limit):
                 return datasets
 
     def get_dataset(self, dataset_id: str) -> ds_pb.Dataset:
-        return self._call(self._datasets.GetDataset, ds_svc.GetDatasetRequest(dataset_id=dataset_id)).dataset
+        return self._call(
+            self._datasets.GetDataset, ds_svc.GetDatasetRequest(dataset_id=dataset_id)
+        ).dataset

@@ -67,7 +67,9 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def resolve_api_key(explicit: str | None, address: str, environ: Mapping[str, str] = os.environ) -> str:
+def resolve_api_key(
+    explicit: str | None, address: str, environ: Mapping[str, str] = os.environ
+) -> str:
     """The key to send: the explicit one ('' for none), else the environment's, else
     the local server's development key (only for a loopback address: it is never sent elsewhere)."""
     if explicit is not None:

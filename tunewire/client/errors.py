@@ -89,7 +89,9 @@ def from_rpc_error(err: grpc.RpcError, address: str = "") -> TunewireError:
     code = err.code() if callable(getattr(err, "code", None)) else grpc.StatusCode.UNKNOWN
     message = err.details() if callable(getattr(err, "details", None)) else str(err)
     debug = err.debug_error_string() if callable(getattr(err, "debug_error_string", None)) else ""
-    error = TunewireError(code, message or code.name.lower(), address=address, debug=_clean(debug or ""))
+    error = TunewireError(
+        code, message or code.name.lower(), address=address, debug=_clean(debug or "")
+    )
     try:
         status = rpc_status.from_call(err)
     except (ValueError, AttributeError):  # trailers that disagree with the code, or no call

@@ -17,8 +17,12 @@ from google.protobuf.message import Message
 from tunewire.v1 import training_job_pb2 as job_pb
 
 _INTS = {
-    FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT32,
-    FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_INT32,
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_UINT32,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_SINT32,
+    FieldDescriptor.TYPE_SINT64,
 }
 _FLOATS = {FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE}
 _INT32_TYPES = {FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32}
@@ -38,7 +42,9 @@ def suggest(word: str, choices) -> str:
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     if not close:
         lowered = {c.lower().replace("_", ""): c for c in choices}
-        close = difflib.get_close_matches(word.lower().replace("_", "").replace("-", ""), lowered, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(
+            word.lower().replace("_", "").replace("-", ""), lowered, n=1, cutoff=0.6
+        )
         close = [lowered[c] for c in close]
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -47,7 +53,9 @@ def enum_short_names(enum: EnumDescriptor) -> dict[str, int]:
     """{'lora': 1, ...}: value names without the enum's prefix, lower case, without UNSPECIFIED."""
     prefix = _enum_prefix(enum)
     return {
-        v.name.removeprefix(prefix).lower(): v.number for v in enum.values if not v.name.endswith("_UNSPECIFIED")
+        v.name.removeprefix(prefix).lower(): v.number
+        for v in enum.values
+        if not v.name.endswith("_UNSPECIFIED")
     }
 
 
@@ -95,9 +103,21 @@ def fill_message(message: Message, data, path: str, problems: list[tuple[str, st
             continue
         seen[fd.name] = key
         if fd.containing_oneof is not None:
-            other = next((s for s in seen if s != fd.name and by_name[s].containing_oneof is fd.containing_oneof), None)
+            other = next(
+                (
+                    s
+                    for s in seen
+                    if s != fd.name and by_name[s].containing_oneof is fd.containing_oneof
+                ),
+                None,
+            )
             if other:
-                problems.append((where, f"give only one of {', '.join(f.name for f in fd.containing_oneof.fields)}"))
+                problems.append(
+                    (
+                        where,
+                        f"give only one of {', '.join(f.name for f in fd.containing_oneof.fields)}",
+                    )
+                )
                 continue
         if value is None:
             continue  # YAML's `key:` with nothing after it: leave the default
@@ -204,7 +224,9 @@ def _enum(enum: EnumDescriptor, value, where: str, problems):
         if name.lower() in short:
             return short[name.lower()]
     choices = ", ".join(short)
-    problems.append((where, f"must be one of {choices}, got {value!r}" + suggest(str(value).lower(), short)))
+    problems.append(
+        (where, f"must be one of {choices}, got {value!r}" + suggest(str(value).lower(), short))
+    )
     return None
 
 

@@ -20,16 +20,25 @@ from tunewire.client.errors import TunewireError, from_rpc_error
 # Codes after which the stream is reopened: the server went away or restarted
 # (UNAVAILABLE, CANCELLED), dropped a slow subscriber or rate-limited us
 # (RESOURCE_EXHAUSTED), or aborted the call (ABORTED).
-RECONNECT_CODES = frozenset({
-    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED,
-})
-TERMINAL_STATES = frozenset({job_pb.JOB_STATE_SUCCEEDED, job_pb.JOB_STATE_FAILED, job_pb.JOB_STATE_CANCELLED})
+RECONNECT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.ABORTED,
+    }
+)
+TERMINAL_STATES = frozenset(
+    {job_pb.JOB_STATE_SUCCEEDED, job_pb.JOB_STATE_FAILED, job_pb.JOB_STATE_CANCELLED}
+)
 FIRST_DELAY, MAX_DELAY = 0.2, 2.0
 
 
 def is_terminal(event: event_pb.TrainingEvent) -> bool:
-    return event.WhichOneof("payload") == "state_change" and event.state_change.state in TERMINAL_STATES
+    return (
+        event.WhichOneof("payload") == "state_change"
+        and event.state_change.state in TERMINAL_STATES
+    )
 
 
 def watch_events(
@@ -68,7 +77,9 @@ def watch_events(
             if not received and job_finished():
                 return
             error = TunewireError(
-                grpc.StatusCode.UNAVAILABLE, "the event stream ended before the job did", address=address
+                grpc.StatusCode.UNAVAILABLE,
+                "the event stream ended before the job did",
+                address=address,
             )
         except grpc.RpcError as err:
             error = from_rpc_error(err, address)
