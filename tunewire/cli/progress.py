@@ -23,6 +23,7 @@ from tunewire.cli.render import duration, human_bytes, lora_summary, memory_summ
 
 CLEAR_LINE = "\r\x1b[K"
 BAR_WIDTH = 24
+MIN_BAR_WIDTH = 8
 
 
 @dataclass
@@ -106,31 +107,37 @@ class ProgressView:
             self._bar_shown = False
 
     def bar(self) -> str:
+        """`step 4/10 ████░░░░  40%  loss 2.500  val 2.750  1,500 tok/s  mem 48.0 MiB  ETA 0:03`.
+        On a terminal it fits one line (a wrapped line would break the redraw):
+        the bar narrows first, then the end is cut."""
         s = self.stats
-        total = s.total_steps
-        parts = []
-        if total:
-            done = min(BAR_WIDTH, int(BAR_WIDTH * s.step / total))
-            parts.append(
-                f"step {s.step:>{len(str(total))}}/{total} "
-                f"{self._fill * done}{self._empty * (BAR_WIDTH - done)} {100 * s.step / total:3.0f}%"
-            )
-        else:
-            parts.append(f"step {s.step}")
+        details = []
         if s.losses:
-            parts.append(f"loss {s.losses[-1][1]:.3f}")
+            details.append(f"loss {s.losses[-1][1]:.3f}")
         if s.validation:
-            parts.append(f"val {s.validation[-1][1]:.3f}")
+            details.append(f"val {s.validation[-1][1]:.3f}")
         if s.tokens_per_second:
-            parts.append(f"{s.tokens_per_second:,.0f} tok/s")
+            details.append(f"{s.tokens_per_second:,.0f} tok/s")
         if s.peak_memory:
-            parts.append(f"mem {human_bytes(s.peak_memory)}")
+            details.append(f"mem {human_bytes(s.peak_memory)}")
         eta = self.eta()
         if eta is not None:
-            parts.append(f"ETA {duration(eta)}")
-        text = "  ".join(parts)
-        width = shutil.get_terminal_size((100, 24)).columns - 1
-        return text[:width] if self.tty else text
+            details.append(f"ETA {duration(eta)}")
+        tail = "".join(f"  {d}" for d in details)
+        columns = shutil.get_terminal_size((100, 24)).columns - 1
+        total = s.total_steps
+        if not total:
+            text = f"step {s.step}{tail}"
+        else:
+            head = f"step {s.step:>{len(str(total))}}/{total}"
+            percent = f"{100 * s.step / total:3.0f}%"
+            width = BAR_WIDTH
+            if self.tty:
+                room = columns - len(head) - len(percent) - len(tail) - 2
+                width = max(MIN_BAR_WIDTH, min(BAR_WIDTH, room))
+            done = min(width, int(width * s.step / total))
+            text = f"{head} {self._fill * done}{self._empty * (width - done)} {percent}{tail}"
+        return text[:columns] if self.tty else text
 
     def eta(self) -> float | None:
         s = self.stats

@@ -122,7 +122,12 @@ def job_details(job: job_pb.TrainingJob) -> str:
         )
     p = job.progress
     if p.total_steps:
-        eta = f", ETA {duration(p.eta.ToTimedelta().total_seconds())}" if p.HasField("eta") else ""
+        running = job.state in (job_pb.JOB_STATE_STARTING, job_pb.JOB_STATE_RUNNING)
+        eta = (
+            f", ETA {duration(p.eta.ToTimedelta().total_seconds())}"
+            if running and p.HasField("eta")
+            else ""
+        )
         lines.append(
             f"progress   step {p.step}/{p.total_steps} ({p.percent:.0f}%), epoch {p.epoch:.2f}{eta}"
         )
