@@ -8,7 +8,7 @@ import grpc
 import pytest
 from tunewire.v1 import training_job_pb2 as job_pb
 
-from tunewire.client import Client, SpecError, TunewireError
+from tunewire.client import Client, TunewireError, Violation
 
 from .services import API_KEY, free_port
 
@@ -43,11 +43,17 @@ def test_a_bad_spec_is_one_error_with_every_field_violation(services, tiny_model
 
 
 def test_misspelt_keys_fail_before_any_call():
-    # Nothing listens on this port: a SpecError proves no call was made.
-    with Client(f"127.0.0.1:{free_port()}", "k") as client, pytest.raises(SpecError) as caught:
-        client.create_job(model="m", hyperparameters={"batch_sise": 2})
-    assert caught.value.problems == [
-        ("hyperparameters.batch_sise", "unknown key (did you mean 'batch_size'?)")
+    # Nothing listens on this port: an answer proves no call was made.
+    with Client(f"127.0.0.1:{free_port()}", "k") as client, pytest.raises(TunewireError) as caught:
+        client.create_job(model="m", hyperparameters={"batch_sise": 2}, method="qlroa")
+    error = caught.value
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT and not error.unreachable
+    assert error.violations == [
+        Violation("spec.hyperparameters.batch_sise", "unknown key (did you mean 'batch_size'?)"),
+        Violation(
+            "spec.method",
+            "must be one of lora, qlora, dora, full, got 'qlroa' (did you mean 'qlora'?)",
+        ),
     ]
 
 

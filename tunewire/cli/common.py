@@ -133,7 +133,11 @@ def describe(error: TunewireError) -> str:
         )
     if code == grpc.StatusCode.INVALID_ARGUMENT and error.violations:
         listed = "; ".join(f"{v.field}: {v.description}" for v in error.violations)
-        return f"rejected by the server: {listed}"
+        return (
+            f"rejected by the server: {listed}"
+            if error.has_status
+            else f"invalid request: {listed}"
+        )
     if code == grpc.StatusCode.NOT_FOUND:
         hint = (
             " (`tunewire jobs` lists yours)"

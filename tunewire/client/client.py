@@ -30,8 +30,8 @@ from tunewire.v1 import training_service_pb2 as svc
 from tunewire.v1 import training_service_pb2_grpc as svc_grpc
 
 from tunewire.client.dev_key import resolve_api_key
-from tunewire.client.errors import TunewireError, from_rpc_error
-from tunewire.client.spec import spec_from_dict
+from tunewire.client.errors import TunewireError, Violation, from_rpc_error
+from tunewire.client.spec import SpecError, spec_from_dict
 from tunewire.client.watch import watch_events
 
 DEFAULT_ADDRESS = "localhost:50051"
@@ -122,13 +122,22 @@ class Client:
     ) -> job_pb.TrainingJob:
         """Queues a job. `spec` is a TrainingJobSpec or a mapping with its keys
         (`{"model": ..., "dataset": {"path": ...}, "method": "qlora"}`); keyword
-        arguments are the same keys. Bad keys raise `SpecError` before any call."""
-        if spec is None:
-            spec = spec_from_dict(fields)
-        elif isinstance(spec, Mapping):
-            spec = spec_from_dict({**spec, **fields})
-        elif fields:
-            raise TypeError("give either a TrainingJobSpec or keyword fields, not both")
+        arguments are the same keys. Keys or values that cannot be a spec raise
+        INVALID_ARGUMENT before any call, with violations as the server words them."""
+        if isinstance(spec, job_pb.TrainingJobSpec):
+            if fields:
+                raise TypeError("give either a TrainingJobSpec or keyword fields, not both")
+        else:
+            try:
+                spec = spec_from_dict({**(spec or {}), **fields})
+            except SpecError as error:
+                raise TunewireError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"invalid spec: {error}",
+                    violations=[Violation(f"spec.{path}", why) for path, why in error.problems],
+                    reason="INVALID_ARGUMENT",
+                    address=self.address,
+                ) from None
         request = svc.CreateTrainingJobRequest(spec=spec, request_id=request_id or "")
         return self._call(self._training.CreateTrainingJob, request).job
 
