@@ -23,7 +23,7 @@ from tunewire.datasets.source import SourceError
 _WS = re.compile(r"[ \t\r\n]*")
 _STRUCTURE = re.compile(r'["\[\]{}]')
 _STRING_END = re.compile(r'["\\]')
-_SCALAR_END = re.compile(r"[,\]\s]")
+_SCALAR_END = re.compile(r"[,\] \t\r\n]")
 # Bytes that were not UTF-8 are decoded to these lone surrogates (surrogateescape).
 _BAD_BYTE = re.compile("[\udc80-\udcff]")
 _CONTAINERS = '{["'
@@ -156,7 +156,9 @@ def _record(buf: _Buffer, limit: int):
     try:
         value, end = decode(buf.text, buf.pos)
         if end < len(buf.text) or buf.eof or buf.text[buf.pos] in _CONTAINERS:
-            if buf.bad_bytes and _BAD_BYTE.search(buf.text, buf.pos, end):
+            if end - buf.pos > limit:
+                yield _too_long(start_line, limit)
+            elif buf.bad_bytes and _BAD_BYTE.search(buf.text, buf.pos, end):
                 yield _bad_bytes_issue(buf, start_line, end)
             else:
                 yield start_line, value, None, None
@@ -167,11 +169,7 @@ def _record(buf: _Buffer, limit: int):
     # Cut by the end of the buffer, or broken: find the end by structure, then retry once.
     end = _find_end(buf, limit)
     if end == _TOO_LONG:
-        yield start_line, None, Issue(
-            start_line,
-            codes.LINE_TOO_LONG,
-            f"record is over the limit of {limit:,} characters (max_line_bytes); skipped",
-        ), None
+        yield _too_long(start_line, limit)
         return True
     if end == _EOF:
         yield start_line, None, Issue(
@@ -196,6 +194,12 @@ def _record(buf: _Buffer, limit: int):
         yield start_line, value, None, None
     buf.advance(end)
     return True
+
+
+def _too_long(line: int, limit: int) -> Record:
+    return line, None, Issue(
+        line, codes.LINE_TOO_LONG, f"record is over the limit of {limit:,} characters (max_line_bytes); skipped"
+    ), None
 
 
 def _located_json_error(exc: ValueError, start_line: int, start_column: int) -> Issue:
@@ -239,7 +243,8 @@ def _find_end(buf: _Buffer, limit: int) -> int:
     depth = 0
     in_string = first == '"'
     scalar = first not in _CONTAINERS
-    i = buf.pos + 1 if in_string else buf.pos
+    # A scalar (or stray character) ends at the next separator after its first character.
+    i = buf.pos + 1 if in_string or scalar else buf.pos
     too_long = False
     while True:
         if scalar:

@@ -103,10 +103,10 @@ class RecordScanner:
                 add(not_an_object(line, value))
                 continue
             found = detect(value)
+            if found is None:
+                add(_unknown_format(line, value))
+                continue
             if found is not file_format:
-                if found is None:
-                    add(_unknown_format(line, value))
-                    continue
                 if file_format is not None:
                     first = out.other_formats.setdefault(found, line)
                     add(mixed_formats(line, found, first, file_format, format_line))

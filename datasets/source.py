@@ -103,8 +103,10 @@ def open_source(raw: BinaryIO, chunk_bytes: int = CHUNK_BYTES) -> OpenedSource:
     chunks = _read_chunks(stream, chunk_bytes, compressed)
 
     # Find the first non-blank byte (after an optional BOM) to decide the layout.
-    # Blank chunks before it are dropped; their newlines still count as lines.
+    # Blank chunks before it are dropped: their newlines are counted as lines and
+    # the blanks after the last newline kept, so columns stay right.
     skipped_lines = 0
+    indent = b""
     first = True
     for chunk in chunks:
         if first:
@@ -118,10 +120,12 @@ def open_source(raw: BinaryIO, chunk_bytes: int = CHUNK_BYTES) -> OpenedSource:
                 )
         stripped = chunk.lstrip(_JSON_SPACE)
         if not stripped:
-            skipped_lines += chunk.count(b"\n")
+            newlines = chunk.count(b"\n")
+            skipped_lines += newlines
+            indent = (indent + chunk if not newlines else chunk[chunk.rfind(b"\n") + 1:])[-4096:]
             continue
         layout = Layout.JSON_ARRAY if stripped[:1] == b"[" else Layout.JSONL
-        return OpenedSource(_chain(chunk, chunks), layout, compressed, skipped_lines + 1)
+        return OpenedSource(_chain(indent + chunk, chunks), layout, compressed, skipped_lines + 1)
     return OpenedSource(iter(()), None, compressed, skipped_lines + 1)
 
 

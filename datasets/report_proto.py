@@ -1,0 +1,130 @@
+"""Conversions between the library's report types and the `tunewire.v1` dataset messages.
+
+The only module of the library that imports protobuf (generated code, no
+grpc): the DatasetService servicer and `tunewire validate --json` use it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from tunewire.datasets.issues import Issue, Severity
+from tunewire.datasets.report import DatasetFormat, RecordPreview, Statistics, ValidationReport
+from tunewire.datasets.source import Layout
+from tunewire.datasets.validate import ValidationOptions
+from tunewire.v1 import dataset_pb2 as pb
+
+FORMATS = {
+    None: pb.DATASET_FORMAT_UNSPECIFIED,
+    DatasetFormat.ALPACA: pb.DATASET_FORMAT_ALPACA,
+    DatasetFormat.SHAREGPT: pb.DATASET_FORMAT_SHAREGPT,
+    DatasetFormat.MESSAGES: pb.DATASET_FORMAT_MESSAGES,
+}
+LAYOUTS = {
+    None: pb.FILE_LAYOUT_UNSPECIFIED,
+    Layout.JSON_ARRAY: pb.FILE_LAYOUT_JSON_ARRAY,
+    Layout.JSONL: pb.FILE_LAYOUT_JSONL,
+}
+SEVERITIES = {Severity.ERROR: pb.ISSUE_SEVERITY_ERROR, Severity.WARNING: pb.ISSUE_SEVERITY_WARNING}
+
+# The proto's documented ranges and defaults (0 means "not set" in proto3).
+_MAX_ISSUES = (100, 10_000)
+_PREVIEW_RECORDS = (3, 100)
+
+
+def issue_to_proto(issue: Issue) -> pb.DatasetIssue:
+    return pb.DatasetIssue(
+        line=issue.line,
+        column=issue.column,
+        field=issue.field,
+        code=issue.code,
+        message=issue.message,
+        severity=SEVERITIES[issue.severity],
+    )
+
+
+def conversation_to_proto(record: dict) -> pb.CanonicalConversation:
+    """A canonical record (as written by normalize_file) as a CanonicalConversation."""
+    tools = record.get("tools")
+    return pb.CanonicalConversation(
+        messages=[
+            pb.CanonicalMessage(role=m["role"], content=m["content"], trainable=bool(m.get("trainable")))
+            for m in record["messages"]
+        ],
+        line=record.get("line", 0),
+        tools_json=json.dumps(tools) if tools else "",
+    )
+
+
+def preview_to_proto(preview: RecordPreview) -> pb.RecordPreview:
+    return pb.RecordPreview(
+        conversation=conversation_to_proto(preview.conversation),
+        rendered=preview.rendered,
+        tokens=preview.tokens,
+        trained_tokens=preview.trained_tokens,
+    )
+
+
+def statistics_to_proto(statistics: Statistics) -> pb.DatasetStatistics:
+    return pb.DatasetStatistics(
+        records=statistics.records,
+        turns=statistics.turns,
+        characters=statistics.characters,
+        tokens=statistics.tokens,
+        train_records=statistics.train_records,
+        validation_records=statistics.validation_records,
+    )
+
+
+def report_to_proto(report: ValidationReport) -> pb.ValidationReport:
+    return pb.ValidationReport(
+        valid=report.valid,
+        format=FORMATS[report.format],
+        layout=LAYOUTS[report.layout],
+        total_samples=report.total_samples,
+        valid_samples=report.valid_samples,
+        error_count=report.error_count,
+        warning_count=report.warning_count,
+        errors=[issue_to_proto(issue) for issue in report.errors],
+        warnings=[issue_to_proto(issue) for issue in report.warnings],
+        issue_counts=[
+            pb.IssueCount(code=code, count=count, severity=SEVERITIES[Issue(0, code, "").severity])
+            for code, count in sorted(report.issue_counts.items())
+        ],
+        sample_preview=[preview_to_proto(p) for p in report.sample_preview],
+        statistics=statistics_to_proto(report.statistics),
+        size_bytes=report.size_bytes,
+    )
+
+
+def options_from_proto(message, **settings) -> ValidationOptions:
+    """Library options from a request's `tunewire.v1.ValidationOptions` (or None): unset fields
+    take their defaults.
+
+    Raises ValueError naming the field, the value and its range, for the
+    servicer to turn into INVALID_ARGUMENT. `settings` adds server-side
+    options (e.g. workers, max_line_bytes).
+    """
+    max_issues = _ranged("options.max_issues", getattr(message, "max_issues", 0), *_MAX_ISSUES)
+    preview_records = _ranged("options.preview_records", getattr(message, "preview_records", 0), *_PREVIEW_RECORDS)
+    tokenizer = getattr(message, "tokenizer", "")
+    max_tokens = getattr(message, "max_tokens", 0)
+    if max_tokens < 0:
+        raise ValueError(f"options.max_tokens must be 0 (off) or positive, got {max_tokens}")
+    if max_tokens and not tokenizer:
+        raise ValueError("options.max_tokens needs options.tokenizer to count tokens with")
+    return ValidationOptions(
+        max_issues=max_issues,
+        preview_records=preview_records,
+        tokenizer=tokenizer or None,
+        max_tokens=max_tokens,
+        **settings,
+    )
+
+
+def _ranged(name: str, value: int, default: int, high: int) -> int:
+    if value == 0:
+        return default
+    if not 0 < value <= high:
+        raise ValueError(f"{name} must be between 0 and {high:,}, got {value}")
+    return value
