@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from tunewire.v1 import training_job_pb2 as job_pb
 
 from tunewire.client import Client, TunewireError, Violation
+from tunewire.v1 import training_job_pb2 as job_pb
 
 from .services import API_KEY, free_port
 

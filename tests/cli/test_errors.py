@@ -32,6 +32,7 @@ def test_no_server_is_one_line_that_says_what_to_do(tmp_path):
     for args in (
         ["jobs"],
         ["watch", "job-000000000000"],
+        ["watch", "job-000000000000", "--json"],
         ["info"],
         ["--address", address, "datasets", "list"],
     ):

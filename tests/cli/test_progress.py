@@ -6,10 +6,10 @@ from __future__ import annotations
 import io
 
 import pytest
-from tunewire.v1 import training_event_pb2 as ev
-from tunewire.v1 import training_job_pb2 as job_pb
 
 from tunewire.cli.progress import CLEAR_LINE, ProgressView
+from tunewire.v1 import training_event_pb2 as ev
+from tunewire.v1 import training_job_pb2 as job_pb
 
 pytestmark = pytest.mark.timeout(30)
 

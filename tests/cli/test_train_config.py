@@ -4,10 +4,10 @@ and the errors for keys that are neither."""
 from __future__ import annotations
 
 import pytest
-from tunewire.v1 import training_job_pb2 as job_pb
 
 from tunewire.cli.train_config import ConfigError, parse_config
 from tunewire.client import SpecError, spec_from_dict
+from tunewire.v1 import training_job_pb2 as job_pb
 
 pytestmark = pytest.mark.timeout(30)
 

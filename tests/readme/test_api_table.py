@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from google.api import annotations_pb2
+
 from tunewire.v1 import dataset_service_pb2, training_service_pb2
 
 pytestmark = pytest.mark.timeout(30)

@@ -23,9 +23,9 @@ import warnings
 from pathlib import Path
 
 import pytest
-from tunewire.v1 import training_job_pb2 as job_pb
 
 from tunewire.client import Client, TunewireError
+from tunewire.v1 import training_job_pb2 as job_pb
 
 pytestmark = pytest.mark.timeout(600)
 

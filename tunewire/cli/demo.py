@@ -25,8 +25,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunewire.v1 import training_job_pb2 as job_pb
-
 from tunewire.cli.common import CliError, guarded
 from tunewire.cli.plot import collect_losses, write_plot
 from tunewire.cli.render import memory_summary, report_text, state_name
@@ -40,6 +38,7 @@ from tunewire.cli.server import (
 from tunewire.cli.watch import follow_bar
 from tunewire.client import Client, TunewireError
 from tunewire.client.dev_key import tunewire_home
+from tunewire.v1 import training_job_pb2 as job_pb
 
 PROG = "tunewire demo"
 ADDRESS = "127.0.0.1:50051"

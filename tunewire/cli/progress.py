@@ -16,10 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from tunewire.cli.render import duration, human_bytes, lora_summary, memory_summary, state_name
 from tunewire.v1 import training_event_pb2 as event_pb
 from tunewire.v1 import training_job_pb2 as job_pb
-
-from tunewire.cli.render import duration, human_bytes, lora_summary, memory_summary, state_name
 
 CLEAR_LINE = "\r\x1b[K"
 BAR_WIDTH = 24

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from tunewire.v1 import dataset_pb2 as ds_pb
-from tunewire.v1 import training_job_pb2 as job_pb
 
 from tunewire.client.spec import enum_short_name
+from tunewire.v1 import dataset_pb2 as ds_pb
+from tunewire.v1 import training_job_pb2 as job_pb
 
 
 def to_json(message: Message) -> str:

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from tunewire.v1 import training_job_pb2 as job_pb
 
 from tunewire.client.spec import SpecError, field_names, spec_from_dict, suggest
+from tunewire.v1 import training_job_pb2 as job_pb
 
 # mlx_lm.lora key → the spec field it sets (dotted path).
 MLX_LM_FIELDS = {

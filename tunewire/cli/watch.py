@@ -15,12 +15,11 @@ import argparse
 import sys
 from typing import TextIO
 
-from tunewire.v1 import training_job_pb2 as job_pb
-
 from tunewire.cli.common import add_connection_flags, run_client_command
 from tunewire.cli.progress import ProgressView
 from tunewire.cli.render import method_name, to_json
 from tunewire.client import Client, TunewireError
+from tunewire.v1 import training_job_pb2 as job_pb
 
 PROG = "tunewire watch"
 
@@ -72,6 +71,7 @@ def follow_json(client: Client, job_id: str, after: int, out: TextIO) -> job_pb.
             flush=True,
         )
 
+    client.get_job(job_id)  # an unknown job or an absent server is an error now, not a retry loop
     for event in client.watch(job_id, after, on_reconnect=reconnecting):
         out.write(to_json(event) + "\n")
         out.flush()

@@ -21,6 +21,11 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tunewire.client.dev_key import resolve_api_key
+from tunewire.client.errors import TunewireError, Violation, from_rpc_error
+from tunewire.client.spec import SpecError, spec_from_dict
+from tunewire.client.watch import watch_events
 from tunewire.v1 import dataset_pb2 as ds_pb
 from tunewire.v1 import dataset_service_pb2 as ds_svc
 from tunewire.v1 import dataset_service_pb2_grpc as ds_grpc
@@ -28,11 +33,6 @@ from tunewire.v1 import training_event_pb2 as event_pb
 from tunewire.v1 import training_job_pb2 as job_pb
 from tunewire.v1 import training_service_pb2 as svc
 from tunewire.v1 import training_service_pb2_grpc as svc_grpc
-
-from tunewire.client.dev_key import resolve_api_key
-from tunewire.client.errors import TunewireError, Violation, from_rpc_error
-from tunewire.client.spec import SpecError, spec_from_dict
-from tunewire.client.watch import watch_events
 
 DEFAULT_ADDRESS = "localhost:50051"
 DEFAULT_TIMEOUT = 30.0

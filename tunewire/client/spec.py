@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
+
 from tunewire.v1 import training_job_pb2 as job_pb
 
 _INTS = {

@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable, Iterator
 
 import grpc
-from tunewire.v1 import training_event_pb2 as event_pb
-from tunewire.v1 import training_job_pb2 as job_pb
 
 from tunewire.client.errors import TunewireError, from_rpc_error
+from tunewire.v1 import training_event_pb2 as event_pb
+from tunewire.v1 import training_job_pb2 as job_pb
 
 # Codes after which the stream is reopened: the server went away or restarted
 # (UNAVAILABLE, CANCELLED), dropped a slow subscriber or rate-limited us
