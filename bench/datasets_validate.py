@@ -31,14 +31,96 @@ WORK = Path(__file__).resolve().parent / ".work"
 RSS_LIMIT_MB = 300
 FORMATS = ("alpaca", "sharegpt", "messages")
 
-_WORDS = (
-    "the model learns from examples of questions and answers about data training loss rate "
-    "gradient batch token layer attention weight memory speed quality result error value "
-    "function return list string number file line record format check split seed report "
-    "a an of to in for with on at by from is are was be this that it as or and not can will "
-    "write explain describe summarize translate compare list show why how what when where "
-    "python code example system user assistant tool call output input instruction history"
-).split()
+_WORDS = [
+    "the",
+    "model",
+    "learns",
+    "from",
+    "examples",
+    "of",
+    "questions",
+    "and",
+    "answers",
+    "about",
+    "data",
+    "training",
+    "loss",
+    "rate",
+    "gradient",
+    "batch",
+    "token",
+    "layer",
+    "attention",
+    "weight",
+    "memory",
+    "speed",
+    "quality",
+    "result",
+    "error",
+    "value",
+    "function",
+    "return",
+    "list",
+    "string",
+    "number",
+    "file",
+    "line",
+    "record",
+    "format",
+    "check",
+    "split",
+    "seed",
+    "report",
+    "a",
+    "an",
+    "of",
+    "to",
+    "in",
+    "for",
+    "with",
+    "on",
+    "at",
+    "by",
+    "from",
+    "is",
+    "are",
+    "was",
+    "be",
+    "this",
+    "that",
+    "it",
+    "as",
+    "or",
+    "and",
+    "not",
+    "can",
+    "will",
+    "write",
+    "explain",
+    "describe",
+    "summarize",
+    "translate",
+    "compare",
+    "list",
+    "show",
+    "why",
+    "how",
+    "what",
+    "when",
+    "where",
+    "python",
+    "code",
+    "example",
+    "system",
+    "user",
+    "assistant",
+    "tool",
+    "call",
+    "output",
+    "input",
+    "instruction",
+    "history",
+]
 _UNICODE = ["café", "naïve", "日本語の文", "Grüße", "emoji 🙂", "Ελληνικά", "русский текст"]
 
 
@@ -79,10 +161,17 @@ def _turns(rng, pool, n):
             roles += ["user", "assistant_call", "tool", "assistant"]
         else:
             roles += ["user", "assistant"]
-    return [(role, (f"[{n}] " if i == 0 else "") + rng.choice(pool)) for i, role in enumerate(roles)]
+    return [
+        (role, (f"[{n}] " if i == 0 else "") + rng.choice(pool)) for i, role in enumerate(roles)
+    ]
 
 
-_SHAREGPT_ROLES = {"user": "human", "assistant": "gpt", "assistant_call": "function_call", "tool": "observation"}
+_SHAREGPT_ROLES = {
+    "user": "human",
+    "assistant": "gpt",
+    "assistant_call": "function_call",
+    "tool": "observation",
+}
 
 
 def _sharegpt(rng, pool, n):
@@ -145,6 +234,7 @@ def generate(fmt: str, size: int, path: Path, seed: int = 0) -> int:
 
 # --- children: each measurement runs in a fresh process -------------------------------
 
+
 def _child(kind: str, path: str, out_dir: str) -> None:
     start = time.perf_counter()
     result = {}
@@ -168,15 +258,23 @@ def _child(kind: str, path: str, out_dir: str) -> None:
         from tunewire.datasets.validate import validate_file
 
         report = validate_file(path)
-        result = {"records": report.total_samples, "valid": report.valid_samples, "errors": report.error_count}
+        result = {
+            "records": report.total_samples,
+            "valid": report.valid_samples,
+            "errors": report.error_count,
+        }
     elif kind == "normalize":
         from tunewire.datasets.normalize import normalize_file
 
         outcome = normalize_file(path, out_dir, validation_fraction=0.05, seed=0)
         stats = outcome.statistics
-        result = {"records": outcome.report.total_samples, "valid": outcome.report.valid_samples,
-                  "errors": outcome.report.error_count, "train": stats.train_records,
-                  "validation": stats.validation_records}
+        result = {
+            "records": outcome.report.total_samples,
+            "valid": outcome.report.valid_samples,
+            "errors": outcome.report.error_count,
+            "train": stats.train_records,
+            "validation": stats.validation_records,
+        }
     result["seconds"] = time.perf_counter() - start
     print(json.dumps(result))
 
@@ -199,7 +297,9 @@ def _measure(kind: str, path: Path, out_dir: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-gb", type=float, default=1.0, help="size of the larger file per format")
+    parser.add_argument(
+        "--size-gb", type=float, default=1.0, help="size of the larger file per format"
+    )
     parser.add_argument("--formats", default=",".join(FORMATS), help="comma-separated formats")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -217,35 +317,52 @@ def main() -> None:
                 out_dir = WORK / f"{fmt}-out"
                 records = generate(fmt, int(size_gb * (1 << 30)), path)
                 mb = path.stat().st_size / (1 << 20)
-                runs = {kind: _measure(kind, path, out_dir) for kind in
-                        ("peer_binary", "peer_text", "validate", "normalize")}
+                runs = {
+                    kind: _measure(kind, path, out_dir)
+                    for kind in ("peer_binary", "peer_text", "validate", "normalize")
+                }
                 shutil.rmtree(out_dir, ignore_errors=True)
                 path.unlink()
                 peer = min(runs["peer_binary"]["seconds"], runs["peer_text"]["seconds"])
-                row = {"format": fmt, "size_mb": round(mb), "records": records,
-                       "avg_record_bytes": round(mb * (1 << 20) / records)}
+                row = {
+                    "format": fmt,
+                    "size_mb": round(mb),
+                    "records": records,
+                    "avg_record_bytes": round(mb * (1 << 20) / records),
+                }
                 for kind, run in runs.items():
                     row[f"{kind}_mb_s"] = round(mb / run["seconds"], 1)
                     row[f"{kind}_rss_mb"] = round(run["rss_mb"])
                 row["validate_vs_peer"] = round(peer / runs["validate"]["seconds"], 2)
                 row["normalize_vs_peer"] = round(peer / runs["normalize"]["seconds"], 2)
-                row["normalize_report"] = {k: v for k, v in runs["normalize"].items() if k != "seconds"}
+                row["normalize_report"] = {
+                    k: v for k, v in runs["normalize"].items() if k != "seconds"
+                }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     finally:
         shutil.rmtree(WORK, ignore_errors=True)
 
     print()
-    print("| format | size | records (avg bytes) | peer json.loads MB/s (bin / text) | validate MB/s (× peer) "
-          "| normalize MB/s (× peer) | peak RSS MB peer / validate / normalize |")
+    print(
+        "| format | size | records (avg bytes) | peer json.loads MB/s (bin / text) "
+        "| validate MB/s (× peer) "
+        "| normalize MB/s (× peer) | peak RSS MB peer / validate / normalize |"
+    )
     print("|---|---|---|---|---|---|---|")
     ok = True
     for r in rows:
-        print(f"| {r['format']} | {r['size_mb']} MB | {r['records']:,} ({r['avg_record_bytes']}) "
-              f"| {r['peer_binary_mb_s']} / {r['peer_text_mb_s']} "
-              f"| {r['validate_mb_s']} ({r['validate_vs_peer']}×) | {r['normalize_mb_s']} ({r['normalize_vs_peer']}×) "
-              f"| {r['peer_text_rss_mb']} / {r['validate_rss_mb']} / {r['normalize_rss_mb']} |")
-        ok &= r["normalize_vs_peer"] >= 0.5 and max(r["validate_rss_mb"], r["normalize_rss_mb"]) < RSS_LIMIT_MB
+        print(
+            f"| {r['format']} | {r['size_mb']} MB | {r['records']:,} ({r['avg_record_bytes']}) "
+            f"| {r['peer_binary_mb_s']} / {r['peer_text_mb_s']} "
+            f"| {r['validate_mb_s']} ({r['validate_vs_peer']}×) "
+            f"| {r['normalize_mb_s']} ({r['normalize_vs_peer']}×) "
+            f"| {r['peer_text_rss_mb']} / {r['validate_rss_mb']} / {r['normalize_rss_mb']} |"
+        )
+        ok &= (
+            r["normalize_vs_peer"] >= 0.5
+            and max(r["validate_rss_mb"], r["normalize_rss_mb"]) < RSS_LIMIT_MB
+        )
     print()
     print("targets met" if ok else "TARGETS MISSED")
 

@@ -47,7 +47,11 @@ def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], N
     ):
         user = instruction + "\n\n" + extra if extra and not extra.isspace() else instruction
         if system and not system.isspace():
-            return [(SYSTEM, system, False), (USER, user, False), (ASSISTANT, output, True)], None, True
+            return (
+                [(SYSTEM, system, False), (USER, user, False), (ASSISTANT, output, True)],
+                None,
+                True,
+            )
         return [(USER, user, False), (ASSISTANT, output, True)], None, True
     return _check_slowly(record, line, ctx)
 
@@ -113,7 +117,8 @@ def _history(value: object, line: int, ctx: RecordContext) -> list[tuple[str, st
             ctx.error(
                 line,
                 codes.WRONG_TYPE,
-                f"{field!r} must be a [user, assistant] pair of strings, got {describe_value(pair)}",
+                f"{field!r} must be a [user, assistant] pair of strings, "
+                f"got {describe_value(pair)}",
                 field,
             )
             continue

@@ -1,4 +1,7 @@
-"""The canonical JSONL line: `{"messages": [{"role", "content", "trainable"}], "tools"?: [...], "line": N}`.
+"""The canonical JSONL line.
+
+    {"messages": [{"role", "content", "trainable"}], "tools"?: [...], "line": N}
+
 
 Escaping text for JSON costs more than parsing it in the standard library,
 and the text is already escaped in the source line. So when a record has the
@@ -11,13 +14,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator, Sequence
 from json.encoder import encode_basestring_ascii
 from os import PathLike
-from typing import Iterator, Sequence
 
 from tunewire.datasets.turns import Message
 
-_OPEN = {role: b'{"role":"%s","content":"' % role.encode() for role in ("system", "user", "assistant", "tool")}
+_OPEN = {
+    role: b'{"role":"%s","content":"' % role.encode()
+    for role in ("system", "user", "assistant", "tool")
+}
 _CLOSE = {True: b'","trainable":true}', False: b'","trainable":false}'}
 _COLON = re.compile(rb'[ \t\r\n]*:[ \t\r\n]*"')
 _BACKSLASH = 92
@@ -39,9 +45,9 @@ def raw_values(raw: bytes, key: bytes, count: int) -> list[bytes] | None:
         if at < 0:
             return values if len(values) == count else None
         after = at + size
-        if raw[after:after + 3] == b': "':
+        if raw[after : after + 3] == b': "':
             begin = after + 3
-        elif raw[after:after + 2] == b':"':
+        elif raw[after : after + 2] == b':"':
             begin = after + 2
         else:
             match = _COLON.match(raw, after)
@@ -52,7 +58,9 @@ def raw_values(raw: bytes, key: bytes, count: int) -> list[bytes] | None:
         if len(values) == count:
             return None
         end = find(b'"', begin)
-        while end > 0 and raw[end - 1] == _BACKSLASH:  # an escaped quote, unless the backslashes pair up
+        while (
+            end > 0 and raw[end - 1] == _BACKSLASH
+        ):  # an escaped quote, unless the backslashes pair up
             first = end - 1
             while raw[first - 1] == _BACKSLASH:
                 first -= 1
@@ -67,9 +75,11 @@ def raw_values(raw: bytes, key: bytes, count: int) -> list[bytes] | None:
 
 def body_from_raw(messages: Sequence[Message], texts: Sequence[bytes]) -> bytes:
     """`{"messages":[...]` (unclosed) from each message's raw JSON text."""
-    return b'{"messages":[' + b",".join(
-        [_OPEN[m[0]] + text + _CLOSE[m[2]] for m, text in zip(messages, texts)]
-    ) + b"]"
+    return (
+        b'{"messages":['
+        + b",".join([_OPEN[m[0]] + text + _CLOSE[m[2]] for m, text in zip(messages, texts)])
+        + b"]"
+    )
 
 
 def encode_messages(messages: Sequence[Message]) -> bytes:
@@ -81,12 +91,15 @@ def encode_messages(messages: Sequence[Message]) -> bytes:
 def encode_line(body: bytes, tools: list | None, line: int) -> bytes:
     """The whole JSONL line from a body."""
     if tools:
-        return b"%s,\"tools\":%s,\"line\":%d}\n" % (body, json.dumps(tools).encode(), line)
+        return b'%s,"tools":%s,"line":%d}\n' % (body, json.dumps(tools).encode(), line)
     return b'%s,"line":%d}\n' % (body, line)
 
 
 def as_dict(messages: Sequence[Message], tools: list | None, line: int) -> dict:
-    record = {"messages": [{"role": r, "content": c, "trainable": t} for r, c, t in messages], "line": line}
+    record = {
+        "messages": [{"role": r, "content": c, "trainable": t} for r, c, t in messages],
+        "line": line,
+    }
     if tools:
         record["tools"] = tools
     return record

@@ -29,7 +29,9 @@ ROLES: dict[str, bool] = {SYSTEM: False, USER: False, ASSISTANT: True, TOOL: Fal
 _MESSAGE_FIELDS = ("role", "content", "trainable")
 
 
-def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], list | None, bool] | None:
+def check(
+    record: dict, line: int, ctx: RecordContext
+) -> tuple[list[Message], list | None, bool] | None:
     """(messages, tools, plain) of a valid record; None after adding its errors to `ctx`.
 
     `plain`: the record has the simple shape `raw_texts` can copy text from.
@@ -45,7 +47,12 @@ def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], l
                 break
             role = item.get("role")
             content = item.get("content")
-            if type(role) is not str or type(content) is not str or not content or content.isspace():
+            if (
+                type(role) is not str
+                or type(content) is not str
+                or not content
+                or content.isspace()
+            ):
                 break
             trainable = roles.get(role)
             if trainable is None or role not in NEXT_ROLES[previous]:
@@ -69,7 +76,8 @@ def _check_slowly(record: dict, line: int, ctx: RecordContext):
             ctx.error(
                 line,
                 codes.WRONG_TYPE,
-                f"'messages' must be a list of {{role, content}} objects, got {describe_value(items)}",
+                "'messages' must be a list of {role, content} objects, "
+                f"got {describe_value(items)}",
                 "messages",
             )
         return None
@@ -95,7 +103,11 @@ def _check_slowly(record: dict, line: int, ctx: RecordContext):
         if type(role) is str:
             trainable = ROLES.get(role)
             if trainable is None:
-                hint = " (ShareGPT's names? use the `conversations` format)" if role in ("human", "gpt") else ""
+                hint = (
+                    " (ShareGPT's names? use the `conversations` format)"
+                    if role in ("human", "gpt")
+                    else ""
+                )
                 ctx.error(
                     line,
                     codes.UNKNOWN_ROLE,

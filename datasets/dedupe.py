@@ -42,14 +42,14 @@ class SeenRecords:
         if self.size >= self.limit:
             return 0
         hashes[i] = key
-        self._lines[i] = line if line <= 0xFFFFFFFF else 0xFFFFFFFF
+        self._lines[i] = min(line, 4294967295)
         self.size += 1
         if self.size * 3 > self._capacity * 2:
             self._grow()
         return 0
 
     def tables(self) -> tuple[bytes, bytes]:
-        """The raw slots: int64 hashes (0: empty) and uint32 first lines, for merging across processes."""
+        """The raw slots (int64 hash, 0 if empty; uint32 first line), to merge across processes."""
         return self._hashes.tobytes(), self._lines.tobytes()
 
     def _grow(self) -> None:

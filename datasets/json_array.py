@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 from tunewire.datasets import issues as codes
 from tunewire.datasets.issues import Issue
@@ -38,7 +38,9 @@ def _split_utf8(data: bytes) -> tuple[bytes, bytes]:
     if i < 0:
         return data, b""
     lead = data[i]
-    need = 2 if lead >> 5 == 0b110 else 3 if lead >> 4 == 0b1110 else 4 if lead >> 3 == 0b11110 else 1
+    need = (
+        2 if lead >> 5 == 0b110 else 3 if lead >> 4 == 0b1110 else 4 if lead >> 3 == 0b11110 else 1
+    )
     if n - i < need:
         return data[:i], data[i:]
     return data, b""
@@ -75,7 +77,7 @@ class _Buffer:
             decoded = data.decode("utf-8", "surrogateescape")
             self.bad_bytes = True
         self.line_start -= self.pos
-        self.text = self.text[self.pos:] + decoded
+        self.text = self.text[self.pos :] + decoded
         self.pos = 0
         return True
 
@@ -101,7 +103,9 @@ class _Buffer:
                 return False
 
 
-def read_json_array(chunks: Iterator[bytes], first_line: int, max_record_chars: int) -> Iterator[Record]:
+def read_json_array(
+    chunks: Iterator[bytes], first_line: int, max_record_chars: int
+) -> Iterator[Record]:
     buf = _Buffer(chunks, first_line)
     try:
         yield from _read(buf, max_record_chars)
@@ -111,13 +115,20 @@ def read_json_array(chunks: Iterator[bytes], first_line: int, max_record_chars: 
 
 def _file_issue(buf: _Buffer, message: str) -> Record:
     """A problem of the array's punctuation, not of a record (not counted as a record)."""
-    return buf.line, FILE_LEVEL, Issue(buf.line, codes.INVALID_JSON, message, column=buf.column()), None
+    return (
+        buf.line,
+        FILE_LEVEL,
+        Issue(buf.line, codes.INVALID_JSON, message, column=buf.column()),
+        None,
+    )
 
 
 def _read(buf: _Buffer, limit: int) -> Iterator[Record]:
     buf.skip_space()
     buf.advance(buf.pos + 1)  # the opening "[" (the layout was chosen by it)
-    expecting = "first"  # "first" record or "]", a "value" after a comma, or a separator "after" one
+    expecting = (
+        "first"  # "first" record or "]", a "value" after a comma, or a separator "after" one
+    )
     while True:
         if not buf.skip_space():
             yield _file_issue(buf, "the file ends before the array is closed with ']'")
@@ -149,7 +160,7 @@ def _read(buf: _Buffer, limit: int) -> Iterator[Record]:
 
 
 def _record(buf: _Buffer, limit: int):
-    """Yields the record at `buf.pos` (or its issue); returns False when the file ended inside it."""
+    """Yields the record at `buf.pos` (or its issue); returns False if the file ends inside it."""
     start_line = buf.line
     start_column = buf.column()
     decode = json.JSONDecoder().raw_decode
@@ -172,14 +183,19 @@ def _record(buf: _Buffer, limit: int):
         yield _too_long(start_line, limit)
         return True
     if end == _EOF:
-        yield start_line, None, Issue(
+        yield (
             start_line,
-            codes.INVALID_JSON,
-            f"the record that starts at line {start_line} is cut off by the end of the file",
-            column=start_column,
-        ), None
+            None,
+            Issue(
+                start_line,
+                codes.INVALID_JSON,
+                f"the record that starts at line {start_line} is cut off by the end of the file",
+                column=start_column,
+            ),
+            None,
+        )
         return False
-    text = buf.text[buf.pos:end]
+    text = buf.text[buf.pos : end]
     if buf.bad_bytes and _BAD_BYTE.search(text):
         yield _bad_bytes_issue(buf, start_line, end)
         buf.advance(end)
@@ -197,9 +213,16 @@ def _record(buf: _Buffer, limit: int):
 
 
 def _too_long(line: int, limit: int) -> Record:
-    return line, None, Issue(
-        line, codes.LINE_TOO_LONG, f"record is over the limit of {limit:,} characters (max_line_bytes); skipped"
-    ), None
+    return (
+        line,
+        None,
+        Issue(
+            line,
+            codes.LINE_TOO_LONG,
+            f"record is over the limit of {limit:,} characters (max_line_bytes); skipped",
+        ),
+        None,
+    )
 
 
 def _located_json_error(exc: ValueError, start_line: int, start_column: int) -> Issue:
@@ -210,7 +233,12 @@ def _located_json_error(exc: ValueError, start_line: int, start_column: int) -> 
     line_start = text.rfind("\n", 0, pos) + 1
     column = pos - line_start + 1 + (start_column - 1 if line == start_line else 0)
     where = f" (in the record that starts at line {start_line})" if line != start_line else ""
-    return Issue(line, codes.INVALID_JSON, f"invalid JSON at column {column}: {exc.msg}{where}", column=column)
+    return Issue(
+        line,
+        codes.INVALID_JSON,
+        f"invalid JSON at column {column}: {exc.msg}{where}",
+        column=column,
+    )
 
 
 def _bad_bytes_issue(buf: _Buffer, start_line: int, end: int) -> Record:
@@ -219,12 +247,17 @@ def _bad_bytes_issue(buf: _Buffer, start_line: int, end: int) -> Record:
     line_start = buf.text.rfind("\n", 0, at) + 1
     column = at - line_start + 1 if line != start_line else buf.column(at)
     byte = ord(buf.text[at]) - 0xDC00
-    return start_line, None, Issue(
-        line,
-        codes.INVALID_ENCODING,
-        f"byte 0x{byte:02x} at column {column} is not valid UTF-8; save the file as UTF-8",
-        column=column,
-    ), None
+    return (
+        start_line,
+        None,
+        Issue(
+            line,
+            codes.INVALID_ENCODING,
+            f"byte 0x{byte:02x} at column {column} is not valid UTF-8; save the file as UTF-8",
+            column=column,
+        ),
+        None,
+    )
 
 
 _EOF = -1

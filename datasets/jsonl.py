@@ -9,7 +9,7 @@ A line longer than the limit is skipped without ever being held whole.
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from collections.abc import Iterator
 
 from tunewire.datasets import issues as codes
 from tunewire.datasets.issues import Issue, describe_value
@@ -39,7 +39,7 @@ def read_jsonl(chunks: Iterator[bytes], first_line: int, max_line_bytes: int) ->
                 line += 1
                 yield line, None, _too_long(line, skipping + end, max_line_bytes), None
                 skipping = 0
-                chunk = chunk[end + 1:]
+                chunk = chunk[end + 1 :]
             cut = chunk.rfind(b"\n")
             if cut < 0:
                 pending.append(chunk)
@@ -52,7 +52,7 @@ def read_jsonl(chunks: Iterator[bytes], first_line: int, max_line_bytes: int) ->
                 data = b"".join(pending)
             else:
                 data = chunk[:cut]
-            tail = chunk[cut + 1:]
+            tail = chunk[cut + 1 :]
             pending, pending_bytes = ([tail], len(tail)) if tail else ([], 0)
             lines = data.split(b"\n")
             check_length = len(data) > max_line_bytes
@@ -99,7 +99,7 @@ def diagnose_line(raw: bytes, line: int, exc: BaseException) -> Issue | None:
         return Issue(
             line,
             codes.INVALID_ENCODING,
-            f"byte {describe_bytes(raw[exc.start:exc.start + 4])} at column {exc.start + 1} "
+            f"byte {describe_bytes(raw[exc.start : exc.start + 4])} at column {exc.start + 1} "
             "is not valid UTF-8; save the file as UTF-8",
             column=exc.start + 1,
         )
@@ -111,7 +111,11 @@ def diagnose_line(raw: bytes, line: int, exc: BaseException) -> Issue | None:
 def json_error_issue(exc: json.JSONDecodeError, line: int, record_line: int = 0) -> Issue:
     """INVALID_JSON at the error's own line and column; `line` is where `exc.doc` starts."""
     at = line + exc.lineno - 1
-    where = f" (in the record that starts at line {record_line})" if record_line and record_line != at else ""
+    where = (
+        f" (in the record that starts at line {record_line})"
+        if record_line and record_line != at
+        else ""
+    )
     hint = ""
     if exc.msg.startswith("Invalid control character"):
         bad = exc.doc[exc.pos] if exc.pos < len(exc.doc) else ""
@@ -151,4 +155,6 @@ def _too_long(line: int, size: int, limit: int) -> Issue:
 
 
 def not_an_object(line: int, value: object) -> Issue:
-    return Issue(line, codes.NOT_AN_OBJECT, f"a record must be a JSON object, got {describe_value(value)}")
+    return Issue(
+        line, codes.NOT_AN_OBJECT, f"a record must be a JSON object, got {describe_value(value)}"
+    )

@@ -12,8 +12,8 @@ No mlx here: the daemons import this too.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 MODES = ("all_assistant", "last_assistant", "all")
 START_MARK, END_MARK = "<<<", ">>>"
@@ -24,14 +24,16 @@ def _plain(messages: Sequence[Mapping]) -> list[dict]:
 
 
 def _trained_indices(messages: Sequence[Mapping], mode: str) -> list[int]:
-    trained = [
-        i for i, m in enumerate(messages) if m.get("trainable", m["role"] == "assistant")
-    ]
+    trained = [i for i, m in enumerate(messages) if m.get("trainable", m["role"] == "assistant")]
     return trained[-1:] if mode == "last_assistant" else trained
 
 
 def render_template(
-    tokenizer: Any, messages: list[dict], tools: list | None, tokenize: bool, generation_prompt: bool
+    tokenizer: Any,
+    messages: list[dict],
+    tools: list | None,
+    tokenize: bool,
+    generation_prompt: bool,
 ):
     """The chat template applied to `messages`: token ids (a list) or text."""
     kwargs = {"tools": tools} if tools else {}
@@ -77,7 +79,10 @@ def _spans(tokenizer: Any, messages: Sequence[Mapping], tools, mode: str, tokeni
 
 
 def trained_token_mask(
-    tokenizer: Any, messages: Sequence[Mapping], mode: str = "all_assistant", tools: list | None = None
+    tokenizer: Any,
+    messages: Sequence[Mapping],
+    mode: str = "all_assistant",
+    tools: list | None = None,
 ) -> tuple[list[int], list[bool]]:
     """Token ids of the templated conversation and, per token, whether the loss trains on it.
 
@@ -93,7 +98,10 @@ def trained_token_mask(
 
 
 def render_marked(
-    tokenizer: Any, messages: Sequence[Mapping], mode: str = "all_assistant", tools: list | None = None
+    tokenizer: Any,
+    messages: Sequence[Mapping],
+    mode: str = "all_assistant",
+    tools: list | None = None,
 ) -> str:
     """The templated text with each trained span between START_MARK and END_MARK."""
     text, spans = _spans(tokenizer, messages, tools, mode, tokenize=False)

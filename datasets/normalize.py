@@ -7,6 +7,7 @@ the output directory and renamed, so a reader never sees half a file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ def normalize_file(
     out_dir: str | os.PathLike,
     validation_fraction: float = 0.0,
     seed: int = 0,
-    options: ValidationOptions = ValidationOptions(),
+    options: ValidationOptions | None = None,
 ) -> NormalizeResult:
     """Validates `path` and writes its valid records to `out_dir`/train.jsonl (and valid.jsonl).
 
@@ -43,33 +44,41 @@ def normalize_file(
     """
     from tunewire.datasets import parallel
 
+    options = options or ValidationOptions()
     if not 0.0 <= validation_fraction < 1.0:
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plan = parallel.plan(path, options)
-    raw = open(path, "rb") if plan is None else None
-    train = AtomicFile(out / TRAIN_FILE)
-    held_out = AtomicFile(out / VALIDATION_FILE) if validation_fraction > 0 else None
-    try:
-        if plan is not None:
-            report = parallel.run(plan, options, (train, held_out, validation_fraction, seed))
-        else:
-            with train.open() as train_file, (
-                held_out.open() if held_out else open(os.devnull, "wb")
-            ) as held_out_file:
-                writer = SplitWriter(train_file, held_out_file if held_out else None, validation_fraction, seed)
-                report = scan(raw, options, writer)
-            report.statistics.train_records, report.statistics.validation_records = writer.counts
-    except BaseException:
-        train.discard()
-        if held_out is not None:
-            held_out.discard()
-        raise
-    finally:
-        if raw is not None:
-            raw.close()
+    with contextlib.ExitStack() as stack:
+        raw = stack.enter_context(open(path, "rb")) if plan is None else None
+        train = AtomicFile(out / TRAIN_FILE)
+        held_out = AtomicFile(out / VALIDATION_FILE) if validation_fraction > 0 else None
+        try:
+            if plan is not None:
+                report = parallel.run(plan, options, (train, held_out, validation_fraction, seed))
+            else:
+                report = _scan_here(raw, options, train, held_out, validation_fraction, seed)
+        except BaseException:
+            train.discard()
+            if held_out is not None:
+                held_out.discard()
+            raise
     train.commit()
     if held_out is not None:
         held_out.commit()
-    return NormalizeResult(train.path, held_out.path if held_out else None, report, report.statistics)
+    return NormalizeResult(
+        train.path, held_out.path if held_out else None, report, report.statistics
+    )
+
+
+def _scan_here(
+    raw, options, train: AtomicFile, held_out: AtomicFile | None, fraction: float, seed: int
+):
+    with contextlib.ExitStack() as stack:
+        train_file = stack.enter_context(train.open())
+        held_out_file = stack.enter_context(held_out.open()) if held_out else None
+        writer = SplitWriter(train_file, held_out_file, fraction, seed)
+        report = scan(raw, options, writer)
+    report.statistics.train_records, report.statistics.validation_records = writer.counts
+    return report

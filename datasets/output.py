@@ -71,7 +71,9 @@ class AtomicFile:
 class SplitWriter:
     """Sends each canonical line to the training or validation file."""
 
-    def __init__(self, train: BinaryIO, validation: BinaryIO | None, fraction: float, seed: int) -> None:
+    def __init__(
+        self, train: BinaryIO, validation: BinaryIO | None, fraction: float, seed: int
+    ) -> None:
         self._train = train.write
         self._validation = validation.write if validation is not None else None
         self._threshold = int(fraction * (1 << 64)) if validation is not None else 0

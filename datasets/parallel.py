@@ -65,8 +65,7 @@ def plan(path: str | os.PathLike, options) -> Plan | None:
         head = f.read(1 << 20)
         if head.startswith(_GZIP_MAGIC):
             return None
-        if head.startswith(_UTF8_BOM):
-            head = head[len(_UTF8_BOM):]
+        head = head.removeprefix(_UTF8_BOM)
         if head.lstrip()[:1] != b"{":
             return None
         found = _first_format(head)
@@ -106,7 +105,7 @@ def _line_start_after(f, offset: int) -> int:
 
 
 def run(plan: Plan, options, normalize=None) -> ValidationReport:
-    """Runs the workers; `normalize` is (train AtomicFile, validation AtomicFile | None, fraction, seed)."""
+    """Runs the workers. `normalize`: (train, validation or None) AtomicFiles, fraction, seed."""
     from tunewire.datasets.validate import build_report
 
     with tempfile.TemporaryDirectory(prefix="tunewire-datasets-") as work:
@@ -163,10 +162,14 @@ def _jobs(plan: Plan, options, work: Path, normalize) -> list[dict]:
         if normalize is not None:
             train, held_out, fraction, seed = normalize
             # Worker 0 writes into the output itself; the others into parts next to it.
-            job["train"] = str(train.temp if k == 0 else train.temp.with_name(f"{train.temp.name}.{k}"))
+            job["train"] = str(
+                train.temp if k == 0 else train.temp.with_name(f"{train.temp.name}.{k}")
+            )
             if held_out is not None:
                 job["validation"] = str(
-                    held_out.temp if k == 0 else held_out.temp.with_name(f"{held_out.temp.name}.{k}")
+                    held_out.temp
+                    if k == 0
+                    else held_out.temp.with_name(f"{held_out.temp.name}.{k}")
                 )
             job["fraction"], job["seed"] = fraction, seed
         jobs.append(job)
@@ -206,7 +209,9 @@ def _read_int(proc: subprocess.Popen) -> int:
         return int(text)
     except ValueError:
         proc.wait()
-        raise RuntimeError(f"dataset worker failed before reading (exit code {proc.returncode})") from None
+        raise RuntimeError(
+            f"dataset worker failed before reading (exit code {proc.returncode})"
+        ) from None
 
 
 def _merge(results: list[dict], options) -> tuple[Partial, tuple[int, int]]:
@@ -260,7 +265,7 @@ def _renamed(issue: Issue, merged: Partial) -> Issue:
 
 
 def _duplicates_across(results: list[dict], limit: int) -> tuple[list[Issue], int]:
-    """DUPLICATE_RECORD for records first seen in a range whose conversation an earlier range had."""
+    """DUPLICATE_RECORD for a range's records whose conversation an earlier range had."""
     import numpy as np
 
     seen_keys = np.empty(0, dtype=np.int64)
@@ -287,7 +292,9 @@ def _duplicates_across(results: list[dict], limit: int) -> tuple[list[Issue], in
         seen_keys, seen_lines = seen_keys[order], seen_lines[order]
     found.sort()
     issues = [
-        Issue(line, codes.DUPLICATE_RECORD, f"the same conversation as the record at line {earlier}")
+        Issue(
+            line, codes.DUPLICATE_RECORD, f"the same conversation as the record at line {earlier}"
+        )
         for line, earlier in found[:limit]
     ]
     return issues, total

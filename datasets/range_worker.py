@@ -8,10 +8,11 @@ Run as `python -m tunewire.datasets.range_worker`; not meant for people.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 from tunewire.datasets.jsonl import read_jsonl
 from tunewire.datasets.output import SplitWriter
@@ -34,7 +35,7 @@ def _chunks(path: str, start: int, end: int) -> Iterator[bytes]:
                 return
             remaining -= len(chunk)
             if first and chunk.startswith(_UTF8_BOM):
-                chunk = chunk[len(_UTF8_BOM):]
+                chunk = chunk[len(_UTF8_BOM) :]
             first = False
             yield chunk
 
@@ -46,22 +47,27 @@ def main() -> int:
     first_line = int(sys.stdin.readline())
 
     options = ValidationOptions(**job["options"])
-    train = open(job["train"], "wb", buffering=1 << 20) if job["train"] else None
-    held_out = open(job["validation"], "wb", buffering=1 << 20) if job["validation"] else None
-    writer = SplitWriter(train, held_out, job["fraction"], job["seed"]) if train else None
-    scanner = RecordScanner(
-        options,
-        writer.write if writer else None,
-        None,
-        DatasetFormat(job["file_format"]),
-        job["format_line"],
-        job["tracked_records"],
-    )
-    part = scanner.run(read_jsonl(_chunks(path, start, end), first_line, options.max_line_bytes))
-    if writer is not None:
-        train.close()
-        if held_out is not None:
-            held_out.close()
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if job["train"]:
+            train = stack.enter_context(open(job["train"], "wb", buffering=1 << 20))
+            held_out = (
+                stack.enter_context(open(job["validation"], "wb", buffering=1 << 20))
+                if job["validation"]
+                else None
+            )
+            writer = SplitWriter(train, held_out, job["fraction"], job["seed"])
+        scanner = RecordScanner(
+            options,
+            writer.write if writer else None,
+            None,
+            DatasetFormat(job["file_format"]),
+            job["format_line"],
+            job["tracked_records"],
+        )
+        part = scanner.run(
+            read_jsonl(_chunks(path, start, end), first_line, options.max_line_bytes)
+        )
     hashes, lines = scanner.seen.tables()
     result = {
         "partial": part,

@@ -39,8 +39,12 @@ class Statistics:
 class RecordPreview:
     """A normalized record as the model will see it."""
 
-    conversation: dict  # {"messages": [{"role", "content", "trainable"}], "line": N, "tools"?: [...]}
-    rendered: str = ""  # chat-template text, trained spans between "<<<" and ">>>"; "" without tokenizer
+    conversation: (
+        dict  # {"messages": [{"role", "content", "trainable"}], "line": N, "tools"?: [...]}
+    )
+    rendered: str = (
+        ""  # chat-template text, trained spans between "<<<" and ">>>"; "" without tokenizer
+    )
     tokens: int = 0
     trained_tokens: int = 0
 

@@ -48,7 +48,9 @@ def conversation_to_proto(record: dict) -> pb.CanonicalConversation:
     tools = record.get("tools")
     return pb.CanonicalConversation(
         messages=[
-            pb.CanonicalMessage(role=m["role"], content=m["content"], trainable=bool(m.get("trainable")))
+            pb.CanonicalMessage(
+                role=m["role"], content=m["content"], trainable=bool(m.get("trainable"))
+            )
             for m in record["messages"]
         ],
         line=record.get("line", 0),
@@ -106,7 +108,9 @@ def options_from_proto(message, **settings) -> ValidationOptions:
     options (e.g. workers, max_line_bytes).
     """
     max_issues = _ranged("options.max_issues", getattr(message, "max_issues", 0), *_MAX_ISSUES)
-    preview_records = _ranged("options.preview_records", getattr(message, "preview_records", 0), *_PREVIEW_RECORDS)
+    preview_records = _ranged(
+        "options.preview_records", getattr(message, "preview_records", 0), *_PREVIEW_RECORDS
+    )
     tokenizer = getattr(message, "tokenizer", "")
     max_tokens = getattr(message, "max_tokens", 0)
     if max_tokens < 0:

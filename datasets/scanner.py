@@ -10,8 +10,9 @@ case short.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from tunewire.datasets import alpaca, chat, sharegpt
 from tunewire.datasets import issues as codes
@@ -54,7 +55,9 @@ class Partial:
     file_format: DatasetFormat | None = None
     format_line: int = 0  # line of the first record in the file's format
     unknown_fields: list[Issue] = field(default_factory=list)  # once per field name, kept whole
-    other_formats: dict[DatasetFormat, int] = field(default_factory=dict)  # first line of each other format
+    other_formats: dict[DatasetFormat, int] = field(
+        default_factory=dict
+    )  # first line of each other format
 
 
 class RecordScanner:
@@ -70,8 +73,12 @@ class RecordScanner:
         self.options = options
         self.emit = emit
         self.tokenizer = tokenizer
-        self.result = Partial(IssueLog(options.max_issues), file_format=file_format, format_line=format_line)
-        self.seen = SeenRecords(options.max_tracked_records if tracked_records is None else tracked_records)
+        self.result = Partial(
+            IssueLog(options.max_issues), file_format=file_format, format_line=format_line
+        )
+        self.seen = SeenRecords(
+            options.max_tracked_records if tracked_records is None else tracked_records
+        )
 
     def run(self, records: Iterable[Record]) -> Partial:
         from tunewire.datasets.tokens import count_tokens
@@ -90,7 +97,12 @@ class RecordScanner:
         check = fields = name = raw_texts = None
         if file_format is not None:
             module = FORMATS[file_format]
-            check, fields, name, raw_texts = module.check, module.FIELDS, module.NAME, module.raw_texts
+            check, fields, name, raw_texts = (
+                module.check,
+                module.FIELDS,
+                module.NAME,
+                module.raw_texts,
+            )
         total = valid = turns = characters = tokens = 0
 
         for line, value, issue, raw in records:
@@ -113,7 +125,12 @@ class RecordScanner:
                     continue
                 file_format, format_line = found, line
                 module = FORMATS[found]
-                check, fields, name, raw_texts = module.check, module.FIELDS, module.NAME, module.raw_texts
+                check, fields, name, raw_texts = (
+                    module.check,
+                    module.FIELDS,
+                    module.NAME,
+                    module.raw_texts,
+                )
             result = check(value, line, ctx)
             known_fields = fields.issuperset(value)
             if not known_fields:
@@ -133,30 +150,60 @@ class RecordScanner:
             for i, (role, content, trainable) in enumerate(messages):
                 size = len(content)
                 record_characters += size
-                if trainable and size < short_scan and short_at < 0 and len(content.strip()) < short:
+                if (
+                    trainable
+                    and size < short_scan
+                    and short_at < 0
+                    and len(content.strip()) < short
+                ):
                     short_at = i
             if tokenizer is not None:
                 try:
-                    record_tokens = count_tokens(tokenizer, as_dict(messages, None, line)["messages"], tools)
-                except Exception as exc:  # a template may raise anything; the record cannot train
-                    add(Issue(line, codes.TEMPLATE_ERROR, f"the tokenizer's chat template failed: {exc}"))
+                    record_tokens = count_tokens(
+                        tokenizer, as_dict(messages, None, line)["messages"], tools
+                    )
+                except Exception as exc:  # noqa: BLE001 - a template may raise anything; the record cannot train
+                    add(
+                        Issue(
+                            line,
+                            codes.TEMPLATE_ERROR,
+                            f"the tokenizer's chat template failed: {exc}",
+                        )
+                    )
                     continue
                 tokens += record_tokens
                 if max_tokens and record_tokens > max_tokens:
                     add(_too_many_tokens(line, record_tokens, max_tokens))
             if short_at >= 0:
                 add(_short_output(line, file_format, value, messages, short_at, short))
-            earlier = seen_before(hash(tuple(messages)) if not tools else hash((tuple(messages), json.dumps(tools))), line)
+            earlier = seen_before(
+                hash(tuple(messages)) if not tools else hash((tuple(messages), json.dumps(tools))),
+                line,
+            )
             if earlier:
-                add(Issue(line, codes.DUPLICATE_RECORD, f"the same conversation as the record at line {earlier}"))
+                add(
+                    Issue(
+                        line,
+                        codes.DUPLICATE_RECORD,
+                        f"the same conversation as the record at line {earlier}",
+                    )
+                )
             valid += 1
             turns += len(messages)
             characters += record_characters
             if len(previews) < preview_records:
                 previews.append(as_dict(messages, tools, line))
             if emit is not None:
-                texts = raw_texts(raw, value, messages) if plain and known_fields and raw is not None else None
-                body = body_from_raw(messages, texts) if texts is not None else encode_messages(messages)
+                texts = (
+                    raw_texts(raw, value, messages)
+                    if plain and known_fields and raw is not None
+                    else None
+                )
+                body = (
+                    body_from_raw(messages, texts)
+                    if texts is not None
+                    else encode_messages(messages)
+                )
                 emit(encode_line(body, tools, line), line)
 
         out.file_format, out.format_line = file_format, format_line
@@ -192,7 +239,8 @@ def mixed_formats(
     return Issue(
         line,
         codes.MIXED_FORMATS,
-        f"this record is {found.title} but the file is {file_format.title} (first {file_format.title} "
+        f"this record is {found.title} but the file is {file_format.title} "
+        f"(first {file_format.title} "
         f"record: line {format_line}; first {found.title} record: line {found_line}); "
         "a file must use one format",
         FORMAT_KEYS[found],
@@ -203,7 +251,8 @@ def _too_many_tokens(line: int, count: int, limit: int) -> Issue:
     return Issue(
         line,
         codes.TOO_MANY_TOKENS,
-        f"{count:,} tokens after the chat template, over max_tokens {limit:,}; training truncates it",
+        f"{count:,} tokens after the chat template, over max_tokens {limit:,}; "
+        "training truncates it",
     )
 
 

@@ -40,7 +40,9 @@ ROLES: dict[str, tuple[str, bool]] = {
 _ROLE_LIST = "system, human, gpt, function_call, observation (or user, assistant, tool)"
 
 
-def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], list | None, bool] | None:
+def check(
+    record: dict, line: int, ctx: RecordContext
+) -> tuple[list[Message], list | None, bool] | None:
     """(messages, tools, plain) of a valid record; None after adding its errors to `ctx`.
 
     `plain`: the record has the simple shape `raw_texts` can copy text from.
@@ -87,7 +89,8 @@ def _check_slowly(record: dict, line: int, ctx: RecordContext):
             ctx.error(
                 line,
                 codes.WRONG_TYPE,
-                f"'conversations' must be a list of {{from, value}} turns, got {describe_value(turns)}",
+                "'conversations' must be a list of {from, value} turns, "
+                f"got {describe_value(turns)}",
                 "conversations",
             )
         return None
@@ -121,8 +124,14 @@ def _check_slowly(record: dict, line: int, ctx: RecordContext):
                     f"{field}.from",
                 )
         elif name is None and "from" not in turn:
-            hint = " (ShareGPT turns use `from` and `value`, not `role` and `content`)" if "role" in turn else ""
-            ctx.error(line, codes.MISSING_FIELD, f"'{field}.from' is missing{hint}", f"{field}.from")
+            hint = (
+                " (ShareGPT turns use `from` and `value`, not `role` and `content`)"
+                if "role" in turn
+                else ""
+            )
+            ctx.error(
+                line, codes.MISSING_FIELD, f"'{field}.from' is missing{hint}", f"{field}.from"
+            )
         else:
             ctx.error(
                 line,

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 CHUNK_BYTES = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -112,7 +113,7 @@ def open_source(raw: BinaryIO, chunk_bytes: int = CHUNK_BYTES) -> OpenedSource:
         if first:
             first = False
             if chunk.startswith(_UTF8_BOM):
-                chunk = chunk[len(_UTF8_BOM):]
+                chunk = chunk[len(_UTF8_BOM) :]
             elif chunk.startswith(_UTF16_BOMS):
                 raise SourceError(
                     "the file is UTF-16 encoded (it starts with a UTF-16 byte order mark); "
@@ -122,7 +123,7 @@ def open_source(raw: BinaryIO, chunk_bytes: int = CHUNK_BYTES) -> OpenedSource:
         if not stripped:
             newlines = chunk.count(b"\n")
             skipped_lines += newlines
-            indent = (indent + chunk if not newlines else chunk[chunk.rfind(b"\n") + 1:])[-4096:]
+            indent = (indent + chunk if not newlines else chunk[chunk.rfind(b"\n") + 1 :])[-4096:]
             continue
         layout = Layout.JSON_ARRAY if stripped[:1] == b"[" else Layout.JSONL
         return OpenedSource(_chain(indent + chunk, chunks), layout, compressed, skipped_lines + 1)

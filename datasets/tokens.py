@@ -7,14 +7,15 @@ tokenizer is requested; validation without one never pays for it.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from tunewire.datasets.masking import render_template, render_marked, trained_token_mask
+from tunewire.datasets.masking import render_marked, render_template, trained_token_mask
 from tunewire.datasets.report import RecordPreview
 
 
 def load_tokenizer(source: Any) -> Any:
-    """A tokenizer with a chat template: from a model directory (or hub id), or one already loaded."""
+    """A tokenizer with a chat template, from a model directory (or hub id) or already loaded."""
     if isinstance(source, (str, os.PathLike)):
         try:
             from transformers import AutoTokenizer

@@ -11,7 +11,7 @@ for parallel calls) and are answered by the assistant.
 from __future__ import annotations
 
 import json
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from tunewire.datasets import issues as codes
 from tunewire.datasets.issues import Issue, describe_value
@@ -93,7 +93,8 @@ def check_order(
             ctx.error(
                 line,
                 codes.NOT_ALTERNATING,
-                f"turn {i + 1} is {names[i]!r} after a tool result; the assistant answers a tool result",
+                f"turn {i + 1} is {names[i]!r} after a tool result; "
+                "the assistant answers a tool result",
                 field_of(i),
             )
         elif role == TOOL:
@@ -108,7 +109,8 @@ def check_order(
             ctx.error(
                 line,
                 codes.NOT_ALTERNATING,
-                f"turn {i + 1} is {names[i]!r} after {names[i - 1]!r}; user and assistant turns must alternate",
+                f"turn {i + 1} is {names[i]!r} after {names[i - 1]!r}; "
+                "user and assistant turns must alternate",
                 field_of(i),
             )
         break
@@ -116,7 +118,8 @@ def check_order(
         ctx.error(
             line,
             codes.NO_ASSISTANT_TURN,
-            f"the conversation has no assistant turn ({assistant_names}): there is nothing to train on",
+            f"the conversation has no assistant turn ({assistant_names}): "
+            "there is nothing to train on",
         )
 
 
@@ -133,17 +136,21 @@ def text_problem(value: object, field: str, line: int, ctx: RecordContext, prese
     if value is None and not present:
         ctx.error(line, codes.MISSING_FIELD, f"{field!r} is missing", field)
         return True
-    ctx.error(line, codes.WRONG_TYPE, f"{field!r} must be a string, got {describe_value(value)}", field)
+    ctx.error(
+        line, codes.WRONG_TYPE, f"{field!r} must be a string, got {describe_value(value)}", field
+    )
     return True
 
 
 def optional_text(value: object, field: str, line: int, ctx: RecordContext) -> str | None:
-    """An optional text field: absent, null or blank mean none; any other non-string is WRONG_TYPE."""
+    """An optional text field: absent, null or blank mean none; other non-strings: WRONG_TYPE."""
     if value is None:
         return None
     if type(value) is str:
         return value if value and not value.isspace() else None
-    ctx.error(line, codes.WRONG_TYPE, f"{field!r} must be a string, got {describe_value(value)}", field)
+    ctx.error(
+        line, codes.WRONG_TYPE, f"{field!r} must be a string, got {describe_value(value)}", field
+    )
     return None
 
 
@@ -152,7 +159,7 @@ def to_dicts(messages: Sequence[Message]) -> list[dict]:
 
 
 def parse_tools(value: object, line: int, ctx: RecordContext) -> list | None:
-    """Tool definitions: a list of objects, or that list as a JSON string (as LLaMA-Factory stores it)."""
+    """Tool definitions: a list of objects, or that list as JSON text (as LLaMA-Factory has it)."""
     if value is None or value == "" or value == []:
         return None
     if type(value) is str:

@@ -28,9 +28,13 @@ from tunewire.datasets.source import Layout, SourceError, open_source
 class ValidationOptions:
     max_issues: int = 100  # errors and warnings listed in the report; counts cover the whole file
     preview_records: int = 3  # normalized records in `sample_preview`
-    tokenizer: Any = None  # model directory (or hub id) or a loaded tokenizer: token counts, preview
+    tokenizer: Any = (
+        None  # model directory (or hub id) or a loaded tokenizer: token counts, preview
+    )
     max_tokens: int = 0  # TOO_MANY_TOKENS above this many tokens (needs `tokenizer`); 0: off
-    max_line_bytes: int = 16 * 1024 * 1024  # longer lines (array records) are LINE_TOO_LONG, skipped
+    max_line_bytes: int = (
+        16 * 1024 * 1024
+    )  # longer lines (array records) are LINE_TOO_LONG, skipped
     short_output_chars: int = 3  # SHORT_OUTPUT for trained text shorter than this, whitespace aside
     max_tracked_records: int = 4_000_000  # distinct records remembered for DUPLICATE_RECORD
     loss_masking: str = "all_assistant"  # which spans the preview marks as trained (see masking.py)
@@ -52,15 +56,20 @@ class ValidationOptions:
             if type(value) is not int or not low <= value <= high:
                 raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
         if self.loss_masking not in MODES:
-            raise ValueError(f"loss_masking must be one of {', '.join(MODES)}, got {self.loss_masking!r}")
+            raise ValueError(
+                f"loss_masking must be one of {', '.join(MODES)}, got {self.loss_masking!r}"
+            )
         if self.max_tokens and self.tokenizer is None:
             raise ValueError("max_tokens needs a tokenizer to count tokens with")
 
 
-def validate_file(path: str | os.PathLike, options: ValidationOptions = ValidationOptions()) -> ValidationReport:
+def validate_file(
+    path: str | os.PathLike, options: ValidationOptions | None = None
+) -> ValidationReport:
     """Validates a dataset file. Raises OSError when it cannot be read."""
     from tunewire.datasets import parallel
 
+    options = options or ValidationOptions()
     plan = parallel.plan(path, options)
     if plan is not None:
         return parallel.run(plan, options)
@@ -68,9 +77,9 @@ def validate_file(path: str | os.PathLike, options: ValidationOptions = Validati
         return scan(raw, options)
 
 
-def validate_bytes(data: bytes, options: ValidationOptions = ValidationOptions()) -> ValidationReport:
+def validate_bytes(data: bytes, options: ValidationOptions | None = None) -> ValidationReport:
     """Validates a dataset held in memory (an inline upload)."""
-    return scan(io.BytesIO(data), options)
+    return scan(io.BytesIO(data), options or ValidationOptions())
 
 
 class _Counting:
@@ -86,8 +95,10 @@ class _Counting:
         return data
 
 
-def scan(raw: BinaryIO, options: ValidationOptions, writer: SplitWriter | None = None) -> ValidationReport:
-    """One pass over a binary stream in this process; `writer` gets each valid record's canonical line."""
+def scan(
+    raw: BinaryIO, options: ValidationOptions, writer: SplitWriter | None = None
+) -> ValidationReport:
+    """One pass over a binary stream in this process; `writer` gets each valid record's line."""
     from tunewire.datasets.tokens import load_tokenizer
 
     tokenizer = load_tokenizer(options.tokenizer) if options.tokenizer is not None else None
@@ -95,7 +106,9 @@ def scan(raw: BinaryIO, options: ValidationOptions, writer: SplitWriter | None =
     try:
         opened = open_source(counting)
     except SourceError as exc:
-        return _file_problem(Issue(exc.line, codes.INVALID_ENCODING, str(exc)), None, counting, options)
+        return _file_problem(
+            Issue(exc.line, codes.INVALID_ENCODING, str(exc)), None, counting, options
+        )
     if opened.layout is None:
         issue = Issue(1, codes.EMPTY_FILE, "the file is empty: no records")
         return _file_problem(issue, None, counting, options)
@@ -117,7 +130,11 @@ def _file_problem(issue: Issue, layout, counting: _Counting, options) -> Validat
 
 
 def build_report(
-    part: Partial, layout: Layout | None, size_bytes: int, options: ValidationOptions, tokenizer: Any
+    part: Partial,
+    layout: Layout | None,
+    size_bytes: int,
+    options: ValidationOptions,
+    tokenizer: Any,
 ) -> ValidationReport:
     from tunewire.datasets.tokens import preview
 
@@ -139,6 +156,7 @@ def build_report(
         size_bytes=size_bytes,
     )
     report.sample_preview = [
-        preview(tokenizer, record, options.loss_masking) for record in part.previews[: options.preview_records]
+        preview(tokenizer, record, options.loss_masking)
+        for record in part.previews[: options.preview_records]
     ]
     return report

@@ -11,7 +11,9 @@ from tunewire import tiny_tokenizer
 def tokenizer_dir(tmp_path_factory) -> Path:
     """The bundled tiny byte-level BPE tokenizer (ChatML template) in a model directory."""
     out = tmp_path_factory.mktemp("tokenizer")
-    tiny_tokenizer.write_tokenizer_files(out, tiny_tokenizer.train_tokenizer(), model_max_length=2048)
+    tiny_tokenizer.write_tokenizer_files(
+        out, tiny_tokenizer.train_tokenizer(), model_max_length=2048
+    )
     return out
 
 

@@ -18,6 +18,7 @@ def run(*args):
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
 
 
@@ -49,17 +50,27 @@ def test_json_output_is_the_proto_json_form(tmp_path):
     report = json.loads(result.stdout)
     assert report["valid"] is False and report["format"] == "DATASET_FORMAT_ALPACA"
     assert report["totalSamples"] == "2" and report["errorCount"] == "1"
-    assert report["errors"] == [{
-        "line": "2", "column": 0, "field": "output", "code": "MISSING_FIELD",
-        "message": "'output' is missing", "severity": "ISSUE_SEVERITY_ERROR",
-    }]
+    assert report["errors"] == [
+        {
+            "line": "2",
+            "column": 0,
+            "field": "output",
+            "code": "MISSING_FIELD",
+            "message": "'output' is missing",
+            "severity": "ISSUE_SEVERITY_ERROR",
+        }
+    ]
     assert report["samplePreview"][0]["conversation"]["line"] == "1"
 
 
 def test_a_missing_file_is_one_clear_line_and_exit_2(tmp_path):
     result = run(tmp_path / "nope.jsonl")
     assert result.returncode == 2
-    assert result.stderr.strip() == f"tunewire validate: error: cannot read {tmp_path / 'nope.jsonl'}: No such file or directory"
+    assert (
+        result.stderr.strip()
+        == f"tunewire validate: error: cannot read {tmp_path / 'nope.jsonl'}: "
+        "No such file or directory"
+    )
     assert "Traceback" not in result.stderr
 
 

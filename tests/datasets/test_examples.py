@@ -18,7 +18,9 @@ def test_the_alpaca_example_is_valid_and_normalizes_to_five_conversations(tmp_pa
     report = validate_file(EXAMPLES / "alpaca_example.json")
     assert report.valid and report.error_count == 0 and report.format is DatasetFormat.ALPACA
     assert report.total_samples == report.valid_samples == 5
-    records = list(iter_canonical(normalize_file(EXAMPLES / "alpaca_example.json", tmp_path).train_path))
+    records = list(
+        iter_canonical(normalize_file(EXAMPLES / "alpaca_example.json", tmp_path).train_path)
+    )
     assert len(records) == 5
     assert sum(r["messages"][0]["role"] == "system" for r in records) == 1
     for record in records:
@@ -30,7 +32,9 @@ def test_the_sharegpt_example_is_valid_with_system_turns_first(tmp_path):
     report = validate_file(EXAMPLES / "sharegpt_example.json")
     assert report.valid and report.error_count == 0 and report.format is DatasetFormat.SHAREGPT
     assert report.total_samples == report.valid_samples == 3
-    records = list(iter_canonical(normalize_file(EXAMPLES / "sharegpt_example.json", tmp_path).train_path))
+    records = list(
+        iter_canonical(normalize_file(EXAMPLES / "sharegpt_example.json", tmp_path).train_path)
+    )
     assert len(records) == 3
     for record in records:
         roles = [m["role"] for m in record["messages"]]

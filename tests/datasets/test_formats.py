@@ -26,14 +26,23 @@ def only_issue(report):
 
 
 def messages_of(report, index=0):
-    return [(m["role"], m["content"], m["trainable"]) for m in report.sample_preview[index].conversation["messages"]]
+    return [
+        (m["role"], m["content"], m["trainable"])
+        for m in report.sample_preview[index].conversation["messages"]
+    ]
 
 
 # --- Alpaca -------------------------------------------------------------------------------
 
+
 def test_alpaca_instruction_and_input_join_with_a_blank_line_and_system_comes_first():
     report = validate(
-        {"instruction": "Add the numbers.", "input": "2 and 3", "output": "Five.", "system": "Be terse."}
+        {
+            "instruction": "Add the numbers.",
+            "input": "2 and 3",
+            "output": "Five.",
+            "system": "Be terse.",
+        }
     )
     assert report.valid and report.format is DatasetFormat.ALPACA
     assert messages_of(report) == [
@@ -55,13 +64,21 @@ def test_alpaca_empty_or_missing_input_leaves_only_the_instruction():
 
 def test_alpaca_history_pairs_become_earlier_turns():
     report = validate(
-        {"instruction": "And 3+3?", "input": "", "output": "Six.", "history": [["1+1?", "Two."], ["2+2?", "Four."]]}
+        {
+            "instruction": "And 3+3?",
+            "input": "",
+            "output": "Six.",
+            "history": [["1+1?", "Two."], ["2+2?", "Four."]],
+        }
     )
     assert report.valid
     assert messages_of(report) == [
-        ("user", "1+1?", False), ("assistant", "Two.", True),
-        ("user", "2+2?", False), ("assistant", "Four.", True),
-        ("user", "And 3+3?", False), ("assistant", "Six.", True),
+        ("user", "1+1?", False),
+        ("assistant", "Two.", True),
+        ("user", "2+2?", False),
+        ("assistant", "Four.", True),
+        ("user", "And 3+3?", False),
+        ("assistant", "Six.", True),
     ]
 
 
@@ -77,8 +94,16 @@ def test_alpaca_history_pairs_become_earlier_turns():
         ({"instruction": "  ", "output": "Some answer."}, "EMPTY_VALUE", "instruction"),
         ({"instruction": "x", "output": ""}, "EMPTY_VALUE", "output"),
         ({"instruction": "x", "output": "ok!", "history": "no"}, "WRONG_TYPE", "history"),
-        ({"instruction": "x", "output": "ok!", "history": [["only one"]]}, "WRONG_TYPE", "history[0]"),
-        ({"instruction": "x", "output": "ok!", "history": [["q", ""]]}, "EMPTY_VALUE", "history[0][1]"),
+        (
+            {"instruction": "x", "output": "ok!", "history": [["only one"]]},
+            "WRONG_TYPE",
+            "history[0]",
+        ),
+        (
+            {"instruction": "x", "output": "ok!", "history": [["q", ""]]},
+            "EMPTY_VALUE",
+            "history[0][1]",
+        ),
     ],
 )
 def test_alpaca_errors_name_the_field(record, code, field):
@@ -90,6 +115,7 @@ def test_alpaca_errors_name_the_field(record, code, field):
 
 
 # --- ShareGPT -----------------------------------------------------------------------------
+
 
 def turn(role, value):
     return {"from": role, "value": value}
@@ -108,16 +134,29 @@ def test_sharegpt_roles_map_to_canonical_roles_with_tool_calls_trained():
     }
     report = validate(record)
     assert report.valid and report.format is DatasetFormat.SHAREGPT
-    assert [m[0] for m in messages_of(report)] == ["system", "user", "assistant", "tool", "assistant"]
+    assert [m[0] for m in messages_of(report)] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
     assert [m[2] for m in messages_of(report)] == [False, False, True, False, True]
     assert report.sample_preview[0].conversation["tools"] == [{"name": "weather", "parameters": {}}]
 
 
 def test_sharegpt_aliases_and_top_level_system():
-    record = {"system": "Be kind.", "conversations": [turn("user", "Hello?"), turn("assistant", "Hello!")]}
+    record = {
+        "system": "Be kind.",
+        "conversations": [turn("user", "Hello?"), turn("assistant", "Hello!")],
+    }
     report = validate(record)
     assert report.valid
-    assert messages_of(report) == [("system", "Be kind.", False), ("user", "Hello?", False), ("assistant", "Hello!", True)]
+    assert messages_of(report) == [
+        ("system", "Be kind.", False),
+        ("user", "Hello?", False),
+        ("assistant", "Hello!", True),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -126,14 +165,26 @@ def test_sharegpt_aliases_and_top_level_system():
         ([turn("human", "hi"), turn("bot", "yo!")], "UNKNOWN_ROLE", "conversations[1].from"),
         ([turn("human", "hi"), turn("human", "again")], "NOT_ALTERNATING", "conversations[1].from"),
         ([turn("gpt", "I start"), turn("human", "ok")], "NOT_ALTERNATING", "conversations[0].from"),
-        ([turn("human", "hi"), turn("gpt", "yo!"), turn("system", "late")], "SYSTEM_NOT_FIRST", "conversations[2].from"),
+        (
+            [turn("human", "hi"), turn("gpt", "yo!"), turn("system", "late")],
+            "SYSTEM_NOT_FIRST",
+            "conversations[2].from",
+        ),
         ([turn("human", "hi"), {"from": "gpt"}], "MISSING_FIELD", "conversations[1].value"),
-        ([turn("human", "hi"), {"role": "gpt", "value": "yo!"}], "MISSING_FIELD", "conversations[1].from"),
+        (
+            [turn("human", "hi"), {"role": "gpt", "value": "yo!"}],
+            "MISSING_FIELD",
+            "conversations[1].from",
+        ),
         ([turn("human", "hi"), turn("gpt", None)], "WRONG_TYPE", "conversations[1].value"),
         ([turn("human", "hi"), turn(7, "yo!")], "WRONG_TYPE", "conversations[1].from"),
         ([turn("human", "hi"), turn("gpt", "")], "EMPTY_VALUE", "conversations[1].value"),
         ([turn("human", "hi"), "gpt: yo!"], "WRONG_TYPE", "conversations[1]"),
-        ([turn("human", "hi"), turn("observation", "{}")], "NOT_ALTERNATING", "conversations[1].from"),
+        (
+            [turn("human", "hi"), turn("observation", "{}")],
+            "NOT_ALTERNATING",
+            "conversations[1].from",
+        ),
     ],
 )
 def test_sharegpt_errors_name_the_turn(turns, code, field):
@@ -149,16 +200,25 @@ def test_sharegpt_a_conversation_without_an_assistant_turn_has_nothing_to_train(
 def test_sharegpt_conversations_must_be_a_non_empty_list():
     assert only_issue(validate({"conversations": []})).code == "EMPTY_VALUE"
     assert only_issue(validate({"conversations": "hi"})).code == "WRONG_TYPE"
-    assert only_issue(validate({"conversations": [turn("human", "hi"), turn("gpt", "yo!")], "tools": 3})).code == "WRONG_TYPE"
+    assert (
+        only_issue(
+            validate({"conversations": [turn("human", "hi"), turn("gpt", "yo!")], "tools": 3})
+        ).code
+        == "WRONG_TYPE"
+    )
 
 
 def test_sharegpt_system_given_twice_is_an_error():
-    record = {"system": "One.", "conversations": [turn("system", "Two."), turn("human", "hi"), turn("gpt", "yo!")]}
+    record = {
+        "system": "One.",
+        "conversations": [turn("system", "Two."), turn("human", "hi"), turn("gpt", "yo!")],
+    }
     issue = only_issue(validate(record))
     assert (issue.code, issue.field) == ("SYSTEM_NOT_FIRST", "conversations[0].from")
 
 
 # --- chat messages ------------------------------------------------------------------------
+
 
 def message(role, content):
     return {"role": role, "content": content}
@@ -180,8 +240,14 @@ def test_messages_keep_roles_and_parallel_tool_results():
 
 
 def test_messages_trainable_flag_overrides_the_default():
-    record = {"messages": [message("user", "Q?"), {"role": "assistant", "content": "Draft.", "trainable": False},
-                           message("user", "Better?"), message("assistant", "Final answer.")]}
+    record = {
+        "messages": [
+            message("user", "Q?"),
+            {"role": "assistant", "content": "Draft.", "trainable": False},
+            message("user", "Better?"),
+            message("assistant", "Final answer."),
+        ]
+    }
     report = validate(record)
     assert report.valid
     assert [m[2] for m in messages_of(report)] == [False, False, False, True]
@@ -191,12 +257,32 @@ def test_messages_trainable_flag_overrides_the_default():
     "items, code, field",
     [
         ([message("user", "hi"), message("gpt", "yo!")], "UNKNOWN_ROLE", "messages[1].role"),
-        ([message("user", "hi"), message("user", "hi again")], "NOT_ALTERNATING", "messages[1].role"),
-        ([message("user", "hi"), {"role": "assistant", "content": None, "tool_calls": []}], "WRONG_TYPE", "messages[1].content"),
+        (
+            [message("user", "hi"), message("user", "hi again")],
+            "NOT_ALTERNATING",
+            "messages[1].role",
+        ),
+        (
+            [message("user", "hi"), {"role": "assistant", "content": None, "tool_calls": []}],
+            "WRONG_TYPE",
+            "messages[1].content",
+        ),
         ([message("user", "hi"), {"role": "assistant"}], "MISSING_FIELD", "messages[1].content"),
-        ([message("user", "hi"), message("assistant", "  \n")], "EMPTY_VALUE", "messages[1].content"),
-        ([message("user", "hi"), {"role": "assistant", "content": "ok!", "trainable": "yes"}], "WRONG_TYPE", "messages[1].trainable"),
-        ([message("user", "hi"), message("assistant", "yo!"), message("system", "late")], "SYSTEM_NOT_FIRST", "messages[2].role"),
+        (
+            [message("user", "hi"), message("assistant", "  \n")],
+            "EMPTY_VALUE",
+            "messages[1].content",
+        ),
+        (
+            [message("user", "hi"), {"role": "assistant", "content": "ok!", "trainable": "yes"}],
+            "WRONG_TYPE",
+            "messages[1].trainable",
+        ),
+        (
+            [message("user", "hi"), message("assistant", "yo!"), message("system", "late")],
+            "SYSTEM_NOT_FIRST",
+            "messages[2].role",
+        ),
     ],
 )
 def test_messages_errors_name_the_message(items, code, field):
@@ -205,6 +291,7 @@ def test_messages_errors_name_the_message(items, code, field):
 
 
 # --- detection and warnings ----------------------------------------------------------------
+
 
 def test_mixed_formats_name_the_first_line_of_each_format():
     alpaca = {"instruction": "x", "output": "yes!"}
@@ -223,7 +310,9 @@ def test_a_record_of_no_known_format_lists_its_keys():
 
 def test_unknown_fields_warn_once_per_file_and_do_not_invalidate():
     record = {"instruction": "x", "output": "yes!", "id": 1}
-    report = validate(record, record | {"id": 2, "output": "no!"}, record | {"id": 3, "output": "maybe"})
+    report = validate(
+        record, record | {"id": 2, "output": "no!"}, record | {"id": 3, "output": "maybe"}
+    )
     assert report.valid
     assert [(w.code, w.field, w.line) for w in report.warnings] == [("UNKNOWN_FIELD", "id", 1)]
 
@@ -235,7 +324,10 @@ def test_short_outputs_and_duplicates_are_warnings():
         {"instruction": "Say it.", "output": "It."},
     )
     assert report.valid and report.valid_samples == 3
-    assert [(w.code, w.line) for w in report.warnings] == [("SHORT_OUTPUT", 1), ("DUPLICATE_RECORD", 3)]
+    assert [(w.code, w.line) for w in report.warnings] == [
+        ("SHORT_OUTPUT", 1),
+        ("DUPLICATE_RECORD", 3),
+    ]
     assert all(w.severity is Severity.WARNING for w in report.warnings)
     assert "line 2" in report.warnings[1].message
 

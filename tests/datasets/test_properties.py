@@ -30,7 +30,11 @@ json_values = st.recursive(
 
 alpaca = st.fixed_dictionaries(
     {"instruction": nonblank, "output": nonblank},
-    optional={"input": text, "system": text, "history": st.lists(st.tuples(nonblank, nonblank).map(list), max_size=2)},
+    optional={
+        "input": text,
+        "system": text,
+        "history": st.lists(st.tuples(nonblank, nonblank).map(list), max_size=2),
+    },
 )
 
 
@@ -38,22 +42,49 @@ alpaca = st.fixed_dictionaries(
 def conversation(draw, role_key, content_key, user, assistant, system):
     turns = [{role_key: system, content_key: draw(nonblank)}] if draw(st.booleans()) else []
     for _ in range(draw(st.integers(1, 3))):
-        turns += [{role_key: user, content_key: draw(nonblank)}, {role_key: assistant, content_key: draw(nonblank)}]
+        turns += [
+            {role_key: user, content_key: draw(nonblank)},
+            {role_key: assistant, content_key: draw(nonblank)},
+        ]
     return turns
 
 
-sharegpt = conversation("from", "value", "human", "gpt", "system").map(lambda t: {"conversations": t})
+sharegpt = conversation("from", "value", "human", "gpt", "system").map(
+    lambda t: {"conversations": t}
+)
 chat = conversation("role", "content", "user", "assistant", "system").map(lambda t: {"messages": t})
-valid_records = st.one_of(st.lists(alpaca, min_size=1, max_size=6), st.lists(sharegpt, min_size=1, max_size=6),
-                          st.lists(chat, min_size=1, max_size=6))
+valid_records = st.one_of(
+    st.lists(alpaca, min_size=1, max_size=6),
+    st.lists(sharegpt, min_size=1, max_size=6),
+    st.lists(chat, min_size=1, max_size=6),
+)
 # Records that are anything at all: right-looking keys with any values, or any JSON.
 any_records = st.lists(
     st.one_of(
         json_values,
-        st.dictionaries(st.sampled_from(["instruction", "input", "output", "system", "history", "conversations",
-                                         "messages", "tools", "from", "value", "role", "content"]),
-                        json_values, max_size=5),
-        alpaca, sharegpt, chat,
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "instruction",
+                    "input",
+                    "output",
+                    "system",
+                    "history",
+                    "conversations",
+                    "messages",
+                    "tools",
+                    "from",
+                    "value",
+                    "role",
+                    "content",
+                ]
+            ),
+            json_values,
+            max_size=5,
+        ),
+        alpaca,
+        sharegpt,
+        chat,
     ),
     max_size=8,
 )
@@ -61,8 +92,12 @@ any_records = st.lists(
 
 def serialize(records, layout: str, ascii_only: bool) -> bytes:
     if layout == "array":
-        return json.dumps(records, indent=1, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
-    return "\n".join(json.dumps(r, ensure_ascii=ascii_only) for r in records).encode("utf-8", "surrogatepass")
+        return json.dumps(records, indent=1, ensure_ascii=ascii_only).encode(
+            "utf-8", "surrogatepass"
+        )
+    return "\n".join(json.dumps(r, ensure_ascii=ascii_only) for r in records).encode(
+        "utf-8", "surrogatepass"
+    )
 
 
 def check_report(report, data: bytes):
@@ -92,21 +127,43 @@ def test_arbitrary_records_never_raise(records, layout, ascii_only, limit):
 
 @st.composite
 def mutated(draw):
-    data = bytearray(serialize(draw(valid_records), draw(st.sampled_from(["array", "jsonl"])), draw(st.booleans())))
+    data = bytearray(
+        serialize(
+            draw(valid_records), draw(st.sampled_from(["array", "jsonl"])), draw(st.booleans())
+        )
+    )
     for _ in range(draw(st.integers(1, 4))):
         at = draw(st.integers(0, len(data)))
         kind = draw(st.sampled_from(["delete", "insert", "flip", "truncate", "repeat"]))
         if kind == "delete":
-            del data[at:at + draw(st.integers(1, 8))]
+            del data[at : at + draw(st.integers(1, 8))]
         elif kind == "insert":
-            data[at:at] = draw(st.sampled_from([b"{", b"}", b"[", b"]", b'"', b"\\", b",", b"\n", b"\x00",
-                                                b"\xff", b"\xe2\x82", b"null", b"1e999", b"[" * 2000]))
+            data[at:at] = draw(
+                st.sampled_from(
+                    [
+                        b"{",
+                        b"}",
+                        b"[",
+                        b"]",
+                        b'"',
+                        b"\\",
+                        b",",
+                        b"\n",
+                        b"\x00",
+                        b"\xff",
+                        b"\xe2\x82",
+                        b"null",
+                        b"1e999",
+                        b"[" * 2000,
+                    ]
+                )
+            )
         elif kind == "flip" and at < len(data):
             data[at] ^= 1 << draw(st.integers(0, 7))
         elif kind == "truncate":
             del data[at:]
         elif kind == "repeat":
-            data[at:at] = data[max(0, at - 30):at]
+            data[at:at] = data[max(0, at - 30) : at]
     return bytes(data)
 
 
@@ -121,17 +178,26 @@ def read_all(data: bytes, chunk: int):
     if opened.layout is None:
         return []
     reader = read_jsonl if opened.layout is Layout.JSONL else read_json_array
-    return [(line, value, issue) for line, value, issue, _ in reader(opened.chunks, opened.first_line, 1 << 20)]
+    return [
+        (line, value, issue)
+        for line, value, issue, _ in reader(opened.chunks, opened.first_line, 1 << 20)
+    ]
 
 
 @FAST
-@given(st.one_of(mutated(), valid_records.map(lambda r: serialize(r, "array", False))), st.integers(1, 64))
+@given(
+    st.one_of(mutated(), valid_records.map(lambda r: serialize(r, "array", False))),
+    st.integers(1, 64),
+)
 def test_chunk_boundaries_change_nothing(data, chunk):
     assert read_all(data, chunk) == read_all(data, 1 << 20)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                 HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(valid_records, st.sampled_from(["array", "jsonl"]), st.booleans())
 def test_valid_files_normalize_every_record(tmp_path, records, layout, ascii_only):
     data = serialize(records, layout, ascii_only)

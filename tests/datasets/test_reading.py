@@ -19,7 +19,12 @@ def codes(report):
 
 
 def test_a_json_array_reports_the_line_where_each_record_starts():
-    records = [GOOD, {"instruction": "x"}, GOOD | {"output": "Red."}, {"instruction": "y", "output": 7}]
+    records = [
+        GOOD,
+        {"instruction": "x"},
+        GOOD | {"output": "Red."},
+        {"instruction": "y", "output": 7},
+    ]
     data = json.dumps(records, indent=2).encode()
     report = validate_bytes(data)
     assert report.layout is Layout.JSON_ARRAY and report.total_samples == 4
@@ -30,12 +35,15 @@ def test_a_json_array_reports_the_line_where_each_record_starts():
 def test_a_json_array_is_read_in_chunks_across_record_boundaries():
     records = [GOOD | {"output": f"Answer number {i}."} for i in range(400)]
     data = json.dumps(records).encode()  # one line, many chunks of 1 KiB below
-    from tunewire.datasets.source import open_source
-    from tunewire.datasets.json_array import read_json_array
     import io
 
+    from tunewire.datasets.json_array import read_json_array
+    from tunewire.datasets.source import open_source
+
     opened = open_source(io.BytesIO(data), chunk_bytes=1024)
-    values = [value for _, value, issue, _ in read_json_array(opened.chunks, 1, 1 << 20) if issue is None]
+    values = [
+        value for _, value, issue, _ in read_json_array(opened.chunks, 1, 1 << 20) if issue is None
+    ]
     assert values == records
 
 
@@ -81,7 +89,13 @@ def test_invalid_json_gives_the_column():
 
 def test_invalid_utf8_is_an_encoding_error_on_its_line_in_both_layouts():
     bad = b'{"instruction": "caf\xe9", "output": "yes!"}'
-    jsonl = json.dumps(GOOD).encode() + b"\n" + bad + b"\n" + json.dumps(GOOD | {"output": "Red."}).encode()
+    jsonl = (
+        json.dumps(GOOD).encode()
+        + b"\n"
+        + bad
+        + b"\n"
+        + json.dumps(GOOD | {"output": "Red."}).encode()
+    )
     report = validate_bytes(jsonl)
     assert [(i.line, i.code, i.column) for i in report.errors] == [(2, "INVALID_ENCODING", 21)]
     assert report.valid_samples == 2
@@ -92,7 +106,9 @@ def test_invalid_utf8_is_an_encoding_error_on_its_line_in_both_layouts():
 
 
 def test_nul_bytes_are_reported_not_swallowed():
-    report = validate_bytes(b'{"instruction": "a\x00b", "output": "yes!"}\n' + json.dumps(GOOD).encode())
+    report = validate_bytes(
+        b'{"instruction": "a\x00b", "output": "yes!"}\n' + json.dumps(GOOD).encode()
+    )
     (issue,) = report.errors
     assert (issue.line, issue.code) == (1, "INVALID_JSON") and "NUL" in issue.message
     assert report.valid_samples == 1
@@ -131,7 +147,9 @@ def test_a_50_mb_line_is_skipped_without_holding_it(tmp_path):
 
 def test_the_line_limit_applies_to_json_array_records_too():
     records = [GOOD, GOOD | {"output": "y" * 5000}, GOOD | {"output": "Red."}]
-    report = validate_bytes(json.dumps(records, indent=1).encode(), ValidationOptions(max_line_bytes=2000))
+    report = validate_bytes(
+        json.dumps(records, indent=1).encode(), ValidationOptions(max_line_bytes=2000)
+    )
     assert [i.code for i in report.errors] == ["LINE_TOO_LONG"]
     assert report.valid_samples == 2
 
@@ -157,7 +175,8 @@ def test_a_utf8_bom_is_accepted_in_both_layouts(prefix):
 
 
 @pytest.mark.parametrize(
-    "data, word", [(b"\xff\xfe[\x00", "UTF-16"), (b"PK\x03\x04rest", "zip"), (b"(\xb5/\xfdrest", "zstd")]
+    "data, word",
+    [(b"\xff\xfe[\x00", "UTF-16"), (b"PK\x03\x04rest", "zip"), (b"(\xb5/\xfdrest", "zstd")],
 )
 def test_other_encodings_and_archives_are_named(data, word):
     report = validate_bytes(data)
@@ -167,10 +186,29 @@ def test_other_encodings_and_archives_are_named(data, word):
 
 def test_blank_lines_count_as_lines():
     report = validate_bytes(b"\n\n" + json.dumps(GOOD).encode() + b"\n\n" + b'{"instruction": 1}\n')
-    assert [(i.line, i.code) for i in report.errors][0] == (5, "WRONG_TYPE")
+    assert (report.errors[0].line, report.errors[0].code) == (5, "WRONG_TYPE")
     assert report.total_samples == 2
 
 
 def test_a_missing_file_raises_os_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         validate_file(tmp_path / "nope.jsonl")
+
+
+def test_the_library_imports_without_heavy_or_rpc_packages():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import tunewire.datasets.validate, tunewire.datasets.normalize\n"
+        "import tunewire.datasets.masking\n"
+        "import tunewire.datasets.canonical, tunewire.datasets.tokens\n"
+        "heavy = ('transformers', 'grpc', 'google.protobuf', 'numpy', 'mlx', 'datasets')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -1,6 +1,7 @@
 """`tunewire validate`: check a dataset file locally and say what is wrong with it, line by line.
 
-    tunewire validate FILE [--json] [--max-issues N] [--preview N] [--tokenizer MODEL_DIR] [--max-tokens N]
+    tunewire validate FILE [--json] [--max-issues N] [--preview N]
+                           [--tokenizer MODEL_DIR] [--max-tokens N]
     python -m tunewire.cli.validate FILE
 
 Exit status: 0 when the file is valid (warnings allowed), 1 when it has
@@ -22,12 +23,20 @@ _PROG = "tunewire validate"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=_PROG, description=__doc__.splitlines()[0])
-    parser.add_argument("file", metavar="FILE", help="JSON or JSONL dataset, optionally gzip-compressed")
     parser.add_argument(
-        "--json", action="store_true", help="print the report as JSON (tunewire.v1.ValidationReport)"
+        "file", metavar="FILE", help="JSON or JSONL dataset, optionally gzip-compressed"
     )
     parser.add_argument(
-        "--max-issues", type=int, default=100, metavar="N", help="errors and warnings listed (default: 100)"
+        "--json",
+        action="store_true",
+        help="print the report as JSON (tunewire.v1.ValidationReport)",
+    )
+    parser.add_argument(
+        "--max-issues",
+        type=int,
+        default=100,
+        metavar="N",
+        help="errors and warnings listed (default: 100)",
     )
     parser.add_argument(
         "--preview",
@@ -87,7 +96,9 @@ def run_validate(argv: list[str] | None = None) -> int:
 def render(report: ValidationReport, name: str) -> str:
     """The report for a person: verdict, size, then each issue as `line N field CODE: message`."""
     fmt = report.format.title if report.format else "unknown format"
-    layout = {"json_array": "JSON array", "jsonl": "JSONL"}.get(report.layout.value if report.layout else "", "")
+    layout = {"json_array": "JSON array", "jsonl": "JSONL"}.get(
+        report.layout.value if report.layout else "", ""
+    )
     verdict = "valid" if report.valid else "INVALID"
     stats = report.statistics
     lines = [
@@ -108,8 +119,10 @@ def render(report: ValidationReport, name: str) -> str:
         counts = ", ".join(f"{code} {n:,}" for code, n in sorted(report.issue_counts.items()))
         lines.append(f"by code: {counts}")
     for item in report.sample_preview:
-        lines.append(f"preview of line {item.conversation['line']}"
-                     + (f" ({item.tokens} tokens, {item.trained_tokens} trained):" if item.tokens else ":"))
+        lines.append(
+            f"preview of line {item.conversation['line']}"
+            + (f" ({item.tokens} tokens, {item.trained_tokens} trained):" if item.tokens else ":")
+        )
         if item.rendered:
             lines += [f"  {text}" for text in item.rendered.splitlines()]
         else:
