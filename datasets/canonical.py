@@ -2,7 +2,6 @@
 
     {"messages": [{"role", "content", "trainable"}], "tools"?: [...], "line": N}
 
-
 Escaping text for JSON costs more than parsing it in the standard library,
 and the text is already escaped in the source line. So when a record has the
 plain shape of its format (the checks' fast path, no unknown fields), each
