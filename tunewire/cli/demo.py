@@ -1,4 +1,4 @@
-"""`tunewire demo` (what `make run` runs): tunewire end to end in about two minutes on a laptop CPU.
+"""`tunewire demo` (what `make run` runs): tunewire end to end in about a minute on two CPU cores.
 
     tunewire demo [--steps N] [--keep]
 
