@@ -21,8 +21,12 @@ from tunewire.trainer.job_store import JobStore
 from tunewire.trainer.jobs import JobManager
 from tunewire.trainer.runner import JobRunner
 from tunewire.trainer.service import TrainingService
-from tunewire.v1 import dataset_service_pb2, dataset_service_pb2_grpc
-from tunewire.v1 import training_service_pb2, training_service_pb2_grpc
+from tunewire.v1 import (
+    dataset_service_pb2,
+    dataset_service_pb2_grpc,
+    training_service_pb2,
+    training_service_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,8 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # A second daemon on the same port must fail, not share it silently.
+            ("grpc.so_reuseport", 0),
         ]
     )
     training_service_pb2_grpc.add_TrainingServiceServicer_to_server(TrainingService(config, jobs, caps), server)
@@ -96,10 +102,14 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:  # grpc's way of saying the bind failed
+        port = 0
     if port == 0 and not address.startswith("unix:"):
         conn.close()
-        raise ConfigError(f"cannot listen on {address} (address in use or not available)")
+        caps.cancel()
+        raise ConfigError(f"cannot listen on {address}: the address is in use or not available here")
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -65,3 +65,17 @@ async def test_a_public_bind_needs_the_internal_token(tmp_path):
             assert reply.total_size == 0
     finally:
         await trainer.stop(grace=5)
+
+
+async def test_a_second_daemon_on_a_busy_port_refuses_to_start(tmp_path):
+    first = await start_trainer(TrainerConfig(home=tmp_path / "a", listen="127.0.0.1:0"))
+    try:
+        try:
+            second = await start_trainer(TrainerConfig(home=tmp_path / "b", listen=first.address))
+        except ConfigError as exc:
+            assert first.address in str(exc)
+        else:
+            await second.stop(grace=1)
+            raise AssertionError("two trainers share one port")
+    finally:
+        await first.stop(grace=5)
