@@ -15,7 +15,13 @@ import shutil
 
 import grpc
 
-from tunewire.errors import FieldViolation, ServiceError, handles_errors, invalid_argument, not_found
+from tunewire.errors import (
+    FieldViolation,
+    ServiceError,
+    handles_errors,
+    invalid_argument,
+    not_found,
+)
 from tunewire.trainer import dataset_ops
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.dataset_store import DatasetStore, dataset_id_for

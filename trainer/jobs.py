@@ -11,7 +11,7 @@ import os
 import secrets
 import shutil
 import sqlite3
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import grpc
 

@@ -12,9 +12,9 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from google.rpc import code_pb2, status_pb2
 
@@ -144,7 +144,7 @@ class JobRunner:
             group = await supervisor.start_group(
                 job_id, job_dir, commands, lambda ev, _id=job_id: self._on_worker_event(_id, ev)
             )
-        except Exception as exc:  # noqa: BLE001 - a job that cannot start fails alone
+        except Exception as exc:
             log.exception("job %s: could not start its worker", job_id)
             self.set_state(
                 job_id, job_pb.JOB_STATE_FAILED, f"could not start the worker: {exc}",
@@ -152,7 +152,12 @@ class JobRunner:
             )
             return
         self._running[job_id] = RunState(group=group)
-        reason = f"resuming from checkpoint at step {int(resume.name)}" if resume else "worker started"
+        started = (
+            f"{len(commands)} ranks started on {', '.join(job.distributed.hosts)}"
+            if len(commands) > 1
+            else "worker started"
+        )
+        reason = f"{started}; resuming from checkpoint at step {int(resume.name)}" if resume else started
 
         def change(j: job_pb.TrainingJob) -> None:
             if resume:
@@ -225,7 +230,7 @@ class JobRunner:
         run = self._running.pop(job_id, None)
         try:
             self._finish(job_id, run, result)
-        except Exception:  # noqa: BLE001 - keep the daemon and the queue alive
+        except Exception:
             log.exception("job %s: finishing failed", job_id)
         if self._accepting:
             await self.schedule()

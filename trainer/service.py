@@ -11,12 +11,12 @@ from tunewire.trainer import generation
 from tunewire.trainer.capabilities import Capabilities
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.identity import identify
-from tunewire.trainer.jobs import JobManager
 from tunewire.trainer.job_store import ACTIVE_STATES
-from tunewire.version import __version__
+from tunewire.trainer.jobs import JobManager
 from tunewire.v1 import training_job_pb2 as job_pb
 from tunewire.v1 import training_service_pb2 as svc_pb
 from tunewire.v1 import training_service_pb2_grpc as svc_grpc
+from tunewire.version import __version__
 
 GENERATE_TIMEOUT_SECONDS = 600
 FEATURES = ("lora", "qlora", "dora", "full", "distributed", "wandb")
@@ -24,7 +24,7 @@ DATASET_FORMATS = ("alpaca", "sharegpt", "messages")
 
 
 class TrainingService(svc_grpc.TrainingServiceServicer):
-    def __init__(self, config: TrainerConfig, jobs: JobManager, capabilities: "asyncio.Future[Capabilities]"):
+    def __init__(self, config: TrainerConfig, jobs: JobManager, capabilities: asyncio.Future[Capabilities]):
         self._config = config
         self._jobs = jobs
         self._capabilities = capabilities

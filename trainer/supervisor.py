@@ -14,9 +14,9 @@ import logging
 import os
 import signal
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ async def _supervise(group: WorkerGroup, read_fd: int, on_event: EventHandler) -
             if isinstance(event, dict):
                 try:
                     await on_event(event)
-                except Exception:  # noqa: BLE001 - one bad event must not stop the relay
+                except Exception:
                     log.exception("job %s: handling worker event failed", group.job_id)
         code = await group.processes[0].wait()
         # Rank 0 is gone; other ranks cannot make progress without it.

@@ -15,10 +15,10 @@ from tunewire.errors import FieldViolation
 from tunewire.trainer import model_inspect
 from tunewire.trainer.capabilities import distributed_backends
 from tunewire.trainer.hostfile import HostfileError, read_hosts
-from tunewire.trainer.paths import confine
-from tunewire.trainer.worker.launch import is_local
 from tunewire.trainer.model_inspect import ModelInfo, ModelUnusable
+from tunewire.trainer.paths import confine
 from tunewire.trainer.spec import ADAPTER_METHODS
+from tunewire.trainer.worker.launch import is_local
 from tunewire.v1 import training_job_pb2 as job_pb
 
 MAX_RANK = 1024
@@ -210,6 +210,10 @@ def _check_distributed(spec: job_pb.TrainingJobSpec, bad, roots: tuple[Path, ...
             bad(f"distributed.hosts[{i}]", f"{host!r} is not 'host' or 'host:port'")
         elif not m.group(3) and not is_local(m.group(1)):
             bad(f"distributed.hosts[{i}]", f"{host!r} is another machine: give the port its rank listens on (host:port)")
+    if hosts and not is_local(_HOST.match(hosts[0]).group(1) if _HOST.match(hosts[0]) else hosts[0]):
+        field = "distributed.hosts[0]" if dist.hosts else "distributed.hostfile"
+        bad(field, f"rank 0 reports progress and writes checkpoints, so it runs on the trainer's own host; "
+                   f"list this host first (got {hosts[0]!r})")
     if hosts and len(hosts) != world:
         field = "distributed.hosts" if dist.hosts else "distributed.hostfile"
         bad(field, f"one host per rank: world_size is {world}, got {len(hosts)} hosts")

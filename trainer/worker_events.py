@@ -8,8 +8,8 @@ in one store transaction.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -172,6 +172,7 @@ def _setup(d: dict, when: timestamp_pb2.Timestamp) -> Translation:
     message = (
         f"model ready: training {what}: {trainable:,} of {total:,} parameters "
         f"({_num(lora, 'trainable_percent'):.3f}%); {total_steps} steps"
+        + (f" on {_int(d, 'world_size')} ranks" if _int(d, "world_size") > 1 else "")
         + (f"; resumed at step {resumed}" if resumed else "")
     )
     event = log_event(message)

@@ -5,7 +5,6 @@ uninterrupted run; SIGTERM checkpoints and resumes the same way."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
@@ -90,8 +89,10 @@ async def daemon(tmp_path, data_dir):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find orphaned workers")
-async def test_kill_9_mid_job_then_restart_resumes_with_identical_losses(daemon, tiny_model_dir, data_dir):
-    spec = tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=12, checkpoint_every=4)
+@pytest.mark.parametrize("ranks", [1, 2])
+async def test_kill_9_mid_job_then_restart_resumes_with_identical_losses(daemon, tiny_model_dir, data_dir, ranks):
+    spec = tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=12, checkpoint_every=4, batch_size=4)
+    spec.distributed.world_size = ranks
     async with grpc.aio.insecure_channel(daemon.address) as ch:
         jobs = svc_grpc.TrainingServiceStub(ch)
         job = (await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))).job

@@ -119,7 +119,12 @@ async def test_hostfile_in_mlx_launch_form_sets_the_ranks(jobs, tiny_model_dir, 
 
     spec.ClearField("distributed")
     spec.distributed.world_size = 2
-    spec.distributed.hosts.extend(["10.0.0.5", "10.0.0.6:5000"])
+    spec.distributed.hosts.extend(["localhost", "10.0.0.6"])
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await create(jobs, spec)
-    assert "give the port" in violations(err.value)["spec.distributed.hosts[0]"]
+    assert "give the port" in violations(err.value)["spec.distributed.hosts[1]"]
+    del spec.distributed.hosts[:]
+    spec.distributed.hosts.extend(["10.0.0.5:5000", "localhost"])
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await create(jobs, spec)
+    assert "list this host first" in violations(err.value)["spec.distributed.hosts[0]"]

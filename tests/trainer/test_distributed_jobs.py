@@ -39,6 +39,9 @@ async def test_two_rank_job_trains_and_reports_ranks_and_hosts(jobs, tiny_model_
     events = await watch_all(jobs, job.id)
     assert states(events)[-1] == "JOB_STATE_SUCCEEDED", [e for e in events if e.HasField("state_change")][-1]
     assert [s for s, _ in losses(events)] == [1, 2, 3, 4]
+    reasons = [e.state_change.reason for e in events if e.HasField("state_change")]
+    assert "2 ranks started on localhost, localhost" in reasons
+    assert any("on 2 ranks" in e.log.message for e in events if e.HasField("log"))
     done = (await jobs.GetTrainingJob(svc_pb.GetTrainingJobRequest(job_id=job.id))).job
     assert done.distributed.world_size == 2
     assert done.latest_metrics.tokens_per_second > 0

@@ -113,6 +113,12 @@ def job_details(job: job_pb.TrainingJob) -> str:
         f"training   batch {hp.batch_size}, learning rate {hp.learning_rate:g}, max length {hp.max_seq_length}, "
         + (f"{hp.max_steps} steps" if hp.max_steps else f"{hp.epochs} epoch(s)"),
     ]
+    if job.distributed.world_size > 1:
+        d = job.distributed
+        lines.append(
+            f"ranks      {d.world_size} ({enum_short_name(job_pb.DistributedBackend.DESCRIPTOR, d.backend)}) "
+            f"on {', '.join(d.hosts)}; throughput and loss are for the whole job"
+        )
     if job.HasField("dataset_details"):
         d = job.dataset_details
         lines.append(
