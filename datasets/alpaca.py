@@ -8,7 +8,7 @@ assistant turn, then `instruction` + blank line + `input` as the user turn and
 from __future__ import annotations
 
 from tunewire.datasets import issues as codes
-from tunewire.datasets.canonical import raw_values
+from tunewire.datasets.canonical import raw_object_values
 from tunewire.datasets.issues import describe_value
 from tunewire.datasets.turns import (
     ASSISTANT,
@@ -79,23 +79,16 @@ def _check_slowly(record: dict, line: int, ctx: RecordContext):
 
 def raw_texts(raw: bytes, record: dict, messages: list[Message]) -> list[bytes] | None:
     """Each message's text as raw JSON from the source line (see canonical.py); None if unsure."""
-    texts = []
-    if messages[0][0] == SYSTEM:
-        system = raw_values(raw, b'"system"', 1)
-        if system is None:
-            return None
-        texts += system
-    instruction = raw_values(raw, b'"instruction"', 1)
-    output = raw_values(raw, b'"output"', 1)
-    if instruction is None or output is None:
+    values = raw_object_values(raw, record)
+    if values is None:
         return None
+    user = values["instruction"]
     extra = record.get("input")
     if extra and not extra.isspace():
-        found = raw_values(raw, b'"input"', 1)
-        if found is None:
-            return None
-        instruction = [instruction[0] + b"\\n\\n" + found[0]]
-    return texts + instruction + output
+        user += b"\\n\\n" + values["input"]
+    if messages[0][0] == SYSTEM:
+        return [values["system"], user, values["output"]]
+    return [user, values["output"]]
 
 
 def _history(value: object, line: int, ctx: RecordContext) -> list[tuple[str, str]]:

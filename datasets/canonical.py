@@ -19,11 +19,15 @@ from os import PathLike
 
 from tunewire.datasets.turns import Message
 
-_OPEN = {
-    role: b'{"role":"%s","content":"' % role.encode()
+# Per (role, trainable): the bytes before a message's text and after it (with a comma).
+_AROUND = {
+    (role, trainable): (
+        b'{"role":"%s","content":"' % role.encode(),
+        b'","trainable":%s},' % (b"true" if trainable else b"false"),
+    )
     for role in ("system", "user", "assistant", "tool")
+    for trainable in (True, False)
 }
-_CLOSE = {True: b'","trainable":true}', False: b'","trainable":false}'}
 _COLON = re.compile(rb'[ \t\r\n]*:[ \t\r\n]*"')
 _BACKSLASH = 92
 
@@ -72,26 +76,76 @@ def raw_values(raw: bytes, key: bytes, count: int) -> list[bytes] | None:
         start = end + 1
 
 
-def body_from_raw(messages: Sequence[Message], texts: Sequence[bytes]) -> bytes:
-    """`{"messages":[...]` (unclosed) from each message's raw JSON text."""
-    return (
-        b'{"messages":['
-        + b",".join([_OPEN[m[0]] + text + _CLOSE[m[2]] for m, text in zip(messages, texts)])
-        + b"]"
-    )
+_NULL = re.compile(rb"[ \t\r\n]*:[ \t\r\n]*null")
 
 
-def encode_messages(messages: Sequence[Message]) -> bytes:
-    """`{"messages":[...]` (unclosed), escaping every string."""
-    escape = encode_basestring_ascii
-    return body_from_raw(messages, [escape(m[1])[1:-1].encode() for m in messages])
+def raw_object_values(raw: bytes, record: dict) -> dict[str, bytes] | None:
+    """The raw JSON text of each string value of a flat object (strings and nulls), by key.
+
+    Walks the keys in order (json.loads keeps it), so each value is found once;
+    None if anything differs from that shape (escaped keys, nested values,
+    duplicate keys), for the caller to escape the text again instead.
+    """
+    find = raw.find
+    values = {}
+    pos = find(b"{") + 1
+    for key, value in record.items():
+        at = find(b'"', pos) + 1
+        name = key.encode()
+        after = at + len(name)
+        if raw[at:after] != name or raw[after : after + 1] != b'"':
+            return None
+        after += 1
+        if value is None:
+            match = _NULL.match(raw, after)
+            if match is None:
+                return None
+            pos = match.end()
+            continue
+        if type(value) is not str:
+            return None
+        if raw[after : after + 3] == b': "':
+            begin = after + 3
+        else:
+            match = _COLON.match(raw, after)
+            if match is None:
+                return None
+            begin = match.end()
+        end = find(b'"', begin)
+        while end > 0 and raw[end - 1] == _BACKSLASH:  # as in raw_values
+            first = end - 1
+            while raw[first - 1] == _BACKSLASH:
+                first -= 1
+            if (end - first) % 2 == 0:
+                break
+            end = find(b'"', end + 1)
+        if end < 0:
+            return None
+        values[key] = raw[begin:end]
+        pos = end + 1
+    return values if raw[pos:].strip() == b"}" else None
 
 
-def encode_line(body: bytes, tools: list | None, line: int) -> bytes:
-    """The whole JSONL line from a body."""
+def line_from_texts(
+    messages: Sequence[Message], texts: Sequence[bytes], tools: list | None, line: int
+) -> bytes:
+    """The canonical JSONL line, given each message's text as JSON string content."""
+    pieces = [b'{"messages":[']
+    for message, text in zip(messages, texts):
+        before, after = _AROUND[message[0], message[2]]
+        pieces += (before, text, after)
+    pieces[-1] = pieces[-1][:-1]  # no comma after the last message
     if tools:
-        return b'%s,"tools":%s,"line":%d}\n' % (body, json.dumps(tools).encode(), line)
-    return b'%s,"line":%d}\n' % (body, line)
+        pieces.append(b'],"tools":' + json.dumps(tools).encode() + b',"line":%d}\n' % line)
+    else:
+        pieces.append(b'],"line":%d}\n' % line)
+    return b"".join(pieces)
+
+
+def escaped_texts(messages: Sequence[Message]) -> list[bytes]:
+    """Each message's text escaped for a JSON string (ASCII), without the quotes."""
+    escape = encode_basestring_ascii
+    return [escape(m[1])[1:-1].encode() for m in messages]
 
 
 def as_dict(messages: Sequence[Message], tools: list | None, line: int) -> dict:

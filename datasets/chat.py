@@ -12,7 +12,6 @@ from tunewire.datasets.canonical import raw_values
 from tunewire.datasets.issues import describe_value
 from tunewire.datasets.turns import (
     ASSISTANT,
-    NEXT_ROLES,
     SYSTEM,
     TOOL,
     USER,
@@ -21,11 +20,13 @@ from tunewire.datasets.turns import (
     check_order,
     parse_tools,
     text_problem,
+    transition_tables,
 )
 
 FIELDS = frozenset({"messages", "tools"})
 NAME = "chat records"
 ROLES: dict[str, bool] = {SYSTEM: False, USER: False, ASSISTANT: True, TOOL: False}
+_STEPS = transition_tables({role: (role, trainable) for role, trainable in ROLES.items()})
 _MESSAGE_FIELDS = ("role", "content", "trainable")
 
 
@@ -40,28 +41,22 @@ def check(
     if type(items) is list and items and record.get("tools") is None:
         # The common case, checked in one pass; anything unusual gets the detailed checks.
         messages: list[Message] = []
-        previous = None
-        roles = ROLES
-        for item in items:
-            if type(item) is not dict or len(item) != 2:
-                break
-            role = item.get("role")
-            content = item.get("content")
-            if (
-                type(role) is not str
-                or type(content) is not str
-                or not content
-                or content.isspace()
-            ):
-                break
-            trainable = roles.get(role)
-            if trainable is None or role not in NEXT_ROLES[previous]:
-                break
-            previous = role
-            messages.append((role, content, trainable))
-        else:
-            if len(messages) - (messages[0][0] == SYSTEM) >= 2:
-                return messages, None, True
+        steps = _STEPS[None]
+        try:
+            for item in items:
+                if type(item) is not dict or len(item) != 2:
+                    break
+                content = item.get("content")
+                step = steps.get(item.get("role"))
+                if step is None or type(content) is not str or not content or content.isspace():
+                    break
+                messages.append((step[0], content, step[1]))
+                steps = step[2]
+            else:
+                if len(messages) - (messages[0][0] == SYSTEM) >= 2:
+                    return messages, None, True
+        except TypeError:
+            pass  # an unhashable role (a list or an object): the detailed checks name it
     return _check_slowly(record, line, ctx)
 
 

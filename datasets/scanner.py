@@ -10,13 +10,14 @@ case short.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tunewire.datasets import alpaca, chat, sharegpt
 from tunewire.datasets import issues as codes
-from tunewire.datasets.canonical import as_dict, body_from_raw, encode_line, encode_messages
+from tunewire.datasets.canonical import as_dict, escaped_texts, line_from_texts
 from tunewire.datasets.dedupe import SeenRecords
 from tunewire.datasets.issues import Issue, IssueLog
 from tunewire.datasets.jsonl import FILE_LEVEL, Record, not_an_object
@@ -145,18 +146,9 @@ class RecordScanner:
                 continue
             messages, tools, plain = result
 
-            record_characters = 0
-            short_at = -1
-            for i, (role, content, trainable) in enumerate(messages):
-                size = len(content)
-                record_characters += size
-                if (
-                    trainable
-                    and size < short_scan
-                    and short_at < 0
-                    and len(content.strip()) < short
-                ):
-                    short_at = i
+            lengths = list(map(len, map(_content, messages)))
+            record_characters = sum(lengths)
+            short_at = _first_short(messages, short) if min(lengths) < short_scan else -1
             if tokenizer is not None:
                 try:
                     record_tokens = count_tokens(
@@ -199,12 +191,9 @@ class RecordScanner:
                     if plain and known_fields and raw is not None
                     else None
                 )
-                body = (
-                    body_from_raw(messages, texts)
-                    if texts is not None
-                    else encode_messages(messages)
-                )
-                emit(encode_line(body, tools, line), line)
+                if texts is None:
+                    texts = escaped_texts(messages)
+                emit(line_from_texts(messages, texts, tools, line), line)
 
         out.file_format, out.format_line = file_format, format_line
         out.total += total
@@ -213,6 +202,17 @@ class RecordScanner:
         out.characters += characters
         out.tokens += tokens
         return out
+
+
+_content = operator.itemgetter(1)
+
+
+def _first_short(messages: list, short: int) -> int:
+    """Index of the first trained message shorter than `short` without its whitespace; -1 if none."""
+    for i, (_, content, trainable) in enumerate(messages):
+        if trainable and len(content.strip()) < short:
+            return i
+    return -1
 
 
 def _unknown_format(line: int, record: dict) -> Issue:

@@ -13,7 +13,6 @@ from tunewire.datasets.canonical import raw_values
 from tunewire.datasets.issues import describe_value
 from tunewire.datasets.turns import (
     ASSISTANT,
-    NEXT_ROLES,
     SYSTEM,
     TOOL,
     USER,
@@ -23,6 +22,7 @@ from tunewire.datasets.turns import (
     optional_text,
     parse_tools,
     text_problem,
+    transition_tables,
 )
 
 FIELDS = frozenset({"conversations", "system", "tools"})
@@ -37,6 +37,7 @@ ROLES: dict[str, tuple[str, bool]] = {
     "observation": (TOOL, False),
     "tool": (TOOL, False),
 }
+_STEPS = transition_tables(ROLES)
 _ROLE_LIST = "system, human, gpt, function_call, observation (or user, assistant, tool)"
 
 
@@ -53,27 +54,26 @@ def check(
     if type(turns) is list and turns and (system is None or type(system) is str) and tools is None:
         # The common case, checked in one pass; anything unusual gets the detailed checks.
         messages: list[Message] = []
-        previous = None
+        steps = _STEPS[None]
         if system and not system.isspace():
             messages.append((SYSTEM, system, False))
-            previous = SYSTEM
-        roles = ROLES
-        for turn in turns:
-            if type(turn) is not dict or len(turn) != 2:
-                break
-            name = turn.get("from")
-            value = turn.get("value")
-            if type(name) is not str or type(value) is not str or not value or value.isspace():
-                break
-            mapped = roles.get(name)
-            if mapped is None or mapped[0] not in NEXT_ROLES[previous]:
-                break
-            previous = mapped[0]
-            messages.append((previous, value, mapped[1]))
-        else:
-            # Alternation from a user turn guarantees an assistant turn once there are two turns.
-            if len(messages) - (messages[0][0] == SYSTEM) >= 2:
-                return messages, None, True
+            steps = _STEPS[SYSTEM]
+        try:
+            for turn in turns:
+                if type(turn) is not dict or len(turn) != 2:
+                    break
+                value = turn.get("value")
+                step = steps.get(turn.get("from"))
+                if step is None or type(value) is not str or not value or value.isspace():
+                    break
+                messages.append((step[0], value, step[1]))
+                steps = step[2]
+            else:
+                # Alternation from a user turn guarantees an assistant turn once there are two.
+                if len(messages) - (messages[0][0] == SYSTEM) >= 2:
+                    return messages, None, True
+        except TypeError:
+            pass  # an unhashable role (a list or an object): the detailed checks name it
     return _check_slowly(record, line, ctx)
 
 

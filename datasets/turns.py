@@ -29,6 +29,21 @@ NEXT_ROLES: dict[str | None, frozenset[str]] = {
 }
 
 
+def transition_tables(roles: dict[str, tuple[str, bool]]) -> dict[str | None, dict]:
+    """For each previous canonical role, the source role names allowed next, as
+    name -> (canonical role, trainable, table for the turn after).
+
+    The checks' fast path walks a conversation with one dict lookup per turn
+    that maps the role and checks the order at once.
+    """
+    tables: dict[str | None, dict] = {previous: {} for previous in NEXT_ROLES}
+    for previous, table in tables.items():
+        for name, (role, trainable) in roles.items():
+            if role in NEXT_ROLES[previous]:
+                table[name] = (role, trainable, tables[role])
+    return tables
+
+
 class RecordContext:
     """What a format check reports into: the record's issues, and file-wide memory.
 
