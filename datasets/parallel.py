@@ -36,6 +36,14 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 _EXTRA_ISSUES = 1000
 
 
+_WARNING_ORDER = {
+    codes.UNKNOWN_FIELD: 0,
+    codes.TOO_MANY_TOKENS: 1,
+    codes.SHORT_OUTPUT: 2,
+    codes.DUPLICATE_RECORD: 3,
+}
+
+
 @dataclass
 class Plan:
     path: str
@@ -247,7 +255,8 @@ def _merge(results: list[dict], options) -> tuple[Partial, tuple[int, int]]:
     if unknown:
         log.counts[codes.UNKNOWN_FIELD] = len(unknown)
     warnings += merged.unknown_fields + duplicates
-    warnings.sort(key=lambda issue: issue.line)
+    # File order, and on one line the order the scanner adds them in.
+    warnings.sort(key=lambda issue: (issue.line, _WARNING_ORDER[issue.code]))
     log.warnings = warnings[:limit]
     log.warning_count = sum(n for code, n in log.counts.items() if code in codes.WARNING_CODES)
     counts = (sum(r["counts"][0] for r in results), sum(r["counts"][1] for r in results))

@@ -228,6 +228,9 @@ def mixed_file(path, rng):
             lines.append("")
         else:
             lines.append(json.dumps(conversation(i + 100)))
+    # In a later range: the first of its unknown field, with a short answer, on one line.
+    late = {"conversations": [{"from": "human", "value": "?"}, {"from": "gpt", "value": "k"}]}
+    lines.insert(4500, json.dumps(late | {"late_field": 1}))
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -242,7 +245,7 @@ def test_worker_processes_give_the_same_report_and_files_as_one_process(tmp_path
         tmp_path / "many",
         0.1,
         5,
-        ValidationOptions(workers=3, parallel_min_bytes=1, max_issues=40),
+        ValidationOptions(workers=3, parallel_min_bytes=1, max_issues=4000),
     )
     assert many.report == one.report
     assert many.train_path.read_bytes() == one.train_path.read_bytes()

@@ -202,7 +202,7 @@ def test_the_library_imports_without_heavy_or_rpc_packages():
     code = (
         "import sys\n"
         "import tunewire.datasets.validate, tunewire.datasets.normalize\n"
-        "import tunewire.datasets.masking\n"
+        "import tunewire.datasets.masking, tunewire.datasets.api\n"
         "import tunewire.datasets.canonical, tunewire.datasets.tokens\n"
         "heavy = ('transformers', 'grpc', 'google.protobuf', 'numpy', 'mlx', 'datasets')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
