@@ -26,7 +26,13 @@ from pathlib import Path
 from tunewire.datasets import issues as codes
 from tunewire.datasets.issues import Issue, IssueLog
 from tunewire.datasets.report import DatasetFormat, ValidationReport
-from tunewire.datasets.scanner import FORMAT_KEYS, Partial, detect, mixed_formats
+from tunewire.datasets.scanner import (
+    FORMAT_KEYS,
+    Partial,
+    detect,
+    duplicate_issue,
+    mixed_formats,
+)
 from tunewire.datasets.source import Layout
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -249,7 +255,17 @@ def _merge(results: list[dict], options) -> tuple[Partial, tuple[int, int]]:
         for found, line in part.other_formats.items():
             merged.other_formats[found] = min(line, merged.other_formats.get(found, line))
     log.errors = [_renamed(issue, merged) for issue in log.errors]
-    duplicates, count = _duplicates_across(results, limit)
+    duplicates, count, first_line = _duplicates_across(results, limit)
+    # A worker named the first copy in its own range; name the file's first copy.
+    for part in parts:
+        for issue_line, earlier in part.duplicate_of.items():
+            merged.duplicate_of[issue_line] = first_line(earlier)
+    warnings = [
+        duplicate_issue(w.line, merged.duplicate_of[w.line])
+        if w.code == codes.DUPLICATE_RECORD and w.line in merged.duplicate_of
+        else w
+        for w in warnings
+    ]
     if count:
         log.counts[codes.DUPLICATE_RECORD] = log.counts.get(codes.DUPLICATE_RECORD, 0) + count
     if unknown:
@@ -273,14 +289,17 @@ def _renamed(issue: Issue, merged: Partial) -> Issue:
     )
 
 
-def _duplicates_across(results: list[dict], limit: int) -> tuple[list[Issue], int]:
-    """DUPLICATE_RECORD for a range's records whose conversation an earlier range had."""
+def _duplicates_across(results: list[dict], limit: int):
+    """DUPLICATE_RECORD for a range's records whose conversation an earlier range had.
+
+    Returns the first `limit` issues, their total, and `first_line(line)`: for a
+    record first seen in its range at `line`, the line of its earliest copy.
+    """
     import numpy as np
 
     seen_keys = np.empty(0, dtype=np.int64)
     seen_lines = np.empty(0, dtype=np.int64)
-    found: list[tuple[int, int]] = []
-    total = 0
+    later_lines, earlier_lines = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
     for result in results:
         keys = np.frombuffer(result["hashes"], dtype=np.int64)
         lines = np.frombuffer(result["lines"], dtype=np.uint32).astype(np.int64)
@@ -291,19 +310,19 @@ def _duplicates_across(results: list[dict], limit: int) -> tuple[list[Issue], in
             at = np.minimum(np.searchsorted(seen_keys, keys), seen_keys.size - 1)
             hit = seen_keys[at] == keys
             fresh = ~hit
-            total += int(hit.sum())
-            later, earlier = lines[hit], seen_lines[at[hit]]
-            first = np.argsort(later, kind="stable")[:limit]
-            found += [(int(later[i]), int(earlier[i])) for i in first]
+            later_lines.append(lines[hit])
+            earlier_lines.append(seen_lines[at[hit]])
         seen_keys = np.concatenate([seen_keys, keys[fresh]])
         seen_lines = np.concatenate([seen_lines, lines[fresh]])
         order = np.argsort(seen_keys, kind="stable")
         seen_keys, seen_lines = seen_keys[order], seen_lines[order]
-    found.sort()
-    issues = [
-        Issue(
-            line, codes.DUPLICATE_RECORD, f"the same conversation as the record at line {earlier}"
-        )
-        for line, earlier in found[:limit]
-    ]
-    return issues, total
+    later, earlier = np.concatenate(later_lines), np.concatenate(earlier_lines)
+    order = np.argsort(later, kind="stable")
+    later, earlier = later[order], earlier[order]
+    issues = [duplicate_issue(int(a), int(b)) for a, b in zip(later[:limit], earlier[:limit])]
+
+    def first_line(line: int) -> int:
+        at = int(np.searchsorted(later, line))
+        return int(earlier[at]) if at < len(later) and later[at] == line else line
+
+    return issues, len(later), first_line

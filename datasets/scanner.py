@@ -56,9 +56,10 @@ class Partial:
     file_format: DatasetFormat | None = None
     format_line: int = 0  # line of the first record in the file's format
     unknown_fields: list[Issue] = field(default_factory=list)  # once per field name, kept whole
-    other_formats: dict[DatasetFormat, int] = field(
-        default_factory=dict
-    )  # first line of each other format
+    # The first line of each format other than the file's.
+    other_formats: dict[DatasetFormat, int] = field(default_factory=dict)
+    # line -> earlier line, for the first duplicates (workers' are renamed when merged)
+    duplicate_of: dict[int, int] = field(default_factory=dict)
 
 
 class RecordScanner:
@@ -90,6 +91,7 @@ class RecordScanner:
         max_tokens = self.options.max_tokens
         preview_records = self.options.preview_records
         previews = out.previews
+        duplicate_of = out.duplicate_of
         short = self.options.short_output_chars
         short_scan = short + 16  # only text this short can be short once whitespace is stripped
         file_format, format_line = out.file_format, out.format_line
@@ -173,13 +175,9 @@ class RecordScanner:
                 line,
             )
             if earlier:
-                add(
-                    Issue(
-                        line,
-                        codes.DUPLICATE_RECORD,
-                        f"the same conversation as the record at line {earlier}",
-                    )
-                )
+                add(duplicate_issue(line, earlier))
+                if len(duplicate_of) < log.max_issues:
+                    duplicate_of[line] = earlier
             valid += 1
             turns += len(messages)
             characters += record_characters
@@ -245,6 +243,10 @@ def mixed_formats(
         "a file must use one format",
         FORMAT_KEYS[found],
     )
+
+
+def duplicate_issue(line: int, earlier: int) -> Issue:
+    return Issue(line, codes.DUPLICATE_RECORD, f"the same conversation as the record at line {earlier}")
 
 
 def _too_many_tokens(line: int, count: int, limit: int) -> Issue:

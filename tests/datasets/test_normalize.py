@@ -238,7 +238,7 @@ def mixed_file(path, rng):
 def test_worker_processes_give_the_same_report_and_files_as_one_process(tmp_path):
     source = mixed_file(tmp_path / "mixed.jsonl", random.Random(3))
     one = normalize_file(
-        source, tmp_path / "one", 0.1, 5, ValidationOptions(workers=1, max_issues=40)
+        source, tmp_path / "one", 0.1, 5, ValidationOptions(workers=1, max_issues=4000)
     )
     many = normalize_file(
         source,
@@ -258,4 +258,4 @@ def test_worker_processes_give_the_same_report_and_files_as_one_process(tmp_path
         validate_file(source, ValidationOptions(workers=4, parallel_min_bytes=1, max_issues=40))
         == alone
     )
-    assert alone.errors == one.report.errors and alone.warnings == one.report.warnings
+    assert alone.errors == one.report.errors[:40] and alone.warnings == one.report.warnings[:40]
