@@ -60,6 +60,9 @@ LINKS = {
     "InfiniBand NDR (400 Gb/s)": 400e9 / 8,
 }
 RANKS = (2, 8, 64)
+# Sustained training throughput, FLOP/s (assumptions, not measurements): an Apple
+# M2 Ultra GPU under MLX, and an H100 SXM at about 40% of its bf16 dense peak.
+DEVICES = {"M2 Ultra (~10 TFLOP/s)": 10e12, "H100 (~400 TFLOP/s)": 400e12}
 
 
 def ring_bytes_per_rank(size: float, n: int) -> float:
@@ -94,10 +97,18 @@ def gradient_cases(rank: int) -> list[tuple[str, int, int]]:
     ]
 
 
+def step_flops(params: int, tokens: int, full: bool) -> float:
+    """6 FLOPs a parameter a token for full training (forward 2, backward 4); LoRA skips the
+    frozen weights' gradients (forward 2, input gradients 2) and its adapters are tiny."""
+    return (6 if full else 4) * params * tokens
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rank", type=int, default=8, help="LoRA rank")
     parser.add_argument("--latency-us", type=float, default=50.0, help="per-hop latency of the ring (TCP)")
+    parser.add_argument("--tokens", type=int, default=8 * 2048, help="tokens per rank per step")
+    parser.add_argument("--ranks", type=int, default=8, help="N for the compute/communication table")
     args = parser.parse_args()
     latency = args.latency_us * 1e-6
 
@@ -123,6 +134,21 @@ def main() -> None:
         for case, params, width in gradient_cases(args.rank):
             cells = [human_seconds(ring_seconds(params * width, n, bw, latency)) for bw in LINKS.values()]
             print(f"| {case} | " + " | ".join(cells) + " |")
+
+    n = args.ranks
+    print(f"\nCompute per step ({args.tokens:,} tokens per rank) against the all-reduce at N={n} "
+          "(communication / compute; above 1: the network, not the chip, sets the pace; tunewire does "
+          "not overlap the two, so the step takes their sum):\n")
+    print("| gradients | device | compute s/step | " + " | ".join(LINKS) + " |")
+    print("|---|---|---:|" + "---:|" * len(LINKS))
+    for case, params, width in gradient_cases(args.rank):
+        if "q,v" in case or "bf16" in case:
+            continue
+        shape = QWEN_05B if case.startswith("0.5B") else QWEN_7B
+        for device, flops in DEVICES.items():
+            compute = step_flops(shape.parameters(), args.tokens, "full" in case) / flops
+            cells = [f"{ring_seconds(params * width, n, bw, latency) / compute:.2f}" for bw in LINKS.values()]
+            print(f"| {case} | {device} | {compute:.2f} | " + " | ".join(cells) + " |")
 
     print("\nMemory per rank before activations (data parallel: every rank holds everything), AdamW; "
           "LoRA adds its adapters x 16 bytes (weights, gradients, two moments):\n")

@@ -199,7 +199,7 @@ def report(args, runs: dict, explained: dict, load_at_start: float) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated, FULL first for the ratios")
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seq", type=int, default=128, help="tokens per record (every record is this long)")
     parser.add_argument("--steps", type=int, default=1, help="training steps per method")
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"), help="of the model files")
