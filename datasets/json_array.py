@@ -11,6 +11,8 @@ and report the line where the record starts.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -27,6 +29,7 @@ _SCALAR_END = re.compile(r"[,\] \t\r\n]")
 # Bytes that were not UTF-8 are decoded to these lone surrogates (surrogateescape).
 _BAD_BYTE = re.compile("[\udc80-\udcff]")
 _CONTAINERS = '{["'
+_SCAN = json.JSONDecoder().scan_once  # the C scanner: a value at an index, and where it ends
 
 
 def _split_utf8(data: bytes) -> tuple[bytes, bytes]:
@@ -57,7 +60,10 @@ class _Buffer:
         self.line = first_line
         self.line_start = 0  # index in `text` where `line` starts (negative once dropped)
         self.eof = False
-        self.bad_bytes = False  # some bytes were not UTF-8 (decoded as lone surrogates)
+        # Bytes that are not UTF-8 are decoded as lone surrogates: where they are in `text`,
+        # or (when a chunk has very many) an index none lies past.
+        self.bad_at: list[int] = []
+        self.bad_until = -1
 
     def fill(self) -> bool:
         """Appends the next chunk, dropping text before `pos`; False at the end of the file."""
@@ -73,13 +79,31 @@ class _Buffer:
             data, self._tail = _split_utf8(self._tail + chunk)
         try:
             decoded = data.decode()
+            bad = False
         except UnicodeDecodeError:
             decoded = data.decode("utf-8", "surrogateescape")
-            self.bad_bytes = True
-        self.line_start -= self.pos
-        self.text = self.text[self.pos :] + decoded
+            bad = True
+        kept = self.pos
+        self.line_start -= kept
+        self.bad_until -= kept
+        self.bad_at = [at - kept for at in self.bad_at if at >= kept]
+        self.text = self.text[kept:] + decoded
         self.pos = 0
+        if bad:
+            offset = len(self.text) - len(decoded)
+            found = [offset + m.start() for m in itertools.islice(_BAD_BYTE.finditer(decoded), 4096)]
+            if len(found) < 4096:
+                self.bad_at += found
+            else:
+                self.bad_until = len(self.text)
         return True
+
+    def has_bad_bytes(self, end: int) -> bool:
+        """Whether text[pos:end] holds bytes that were not UTF-8."""
+        if self.bad_until > self.pos:
+            return _BAD_BYTE.search(self.text, self.pos, end) is not None
+        i = bisect.bisect_left(self.bad_at, self.pos)
+        return i < len(self.bad_at) and self.bad_at[i] < end
 
     def advance(self, end: int) -> None:
         text, pos = self.text, self.pos
@@ -163,19 +187,18 @@ def _record(buf: _Buffer, limit: int):
     """Yields the record at `buf.pos` (or its issue); returns False if the file ends inside it."""
     start_line = buf.line
     start_column = buf.column()
-    decode = json.JSONDecoder().raw_decode
     try:
-        value, end = decode(buf.text, buf.pos)
+        value, end = _SCAN(buf.text, buf.pos)
         if end < len(buf.text) or buf.eof or buf.text[buf.pos] in _CONTAINERS:
             if end - buf.pos > limit:
                 yield _too_long(start_line, limit)
-            elif buf.bad_bytes and _BAD_BYTE.search(buf.text, buf.pos, end):
+            elif buf.has_bad_bytes(end):
                 yield _bad_bytes_issue(buf, start_line, end)
             else:
                 yield start_line, value, None, None
             buf.advance(end)
             return True
-    except (ValueError, RecursionError):
+    except (ValueError, StopIteration, RecursionError):
         pass
     # Cut by the end of the buffer, or broken: find the end by structure, then retry once.
     end = _find_end(buf, limit)
@@ -196,7 +219,7 @@ def _record(buf: _Buffer, limit: int):
         )
         return False
     text = buf.text[buf.pos : end]
-    if buf.bad_bytes and _BAD_BYTE.search(text):
+    if buf.has_bad_bytes(end):
         yield _bad_bytes_issue(buf, start_line, end)
         buf.advance(end)
         return True
