@@ -1,4 +1,4 @@
-"""The dataset library's public API in one import: `from tunewire.datasets.api import validate_file`.
+"""The dataset library's public API in one place: `from tunewire.datasets.api import ...`.
 
 Validate a file or bytes, normalize a file to canonical JSONL with a
 train/validation split, read canonical records back, compute the loss mask of

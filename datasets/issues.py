@@ -113,10 +113,6 @@ class IssueLog:
             if len(self.errors) < self.max_issues:
                 self.errors.append(issue)
 
-    def extend(self, issues: list[Issue]) -> None:
-        for issue in issues:
-            self.add(issue)
-
 
 def describe_value(value: object, limit: int = 40) -> str:
     """A short, readable rendering of a JSON value for messages: `number 42`, `null`."""

@@ -91,7 +91,9 @@ class _Buffer:
         self.pos = 0
         if bad:
             offset = len(self.text) - len(decoded)
-            found = [offset + m.start() for m in itertools.islice(_BAD_BYTE.finditer(decoded), 4096)]
+            found = [
+                offset + m.start() for m in itertools.islice(_BAD_BYTE.finditer(decoded), 4096)
+            ]
             if len(found) < 4096:
                 self.bad_at += found
             else:

@@ -96,7 +96,7 @@ BLANK = object()  # parse_line's value for a blank line (skipped, but counted as
 
 
 def parse_line(raw: bytes, line: int) -> tuple[object, Issue | None]:
-    """The value of a line the fast path did not take, or the issue that says why it cannot be read."""
+    """The value of a line the fast path did not take, or the issue saying why it cannot be read."""
     if not raw or raw.isspace():
         return BLANK, None
     try:

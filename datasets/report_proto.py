@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from tunewire.datasets.issues import Issue, Severity
+from tunewire.datasets.issues import Issue, Severity, severity_of
 from tunewire.datasets.report import DatasetFormat, RecordPreview, Statistics, ValidationReport
 from tunewire.datasets.source import Layout
 from tunewire.datasets.validate import ValidationOptions
@@ -90,7 +90,7 @@ def report_to_proto(report: ValidationReport) -> pb.ValidationReport:
         errors=[issue_to_proto(issue) for issue in report.errors],
         warnings=[issue_to_proto(issue) for issue in report.warnings],
         issue_counts=[
-            pb.IssueCount(code=code, count=count, severity=SEVERITIES[Issue(0, code, "").severity])
+            pb.IssueCount(code=code, count=count, severity=SEVERITIES[severity_of(code)])
             for code, count in sorted(report.issue_counts.items())
         ],
         sample_preview=[preview_to_proto(p) for p in report.sample_preview],

@@ -206,7 +206,7 @@ _content = operator.itemgetter(1)
 
 
 def _first_short(messages: list, short: int) -> int:
-    """Index of the first trained message shorter than `short` without its whitespace; -1 if none."""
+    """Index of the first trained message under `short` characters without whitespace, or -1."""
     for i, (_, content, trainable) in enumerate(messages):
         if trainable and len(content.strip()) < short:
             return i
@@ -246,7 +246,9 @@ def mixed_formats(
 
 
 def duplicate_issue(line: int, earlier: int) -> Issue:
-    return Issue(line, codes.DUPLICATE_RECORD, f"the same conversation as the record at line {earlier}")
+    return Issue(
+        line, codes.DUPLICATE_RECORD, f"the same conversation as the record at line {earlier}"
+    )
 
 
 def _too_many_tokens(line: int, count: int, limit: int) -> Issue:
