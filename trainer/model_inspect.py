@@ -57,7 +57,7 @@ def _hub_snapshot(repo_id: str) -> Path:
     patterns = ["*.json", "*.safetensors", "*.py", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja"]
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
-    except Exception:  # noqa: BLE001 - not cached: fall through to the hub
+    except Exception:  # noqa: BLE001, S110 - not cached: fall through to the hub
         pass
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         raise ModelUnusable(

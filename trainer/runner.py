@@ -237,7 +237,8 @@ class JobRunner:
 
     def _finish(self, job_id: str, run: RunState | None, result: supervisor.GroupExit) -> None:
         job = self._store.get(job_id)
-        run = run or RunState(group=None)  # type: ignore[arg-type]
+        if run is None:  # never expected: every group we start is registered first
+            run = RunState(group=None)  # type: ignore[arg-type]
         artifacts = run.artifacts
 
         def record_artifacts(j: job_pb.TrainingJob) -> None:
@@ -273,7 +274,7 @@ class JobRunner:
         if result.failed_rank is not None:
             code = result.failed_code or 0
             how = f"was killed by signal {-code} ({_signal_name(-code)})" if code < 0 else f"exited with code {code}"
-            who = "the worker" if len(run.group.processes if run.group else [0]) == 1 else f"rank {result.failed_rank}"
+            who = "the worker" if result.ranks == 1 else f"rank {result.failed_rank}"
             tail = f"; last log lines:\n{result.log_tail}" if result.log_tail else ""
             return _status(code_pb2.INTERNAL, f"{who} {how}{tail}", "WORKER_CRASHED", rank=str(result.failed_rank))
         return _status(code_pb2.INTERNAL, "the worker exited without finishing the job", "WORKER_CRASHED")
@@ -329,7 +330,9 @@ class JobRunner:
         for _, run in runs:
             await run.group.send("stop")
         if runs:
-            done, pending = await asyncio.wait([asyncio.ensure_future(r.group.wait()) for _, r in runs], timeout=grace)
+            _, pending = await asyncio.wait(
+                [asyncio.ensure_future(r.group.wait()) for _, r in runs], timeout=grace
+            )
             for _, run in runs:
                 run.group.kill()
             if pending:

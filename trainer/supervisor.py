@@ -37,6 +37,7 @@ class GroupExit:
     """How a worker group ended: rank 0's code, and the first failing rank if any."""
 
     returncode: int
+    ranks: int = 1
     failed_rank: int | None = None
     failed_code: int | None = None
     log_tail: str = ""
@@ -96,7 +97,7 @@ async def start_group(
                 argv += ["--events-fd", str(write_fd)]
                 pass_fds = (write_fd,)
             cmd.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(cmd.log_path, "ab") as log_file:
+            with open(cmd.log_path, "ab") as log_file:  # noqa: ASYNC230 - opening is instant
                 proc = await asyncio.create_subprocess_exec(
                     *argv,
                     cwd=str(cwd),
@@ -159,7 +160,7 @@ async def _supervise(group: WorkerGroup, read_fd: int, on_event: EventHandler) -
                 except asyncio.TimeoutError:
                     proc.kill()
                     await proc.wait()
-        result = GroupExit(returncode=code, killed=group.killed)
+        result = GroupExit(returncode=code, ranks=len(group.processes), killed=group.killed)
         failures = [(rank, p.returncode) for rank, p in enumerate(group.processes) if p.returncode not in (0, None)]
         first = group.first_failure or (failures[0] if failures else None)
         if first is not None:

@@ -38,12 +38,16 @@ class Daemon:
         self.address = f"127.0.0.1:{_free_port()}"
         self.proc: subprocess.Popen | None = None
 
+    def spawn(self) -> None:
+        with open(self.home.parent / "daemon.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tunewire.trainer.main", "--home", str(self.home),
+                 "--listen", self.address, "--data-root", str(self.data_root), "--data-root", str(self.home)],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+
     async def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tunewire.trainer.main", "--home", str(self.home),
-             "--listen", self.address, "--data-root", str(self.data_root), "--data-root", str(self.home)],
-            stdout=open(self.home.parent / "daemon.log", "ab"), stderr=subprocess.STDOUT,
-        )
+        self.spawn()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:

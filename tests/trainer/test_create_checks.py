@@ -11,15 +11,23 @@ from tunewire.v1 import training_service_pb2 as svc_pb
 from .jobs_helpers import tiny_spec
 
 
-def violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
-    status = rpc_status.from_call(err)
-    out = {}
-    for detail in status.details:
+def all_violations(err: grpc.aio.AioRpcError) -> list[str]:
+    """Every BadRequest field violation as 'field: description'."""
+    out = []
+    for detail in rpc_status.from_call(err).details:
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
-            for v in bad.field_violations:
-                out.setdefault(v.field, v.description)
+            out += [f"{v.field}: {v.description}" for v in bad.field_violations]
+    return out
+
+
+def violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
+    """The first violation of each field."""
+    out = {}
+    for line in all_violations(err):
+        field, description = line.split(": ", 1)
+        out.setdefault(field, description)
     return out
 
 
@@ -60,12 +68,7 @@ async def test_invalid_dataset_names_lines_and_fields(jobs, tiny_model_dir, data
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await create(jobs, tiny_spec(tiny_model_dir, data_dir / "bad.jsonl"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    status = rpc_status.from_call(err.value)
-    text = " ".join(
-        v.description
-        for d in status.details if d.Is(error_details_pb2.BadRequest.DESCRIPTOR)
-        for v in (lambda b: (d.Unpack(b), b)[1])(error_details_pb2.BadRequest()).field_violations
-    )
+    text = " ".join(all_violations(err.value))
     assert "line 2" in text and "instruction" in text
     assert "line 3" in text
 

@@ -2,6 +2,7 @@
 path confinement, limits, normalization and ownership."""
 
 import json
+from pathlib import Path
 
 import grpc
 import pytest
@@ -30,7 +31,7 @@ async def test_upload_in_chunks_validates_normalizes_and_dedupes(datasets_stub, 
     assert dataset.display_name == "tutor chats" and dataset.owner == "local"
     assert dataset.report.valid and dataset.format == dataset_pb2.DATASET_FORMAT_SHAREGPT
     assert dataset.report.total_samples == 8
-    records = [json.loads(line) for line in open(dataset.normalized_path)]
+    records = [json.loads(line) for line in Path(dataset.normalized_path).read_text().splitlines()]
     assert len(records) == 8
     assert [m["role"] for m in records[0]["messages"]] == ["system", "user", "assistant", "user", "assistant"]
     assert [m["trainable"] for m in records[0]["messages"]] == [False, False, True, False, True]
@@ -137,7 +138,7 @@ async def test_normalize_splits_deterministically(datasets_stub, data_dir):
         ds_pb.NormalizeDatasetRequest(dataset_id=dataset.id, validation_fraction=0.25, seed=7))
     assert first.statistics.train_records + first.statistics.validation_records == 16
     assert first.statistics.validation_records > 0
-    assert open(first.validation_path).read() == open(second.validation_path).read()
+    assert Path(first.validation_path).read_bytes() == Path(second.validation_path).read_bytes()
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await datasets_stub.NormalizeDataset(
             ds_pb.NormalizeDatasetRequest(dataset_id=dataset.id, validation_fraction=0.9))

@@ -46,8 +46,10 @@ async def test_lora_job_trains_streams_and_leaves_an_adapter_mlx_lm_loads(jobs, 
         "import sys, mlx_lm; m, t = mlx_lm.load(sys.argv[1], adapter_path=sys.argv[2]);"
         "print(len(mlx_lm.generate(m, t, 'hello', max_tokens=4)) >= 0)"
     )
-    out = subprocess.run([sys.executable, "-c", probe, str(tiny_model_dir), done.artifacts.adapter_path],
-                         capture_output=True, text=True, timeout=120)
+    out = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", probe, str(tiny_model_dir), done.artifacts.adapter_path],
+        check=False, capture_output=True, text=True, timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
 
     # A late subscriber replays exactly the events after its sequence and the stream ends.
