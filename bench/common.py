@@ -312,6 +312,7 @@ class Daemon:
         """SERVING, and the capability probe (a one-off mlx import) finished."""
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
+
         from tunewire.v1 import training_service_pb2 as svc
         from tunewire.v1 import training_service_pb2_grpc as svc_grpc
 

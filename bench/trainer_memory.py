@@ -65,6 +65,7 @@ def explain_child(config_path: str) -> dict:
     import io
 
     import mlx.core as mx
+
     from tunewire.trainer.worker import checkpoint
     from tunewire.trainer.worker.config import load
     from tunewire.trainer.worker.data import TrainBatches, load_dataset

@@ -62,6 +62,7 @@ def run_peer(spec: dict) -> dict:
     from mlx_lm.tuner.trainer import TrainingArgs, train
     from mlx_lm.tuner.utils import linear_to_lora_layers
     from mlx_lm.utils import load_model, load_tokenizer
+
     from tunewire.trainer.blas import blas_in_use
     from tunewire.trainer.worker.data import load_dataset
 
@@ -126,6 +127,7 @@ def peer_round(model: Path, data: Path, setting: Setting, scratch: Path) -> dict
 
 async def daemon_round(daemon: common.Daemon, raw_data: Path, model: Path, setting: Setting) -> dict:
     import grpc
+
     from tunewire.v1 import training_job_pb2 as job_pb
     from tunewire.v1 import training_service_pb2 as svc
     from tunewire.v1 import training_service_pb2_grpc as svc_grpc

@@ -45,6 +45,7 @@ def child(config_path: str, steps: int) -> dict:
     from mlx_lm.tuner.trainer import default_loss, iterate_batches
     from mlx_lm.tuner.utils import linear_to_lora_layers
     from mlx_lm.utils import load_model
+
     from tunewire.trainer.blas import blas_in_use
     from tunewire.trainer.worker import checkpoint
     from tunewire.trainer.worker.config import load
@@ -155,11 +156,11 @@ def report(args, results: dict, load_at_start: float) -> str:
         "",
         f"Command: `{command}` ({common.machine_line(load_at_start)}).",
         "",
-        f"One process, OpenBLAS preloaded; two identical random models with LoRA rank {RANK} on every linear "
+        (f"One process, OpenBLAS preloaded; two identical random models with LoRA rank {RANK} on every linear "
         f"layer, batch {BATCH} x {SEQ} tokens, AdamW. Each step of the worker's `Trainer` (next batch, its "
         "inputs, the compiled step, eval) alternates with one step of mlx-lm's `train()` body (next batch "
         f"from `iterate_batches`, its compiled step, eval), order flipped every step; {WARMUP} warm-up "
-        "steps each dropped. Ratio: mlx-lm's step time over ours, so above 1 means the worker is faster.",
+        "steps each dropped. Ratio: mlx-lm's step time over ours, so above 1 means the worker is faster."),
         "",
         common.table(["model", "steps each", "mlx-lm ms/step (median / min)", "tunewire ms/step (median / min)",
                       "tokens/s ratio (medians)", "ratio (mins)", "median of step-pair ratios"], rows),

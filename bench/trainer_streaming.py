@@ -35,6 +35,7 @@ TARGET_SLOWDOWN = 0.02
 
 async def subscribe(address: str, job_id: str, delays: list, ready: list) -> None:
     import grpc
+
     from tunewire.v1 import training_service_pb2 as svc
     from tunewire.v1 import training_service_pb2_grpc as svc_grpc
 
@@ -52,6 +53,7 @@ async def subscribe(address: str, job_id: str, delays: list, ready: list) -> Non
 
 async def run_job(daemon: common.Daemon, spec, subscribers: int) -> dict:
     import grpc
+
     from tunewire.v1 import training_job_pb2 as job_pb
     from tunewire.v1 import training_service_pb2 as svc
     from tunewire.v1 import training_service_pb2_grpc as svc_grpc
