@@ -66,7 +66,7 @@ def plan(path: str | os.PathLike, options) -> Plan | None:
     tokenizer (token counting loads a model's tokenizer per process), whose
     first lines show the format, are split.
     """
-    workers = options.workers or min(os.cpu_count() or 1, 8)
+    workers = options.workers or min(_cpus(), 8)
     if workers < 2 or options.tokenizer is not None:
         return None
     try:
@@ -91,6 +91,14 @@ def plan(path: str | os.PathLike, options) -> Plan | None:
     if len(ranges) < 2:
         return None
     return Plan(os.fspath(path), info.st_size, ranges, *found)
+
+
+def _cpus() -> int:
+    """CPUs this process may run on (a container's limit, where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
 
 
 def _first_format(head: bytes) -> tuple[DatasetFormat, int] | None:
