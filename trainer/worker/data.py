@@ -73,8 +73,10 @@ def load_dataset(path: str | Path, tokenizer, masking: str, max_seq_length: int)
             line = item.get("line", number)
             try:
                 tokens, mask = trained_token_mask(tokenizer, messages, masking, tools=item.get("tools"))
-            except ValueError as exc:
-                raise DataError(f"{path}: record of line {line}: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - a chat template may raise anything (jinja2 errors)
+                raise DataError(
+                    f"{path}: record of line {line}: the chat template failed: {type(exc).__name__}: {exc}"
+                ) from None
             tokens = np.asarray(tokens, dtype=np.int32)
             mask = np.asarray(mask, dtype=bool)
             if len(tokens) > max_seq_length:
