@@ -8,7 +8,6 @@ assistant turn, then `instruction` + blank line + `input` as the user turn and
 from __future__ import annotations
 
 from tunewire.datasets import issues as codes
-from tunewire.datasets.canonical import raw_object_values
 from tunewire.datasets.issues import describe_value
 from tunewire.datasets.turns import (
     ASSISTANT,
@@ -24,39 +23,54 @@ FIELDS = frozenset({"instruction", "input", "output", "system", "history"})
 NAME = "Alpaca records"
 
 
-def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], None, bool] | None:
-    """(messages, tools, plain) of a valid record; None after adding its errors to `ctx`.
+def fast(record: dict) -> list[Message] | None:
+    """The messages of a record of the common shape, in a few tests; else None.
 
-    `plain`: the record has the simple shape `raw_texts` can copy text from.
+    The common shape: non-blank `instruction` and `output`, text or nothing
+    for `input` and `system`, `history` absent or pairs of non-blank text.
+    Anything else (None) goes to `check`, which names each problem.
     """
     instruction = record.get("instruction")
     output = record.get("output")
     extra = record.get("input")
     system = record.get("system")
-    # The common case in one test; anything unusual goes through the detailed checks.
-    if (
+    if not (
         type(instruction) is str
         and type(output) is str
         and instruction
         and output
         and (extra is None or type(extra) is str)
         and (system is None or type(system) is str)
-        and record.get("history") is None
         and not instruction.isspace()
         and not output.isspace()
     ):
-        user = instruction + "\n\n" + extra if extra and not extra.isspace() else instruction
-        if system and not system.isspace():
-            return (
-                [(SYSTEM, system, False), (USER, user, False), (ASSISTANT, output, True)],
-                None,
-                True,
-            )
-        return [(USER, user, False), (ASSISTANT, output, True)], None, True
-    return _check_slowly(record, line, ctx)
+        return None
+    messages = [(SYSTEM, system, False)] if system and not system.isspace() else []
+    history = record.get("history")
+    if history is not None:
+        if type(history) is not list:
+            return None
+        for pair in history:
+            if type(pair) is not list or len(pair) != 2:
+                return None
+            asked, answered = pair
+            if not (
+                type(asked) is str
+                and type(answered) is str
+                and asked
+                and answered
+                and not asked.isspace()
+                and not answered.isspace()
+            ):
+                return None
+            messages += ((USER, asked, False), (ASSISTANT, answered, True))
+    user = instruction + "\n\n" + extra if extra and not extra.isspace() else instruction
+    messages += ((USER, user, False), (ASSISTANT, output, True))
+    return messages
 
 
-def _check_slowly(record: dict, line: int, ctx: RecordContext):
+def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], None] | None:
+    """(messages, None) of a valid record; None after adding its errors to `ctx`."""
     before = ctx.error_count
     instruction = record.get("instruction")
     output = record.get("output")
@@ -74,21 +88,7 @@ def _check_slowly(record: dict, line: int, ctx: RecordContext):
     user = instruction + "\n\n" + extra if extra else instruction
     messages.append((USER, user, False))
     messages.append((ASSISTANT, output, True))
-    return messages, None, False
-
-
-def raw_texts(raw: bytes, record: dict, messages: list[Message]) -> list[bytes] | None:
-    """Each message's text as raw JSON from the source line (see canonical.py); None if unsure."""
-    values = raw_object_values(raw, record)
-    if values is None:
-        return None
-    user = values["instruction"]
-    extra = record.get("input")
-    if extra and not extra.isspace():
-        user += b"\\n\\n" + values["input"]
-    if messages[0][0] == SYSTEM:
-        return [values["system"], user, values["output"]]
-    return [user, values["output"]]
+    return messages, None
 
 
 def _history(value: object, line: int, ctx: RecordContext) -> list[tuple[str, str]]:

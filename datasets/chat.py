@@ -7,8 +7,9 @@ trained), which is also how tunewire's own canonical files read back.
 
 from __future__ import annotations
 
+from operator import itemgetter
+
 from tunewire.datasets import issues as codes
-from tunewire.datasets.canonical import raw_values
 from tunewire.datasets.issues import describe_value
 from tunewire.datasets.turns import (
     ASSISTANT,
@@ -17,50 +18,46 @@ from tunewire.datasets.turns import (
     USER,
     Message,
     RecordContext,
+    RoleSequences,
     check_order,
     parse_tools,
     text_problem,
-    transition_tables,
 )
 
 FIELDS = frozenset({"messages", "tools"})
 NAME = "chat records"
 ROLES: dict[str, bool] = {SYSTEM: False, USER: False, ASSISTANT: True, TOOL: False}
-_STEPS = transition_tables({role: (role, trainable) for role, trainable in ROLES.items()})
+_SEQUENCES = RoleSequences({role: (role, trainable) for role, trainable in ROLES.items()})
 _MESSAGE_FIELDS = ("role", "content", "trainable")
+_ROLE, _CONTENT = itemgetter("role"), itemgetter("content")
 
 
-def check(
-    record: dict, line: int, ctx: RecordContext
-) -> tuple[list[Message], list | None, bool] | None:
-    """(messages, tools, plain) of a valid record; None after adding its errors to `ctx`.
+def fast(record: dict) -> list[Message] | None:
+    """The messages of a record of the common shape, checked with C-level passes; else None.
 
-    `plain`: the record has the simple shape `raw_texts` can copy text from.
+    The common shape: no tools, each message exactly {role, content} with
+    non-blank text, roles in a valid order. Anything else (None) goes to
+    `check`, which names each problem.
     """
     items = record.get("messages")
-    if type(items) is list and items and record.get("tools") is None:
-        # The common case, checked in one pass; anything unusual gets the detailed checks.
-        messages: list[Message] = []
-        steps = _STEPS[None]
-        try:
-            for item in items:
-                if type(item) is not dict or len(item) != 2:
-                    break
-                content = item.get("content")
-                step = steps.get(item.get("role"))
-                if step is None or type(content) is not str or not content or content.isspace():
-                    break
-                messages.append((step[0], content, step[1]))
-                steps = step[2]
-            else:
-                if len(messages) - (messages[0][0] == SYSTEM) >= 2:
-                    return messages, None, True
-        except TypeError:
-            pass  # an unhashable role (a list or an object): the detailed checks name it
-    return _check_slowly(record, line, ctx)
+    if type(items) is not list or record.get("tools") is not None:
+        return None
+    try:
+        # KeyError: a message without role or content; TypeError: a message that is not
+        # an object, an unhashable role, or content that is not text (str.isspace refuses it).
+        shape = _SEQUENCES.get(tuple(map(_ROLE, items)))
+        contents = list(map(_CONTENT, items))
+        if any(map(str.isspace, contents)):
+            return None
+    except (KeyError, TypeError):
+        return None
+    if shape is None or not all(contents) or sum(map(len, items)) != 2 * len(items):
+        return None
+    return list(zip(shape[0], contents, shape[1]))
 
 
-def _check_slowly(record: dict, line: int, ctx: RecordContext):
+def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], list | None] | None:
+    """(messages, tools) of a valid record; None after adding its errors to `ctx`."""
     before = ctx.error_count
     tools = parse_tools(record.get("tools"), line, ctx)
     items = record.get("messages")
@@ -152,9 +149,4 @@ def _check_slowly(record: dict, line: int, ctx: RecordContext):
     )
     if ctx.error_count > before:
         return None
-    return messages, tools, False
-
-
-def raw_texts(raw: bytes, record: dict, messages: list[Message]) -> list[bytes] | None:
-    """Each message's text as raw JSON from the source line (see canonical.py); None if unsure."""
-    return raw_values(raw, b'"content"', len(messages))
+    return messages, tools

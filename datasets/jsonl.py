@@ -1,9 +1,13 @@
-"""Reading JSONL: one record per line, parsed with the standard library's json.
+"""Reading JSONL: one record per line, parsed with orjson, the standard library's json behind it.
 
 This is the hot loop of validation. Lines are split from large binary chunks
-(no per-line I/O calls), each is decoded as strict UTF-8 and parsed; anything
-that goes wrong on a line becomes an issue for that line and reading goes on.
-A line longer than the limit is skipped without ever being held whole.
+(no per-line I/O calls) and parsed by orjson, about twice as fast as the
+standard library on long text. Any line orjson refuses is read again the
+standard library's way, which decides what the line is and, when it cannot
+be read, the issue (with its column, TOO_DEEP, the UTF-8 error) exactly as
+before orjson; it also accepts what orjson refuses (NaN, integers past 64
+bits, lone surrogates). Reading goes on after a bad line. A line longer than
+the limit is skipped without ever being held whole.
 """
 
 from __future__ import annotations
@@ -11,15 +15,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import orjson
+
 from tunewire.datasets import issues as codes
 from tunewire.datasets.issues import Issue, describe_value
 from tunewire.datasets.source import SourceError
 
-# A record from a reader: (line, parsed value, None, raw line or None) or
+# A record from a reader: (line, parsed value, None, raw line (a view) or None) or
 # (line, None, issue, None); an issue of the file rather than of a record comes
-# as (line, FILE_LEVEL, issue, None). The raw JSONL line lets the writer skip
-# re-escaping strings that need none (canonical.is_plain).
-Record = tuple[int, object, "Issue | None", "bytes | None"]
+# as (line, FILE_LEVEL, issue, None). The raw line comes with a value orjson
+# read: orjson reads integers past 64 bits as floats and nests 1,024 levels
+# deep where the standard library stops near 1,000, so a record that needs
+# a closer look than the checks' fast path is read again with `exact_value`.
+Record = tuple[int, object, "Issue | None", "memoryview | None"]
 FILE_LEVEL = object()
 
 
@@ -28,8 +36,7 @@ def read_jsonl(chunks: Iterator[bytes], first_line: int, max_line_bytes: int) ->
     pending: list[bytes] = []  # start of a line that continues in the next chunk
     pending_bytes = 0
     skipping = 0  # > 0: inside an over-long line, this many bytes seen so far
-    # The C scanner itself: json.loads adds two Python calls and two regex matches per line.
-    scan = json.JSONDecoder().scan_once
+    loads = orjson.loads
     try:
         for chunk in chunks:
             if skipping:
@@ -41,40 +48,43 @@ def read_jsonl(chunks: Iterator[bytes], first_line: int, max_line_bytes: int) ->
                 yield line, None, _too_long(line, skipping + end, max_line_bytes), None
                 skipping = 0
                 chunk = chunk[end + 1 :]
-            cut = chunk.rfind(b"\n")
-            if cut < 0:
+            last = chunk.rfind(b"\n")  # from the end: a newline is usually near it
+            if last < 0:
                 pending.append(chunk)
                 pending_bytes += len(chunk)
                 if pending_bytes > max_line_bytes:
                     skipping, pending, pending_bytes = pending_bytes, [], 0
                 continue
+            check_length = pending_bytes + len(chunk) > max_line_bytes
+            # Lines are read in place, as views of the chunk: no copies. A line begun
+            # in the previous chunk is joined into a piece of its own.
+            pieces: list[tuple[bytes, int]] = [(chunk, 0)]
             if pending:
-                pending.append(chunk[:cut])
-                data = b"".join(pending)
-            else:
-                data = chunk[:cut]
-            tail = chunk[cut + 1 :]
+                first = chunk.find(b"\n") + 1
+                pending.append(chunk[:first])
+                pieces = [(b"".join(pending), 0), (chunk, first)]
+            tail = chunk[last + 1 :]
             pending, pending_bytes = ([tail], len(tail)) if tail else ([], 0)
-            lines = data.split(b"\n")
-            check_length = len(data) > max_line_bytes
-            for raw in lines:
-                line += 1
-                if check_length and len(raw) > max_line_bytes:
-                    yield line, None, _too_long(line, len(raw), max_line_bytes), None
-                    continue
-                try:
-                    text = raw.decode()
-                    value, end = scan(text, 0)
-                    if end != len(text) and not text[end:].isspace():
-                        raise ValueError("extra data")
-                except (ValueError, StopIteration, RecursionError):
-                    value, issue = parse_line(raw, line)
-                    if issue is not None:
-                        yield line, None, issue, None
+            for data, start in pieces:
+                find = data.find
+                view = memoryview(data)
+                while (end := find(b"\n", start)) >= 0:
+                    raw = view[start:end]
+                    start = end + 1
+                    line += 1
+                    if check_length and len(raw) > max_line_bytes:
+                        yield line, None, _too_long(line, len(raw), max_line_bytes), None
                         continue
-                    if value is BLANK:
+                    try:
+                        value = loads(raw)
+                    except orjson.JSONDecodeError:
+                        value, issue = parse_line(raw, line)
+                        if issue is not None:
+                            yield line, None, issue, None
+                        elif value is not BLANK:
+                            yield line, value, None, None
                         continue
-                yield line, value, None, raw
+                    yield line, value, None, raw
             if pending_bytes > max_line_bytes:
                 skipping, pending, pending_bytes = pending_bytes, [], 0
         if skipping:
@@ -87,7 +97,7 @@ def read_jsonl(chunks: Iterator[bytes], first_line: int, max_line_bytes: int) ->
             if issue is not None:
                 yield line, None, issue, None
             elif value is not BLANK:
-                yield line, value, None, raw
+                yield line, value, None, None
     except SourceError as exc:
         yield line + 1, FILE_LEVEL, Issue(line + 1, codes.INVALID_ENCODING, str(exc)), None
 
@@ -95,8 +105,9 @@ def read_jsonl(chunks: Iterator[bytes], first_line: int, max_line_bytes: int) ->
 BLANK = object()  # parse_line's value for a blank line (skipped, but counted as a line)
 
 
-def parse_line(raw: bytes, line: int) -> tuple[object, Issue | None]:
-    """The value of a line the fast path did not take, or the issue saying why it cannot be read."""
+def parse_line(raw: bytes | memoryview, line: int) -> tuple[object, Issue | None]:
+    """A line's value as the standard library reads it, or the issue saying why it cannot be read."""
+    raw = bytes(raw)
     if not raw or raw.isspace():
         return BLANK, None
     try:

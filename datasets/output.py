@@ -69,7 +69,13 @@ class AtomicFile:
 
 
 class SplitWriter:
-    """Sends each canonical line to the training or validation file."""
+    """Sends each canonical line to the training or validation file.
+
+    The hash is computed with numpy for a window of lines at a time: in
+    Python it costs about a microsecond a record, a tenth of the whole budget.
+    """
+
+    _WINDOW = 1 << 16
 
     def __init__(
         self, train: BinaryIO, validation: BinaryIO | None, fraction: float, seed: int
@@ -78,12 +84,33 @@ class SplitWriter:
         self._validation = validation.write if validation is not None else None
         self._threshold = int(fraction * (1 << 64)) if validation is not None else 0
         self._seed = mix64(seed & _MASK64)
+        self._first = self._end = 0  # lines [first, end) have their decisions in _held_out
+        self._held_out = b""
         self.counts = [0, 0]  # records written to training, validation
 
     def write(self, text: bytes, line: int) -> None:
-        if self._threshold and mix64((self._seed + line) & _MASK64) < self._threshold:
-            self.counts[1] += 1
-            self._validation(text)
-        else:
-            self.counts[0] += 1
-            self._train(text)
+        if self._threshold:
+            if not self._first <= line < self._end:
+                self._decide(line)
+            if self._held_out[line - self._first]:
+                self.counts[1] += 1
+                self._validation(text)
+                return
+        self.counts[0] += 1
+        self._train(text)
+
+    def held_out(self, line: int) -> bool:
+        """Whether the record at `line` goes to validation: mix64(seed + line) < threshold."""
+        return bool(self._threshold) and mix64((self._seed + line) & _MASK64) < self._threshold
+
+    def _decide(self, first: int) -> None:
+        import numpy as np
+
+        # splitmix64's finalizer in uint64 arithmetic, which wraps like the masks in mix64.
+        z = np.arange(first, first + self._WINDOW, dtype=np.uint64)
+        z += np.uint64((self._seed + 0x9E3779B97F4A7C15) & _MASK64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+        self._held_out = (z < np.uint64(self._threshold)).tobytes()
+        self._first, self._end = first, first + self._WINDOW

@@ -17,10 +17,10 @@ from typing import Any
 
 from tunewire.datasets import alpaca, chat, sharegpt
 from tunewire.datasets import issues as codes
-from tunewire.datasets.canonical import as_dict, escaped_texts, line_from_texts
+from tunewire.datasets.canonical import as_dict, canonical_line
 from tunewire.datasets.dedupe import SeenRecords
 from tunewire.datasets.issues import Issue, IssueLog
-from tunewire.datasets.jsonl import FILE_LEVEL, Record, not_an_object
+from tunewire.datasets.jsonl import FILE_LEVEL, Record, not_an_object, parse_line
 from tunewire.datasets.report import DatasetFormat
 from tunewire.datasets.turns import RecordContext
 
@@ -97,15 +97,9 @@ class RecordScanner:
         file_format, format_line = out.file_format, out.format_line
         ctx = RecordContext(out.unknown_fields)
         issues = ctx.issues
-        check = fields = name = raw_texts = None
+        fast = check = fields = name = None
         if file_format is not None:
-            module = FORMATS[file_format]
-            check, fields, name, raw_texts = (
-                module.check,
-                module.FIELDS,
-                module.NAME,
-                module.raw_texts,
-            )
+            fast, check, fields, name = _checks(file_format)
         total = valid = turns = characters = tokens = 0
 
         for line, value, issue, raw in records:
@@ -114,29 +108,39 @@ class RecordScanner:
                 total += value is not FILE_LEVEL
                 continue
             total += 1
-            if type(value) is not dict:
-                add(not_an_object(line, value))
-                continue
-            found = detect(value)
-            if found is None:
-                add(_unknown_format(line, value))
-                continue
-            if found is not file_format:
+            found = detect(value) if type(value) is dict else None
+            if found is not file_format or found is None:
+                if raw is not None:  # orjson read it: see the value as the standard library does
+                    value, issue = parse_line(raw, line)
+                    if issue is not None:
+                        add(issue)
+                        continue
+                if type(value) is not dict:
+                    add(not_an_object(line, value))
+                    continue
+                if found is None:
+                    add(_unknown_format(line, value))
+                    continue
                 if file_format is not None:
                     first = out.other_formats.setdefault(found, line)
                     add(mixed_formats(line, found, first, file_format, format_line))
                     continue
                 file_format, format_line = found, line
-                module = FORMATS[found]
-                check, fields, name, raw_texts = (
-                    module.check,
-                    module.FIELDS,
-                    module.NAME,
-                    module.raw_texts,
-                )
-            result = check(value, line, ctx)
-            known_fields = fields.issuperset(value)
-            if not known_fields:
+                fast, check, fields, name = _checks(found)
+                raw = None
+            messages = fast(value)
+            tools = None
+            if messages is None:
+                # Not the common shape: check it closely, as the standard library reads it.
+                if raw is not None:
+                    value, issue = parse_line(raw, line)
+                    if issue is not None:
+                        add(issue)
+                        continue
+                result = check(value, line, ctx)
+                if result is not None:
+                    messages, tools = result
+            if not fields.issuperset(value):
                 for key in value:
                     if key not in fields:
                         ctx.unknown_field(line, key, name)
@@ -144,9 +148,8 @@ class RecordScanner:
                 for item in issues:
                     add(item)
                 issues.clear()
-            if result is None:
+            if messages is None:
                 continue
-            messages, tools, plain = result
 
             lengths = list(map(len, map(_content, messages)))
             record_characters = sum(lengths)
@@ -184,14 +187,7 @@ class RecordScanner:
             if len(previews) < preview_records:
                 previews.append(as_dict(messages, tools, line))
             if emit is not None:
-                texts = (
-                    raw_texts(raw, value, messages)
-                    if plain and known_fields and raw is not None
-                    else None
-                )
-                if texts is None:
-                    texts = escaped_texts(messages)
-                emit(line_from_texts(messages, texts, tools, line), line)
+                emit(canonical_line(messages, tools, line), line)
 
         out.file_format, out.format_line = file_format, format_line
         out.total += total
@@ -200,6 +196,12 @@ class RecordScanner:
         out.characters += characters
         out.tokens += tokens
         return out
+
+
+def _checks(file_format: DatasetFormat):
+    """The format's (fast path, detailed check, top-level fields, name for messages)."""
+    module = FORMATS[file_format]
+    return module.fast, module.check, module.FIELDS, module.NAME
 
 
 _content = operator.itemgetter(1)

@@ -8,8 +8,9 @@ observation → tool, system → system.
 
 from __future__ import annotations
 
+from operator import itemgetter
+
 from tunewire.datasets import issues as codes
-from tunewire.datasets.canonical import raw_values
 from tunewire.datasets.issues import describe_value
 from tunewire.datasets.turns import (
     ASSISTANT,
@@ -18,11 +19,11 @@ from tunewire.datasets.turns import (
     USER,
     Message,
     RecordContext,
+    RoleSequences,
     check_order,
     optional_text,
     parse_tools,
     text_problem,
-    transition_tables,
 )
 
 FIELDS = frozenset({"conversations", "system", "tools"})
@@ -37,47 +38,43 @@ ROLES: dict[str, tuple[str, bool]] = {
     "observation": (TOOL, False),
     "tool": (TOOL, False),
 }
-_STEPS = transition_tables(ROLES)
+_SEQUENCES = RoleSequences(ROLES)
 _ROLE_LIST = "system, human, gpt, function_call, observation (or user, assistant, tool)"
+_FROM, _VALUE = itemgetter("from"), itemgetter("value")
 
 
-def check(
-    record: dict, line: int, ctx: RecordContext
-) -> tuple[list[Message], list | None, bool] | None:
-    """(messages, tools, plain) of a valid record; None after adding its errors to `ctx`.
+def fast(record: dict) -> list[Message] | None:
+    """The messages of a record of the common shape, checked with C-level passes; else None.
 
-    `plain`: the record has the simple shape `raw_texts` can copy text from.
+    The common shape: no tools, a text or no `system`, each turn exactly
+    {from, value} with non-blank text, roles in a valid order. Anything else
+    (None) goes to `check`, which names each problem.
     """
     turns = record.get("conversations")
     system = record.get("system")
-    tools = record.get("tools")
-    if type(turns) is list and turns and (system is None or type(system) is str) and tools is None:
-        # The common case, checked in one pass; anything unusual gets the detailed checks.
-        messages: list[Message] = []
-        steps = _STEPS[None]
-        if system and not system.isspace():
-            messages.append((SYSTEM, system, False))
-            steps = _STEPS[SYSTEM]
-        try:
-            for turn in turns:
-                if type(turn) is not dict or len(turn) != 2:
-                    break
-                value = turn.get("value")
-                step = steps.get(turn.get("from"))
-                if step is None or type(value) is not str or not value or value.isspace():
-                    break
-                messages.append((step[0], value, step[1]))
-                steps = step[2]
-            else:
-                # Alternation from a user turn guarantees an assistant turn once there are two.
-                if len(messages) - (messages[0][0] == SYSTEM) >= 2:
-                    return messages, None, True
-        except TypeError:
-            pass  # an unhashable role (a list or an object): the detailed checks name it
-    return _check_slowly(record, line, ctx)
+    if type(turns) is not list or record.get("tools") is not None:
+        return None
+    if system is not None and type(system) is not str:
+        return None
+    has_system = bool(system) and not system.isspace()
+    try:
+        # As in chat.fast: KeyError and TypeError are shapes `check` looks at closely.
+        shape = _SEQUENCES.get(tuple(map(_FROM, turns)), has_system)
+        values = list(map(_VALUE, turns))
+        if any(map(str.isspace, values)):
+            return None
+    except (KeyError, TypeError):
+        return None
+    if shape is None or not all(values) or sum(map(len, turns)) != 2 * len(turns):
+        return None
+    messages = list(zip(shape[0], values, shape[1]))
+    if has_system:
+        messages.insert(0, (SYSTEM, system, False))
+    return messages
 
 
-def _check_slowly(record: dict, line: int, ctx: RecordContext):
+def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], list | None] | None:
+    """(messages, tools) of a valid record; None after adding its errors to `ctx`."""
     before = ctx.error_count
     system = optional_text(record.get("system"), "system", line, ctx)
     tools = parse_tools(record.get("tools"), line, ctx)
@@ -160,14 +157,4 @@ def _check_slowly(record: dict, line: int, ctx: RecordContext):
     )
     if ctx.error_count > before:
         return None
-    return messages, tools, False
-
-
-def raw_texts(raw: bytes, record: dict, messages: list[Message]) -> list[bytes] | None:
-    """Each message's text as raw JSON from the source line (see canonical.py); None if unsure."""
-    turns = len(record["conversations"])
-    values = raw_values(raw, b'"value"', turns)
-    if values is None or len(messages) == turns:
-        return values
-    system = raw_values(raw, b'"system"', 1)
-    return None if system is None else system + values
+    return messages, tools

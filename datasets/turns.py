@@ -33,8 +33,8 @@ def transition_tables(roles: dict[str, tuple[str, bool]]) -> dict[str | None, di
     """For each previous canonical role, the source role names allowed next, as
     name -> (canonical role, trainable, table for the turn after).
 
-    The checks' fast path walks a conversation with one dict lookup per turn
-    that maps the role and checks the order at once.
+    RoleSequences walks a conversation with one dict lookup per turn that maps
+    the role and checks the order at once.
     """
     tables: dict[str | None, dict] = {previous: {} for previous in NEXT_ROLES}
     for previous, table in tables.items():
@@ -42,6 +42,46 @@ def transition_tables(roles: dict[str, tuple[str, bool]]) -> dict[str | None, di
             if role in NEXT_ROLES[previous]:
                 table[name] = (role, trainable, tables[role])
     return tables
+
+
+class RoleSequences:
+    """The role names of conversations that follow the order rules, remembered as they are met.
+
+    The checks' fast path looks a whole conversation's role names up at once
+    (datasets repeat a few shapes) instead of walking it turn by turn in Python.
+    A conversation is accepted when every name is a role, the order is right,
+    and it has an assistant turn: from a user turn, alternation brings one once
+    there are two turns past the system prompt. At most `limit` shapes are kept.
+    """
+
+    def __init__(self, roles: dict[str, tuple[str, bool]], limit: int = 4096) -> None:
+        self._steps = transition_tables(roles)
+        self._known: tuple[dict, dict] = ({}, {})  # from the start, after a system prompt
+        self._limit = limit
+
+    def get(self, names: tuple, after_system: bool = False) -> tuple[tuple, tuple] | None:
+        """(canonical roles, trainable flags) for valid names, else None; TypeError if unhashable."""
+        known = self._known[after_system]
+        found = known.get(names)
+        if found is None:
+            found = self._walk(names, after_system)
+            if found is not None and len(known) < self._limit:
+                known[names] = found
+        return found
+
+    def _walk(self, names: tuple, after_system: bool) -> tuple[tuple, tuple] | None:
+        steps = self._steps[SYSTEM if after_system else None]
+        roles, flags = [], []
+        for name in names:
+            step = steps.get(name)
+            if step is None:
+                return None
+            roles.append(step[0])
+            flags.append(step[1])
+            steps = step[2]
+        if len(roles) - (roles[:1] == [SYSTEM]) < 2:
+            return None
+        return tuple(roles), tuple(flags)
 
 
 class RecordContext:
