@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator
 
 from tunewire.datasets.jsonl import read_jsonl
-from tunewire.datasets.output import SplitWriter
+from tunewire.datasets.output import SplitWriter, open_output
 from tunewire.datasets.report import DatasetFormat
 from tunewire.datasets.scanner import RecordScanner
 from tunewire.datasets.validate import ValidationOptions
@@ -50,11 +50,9 @@ def main() -> int:
     with contextlib.ExitStack() as stack:
         writer = None
         if job["train"]:
-            train = stack.enter_context(open(job["train"], "wb", buffering=1 << 20))
+            train = stack.enter_context(open_output(job["train"]))
             held_out = (
-                stack.enter_context(open(job["validation"], "wb", buffering=1 << 20))
-                if job["validation"]
-                else None
+                stack.enter_context(open_output(job["validation"])) if job["validation"] else None
             )
             writer = SplitWriter(train, held_out, job["fraction"], job["seed"])
         scanner = RecordScanner(
