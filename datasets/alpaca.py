@@ -27,9 +27,12 @@ def fast(record: dict) -> list[Message] | None:
     """The messages of a record of the common shape, in a few tests; else None.
 
     The common shape: non-blank `instruction` and `output`, text or nothing
-    for `input` and `system`, `history` absent or pairs of non-blank text.
-    Anything else (None) goes to `check`, which names each problem.
+    for `input` and `system`, `history` absent or pairs of non-blank text,
+    and no key of another format (scanner.detect). Anything else (None) goes
+    to `check`, which names each problem.
     """
+    if "messages" in record or "conversations" in record:
+        return None
     instruction = record.get("instruction")
     output = record.get("output")
     extra = record.get("input")

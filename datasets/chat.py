@@ -37,7 +37,8 @@ def fast(record: dict) -> list[Message] | None:
 
     The common shape: no tools, each message exactly {role, content} with
     non-blank text, roles in a valid order. Anything else (None) goes to
-    `check`, which names each problem.
+    `check`, which names each problem. (A record with `messages` is a chat
+    record whatever else it has: scanner.detect.)
     """
     items = record.get("messages")
     if type(items) is not list or record.get("tools") is not None:

@@ -5,13 +5,21 @@ table of two flat arrays (hash, first line) costs 12 bytes per slot at most
 twice the records. Past `limit` distinct records it stops remembering new ones
 (they are still compared with those remembered), so memory stays bounded on
 any file: the default 4 million records stay under ~100 MB.
+
+Records are looked up in batches: a duplicate is only a warning, so the
+scanner can hand over thousands of hashes at once, and numpy probes the table
+for all of them in a few passes instead of a Python loop per record. Small
+batches (a small file) take the Python loop and spare importing numpy.
 """
 
 from __future__ import annotations
 
 from array import array
 
-_MASK64 = (1 << 64) - 1
+_UINT32 = "L" if array("L").itemsize == 4 else "I"
+_MAX_LINE = 4294967295  # lines are kept as uint32
+_NUMPY_BATCH = 512  # batches at least this large are probed with numpy
+_WINDOW = 8  # slots numpy looks at per key and pass
 
 
 class SeenRecords:
@@ -26,8 +34,27 @@ class SeenRecords:
     def full(self) -> bool:
         return self.size >= self.limit
 
-    def first_line(self, key: int, line: int) -> int:
-        """The line where a record with this hash was first seen; 0 (and remember it) if new."""
+    def first_lines(self, keys: array, lines: array) -> list[tuple[int, int]]:
+        """(line, first line) for each record whose hash was seen before, in order.
+
+        The same as looking each (key, line) up one after another: a new hash
+        is remembered with its line while there is room, so a later record
+        with it, in this batch or a later one, is its duplicate. `keys` and
+        `lines` are int64 arrays.
+        """
+        if len(keys) < _NUMPY_BATCH:
+            return [
+                (line, earlier)
+                for key, line in zip(keys, lines)
+                if (earlier := self._first_line(key, line))
+            ]
+        return self._first_lines_numpy(keys, lines)
+
+    def tables(self) -> tuple[bytes, bytes]:
+        """The raw slots (int64 hash, 0 if empty; uint32 first line), to merge across processes."""
+        return self._hashes.tobytes(), self._lines.tobytes()
+
+    def _first_line(self, key: int, line: int) -> int:
         key = key or 1
         mask = self._mask
         hashes = self._hashes
@@ -41,18 +68,97 @@ class SeenRecords:
         if self.size >= self.limit:
             return 0
         hashes[i] = key
-        self._lines[i] = min(line, 4294967295)
+        self._lines[i] = min(line, _MAX_LINE)
         self.size += 1
-        if self.size * 3 > mask * 2:
-            self._grow()
+        if self.size * 3 > self._mask * 2:
+            self._grow(1)
         return 0
 
-    def tables(self) -> tuple[bytes, bytes]:
-        """The raw slots (int64 hash, 0 if empty; uint32 first line), to merge across processes."""
-        return self._hashes.tobytes(), self._lines.tobytes()
+    def _first_lines_numpy(self, keys: array, lines: array) -> list[tuple[int, int]]:
+        import numpy as np
 
-    def _grow(self) -> None:
-        """Twice the slots, filled with numpy: a Python loop over millions of slots takes seconds.
+        keys = np.frombuffer(keys, dtype=np.int64).copy()
+        keys[keys == 0] = 1  # 0 marks an empty slot
+        lines = np.frombuffer(lines, dtype=np.int64)
+        earlier = self._lookup(keys)
+        # New hashes, each at its first place in the batch; those there is room for are kept.
+        new = np.flatnonzero(earlier == 0)
+        unique, first, inverse = np.unique(keys[new], return_index=True, return_inverse=True)
+        by_place = np.argsort(first, kind="stable")
+        kept = by_place[: max(0, self.limit - self.size)]
+        is_kept = np.zeros(len(unique), dtype=bool)
+        is_kept[kept] = True
+        # A later copy in the batch of a kept hash is a duplicate of its first place.
+        again = is_kept[inverse] & (np.arange(len(new)) != first[inverse])
+        earlier[new[again]] = lines[new[first[inverse[again]]]]
+        if len(kept):
+            kept_places = new[first[kept]]
+            self._insert(keys[kept_places], lines[kept_places])
+        found = np.flatnonzero(earlier)
+        return list(zip(lines[found].tolist(), earlier[found].tolist()))
+
+    def _lookup(self, keys):
+        """The first line remembered for each key, 0 where none: linear probing, all keys at once.
+
+        Each pass looks at the next _WINDOW slots of every key still probing,
+        so a batch takes a few passes however long its longest probe is.
+        """
+        import numpy as np
+
+        hashes = np.frombuffer(self._hashes, dtype=np.int64)
+        firsts = np.frombuffer(self._lines, dtype=np.uint32)
+        result = np.zeros(len(keys), dtype=np.int64)
+        pending = np.arange(len(keys))
+        slots = keys & self._mask
+        steps = np.arange(_WINDOW)
+        while len(pending):
+            window = (slots[:, None] + steps) & self._mask
+            held = hashes[window]
+            hit = held == keys[pending][:, None]
+            stop = hit | (held == 0)  # the key, or an empty slot: it is not there
+            rows = np.flatnonzero(stop.any(axis=1))
+            at = stop[rows].argmax(axis=1)
+            found = hit[rows, at]
+            result[pending[rows[found]]] = firsts[window[rows[found], at[found]]]
+            going_on = np.ones(len(pending), dtype=bool)
+            going_on[rows] = False
+            pending = pending[going_on]
+            slots = (slots[going_on] + _WINDOW) & self._mask
+        return result
+
+    def _insert(self, keys, lines) -> None:
+        """Adds keys that are not in the table (distinct), each at its first free slot."""
+        import numpy as np
+
+        self.size += len(keys)
+        if self.size * 3 > self._mask * 2:
+            self._grow(-(-self.size * 3 // 2))
+        hashes = np.frombuffer(self._hashes, dtype=np.int64)
+        firsts = np.frombuffer(self._lines, dtype=np.uint32)
+        lines = np.minimum(lines, _MAX_LINE).astype(np.uint32)
+        pending = np.arange(len(keys))
+        slots = keys & self._mask
+        steps = np.arange(_WINDOW)
+        while len(pending):
+            window = (slots[:, None] + steps) & self._mask
+            free = hashes[window] == 0
+            rows = np.flatnonzero(free.any(axis=1))
+            chosen = window[rows, free[rows].argmax(axis=1)]
+            # Of the keys that chose the same slot, the first takes it; the others go on
+            # probing from there (now taken), and those with no free slot, from the next window.
+            taken, winner = np.unique(chosen, return_index=True)
+            placed = rows[winner]
+            hashes[taken] = keys[pending[placed]]
+            firsts[taken] = lines[pending[placed]]
+            slots = slots + _WINDOW
+            slots[rows] = chosen
+            going_on = np.ones(len(pending), dtype=bool)
+            going_on[placed] = False
+            pending = pending[going_on]
+            slots = slots[going_on] & self._mask
+
+    def _grow(self, slots_needed: int) -> None:
+        """At least twice the slots (and more than `slots_needed`), filled with numpy.
 
         Linear probing puts each key at the first free slot from its home
         (hash & mask) on; placing keys in order of home does that at once: a
@@ -66,6 +172,8 @@ class SeenRecords:
         used = keys != 0
         keys, lines = keys[used], lines[used]
         capacity = 2 * (self._mask + 1)
+        while capacity <= slots_needed:
+            capacity *= 2
         mask = capacity - 1
         home = keys & mask
         order = np.argsort(home, kind="stable")
@@ -86,6 +194,3 @@ class SeenRecords:
         self._hashes = array("q", hashes.tobytes())
         self._lines = array(_UINT32, firsts.tobytes())
         self._mask = mask
-
-
-_UINT32 = "L" if array("L").itemsize == 4 else "I"

@@ -8,8 +8,10 @@ a file full of bad lines) but counts every code over the whole file.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from enum import Enum
+from operator import attrgetter
 
 
 class Severity(str, Enum):
@@ -113,6 +115,22 @@ class IssueLog:
             if len(self.errors) < self.max_issues:
                 self.errors.append(issue)
 
+    def add_late(self, warnings: list[Issue]) -> None:
+        """Warnings found after later lines were logged (duplicates are looked up in batches).
+
+        Each is counted and placed in file order, after the other warnings of
+        its line, so the log keeps the first `max_issues` as if added in turn.
+        """
+        for issue in warnings:
+            self.counts[issue.code] = self.counts.get(issue.code, 0) + 1
+        self.warning_count += len(warnings)
+        kept = self.warnings
+        for issue in warnings:
+            if len(kept) >= self.max_issues and (not kept or issue.line >= kept[-1].line):
+                break  # in file order, so the rest come later still
+            kept.insert(bisect.bisect_right(kept, issue.line, key=_LINE), issue)
+            del kept[self.max_issues :]
+
 
 def describe_value(value: object, limit: int = 40) -> str:
     """A short, readable rendering of a JSON value for messages: `number 42`, `null`."""
@@ -131,3 +149,6 @@ def describe_value(value: object, limit: int = 40) -> str:
     if isinstance(value, dict):
         return f"an object with {len(value)} key{'s' if len(value) != 1 else ''}"
     return type(value).__name__
+
+
+_LINE = attrgetter("line")

@@ -57,7 +57,7 @@ def main() -> int:
             writer = SplitWriter(train, held_out, job["fraction"], job["seed"])
         scanner = RecordScanner(
             options,
-            writer.write if writer else None,
+            writer,
             None,
             DatasetFormat(job["file_format"]),
             job["format_line"],

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import json
 import operator
-from collections.abc import Callable, Iterable
+from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tunewire.datasets import alpaca, chat, sharegpt
 from tunewire.datasets import issues as codes
-from tunewire.datasets.canonical import as_dict, canonical_line
+from tunewire.datasets.canonical import as_dict, canonical_line, record_of
 from tunewire.datasets.dedupe import SeenRecords
 from tunewire.datasets.issues import Issue, IssueLog
 from tunewire.datasets.jsonl import FILE_LEVEL, Record, not_an_object, parse_line
+from tunewire.datasets.output import SplitWriter
 from tunewire.datasets.report import DatasetFormat
 from tunewire.datasets.turns import RecordContext
 
@@ -66,14 +68,14 @@ class RecordScanner:
     def __init__(
         self,
         options: Any,
-        emit: Callable[[bytes, int], None] | None = None,
+        writer: SplitWriter | None = None,
         tokenizer: Any = None,
         file_format: DatasetFormat | None = None,
         format_line: int = 0,
         tracked_records: int | None = None,
     ) -> None:
         self.options = options
-        self.emit = emit
+        self.writer = writer
         self.tokenizer = tokenizer
         self.result = Partial(
             IssueLog(options.max_issues), file_format=file_format, format_line=format_line
@@ -86,31 +88,52 @@ class RecordScanner:
         from tunewire.datasets.tokens import count_tokens
 
         out = self.result
-        log, seen, emit, tokenizer = out.log, self.seen, self.emit, self.tokenizer
-        add, seen_before = log.add, seen.first_line
+        log, writer, tokenizer = out.log, self.writer, self.tokenizer
+        add = log.add
+        # Duplicates are only warnings: their hashes are looked up a batch at a time.
+        keys, key_lines = array("q"), array("q")
+        add_key, add_key_line = keys.append, key_lines.append
+        # Canonical records go to the writer in small batches (one call for several;
+        # small, so their text is still in the cache when orjson writes it).
+        records_out: list = []
+        record_lines = array("q")
+        add_record, add_record_line = records_out.append, record_lines.append
         max_tokens = self.options.max_tokens
-        preview_records = self.options.preview_records
-        previews = out.previews
-        duplicate_of = out.duplicate_of
+        previews_left = self.options.preview_records
         short = self.options.short_output_chars
         short_scan = short + 16  # only text this short can be short once whitespace is stripped
         file_format, format_line = out.file_format, out.format_line
         ctx = RecordContext(out.unknown_fields)
         issues = ctx.issues
-        fast = check = fields = name = None
-        if file_format is not None:
-            fast, check, fields, name = _checks(file_format)
+        fast, check, fields, name = _checks(file_format)
         total = valid = turns = characters = tokens = 0
 
         for line, value, issue, raw in records:
-            if issue is not None:
-                add(issue)
-                total += value is not FILE_LEVEL
-                continue
-            total += 1
-            found = detect(value) if type(value) is dict else None
-            if found is not file_format or found is None:
-                if raw is not None:  # orjson read it: see the value as the standard library does
+            # The common case first: a record of the file's format in its plain shape.
+            if issue is None and type(value) is dict and (messages := fast(value)) is not None:
+                total += 1
+                tools = None
+                if not fields.issuperset(value):
+                    if raw is not None and _nested_deep(value, fields):
+                        # orjson reads 1,024 levels, the standard library about 1,000: say TOO_DEEP.
+                        value, issue = parse_line(raw, line)
+                        if issue is not None:
+                            add(issue)
+                            continue
+                    for key in value:
+                        if key not in fields:
+                            ctx.unknown_field(line, key, name)
+                    for item in issues:
+                        add(item)
+                    issues.clear()
+            else:
+                if issue is not None:
+                    add(issue)
+                    total += value is not FILE_LEVEL
+                    continue
+                total += 1
+                if raw is not None:
+                    # orjson read it; look closely at it as the standard library reads it.
                     value, issue = parse_line(raw, line)
                     if issue is not None:
                         add(issue)
@@ -118,41 +141,30 @@ class RecordScanner:
                 if type(value) is not dict:
                     add(not_an_object(line, value))
                     continue
+                found = detect(value)
                 if found is None:
                     add(_unknown_format(line, value))
                     continue
-                if file_format is not None:
-                    first = out.other_formats.setdefault(found, line)
-                    add(mixed_formats(line, found, first, file_format, format_line))
-                    continue
-                file_format, format_line = found, line
-                fast, check, fields, name = _checks(found)
-                raw = None
-            messages = fast(value)
-            tools = None
-            if messages is None:
-                # Not the common shape: check it closely, as the standard library reads it.
-                if raw is not None:
-                    value, issue = parse_line(raw, line)
-                    if issue is not None:
-                        add(issue)
+                if found is not file_format:
+                    if file_format is not None:
+                        first = out.other_formats.setdefault(found, line)
+                        add(mixed_formats(line, found, first, file_format, format_line))
                         continue
+                    file_format, format_line = found, line
+                    fast, check, fields, name = _checks(found)
                 result = check(value, line, ctx)
-                if result is not None:
-                    messages, tools = result
-            if not fields.issuperset(value):
-                for key in value:
-                    if key not in fields:
-                        ctx.unknown_field(line, key, name)
-            if issues:
+                if not fields.issuperset(value):
+                    for key in value:
+                        if key not in fields:
+                            ctx.unknown_field(line, key, name)
                 for item in issues:
                     add(item)
                 issues.clear()
-            if messages is None:
-                continue
+                if result is None:
+                    continue
+                messages, tools = result
 
             lengths = list(map(len, map(_content, messages)))
-            record_characters = sum(lengths)
             short_at = _first_short(messages, short) if min(lengths) < short_scan else -1
             if tokenizer is not None:
                 try:
@@ -173,22 +185,33 @@ class RecordScanner:
                     add(_too_many_tokens(line, record_tokens, max_tokens))
             if short_at >= 0:
                 add(_short_output(line, file_format, value, messages, short_at, short))
-            earlier = seen_before(
-                hash(tuple(messages)) if not tools else hash((tuple(messages), json.dumps(tools))),
-                line,
+            add_key(
+                hash(tuple(messages)) if not tools else hash((tuple(messages), json.dumps(tools)))
             )
-            if earlier:
-                add(duplicate_issue(line, earlier))
-                if len(duplicate_of) < log.max_issues:
-                    duplicate_of[line] = earlier
+            add_key_line(line)
+            if len(keys) >= _DUPLICATE_BATCH:
+                self._report_duplicates(keys, key_lines)
+                del keys[:], key_lines[:]
             valid += 1
-            turns += len(messages)
-            characters += record_characters
-            if len(previews) < preview_records:
-                previews.append(as_dict(messages, tools, line))
-            if emit is not None:
-                emit(canonical_line(messages, tools, line), line)
+            turns += len(lengths)
+            characters += sum(lengths)
+            if previews_left:
+                previews_left -= 1
+                out.previews.append(as_dict(messages, tools, line))
+            if writer is not None:
+                add_record(
+                    record_of(messages, line)
+                    if not tools
+                    else canonical_line(messages, tools, line)
+                )
+                add_record_line(line)
+                if len(records_out) >= _WRITE_BATCH:
+                    writer.write_batch(records_out, record_lines)
+                    del records_out[:], record_lines[:]
 
+        self._report_duplicates(keys, key_lines)
+        if writer is not None:
+            writer.write_batch(records_out, record_lines)
         out.file_format, out.format_line = file_format, format_line
         out.total += total
         out.valid += valid
@@ -197,11 +220,47 @@ class RecordScanner:
         out.tokens += tokens
         return out
 
+    def _report_duplicates(self, keys: array, lines: array) -> None:
+        log, duplicate_of = self.result.log, self.result.duplicate_of
+        found = self.seen.first_lines(keys, lines)
+        if found:
+            log.add_late([duplicate_issue(line, earlier) for line, earlier in found])
+            for line, earlier in found[: max(0, log.max_issues - len(duplicate_of))]:
+                duplicate_of[line] = earlier
 
-def _checks(file_format: DatasetFormat):
+
+_DUPLICATE_BATCH = 8192
+_WRITE_BATCH = 8
+
+
+def _checks(file_format: DatasetFormat | None):
     """The format's (fast path, detailed check, top-level fields, name for messages)."""
+    if file_format is None:  # not known yet: the first record takes the detailed path
+        return _no_fast_path, None, frozenset(), ""
     module = FORMATS[file_format]
     return module.fast, module.check, module.FIELDS, module.NAME
+
+
+def _no_fast_path(record: dict) -> None:
+    return None
+
+
+_DEEP = 500  # nesting the standard library reads wherever it runs; orjson reads more
+
+
+def _nested_deep(record: dict, fields: frozenset) -> bool:
+    """Whether a value of an unknown field nests over _DEEP levels (the fast path reads no other)."""
+    stack = [(value, 1) for key, value in record.items() if key not in fields]
+    while stack:
+        value, depth = stack.pop()
+        if type(value) is dict:
+            value = list(value.values())
+        elif type(value) is not list:
+            continue
+        if depth >= _DEEP:
+            return True
+        stack += [(item, depth + 1) for item in value]
+    return False
 
 
 _content = operator.itemgetter(1)

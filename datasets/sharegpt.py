@@ -48,8 +48,11 @@ def fast(record: dict) -> list[Message] | None:
 
     The common shape: no tools, a text or no `system`, each turn exactly
     {from, value} with non-blank text, roles in a valid order. Anything else
-    (None) goes to `check`, which names each problem.
+    (None) goes to `check`, which names each problem. A record with `messages`
+    is a chat record (scanner.detect).
     """
+    if "messages" in record:
+        return None
     turns = record.get("conversations")
     system = record.get("system")
     if type(turns) is not list or record.get("tools") is not None:
