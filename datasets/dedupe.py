@@ -81,17 +81,18 @@ class SeenRecords:
         keys[keys == 0] = 1  # 0 marks an empty slot
         lines = np.frombuffer(lines, dtype=np.int64)
         earlier = self._lookup(keys)
-        # New hashes, each at its first place in the batch; those there is room for are kept.
         new = np.flatnonzero(earlier == 0)
-        unique, first, inverse = np.unique(keys[new], return_index=True, return_inverse=True)
-        by_place = np.argsort(first, kind="stable")
-        kept = by_place[: max(0, self.limit - self.size)]
-        is_kept = np.zeros(len(unique), dtype=bool)
-        is_kept[kept] = True
-        # A later copy in the batch of a kept hash is a duplicate of its first place.
-        again = is_kept[inverse] & (np.arange(len(new)) != first[inverse])
-        earlier[new[again]] = lines[new[first[inverse[again]]]]
-        if len(kept):
+        if len(new) <= self.limit - self.size:
+            earlier[new] = self._insert(keys[new], lines[new])
+        else:
+            # Near the limit: only the first new hashes (by place in the batch) are kept.
+            unique, first, inverse = np.unique(keys[new], return_index=True, return_inverse=True)
+            kept = np.argsort(first, kind="stable")[: max(0, self.limit - self.size)]
+            is_kept = np.zeros(len(unique), dtype=bool)
+            is_kept[kept] = True
+            # A later copy in the batch of a kept hash is a duplicate of its first place.
+            again = is_kept[inverse] & (np.arange(len(new)) != first[inverse])
+            earlier[new[again]] = lines[new[first[inverse[again]]]]
             kept_places = new[first[kept]]
             self._insert(keys[kept_places], lines[kept_places])
         found = np.flatnonzero(earlier)
@@ -126,36 +127,48 @@ class SeenRecords:
             slots = (slots[going_on] + _WINDOW) & self._mask
         return result
 
-    def _insert(self, keys, lines) -> None:
-        """Adds keys that are not in the table (distinct), each at its first free slot."""
+    def _insert(self, keys, lines):
+        """Adds keys not in the table, each at its first free slot; a later copy of a key in
+        `keys` is not added. Returns, per key, 0, or for a copy the line of its first.
+        """
         import numpy as np
 
-        self.size += len(keys)
-        if self.size * 3 > self._mask * 2:
-            self._grow(-(-self.size * 3 // 2))
+        if (self.size + len(keys)) * 3 > self._mask * 2:
+            self._grow(-(-(self.size + len(keys)) * 3 // 2))
         hashes = np.frombuffer(self._hashes, dtype=np.int64)
         firsts = np.frombuffer(self._lines, dtype=np.uint32)
         lines = np.minimum(lines, _MAX_LINE).astype(np.uint32)
+        earlier = np.zeros(len(keys), dtype=np.int64)
         pending = np.arange(len(keys))
         slots = keys & self._mask
         steps = np.arange(_WINDOW)
         while len(pending):
             window = (slots[:, None] + steps) & self._mask
-            free = hashes[window] == 0
-            rows = np.flatnonzero(free.any(axis=1))
-            chosen = window[rows, free[rows].argmax(axis=1)]
-            # Of the keys that chose the same slot, the first takes it; the others go on
-            # probing from there (now taken), and those with no free slot, from the next window.
-            taken, winner = np.unique(chosen, return_index=True)
-            placed = rows[winner]
-            hashes[taken] = keys[pending[placed]]
-            firsts[taken] = lines[pending[placed]]
+            held = hashes[window]
+            same = held == keys[pending][:, None]  # a copy placed before
+            stop = same | (held == 0)
+            rows = np.flatnonzero(stop.any(axis=1))
+            at = stop[rows].argmax(axis=1)
+            chosen = window[rows, at]
+            copy = same[rows, at]
+            earlier[pending[rows[copy]]] = firsts[chosen[copy]]
+            # Keys that reach the same free slot: written last to first, so the first stays.
+            free_rows, free_slots = rows[~copy], chosen[~copy]
+            hashes[free_slots[::-1]] = keys[pending[free_rows[::-1]]]
+            firsts[free_slots[::-1]] = lines[pending[free_rows[::-1]]]
+            won = (hashes[free_slots] == keys[pending[free_rows]]) & (
+                firsts[free_slots] == lines[pending[free_rows]]
+            )
+            self.size += int(won.sum())
+            # The others probe on: from the slot they lost (now taken), or past the window.
             slots = slots + _WINDOW
             slots[rows] = chosen
             going_on = np.ones(len(pending), dtype=bool)
-            going_on[placed] = False
+            going_on[rows[copy]] = False
+            going_on[free_rows[won]] = False
             pending = pending[going_on]
             slots = slots[going_on] & self._mask
+        return earlier
 
     def _grow(self, slots_needed: int) -> None:
         """At least twice the slots (and more than `slots_needed`), filled with numpy.

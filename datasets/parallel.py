@@ -26,14 +26,9 @@ from pathlib import Path
 from tunewire.datasets import issues as codes
 from tunewire.datasets.issues import Issue, IssueLog
 from tunewire.datasets.report import DatasetFormat, ValidationReport
-from tunewire.datasets.scanner import (
-    FORMAT_KEYS,
-    Partial,
-    detect,
-    duplicate_issue,
-    mixed_formats,
-)
+from tunewire.datasets.scanner import FORMAT_KEYS, Partial, detect, mixed_formats
 from tunewire.datasets.source import Layout
+from tunewire.datasets.valid_records import duplicate_issue
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _UTF8_BOM = b"\xef\xbb\xbf"
