@@ -78,7 +78,7 @@ def read_jsonl(chunks: Iterator[bytes], first_line: int, max_line_bytes: int) ->
                     try:
                         value = loads(raw)
                     except orjson.JSONDecodeError:
-                        value, issue = parse_line(raw, line)
+                        value, issue = read_line(raw, line)
                         if issue is not None:
                             yield line, None, issue, None
                         elif value is not BLANK:
@@ -103,6 +103,24 @@ def read_jsonl(chunks: Iterator[bytes], first_line: int, max_line_bytes: int) ->
 
 
 BLANK = object()  # parse_line's value for a blank line (skipped, but counted as a line)
+_SCAN = json.JSONDecoder().scan_once  # the C scanner: a value at an index, and where it ends
+
+
+def read_line(raw: bytes | memoryview, line: int) -> tuple[object, Issue | None]:
+    """A line's value the way this reader takes it without orjson, or the issue.
+
+    The C scanner first, which lets trailing whitespace of any kind pass
+    (`str.isspace`); `parse_line` for anything it does not take.
+    """
+    raw = bytes(raw)
+    try:
+        text = raw.decode()
+        value, end = _SCAN(text, 0)
+        if end == len(text) or text[end:].isspace():
+            return value, None
+    except (ValueError, StopIteration, RecursionError):
+        pass
+    return parse_line(raw, line)
 
 
 def parse_line(raw: bytes | memoryview, line: int) -> tuple[object, Issue | None]:

@@ -19,7 +19,7 @@ from tunewire.datasets import alpaca, chat, sharegpt
 from tunewire.datasets import issues as codes
 from tunewire.datasets.dedupe import SeenRecords
 from tunewire.datasets.issues import Issue, IssueLog
-from tunewire.datasets.jsonl import FILE_LEVEL, Record, not_an_object, parse_line
+from tunewire.datasets.jsonl import FILE_LEVEL, Record, not_an_object, read_line
 from tunewire.datasets.output import SplitWriter
 from tunewire.datasets.report import DatasetFormat
 from tunewire.datasets.turns import RecordContext
@@ -72,6 +72,7 @@ class RecordScanner:
         file_format: DatasetFormat | None = None,
         format_line: int = 0,
         tracked_records: int | None = None,
+        records_share_lines: bool = False,
     ) -> None:
         self.options = options
         self.result = Partial(
@@ -83,6 +84,7 @@ class RecordScanner:
             writer,
             tokenizer,
             options.max_tracked_records if tracked_records is None else tracked_records,
+            one_at_a_time=records_share_lines,
         )
 
     @property
@@ -109,7 +111,7 @@ class RecordScanner:
                 if not fields.issuperset(value):
                     if raw is not None and _nested_deep(value, fields):
                         # orjson reads 1,024 levels, the standard library about 1,000: say TOO_DEEP.
-                        value, issue = parse_line(raw, line)
+                        value, issue = read_line(raw, line)
                         if issue is not None:
                             add(issue)
                             continue
@@ -127,7 +129,7 @@ class RecordScanner:
                 total += 1
                 if raw is not None:
                     # orjson read it; look closely at it as the standard library reads it.
-                    value, issue = parse_line(raw, line)
+                    value, issue = read_line(raw, line)
                     if issue is not None:
                         add(issue)
                         continue

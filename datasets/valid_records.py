@@ -6,7 +6,9 @@ batch with C-level passes (map over all its texts, hash, orjson): one Python
 call for many records, while their text is still in the cache. Warnings found
 here (SHORT_OUTPUT, and DUPLICATE_RECORD, looked up in larger batches) are
 merged into the log in file order. With a tokenizer a batch is one record,
-so its TEMPLATE_ERROR can drop it in turn.
+so its TEMPLATE_ERROR can drop it in turn. Where records may share a line
+(a JSON array), each is handled in turn: warnings placed by line could not
+keep the order of records on one line.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class ValidRecords:
         writer: SplitWriter | None,
         tokenizer: Any,
         tracked_records: int,
+        one_at_a_time: bool = False,
     ) -> None:
         self.part = part
         self.writer = writer
@@ -55,7 +58,8 @@ class ValidRecords:
         self.lines = array("q")
         self.values: list[dict] = []
         self.tools: dict[int, list] = {}
-        self.batch_size = 1 if tokenizer is not None else BATCH
+        self.batch_size = 1 if tokenizer is not None or one_at_a_time else BATCH
+        self._duplicate_batch = 1 if one_at_a_time else _DUPLICATE_BATCH
         self._keys = array("q")  # hashes waiting for the duplicate lookup, and their lines
         self._key_lines = array("q")
 
@@ -81,7 +85,7 @@ class ValidRecords:
             hashes[i] = hash((tuple(batch[i]), json.dumps(record_tools)))
         self._keys.extend(hashes)
         self._key_lines.extend(lines)
-        if len(self._keys) >= _DUPLICATE_BATCH:
+        if len(self._keys) >= self._duplicate_batch:
             self._report_duplicates()
         part.valid += len(batch)
         part.turns += len(lengths)

@@ -116,7 +116,9 @@ def scan(
         records = read_jsonl(opened.chunks, opened.first_line, options.max_line_bytes)
     else:
         records = read_json_array(opened.chunks, opened.first_line, options.max_line_bytes)
-    scanner = RecordScanner(options, writer, tokenizer)
+    scanner = RecordScanner(
+        options, writer, tokenizer, records_share_lines=opened.layout is Layout.JSON_ARRAY
+    )
     part = scanner.run(records)
     if part.total == 0:
         part.log.add(Issue(opened.first_line, codes.NO_RECORDS, "the file holds no records"))
