@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tunewire.datasets.issues import Issue
-from tunewire.datasets.report import ValidationReport
+from google.protobuf.json_format import MessageToJson
+
+from tunewire.cli.render import report_text
+from tunewire.datasets.report_proto import report_to_proto
 from tunewire.datasets.validate import ValidationOptions, validate_file
 
 _PROG = "tunewire validate"
@@ -82,65 +84,13 @@ def run_validate(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"{_PROG}: error: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    # The same proto report the server sends, so local and remote output agree.
+    message = report_to_proto(report)
     if args.json:
-        from google.protobuf.json_format import MessageToJson
-
-        from tunewire.datasets.report_proto import report_to_proto
-
-        print(MessageToJson(report_to_proto(report), always_print_fields_with_no_presence=True))
+        print(MessageToJson(message, always_print_fields_with_no_presence=True))
     else:
-        print(render(report, args.file))
+        print(report_text(message, args.file))
     return 0 if report.valid else 1
-
-
-def render(report: ValidationReport, name: str) -> str:
-    """The report for a person: verdict, size, then each issue as `line N field CODE: message`."""
-    fmt = report.format.title if report.format else "unknown format"
-    layout = {"json_array": "JSON array", "jsonl": "JSONL"}.get(
-        report.layout.value if report.layout else "", ""
-    )
-    verdict = "valid" if report.valid else "INVALID"
-    stats = report.statistics
-    lines = [
-        f"{name}: {verdict} ({fmt}{', ' + layout if layout else ''})",
-        f"records: {report.total_samples:,} read, {report.valid_samples:,} valid; "
-        f"{stats.turns:,} turns, {stats.characters:,} characters"
-        + (f", {stats.tokens:,} tokens" if stats.tokens else ""),
-    ]
-    for title, issues, count in (
-        ("errors", report.errors, report.error_count),
-        ("warnings", report.warnings, report.warning_count),
-    ):
-        if count:
-            shown = f" (first {len(issues)})" if len(issues) < count else ""
-            lines.append(f"{title}: {count:,}{shown}")
-            lines += [f"  {_issue_line(issue)}" for issue in issues]
-    if report.issue_counts:
-        counts = ", ".join(f"{code} {n:,}" for code, n in sorted(report.issue_counts.items()))
-        lines.append(f"by code: {counts}")
-    for item in report.sample_preview:
-        lines.append(
-            f"preview of line {item.conversation['line']}"
-            + (f" ({item.tokens} tokens, {item.trained_tokens} trained):" if item.tokens else ":")
-        )
-        if item.rendered:
-            lines += [f"  {text}" for text in item.rendered.splitlines()]
-        else:
-            for message in item.conversation["messages"]:
-                mark = " (trained)" if message["trainable"] else ""
-                lines.append(f"  {message['role']}{mark}: {_short(message['content'])}")
-    return "\n".join(lines)
-
-
-def _issue_line(issue: Issue) -> str:
-    where = f"line {issue.line}" + (f":{issue.column}" if issue.column else "")
-    field = f" {issue.field}" if issue.field else ""
-    return f"{where}{field} {issue.code}: {issue.message}"
-
-
-def _short(text: str, limit: int = 100) -> str:
-    text = text.replace("\n", "\\n")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 if __name__ == "__main__":
