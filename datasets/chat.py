@@ -28,6 +28,7 @@ FIELDS = frozenset({"messages", "tools"})
 NAME = "chat records"
 ROLES: dict[str, bool] = {SYSTEM: False, USER: False, ASSISTANT: True, TOOL: False}
 _SEQUENCES = RoleSequences({role: (role, trainable) for role, trainable in ROLES.items()})
+_KNOWN = _SEQUENCES.known[False]
 _MESSAGE_FIELDS = ("role", "content", "trainable")
 _ROLE, _CONTENT = itemgetter("role"), itemgetter("content")
 
@@ -46,7 +47,8 @@ def fast(record: dict) -> list[Message] | None:
     try:
         # KeyError: a message without role or content; TypeError: a message that is not
         # an object, an unhashable role, or content that is not text (str.isspace refuses it).
-        shape = _SEQUENCES.get(tuple(map(_ROLE, items)))
+        names = tuple(map(_ROLE, items))
+        shape = _KNOWN.get(names) or _SEQUENCES.get(names)
         contents = list(map(_CONTENT, items))
         if any(map(str.isspace, contents)):
             return None

@@ -26,7 +26,7 @@ from tunewire.datasets.source import SourceError
 # as (line, FILE_LEVEL, issue, None). The raw line comes with a value orjson
 # read: orjson reads integers past 64 bits as floats and nests 1,024 levels
 # deep where the standard library stops near 1,000, so a record that needs
-# a closer look than the checks' fast path is read again with `exact_value`.
+# a closer look than the checks' fast path is read again with `read_line`.
 Record = tuple[int, object, "Issue | None", "memoryview | None"]
 FILE_LEVEL = object()
 

@@ -8,13 +8,14 @@ other records were valid.
 
 from __future__ import annotations
 
-import contextlib
+import io
 import os
 import shutil
 import tempfile
 from array import array
 from itertools import compress
 from pathlib import Path
+from typing import BinaryIO
 
 from tunewire.datasets.canonical import render
 
@@ -30,61 +31,18 @@ def mix64(value: int) -> int:
     return z ^ (z >> 31)
 
 
-class LineFile(contextlib.AbstractContextManager):
-    """A file of lines, written a few hundred at a time with one writev call.
+class _WritebackFile(io.FileIO):
+    """A file that asks the kernel to start writing its pages to disk every 64 MiB."""
 
-    The kernel copies each line from where orjson left it: no buffer to copy
-    it into first. Every 64 MiB it is asked to start writing the pages out
-    (start_writeback), so the fsync before commit waits for little.
-    """
+    _unsynced = 0
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        self._pending: list = []
-        self._unsynced = 0
-
-    def writelines(self, lines: list) -> None:
-        self._pending += lines
-        if len(self._pending) >= _LINES_PER_WRITE:
-            self.flush()
-
-    def flush(self) -> None:
-        pending, self._pending = self._pending, []
-        for start in range(0, len(pending), _LINES_PER_WRITE):
-            self._unsynced += _write_all(self._fd, pending[start : start + _LINES_PER_WRITE])
+    def write(self, data) -> int:
+        written = super().write(data)
+        self._unsynced += written
         if self._unsynced >= _WRITEBACK_BYTES:
             self._unsynced = 0
-            start_writeback(self._fd)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            try:
-                self.flush()
-            finally:
-                os.close(self._fd)
-                self._fd = -1
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-_LINES_PER_WRITE = 512  # below IOV_MAX (1024)
-
-
-def _write_all(fd: int, pieces: list) -> int:
-    """Writes the pieces in order; returns their size."""
-    if not hasattr(os, "writev"):  # pragma: no cover - Windows
-        pieces = [b"".join(pieces)]
-    size = sum(map(len, pieces))
-    while pieces:
-        written = os.writev(fd, pieces) if len(pieces) > 1 else os.write(fd, pieces[0])
-        # A regular file takes it all unless the disk is full; carry on from where it stopped.
-        while pieces and written >= len(pieces[0]):
-            written -= len(pieces[0])
-            pieces = pieces[1:]
-        if pieces and written:
-            pieces[0] = memoryview(pieces[0])[written:]
-    return size
+            start_writeback(self.fileno())
+        return written
 
 
 def start_writeback(fd: int) -> None:
@@ -99,9 +57,9 @@ def start_writeback(fd: int) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
-def open_output(path: str | os.PathLike) -> LineFile:
-    """The file canonical lines are written to."""
-    return LineFile(path)
+def open_output(path: str | os.PathLike) -> BinaryIO:
+    """A buffered file for canonical lines, its writing to disk started as it grows."""
+    return io.BufferedWriter(_WritebackFile(path, "wb"), buffer_size=1 << 20)
 
 
 class AtomicFile:
@@ -117,7 +75,7 @@ class AtomicFile:
         os.close(fd)
         self.temp = Path(temp)
 
-    def open(self) -> LineFile:
+    def open(self) -> BinaryIO:
         return open_output(self.temp)
 
     def append(self, part: Path) -> None:
@@ -158,7 +116,7 @@ class SplitWriter:
     """
 
     def __init__(
-        self, train: LineFile, validation: LineFile | None, fraction: float, seed: int
+        self, train: BinaryIO, validation: BinaryIO | None, fraction: float, seed: int
     ) -> None:
         self._train = train
         self._validation = validation
@@ -216,5 +174,5 @@ _NUMPY_RECORDS = 4096  # records written before the split is decided with numpy
 _WINDOW = 1 << 16
 
 
-def _write(out: LineFile, records: list) -> None:
+def _write(out: BinaryIO, records: list) -> None:
     out.writelines(render(records))

@@ -62,7 +62,8 @@ def fast(record: dict) -> list[Message] | None:
     has_system = bool(system) and not system.isspace()
     try:
         # As in chat.fast: KeyError and TypeError are shapes `check` looks at closely.
-        shape = _SEQUENCES.get(tuple(map(_FROM, turns)), has_system)
+        names = tuple(map(_FROM, turns))
+        shape = _SEQUENCES.known[has_system].get(names) or _SEQUENCES.get(names, has_system)
         values = list(map(_VALUE, turns))
         if any(map(str.isspace, values)):
             return None

@@ -56,12 +56,14 @@ class RoleSequences:
 
     def __init__(self, roles: dict[str, tuple[str, bool]], limit: int = 4096) -> None:
         self._steps = transition_tables(roles)
-        self._known: tuple[dict, dict] = ({}, {})  # from the start, after a system prompt
+        # Shapes met so far, from the start and after a system prompt: a caller in a hurry
+        # looks here first (a dict lookup costs less than a call to `get`).
+        self.known: tuple[dict, dict] = ({}, {})
         self._limit = limit
 
     def get(self, names: tuple, after_system: bool = False) -> tuple[tuple, tuple] | None:
         """(canonical roles, trainable flags) for valid names, else None; TypeError if unhashable."""
-        known = self._known[after_system]
+        known = self.known[after_system]
         found = known.get(names)
         if found is None:
             found = self._walk(names, after_system)
