@@ -32,7 +32,7 @@ MODEST_ARGS: dict[str, list[str]] = {
     "trainer_overhead": ["--models", "tiny,small", "--rounds", "2"],
     "trainer_openblas": ["--models", "tiny,small", "--rounds", "1"],
     "trainer_streaming": ["--steps", "100", "--rounds", "1"],
-    "trainer_memory": ["--batch", "1", "--seq", "64", "--steps", "1"],
+    "trainer_memory": ["--batch", "1", "--seq", "64", "--steps", "2"],
     "distributed_scaling": ["--steps", "8", "--rounds", "1"],
 }
 

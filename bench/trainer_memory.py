@@ -1,7 +1,7 @@
 """Peak memory of LoRA, QLoRA (4-bit) and DoRA against full fine-tuning, on the Qwen2.5-0.5B-shaped model.
 
     .venv/bin/python -m bench.trainer_memory [--methods full,lora,dora,qlora] [--batch 2] [--seq 128]
-        [--steps 1] [--explain] [--keep-model] [--out FILE]
+        [--steps 2] [--explain] [--keep-model] [--out FILE]
 
 Builds the random `qwen2.5-0.5b` preset (494M parameters, the real 151,936-token
 vocabulary, tied embedding; bfloat16 on disk like the real checkpoint) in
@@ -10,7 +10,10 @@ the daemon starts it, at the same batch and sequence length. Each worker is
 stopped (SIGKILL) right after its metrics report for the last measured step,
 before it saves anything, and reports: MLX peak memory (`peak_memory_bytes`
 in its metrics: the process's whole life, loading included), its RSS at that
-report, and its peak RSS (the kernel's, from wait4).
+report, and its peak RSS (the kernel's, from wait4). Two steps at least: the
+optimizer's moments are created lazily during the first update, so only from
+the second step on are they resident while the forward and backward passes
+run (for FULL that is 3.7 GiB the first step does not show).
 
 --explain also runs each method through the worker's own setup and training
 loop in-process, resetting MLX's peak counter between loading and training,
@@ -33,14 +36,17 @@ from bench import common
 
 MODEL = "qwen2.5-0.5b"
 METHODS = ("full", "lora", "dora", "qlora")
+# A method with "+gc" trains with gradient checkpointing (hyperparameters.gradient_checkpointing).
+CHECKPOINTED = "+gc"
 TARGETS = {"qlora": 0.80, "lora": 0.65}
 
 
 def run_worker(model: Path, data: Path, method: str, args, scratch: Path) -> dict:
     job_dir = Path(tempfile.mkdtemp(prefix=f"{method}-", dir=scratch))
     # max_steps beyond the measured ones: no final checkpoint or artifact to wait for.
-    config = common.worker_config(job_dir, model, data, method, steps=args.steps + 1000,
-                                  batch_size=args.batch, seq_length=args.seq, report_every=1)
+    config = common.worker_config(job_dir, model, data, method.removesuffix(CHECKPOINTED),
+                                  steps=args.steps + 1000, batch_size=args.batch, seq_length=args.seq,
+                                  report_every=1, hyperparameters=_checkpointing(method))
     worker = common.WorkerProcess.start(config, common.bench_env())
     try:
         metrics = worker.metrics_until(args.steps, timeout=3600)
@@ -56,6 +62,10 @@ def run_worker(model: Path, data: Path, method: str, args, scratch: Path) -> dic
         "total": setup["lora_details"]["total_parameters"],
         "seconds_per_step": 1 / last["iterations_per_second"] if last["iterations_per_second"] else 0.0,
     }
+
+
+def _checkpointing(method: str) -> dict:
+    return {"gradient_checkpointing": method.endswith(CHECKPOINTED)}
 
 
 # ---- --explain: the worker's own code in-process, with the peak counter reset after loading ----
@@ -102,14 +112,47 @@ def explain_child(config_path: str) -> dict:
 
 def explain(model: Path, data: Path, method: str, args, scratch: Path) -> dict:
     job_dir = Path(tempfile.mkdtemp(prefix=f"explain-{method}-", dir=scratch))
-    common.worker_config(job_dir, model, data, method, steps=args.steps, batch_size=args.batch,
-                         seq_length=args.seq, report_every=1)
+    common.worker_config(job_dir, model, data, method.removesuffix(CHECKPOINTED), steps=args.steps,
+                         batch_size=args.batch, seq_length=args.seq, report_every=1,
+                         hyperparameters=_checkpointing(method))
     done = subprocess.run(
         [common.PYTHON, "-m", "bench.trainer_memory", "--explain-child", str(job_dir / "worker_config.json")],
         cwd=common.REPO, env=common.bench_env(), capture_output=True, text=True, check=False,
     )
     if done.returncode != 0:
         raise SystemExit(f"--explain for {method} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---- the loss head alone: logits over the whole vocabulary ----------------------------------
+
+
+def loss_head_child(tokens: int) -> dict:
+    """Peak memory of the output head and cross-entropy, forward and backward, at `tokens` tokens."""
+    import mlx.core as mx
+    from mlx import nn
+
+    preset = common.preset_of(MODEL)
+    weight = mx.random.normal((preset.vocab_size, preset.hidden_size)) * 0.02  # the tied embedding
+    hidden = mx.random.normal((1, tokens, preset.hidden_size))
+    targets = mx.random.randint(0, preset.vocab_size, (1, tokens))
+    mx.eval(weight, hidden, targets)
+
+    def loss(h):
+        return nn.losses.cross_entropy(h @ weight.T, targets).astype(mx.float32).sum()
+
+    before = mx.get_active_memory()
+    mx.reset_peak_memory()
+    mx.eval(mx.grad(loss)(hidden))
+    return {"peak_above_inputs": mx.get_peak_memory() - before,
+            "logits": tokens * preset.vocab_size * 4}
+
+
+def loss_head(tokens: int) -> dict:
+    done = subprocess.run([common.PYTHON, "-m", "bench.trainer_memory", "--loss-head-child", str(tokens)],
+                          cwd=common.REPO, env=common.bench_env(), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"loss-head measurement failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -138,7 +181,7 @@ def reduction(value: float, full: float) -> str:
     return f"{100 * (1 - value / full):.0f}%"
 
 
-def report(args, runs: dict, explained: dict, load_at_start: float) -> str:
+def report(args, runs: dict, explained: dict, head: dict, load_at_start: float) -> str:
     full = runs.get("full")
     rows = []
     for method, r in runs.items():
@@ -163,14 +206,23 @@ def report(args, runs: dict, explained: dict, load_at_start: float) -> str:
         f"151,936, tied embedding, {args.dtype} on disk), trained by the worker as the daemon starts it, in "
         f"float32 on the CPU, batch {args.batch} x {args.seq} tokens, AdamW; adapters rank 8 on every linear "
         "layer of all 24 blocks; QLoRA quantizes the base to 4 bits (group 64) at load. Each worker ran "
-        f"{args.steps} step(s) and was stopped after its report for the last one. MLX peak: the worker's "
+        f"{args.steps} step(s) (AdamW's moments exist only from the first update on) and was stopped "
+        "after its report for the last one. MLX peak: the worker's "
         "`peak_memory_bytes` (process lifetime, loading included); RSS: its `rss_bytes` at that report; "
         "peak RSS: the kernel's maximum resident set (wait4)."),
         "",
         common.table(["method", "trainable parameters", "MLX peak GiB", "below FULL", "RSS GiB",
                       "peak RSS GiB", "below FULL", "s/step"], rows),
         "",
-        "Targets: QLoRA at least 80% below FULL, LoRA at least 65% below FULL.",
+        "Targets: QLoRA at least 80% below FULL, LoRA at least 65% below FULL."
+        + (" +GC: the same method with gradient checkpointing (each block's activations recomputed "
+           "in the backward pass instead of kept)." if any(m.endswith(CHECKPOINTED) for m in runs) else ""),
+        "",
+        (f"The output head alone (hidden states of {args.batch * args.seq:,} tokens times the 151,936 x 896 "
+        "embedding, cross-entropy, forward and backward, in its own process): peak "
+        f"{common.gib(head['peak_above_inputs'])} GiB above its inputs, "
+        f"{head['peak_above_inputs'] / head['logits']:.1f} x one float32 copy of the logits "
+        f"({common.gib(head['logits'])} GiB). Every method pays it."),
     ]
     if explained:
         full_x = explained.get("full")
@@ -199,21 +251,27 @@ def report(args, runs: dict, explained: dict, load_at_start: float) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated, FULL first for the ratios")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated, FULL first for the ratios; add +gc for gradient checkpointing")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seq", type=int, default=128, help="tokens per record (every record is this long)")
-    parser.add_argument("--steps", type=int, default=1, help="training steps per method")
+    parser.add_argument("--steps", type=int, default=2,
+                        help="training steps per method (2 or more: see the module's docstring)")
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"), help="of the model files")
     parser.add_argument("--explain", action="store_true", help="also split the peak into loading and training")
     parser.add_argument("--keep-model", action="store_true", help="keep the ~1-2 GB model in bench/.work/")
     parser.add_argument("--out", help="also write the Markdown section to this file")
     parser.add_argument("--explain-child", help=argparse.SUPPRESS)
+    parser.add_argument("--loss-head-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.loss_head_child:
+        print(json.dumps(loss_head_child(args.loss_head_child)))
+        return 0
     if args.explain_child:
         print(json.dumps(explain_child(args.explain_child)))
         return 0
     methods = args.methods.split(",")
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m.removesuffix(CHECKPOINTED) not in METHODS]
     if unknown:
         raise SystemExit(f"--methods: unknown {unknown[0]!r}; choose from {', '.join(METHODS)}")
     load_at_start = os.getloadavg()[0]
@@ -233,7 +291,8 @@ def main() -> int:
     finally:
         if not args.keep_model:
             common.remove_model(MODEL, args.dtype)
-    common.emit(report(args, runs, explained, load_at_start), args.out)
+    head = loss_head(args.batch * args.seq)
+    common.emit(report(args, runs, explained, head, load_at_start), args.out)
     return 0
 
 

@@ -1,11 +1,12 @@
 """Streaming: delay from a worker's report to a subscriber's receipt with 1 and 100 subscribers,
 and the training slowdown with 100 subscribers against none.
 
-    .venv/bin/python -m bench.trainer_streaming [--steps 150] [--rounds 2] [--subscribers 100] [--out FILE]
+    .venv/bin/python -m bench.trainer_streaming [--steps 150] [--rounds 2] [--subscribers 100]
+        [--report-every 1] [--out FILE]
 
 Starts `tunewire-trainer` in its own process and runs the same LoRA job on the
-tiny model with a metrics event every step (the worst case: about ten events a
-second) several times: with no subscriber (the bench polls GetTrainingJob every
+tiny model, by default with a metrics event every step (the worst case: about
+eight events a second; the daemon's default is one every 10 steps), several times: with no subscriber (the bench polls GetTrainingJob every
 2 s and reads the events back after the job ended), with 1, and with 100
 WatchTrainingJob streams, each on its own gRPC channel, all in this process's
 event loop. Delay: a subscriber's `time.time()` when the message reaches it,
@@ -29,7 +30,7 @@ from pathlib import Path
 from bench import common
 
 WARMUP_STEPS = 10
-WINDOW_STEPS = 10  # throughput is read over windows of this many steps
+WINDOW_STEPS = 10  # throughput is read over windows of this many steps (a multiple of --report-every)
 TARGET_SLOWDOWN = 0.02
 
 
@@ -105,7 +106,7 @@ async def run(args) -> list[dict]:
     raw = common.write_chat_data(scratch / "data" / "chat.jsonl")
     home = Path(tempfile.mkdtemp(prefix="home-", dir=scratch))
     spec = common.job_spec(common.model_dir("tiny"), raw, "lora", steps=args.steps, batch_size=4,
-                           seq_length=256, report_every=1)
+                           seq_length=256, report_every=args.report_every)
     daemon = common.Daemon(home, raw.parent)
     runs = []
     try:
@@ -148,14 +149,15 @@ def report(args, runs: list[dict], load_at_start: float) -> str:
             f"{sum(r['client_cpu'] for r in by_count[n]) / steps * 1000:.1f}",
         ])
     command = (f".venv/bin/python -m bench.trainer_streaming --steps {args.steps} --rounds {args.rounds} "
-               f"--subscribers {args.subscribers}")
+               f"--subscribers {args.subscribers} --report-every {args.report_every}")
+    every = "every step" if args.report_every == 1 else f"every {args.report_every} steps"
     return "\n".join([
-        "## Trainer: streaming to subscribers",
+        f"## Trainer: streaming to subscribers (a metrics event {every})",
         "",
         f"Command: `{command}` ({common.machine_line(load_at_start)}).",
         "",
         (f"`tunewire-trainer` in its own process; a LoRA job on the tiny model (batch 4 x 256, {args.steps} "
-        "steps) with a metrics event every step, run with 0, 1 and "
+        f"steps) with a metrics event {every}, run with 0, 1 and "
         f"{args.subscribers} WatchTrainingJob subscribers ({args.rounds} rounds, order alternated). The "
         "subscribers are streams on their own gRPC channels in the benchmark's process (one asyncio loop), "
         "on the same two CPUs as the daemon and the worker. Delay: receipt time at the subscriber minus the "
@@ -181,6 +183,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=150, help="training steps per run (a report each)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of 0 / 1 / N-subscriber runs")
     parser.add_argument("--subscribers", type=int, default=100)
+    parser.add_argument("--report-every", type=int, default=1, choices=(1, 2, 5, 10),
+                        help="steps between metrics events (1: the worst case)")
     parser.add_argument("--out", help="also write the Markdown section to this file")
     args = parser.parse_args()
     if args.steps < WARMUP_STEPS + 2 * WINDOW_STEPS:
