@@ -67,7 +67,7 @@ def fast(record: dict) -> list[Message] | None:
             ):
                 return None
             messages += ((USER, asked, False), (ASSISTANT, answered, True))
-    user = instruction + "\n\n" + extra if extra and not extra.isspace() else instruction
+    user = f"{instruction}\n\n{extra}" if extra and not extra.isspace() else instruction
     messages += ((USER, user, False), (ASSISTANT, output, True))
     return messages
 

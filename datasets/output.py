@@ -20,7 +20,7 @@ from typing import BinaryIO
 from tunewire.datasets.canonical import render
 
 _MASK64 = (1 << 64) - 1
-_WRITEBACK_BYTES = 64 << 20
+_WRITEBACK_BYTES = 8 << 20
 
 
 def mix64(value: int) -> int:
@@ -32,29 +32,30 @@ def mix64(value: int) -> int:
 
 
 class _WritebackFile(io.FileIO):
-    """A file that asks the kernel to start writing its pages to disk every 64 MiB."""
+    """A file that asks the kernel to start writing each 8 MiB to disk once written."""
 
-    _unsynced = 0
+    _written = _started = 0  # bytes written; bytes whose writing to disk was started
 
     def write(self, data) -> int:
         written = super().write(data)
-        self._unsynced += written
-        if self._unsynced >= _WRITEBACK_BYTES:
-            self._unsynced = 0
-            start_writeback(self.fileno())
+        self._written += written
+        if self._written - self._started >= _WRITEBACK_BYTES:
+            start_writeback(self.fileno(), self._started, self._written - self._started)
+            self._started = self._written
         return written
 
 
-def start_writeback(fd: int) -> None:
+def start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
     """Has the kernel start writing a file's dirty pages to disk, without waiting (Linux).
 
     Left to itself it writes a fresh file out only when it is fsync'ed (after
     half a minute, or once much memory is dirty), so the fsync before commit
     would wait for the whole file: about half a second per GB here.
     POSIX_FADV_DONTNEED starts the writing on Linux; elsewhere this does nothing.
+    `length` 0: to the end of the file.
     """
     if hasattr(os, "posix_fadvise"):
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 def open_output(path: str | os.PathLike) -> BinaryIO:

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
-import secrets
 import stat
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunewire.datasets import issues as codes
 from tunewire.datasets.issues import Issue, IssueLog
@@ -29,6 +27,9 @@ from tunewire.datasets.report import DatasetFormat, ValidationReport
 from tunewire.datasets.scanner import FORMAT_KEYS, Partial, detect, mixed_formats
 from tunewire.datasets.source import Layout
 from tunewire.datasets.valid_records import duplicate_issue
+
+if TYPE_CHECKING:
+    import subprocess
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -123,6 +124,10 @@ def _line_start_after(f, offset: int) -> int:
 
 def run(plan: Plan, options, normalize=None) -> ValidationReport:
     """Runs the workers. `normalize`: (train, validation or None) AtomicFiles, fraction, seed."""
+    # Only here: a scan in one process starts without them.
+    import secrets
+    import subprocess
+
     from tunewire.datasets.validate import build_report
 
     with tempfile.TemporaryDirectory(prefix="tunewire-datasets-") as work:
@@ -202,6 +207,8 @@ def _append_parts(jobs: list[dict], train, held_out) -> None:
 
 def _exchange(procs: list[subprocess.Popen], jobs: list[dict]) -> list[dict]:
     """Starts each worker, tells it the line its range starts at, and collects its result."""
+    import pickle
+
     for proc, job in zip(procs, jobs):
         proc.stdin.write(json.dumps(job) + "\n")
         proc.stdin.flush()
