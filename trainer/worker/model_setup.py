@@ -196,10 +196,15 @@ def lora_details(config: WorkerConfig, setup: AdapterSetup, counts: ParameterCou
 def setup_model(config: WorkerConfig) -> tuple[LoadedModel, AdapterSetup, ParameterCounts]:
     """Load, cast, quantize (QLoRA), seed, and add adapters: the model ready to train."""
     loaded = load_model(config.model)
-    prepare_dtype(loaded.model)
+    # Quantize before the float32 cast: the float32 copy of layers about to be
+    # quantized would only cost memory.
     if config.method == "qlora" and not is_quantized(loaded.model):
         quantize(loaded.model, config.quantization.bits, config.quantization.group_size)
         loaded.quantized_at_load = True
+    prepare_dtype(loaded.model)
+    # Materialize the cast and quantized weights now: left lazy, the first
+    # training step's graph would hold the originals and the training buffers at once.
+    mx.eval(loaded.model.parameters())
     # Seeded right before the adapters are drawn: same seed, same initial adapters.
     seed = config.hyperparameters.seed
     mx.random.seed(seed)
