@@ -21,11 +21,11 @@ from tunewire.trainer.job_store import JobStore
 from tunewire.trainer.jobs import JobManager
 from tunewire.trainer.runner import JobRunner
 from tunewire.trainer.service import TrainingService
+from tunewire.trainer.service import register as register_training_service
 from tunewire.v1 import (
     dataset_service_pb2,
     dataset_service_pb2_grpc,
     training_service_pb2,
-    training_service_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
             ("grpc.so_reuseport", 0),
         ]
     )
-    training_service_pb2_grpc.add_TrainingServiceServicer_to_server(TrainingService(config, jobs, caps), server)
+    register_training_service(TrainingService(config, jobs, caps), server)
     dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(DatasetService(config, datasets), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

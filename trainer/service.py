@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 
+import grpc
 from google.protobuf import timestamp_pb2
 
 from tunewire.errors import handles_errors
@@ -19,6 +21,8 @@ from tunewire.v1 import training_service_pb2_grpc as svc_grpc
 from tunewire.version import __version__
 
 GENERATE_TIMEOUT_SECONDS = 600
+# Serialized watch responses kept for subscribers that are a little behind.
+WIRE_CACHE_SIZE = 4096
 FEATURES = ("lora", "qlora", "dora", "full", "distributed", "wandb")
 DATASET_FORMATS = ("alpaca", "sharegpt", "messages")
 
@@ -29,6 +33,7 @@ class TrainingService(svc_grpc.TrainingServiceServicer):
         self._jobs = jobs
         self._capabilities = capabilities
         self._generate_slots = asyncio.Semaphore(2)
+        self._wire_cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
 
     def _who(self, context):
         return identify(context, self._config.internal_token)
@@ -56,8 +61,20 @@ class TrainingService(svc_grpc.TrainingServiceServicer):
 
     @handles_errors
     async def WatchTrainingJob(self, request, context):
+        # Responses go out pre-serialized (see `register`): a live event is
+        # encoded once, however many subscribers receive it.
         async for event in self._jobs.watch(self._who(context), request.job_id, request.after_sequence):
-            yield svc_pb.WatchTrainingJobResponse(event=event)
+            yield self._wire(event)
+
+    def _wire(self, event) -> bytes:
+        key = (event.job_id, event.sequence)
+        data = self._wire_cache.get(key)
+        if data is None:
+            data = svc_pb.WatchTrainingJobResponse(event=event).SerializeToString()
+            self._wire_cache[key] = data
+            if len(self._wire_cache) > WIRE_CACHE_SIZE:
+                self._wire_cache.popitem(last=False)
+        return data
 
     @handles_errors
     async def ListCheckpoints(self, request, context):
@@ -100,3 +117,29 @@ class TrainingService(svc_grpc.TrainingServiceServicer):
             time=now,
             distributed_backends=caps.backends,
         )
+
+
+class _HandlerCapture:
+    """Stands in for a server to collect the generated code's method handlers."""
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict) -> None:
+        self.service, self.handlers = service, handlers
+
+
+def register(servicer: TrainingService, server: grpc.aio.Server) -> None:
+    """Adds the service to `server` as the generated code does, except that
+    WatchTrainingJob's responses are bytes already (no serializer)."""
+    capture = _HandlerCapture()
+    svc_grpc.add_TrainingServiceServicer_to_server(servicer, capture)
+    capture.handlers["WatchTrainingJob"] = grpc.unary_stream_rpc_method_handler(
+        servicer.WatchTrainingJob,
+        request_deserializer=svc_pb.WatchTrainingJobRequest.FromString,
+        response_serializer=None,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(capture.service, capture.handlers),)
+    )
+    server.add_registered_method_handlers(capture.service, capture.handlers)
