@@ -1,25 +1,21 @@
-"""Shared pieces of the trainer and distributed benchmarks: models, data, worker and daemon processes, figures.
+"""Shared pieces of the trainer and distributed benchmarks: models, data, configs, figures, Markdown.
 
 Nothing here imports mlx: the benchmark drivers stay light and start the
-processes that do (the training worker, mlx-lm's trainer, the daemon) the way
-tunewire runs them, with the environment `tunewire.trainer.blas.worker_env`
-gives a worker. Scratch files live in bench/.work/ (git-ignored).
+processes that do (`bench/processes.py`: the training worker, the daemon; and
+mlx-lm's trainer) the way tunewire runs them, with the environment
+`tunewire.trainer.blas.worker_env` gives a worker. Scratch files live in
+bench/.work/ (git-ignored).
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import os
 import platform
 import random
-import select
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -143,7 +139,7 @@ def canonical_data(raw: Path) -> Path:
     return Path(result.train_path)
 
 
-# ---- the training worker ----------------------------------------------------------
+# ---- configs and environment ----------------------------------------------------
 
 
 def worker_config(job_dir: Path, model: Path, train_path: Path, method: str = "lora", *,
@@ -190,183 +186,6 @@ def bench_env(openblas: bool = True, threads: int | None = None) -> dict:
     return worker_env(base, threads=threads)
 
 
-class WorkerProcess:
-    """A worker (rank 0) started like the daemon starts it: events on a pipe, commands on stdin."""
-
-    def __init__(self, argv: list[str], env: dict, job_dir: Path, log_name: str = "train.log"):
-        read_fd, write_fd = os.pipe()
-        self.log_path = Path(job_dir) / log_name
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [*argv, "--events-fd", str(write_fd)], cwd=job_dir, env=env,
-                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
-            )
-        os.close(write_fd)
-        self._fd, self._buffer = read_fd, b""
-        self.events: list[dict] = []
-        self.rusage = None
-
-    @classmethod
-    def start(cls, config: dict, env: dict) -> WorkerProcess:
-        argv = [PYTHON, "-m", "tunewire.trainer.worker", "--config",
-                str(Path(config["job_dir"]) / "worker_config.json")]
-        return cls(argv, env, Path(config["job_dir"]))
-
-    def next_event(self, timeout: float) -> dict | None:
-        """The next event; None when the worker closed the pipe (it exited)."""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self._fd], [], [], left)[0]:
-                raise TimeoutError(f"no worker event within {timeout:.0f} s; log {self.log_path}:\n{self.log_tail()}")
-            chunk = os.read(self._fd, 65536)
-            if not chunk:
-                return None
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        event = json.loads(line)
-        self.events.append(event)
-        if event["type"] == "error":
-            raise RuntimeError(f"the worker failed: {event.get('reason')}: {event.get('message')}")
-        return event
-
-    def metrics_until(self, step: int, timeout: float) -> list[dict]:
-        """Metrics events up to the one for `step` (or the end of the run)."""
-        while (event := self.next_event(timeout)) is not None:
-            if event["type"] == "metrics" and event["step"] >= step:
-                break
-        return self.metrics()
-
-    def metrics(self) -> list[dict]:
-        return [e for e in self.events if e["type"] == "metrics"]
-
-    def finish(self, timeout: float = 600) -> int:
-        while self.next_event(timeout) is not None:
-            pass
-        return self._reap(timeout)
-
-    def kill(self) -> int:
-        """SIGKILL now (nothing saved); the exit status, with the process's rusage kept."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        return self._reap(60)
-
-    def _reap(self, timeout: float) -> int:
-        if self.proc.stdin and not self.proc.stdin.closed:
-            self.proc.stdin.close()
-        if self.rusage is None:
-            deadline = time.monotonic() + timeout
-            while True:
-                pid, status, rusage = os.wait4(self.proc.pid, os.WNOHANG)
-                if pid:
-                    self.proc.returncode = os.waitstatus_to_exitcode(status)
-                    self.rusage = rusage
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"worker {self.proc.pid} did not exit")
-                time.sleep(0.05)
-        try:
-            os.close(self._fd)
-        except OSError:
-            pass
-        return self.proc.returncode
-
-    @property
-    def peak_rss_bytes(self) -> int:
-        """Peak resident set size over the process's life (Linux reports KiB)."""
-        return self.rusage.ru_maxrss * 1024 if self.rusage else 0
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-# ---- the trainer daemon -----------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Daemon:
-    """`tunewire-trainer` in its own process, as in production."""
-
-    def __init__(self, home: Path, data_root: Path, env: dict | None = None):
-        self.home = home
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        home.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ if env is None else env, TUNEWIRE_HOME=str(home), HF_HUB_OFFLINE="1")
-        self._log = open(home / "daemon.log", "ab")  # noqa: SIM115 - lives as long as the daemon
-        self.proc = subprocess.Popen(
-            [PYTHON, "-m", "tunewire.trainer.main", "--home", str(home), "--listen", self.address,
-             "--data-root", str(data_root)],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-
-    async def ready(self, timeout: float = 120) -> None:
-        """SERVING, and the capability probe (a one-off mlx import) finished."""
-        import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        from tunewire.v1 import training_service_pb2 as svc
-        from tunewire.v1 import training_service_pb2_grpc as svc_grpc
-
-        deadline = time.monotonic() + timeout
-        async with grpc.aio.insecure_channel(self.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"the trainer exited; see {self.home / 'daemon.log'}")
-                try:
-                    reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        break
-                except grpc.aio.AioRpcError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the trainer at {self.address} did not start within {timeout} s")
-                await asyncio.sleep(0.2)
-            await svc_grpc.TrainingServiceStub(channel).GetServerInfo(svc.GetServerInfoRequest(), timeout=timeout)
-
-    def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-
-def child_pids(pid: int) -> list[int]:
-    """Processes whose parent is `pid` (Linux)."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                children.append(int(entry.name))
-    return children
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a running process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def job_spec(model: Path, data: Path, method: str = "lora", *, steps: int, batch_size: int,
              seq_length: int, report_every: int, rank: int = 8, world_size: int = 1):
     """The TrainingJobSpec matching `worker_config` (same model, data and settings)."""
@@ -388,11 +207,6 @@ def job_spec(model: Path, data: Path, method: str = "lora", *, steps: int, batch
         report_interval_steps=report_every,
         distributed=job_pb.DistributedConfig(world_size=world_size),
     )
-
-
-def event_seconds(event) -> float:
-    """A TrainingEvent's `time` in unix seconds."""
-    return event.time.seconds + event.time.nanos / 1e9
 
 
 # ---- figures ----------------------------------------------------------------------

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import common
+from bench import common, processes
 
 MODEL = "small"
 BATCH, SEQ = 4, 256
@@ -52,7 +52,7 @@ def run_job(method: str, world: int, threads: int | None, data: Path, args, scra
                                   world_size=world)
     commands = rank_commands(config, job_dir, base_env=common.bench_env(threads=threads))
     (argv0, env0), others = commands[0], commands[1:]
-    rank0 = common.WorkerProcess(argv0, env0, job_dir)
+    rank0 = processes.WorkerProcess(argv0, env0, job_dir)
     ranks = []
     for rank, (argv, env) in enumerate(others, start=1):
         with open(job_dir / f"train.rank{rank}.log", "ab") as log:

@@ -22,7 +22,7 @@ from pathlib import Path
 from bench import common
 
 # Not benchmarks: shared helpers, this runner, and the arithmetic behind docs/scaling.md.
-HELPERS = {"__init__", "common", "run_all", "distributed_paper"}
+HELPERS = {"__init__", "common", "processes", "run_all", "distributed_paper"}
 # Modest sizes: minutes each on two CPUs. datasets_validate first: it deletes
 # bench/.work when it ends, so it must run before anything leaves files there.
 MODEST_ARGS: dict[str, list[str]] = {
@@ -34,6 +34,7 @@ MODEST_ARGS: dict[str, list[str]] = {
     "trainer_streaming": ["--steps", "100", "--rounds", "1"],
     "trainer_memory": ["--batch", "1", "--seq", "64", "--steps", "2"],
     "distributed_scaling": ["--steps", "8", "--rounds", "1"],
+    "trainer_step_ab": ["--steps", "30"],
 }
 
 

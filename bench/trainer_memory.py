@@ -1,7 +1,9 @@
 """Peak memory of LoRA, QLoRA (4-bit) and DoRA against full fine-tuning, on the Qwen2.5-0.5B-shaped model.
 
-    .venv/bin/python -m bench.trainer_memory [--methods full,lora,dora,qlora] [--batch 2] [--seq 128]
+    .venv/bin/python -m bench.trainer_memory [--methods full,lora,dora,qlora] [--batch 1] [--seq 128]
         [--steps 2] [--explain] [--keep-model] [--out FILE]
+
+A method written with "+gc" (e.g. lora+gc) trains with gradient checkpointing.
 
 Builds the random `qwen2.5-0.5b` preset (494M parameters, the real 151,936-token
 vocabulary, tied embedding; bfloat16 on disk like the real checkpoint) in
@@ -18,7 +20,10 @@ run (for FULL that is 3.7 GiB the first step does not show).
 --explain also runs each method through the worker's own setup and training
 loop in-process, resetting MLX's peak counter between loading and training,
 to split the peak into "loading the model" and "training", and prints the
-sizes the peak is made of (weights, gradients, AdamW state, logits).
+sizes the peak is made of (weights, gradients, AdamW state, logits). Every
+run also measures the output head alone (the hidden states times the
+151,936-row embedding and the cross-entropy, forward and backward) at the
+run's tokens per step, the part of the peak that grows with the vocabulary.
 The model files (about 1 GB) are deleted at the end unless --keep-model.
 """
 
@@ -32,7 +37,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import common
+from bench import common, processes
 
 MODEL = "qwen2.5-0.5b"
 METHODS = ("full", "lora", "dora", "qlora")
@@ -47,7 +52,7 @@ def run_worker(model: Path, data: Path, method: str, args, scratch: Path) -> dic
     config = common.worker_config(job_dir, model, data, method.removesuffix(CHECKPOINTED),
                                   steps=args.steps + 1000, batch_size=args.batch, seq_length=args.seq,
                                   report_every=1, hyperparameters=_checkpointing(method))
-    worker = common.WorkerProcess.start(config, common.bench_env())
+    worker = processes.WorkerProcess.start(config, common.bench_env())
     try:
         metrics = worker.metrics_until(args.steps, timeout=3600)
     finally:

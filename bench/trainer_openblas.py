@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import common
+from bench import common, processes
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def run_worker(model: Path, data: Path, setting: Setting, openblas: bool, scratc
     config = common.worker_config(job_dir, model, data, "lora", steps=setting.steps,
                                   batch_size=setting.batch_size, seq_length=setting.seq_length,
                                   report_every=setting.report_every)
-    worker = common.WorkerProcess.start(config, common.bench_env(openblas=openblas))
+    worker = processes.WorkerProcess.start(config, common.bench_env(openblas=openblas))
     try:
         worker.metrics_until(setting.report_every, timeout=900)
         blas = blas_in_use(worker.proc.pid)

@@ -1,6 +1,6 @@
 """Service overhead: a LoRA job through the trainer daemon against mlx-lm's own trainer in a plain process.
 
-    .venv/bin/python -m bench.trainer_overhead [--models tiny,small] [--rounds 2] [--out FILE]
+    .venv/bin/python -m bench.trainer_overhead [--models tiny,small] [--rounds 4] [--out FILE]
 
 For each model it starts `tunewire-trainer` in its own process, creates a
 LoRA job over gRPC and reads its metrics events from a watch stream; the peer
@@ -10,10 +10,13 @@ normalized by the daemon's own function and tokenized with the worker's
 loader), batch, sequence length, rank, layers and target modules, AdamW, and
 the same environment (OpenBLAS preloaded by `worker_env`). Every record is
 longer than the sequence length, so every step trains batch x seq_length tokens on
-both sides. Throughput is wall time between the first report after warm-up
-(compilation) and the last one: everything each side does in between counts.
-Rounds alternate the order (daemon first, then peer first) so machine noise
-hits both alike. Prints a Markdown section for bench/RESULTS.md.
+both sides. Throughput is tokens over wall time between consecutive reports
+after the first (which ends the warm-up, the compile), from each side's own
+report timestamps: everything each side does in between counts. Rounds
+alternate the order (daemon first, then peer first) so machine noise hits
+both alike; the medians and bests of the report intervals are compared, and
+the CPU time per step of both sides. Prints a Markdown section for
+bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import common
+from bench import common, processes
 
 TARGET = 0.97
 
@@ -125,7 +128,7 @@ def peer_round(model: Path, data: Path, setting: Setting, scratch: Path) -> dict
 # ---- our side: a job through the daemon ------------------------------------------------
 
 
-async def daemon_round(daemon: common.Daemon, raw_data: Path, model: Path, setting: Setting) -> dict:
+async def daemon_round(daemon: processes.Daemon, raw_data: Path, model: Path, setting: Setting) -> dict:
     import grpc
 
     from tunewire.v1 import training_job_pb2 as job_pb
@@ -143,10 +146,10 @@ async def daemon_round(daemon: common.Daemon, raw_data: Path, model: Path, setti
             event = message.event
             if event.HasField("training_metrics"):
                 m = event.training_metrics
-                metrics.append((m.step, common.event_seconds(event), m.trained_tokens, m.tokens_per_second))
+                metrics.append((m.step, processes.event_seconds(event), m.trained_tokens, m.tokens_per_second))
                 # CPU of the daemon and its worker, read as the report arrives.
-                pids = [daemon.proc.pid, *common.child_pids(daemon.proc.pid)]
-                cpu.append((m.step, sum(common.process_cpu_seconds(p) for p in pids)))
+                pids = [daemon.proc.pid, *processes.child_pids(daemon.proc.pid)]
+                cpu.append((m.step, sum(processes.process_cpu_seconds(p) for p in pids)))
             if event.HasField("state_change"):
                 final = event.state_change
         if final is None or final.state != job_pb.JOB_STATE_SUCCEEDED:
@@ -182,7 +185,7 @@ def _window_mean(reports: list[tuple[int, float]], warmup_steps: int) -> float:
 # ---- the run ------------------------------------------------------------------------
 
 
-async def measure_model(name: str, daemon: common.Daemon, raw: Path, canonical: Path, rounds: int,
+async def measure_model(name: str, daemon: processes.Daemon, raw: Path, canonical: Path, rounds: int,
                         scratch: Path) -> dict:
     setting = SETTINGS[name]
     model = common.model_dir(name)
@@ -268,7 +271,7 @@ async def run(args) -> dict:
     raw = common.write_chat_data(scratch / "data" / "chat.jsonl")
     canonical = common.canonical_data(raw)
     home = Path(tempfile.mkdtemp(prefix="home-", dir=scratch))
-    daemon = common.Daemon(home, raw.parent)
+    daemon = processes.Daemon(home, raw.parent)
     try:
         await daemon.ready()
         results = {}

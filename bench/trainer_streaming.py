@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import common
+from bench import common, processes
 
 WARMUP_STEPS = 10
 WINDOW_STEPS = 10  # throughput is read over windows of this many steps (a multiple of --report-every)
@@ -49,10 +49,10 @@ async def subscribe(address: str, job_id: str, delays: list, ready: list) -> Non
                 ready.append(now)
             event = message.event
             if event.HasField("training_metrics") and event.training_metrics.step > WARMUP_STEPS:
-                delays.append(now - common.event_seconds(event))
+                delays.append(now - processes.event_seconds(event))
 
 
-async def run_job(daemon: common.Daemon, spec, subscribers: int) -> dict:
+async def run_job(daemon: processes.Daemon, spec, subscribers: int) -> dict:
     import grpc
 
     from tunewire.v1 import training_job_pb2 as job_pb
@@ -84,7 +84,7 @@ async def run_job(daemon: common.Daemon, spec, subscribers: int) -> dict:
             if event.HasField("training_metrics"):
                 m = event.training_metrics
                 if m.step % WINDOW_STEPS == 0:
-                    reports.append((m.step, common.event_seconds(event), m.trained_tokens))
+                    reports.append((m.step, processes.event_seconds(event), m.trained_tokens))
             if event.HasField("state_change"):
                 final = event.state_change.state
         if final != job_pb.JOB_STATE_SUCCEEDED:
@@ -107,7 +107,7 @@ async def run(args) -> list[dict]:
     home = Path(tempfile.mkdtemp(prefix="home-", dir=scratch))
     spec = common.job_spec(common.model_dir("tiny"), raw, "lora", steps=args.steps, batch_size=4,
                            seq_length=256, report_every=args.report_every)
-    daemon = common.Daemon(home, raw.parent)
+    daemon = processes.Daemon(home, raw.parent)
     runs = []
     try:
         await daemon.ready()
