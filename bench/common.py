@@ -57,6 +57,14 @@ _TEXT = (
 _WORDS = _TEXT.split()
 
 
+def scratch_dir(name: str) -> Path:
+    """bench/.work/NAME, emptied: a run keeps only its own files (logs to read if it failed)."""
+    path = WORK / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
 # ---- models -----------------------------------------------------------------------
 
 

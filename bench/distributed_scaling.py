@@ -185,8 +185,7 @@ def main() -> int:
         print(json.dumps(allreduce_child([int(s) for s in args.allreduce_child.split(",")], args.repeats)))
         return 0
     load_at_start = os.getloadavg()[0]
-    scratch = common.WORK / "distributed_scaling"
-    scratch.mkdir(parents=True, exist_ok=True)
+    scratch = common.scratch_dir("distributed_scaling")
     data = common.canonical_data(common.write_chat_data(scratch / "data" / "chat.jsonl"))
     methods = args.methods.split(",")
     jobs: dict = {m: {name: [] for name, _, _ in VARIANTS} for m in methods}

@@ -280,8 +280,7 @@ def main() -> int:
     if unknown:
         raise SystemExit(f"--methods: unknown {unknown[0]!r}; choose from {', '.join(METHODS)}")
     load_at_start = os.getloadavg()[0]
-    scratch = common.WORK / "trainer_memory"
-    scratch.mkdir(parents=True, exist_ok=True)
+    scratch = common.scratch_dir("trainer_memory")
     data = common.canonical_data(common.write_chat_data(scratch / "data" / "chat.jsonl", records=16))
     model = common.model_dir(MODEL, args.dtype)
     try:

@@ -116,8 +116,7 @@ def main() -> int:
         print("no OpenBLAS to compare with on this machine (Linux with libopenblas only)")
         return 1
     load_at_start = os.getloadavg()[0]
-    scratch = common.WORK / "trainer_openblas"
-    scratch.mkdir(parents=True, exist_ok=True)
+    scratch = common.scratch_dir("trainer_openblas")
     data = common.canonical_data(common.write_chat_data(scratch / "data" / "chat.jsonl"))
     results = {}
     for name in args.models.split(","):

@@ -266,8 +266,7 @@ def report(args, results: dict, load_at_start: float) -> str:
 
 
 async def run(args) -> dict:
-    scratch = common.WORK / "trainer_overhead"
-    scratch.mkdir(parents=True, exist_ok=True)
+    scratch = common.scratch_dir("trainer_overhead")
     raw = common.write_chat_data(scratch / "data" / "chat.jsonl")
     canonical = common.canonical_data(raw)
     home = Path(tempfile.mkdtemp(prefix="home-", dir=scratch))

@@ -178,8 +178,7 @@ def main() -> int:
         print(json.dumps(child(args.child, args.steps)))
         return 0
     load_at_start = os.getloadavg()[0]
-    scratch = common.WORK / "trainer_step_ab"
-    scratch.mkdir(parents=True, exist_ok=True)
+    scratch = common.scratch_dir("trainer_step_ab")
     results = {}
     for name in args.models.split(","):
         results[name] = run_model(name, args.steps, scratch)

@@ -101,8 +101,7 @@ async def run_job(daemon: processes.Daemon, spec, subscribers: int) -> dict:
 
 
 async def run(args) -> list[dict]:
-    scratch = common.WORK / "trainer_streaming"
-    scratch.mkdir(parents=True, exist_ok=True)
+    scratch = common.scratch_dir("trainer_streaming")
     raw = common.write_chat_data(scratch / "data" / "chat.jsonl")
     home = Path(tempfile.mkdtemp(prefix="home-", dir=scratch))
     spec = common.job_spec(common.model_dir("tiny"), raw, "lora", steps=args.steps, batch_size=4,
