@@ -22,6 +22,7 @@ from tunewire.trainer import blas, supervisor
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.event_bus import EventBus
 from tunewire.trainer.job_store import ACTIVE_STATES, TERMINAL_STATES, JobStore, now_timestamp
+from tunewire.trainer.worker import launch  # builds commands only: no mlx
 from tunewire.trainer.worker_events import log_event, translate
 from tunewire.v1 import training_event_pb2 as event_pb
 from tunewire.v1 import training_job_pb2 as job_pb
@@ -172,14 +173,18 @@ class JobRunner:
     def _rank_commands(
         self, job: job_pb.TrainingJob, job_dir: Path, config_path: Path, worker_config: dict
     ) -> list[supervisor.RankCommand]:
-        env = blas.worker_env(dict(os.environ))
-        env["PYTHONUNBUFFERED"] = "1"
         world = max(1, job.spec.distributed.world_size)
+        hosts = list(job.distributed.hosts) or ["localhost"] * world
+        local_ranks = sum(1 for host in hosts if launch.is_local(host.rsplit(":", 1)[0]))
+        # Processes sharing this host (ranks, jobs side by side) share its CPUs:
+        # each gets its part of the BLAS threads instead of all fighting over every core.
+        sharers = local_ranks * self._config.max_running_jobs
+        threads = max(1, (os.cpu_count() or 1) // sharers) if sharers > 1 else None
+        env = blas.worker_env(dict(os.environ), threads=threads)
+        env["PYTHONUNBUFFERED"] = "1"
         if world == 1:
             argv = [self._config.python, "-m", WORKER_MODULE, "--config", str(config_path)]
             return [supervisor.RankCommand(argv, env, job_dir / "train.log")]
-        from tunewire.trainer.worker import launch  # no mlx: builds commands only
-
         return [
             supervisor.RankCommand(argv, rank_env, job_dir / ("train.log" if rank == 0 else f"train.rank{rank}.log"))
             for rank, (argv, rank_env) in enumerate(
