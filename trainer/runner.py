@@ -271,7 +271,8 @@ class JobRunner:
             self.set_state(job_id, job_pb.JOB_STATE_FAILED, status.message, status, extra=record_artifacts)
 
     def _failure_status(self, run: RunState, result: supervisor.GroupExit) -> status_pb2.Status:
-        if run.error:
+        peer_lost = run.error and run.error.get("reason") == "DISTRIBUTED_PEER_LOST"
+        if run.error and not (peer_lost and result.failed_rank not in (None, 0)):
             message = str(run.error.get("message") or "the worker reported an error")
             reason = str(run.error.get("reason") or "WORKER_ERROR")
             code = code_pb2.FAILED_PRECONDITION if reason != "INTERNAL" else code_pb2.INTERNAL

@@ -162,7 +162,10 @@ async def _supervise(group: WorkerGroup, read_fd: int, on_event: EventHandler) -
                     await proc.wait()
         result = GroupExit(returncode=code, ranks=len(group.processes), killed=group.killed)
         failures = [(rank, p.returncode) for rank, p in enumerate(group.processes) if p.returncode not in (0, None)]
-        first = group.first_failure or (failures[0] if failures else None)
+        # A rank that died on its own outranks rank 0 failing because it lost
+        # that peer: prefer the recorded first failure, then any other rank.
+        others = [f for f in failures if f[0] != 0]
+        first = group.first_failure or (others[0] if others else failures[0] if failures else None)
         if first is not None:
             result.failed_rank, result.failed_code = first
             result.log_tail = log_tail(group.commands[first[0]].log_path)
