@@ -45,6 +45,7 @@ def measure(model_dir: str, repeats: int) -> dict:
     import mlx_lm
     import mlx_lm.utils
     from mlx import nn
+
     from tunewire.trainer.blas import blas_in_use
 
     result = {"blas": blas_in_use(), "matmul_gflops": {}}
@@ -139,9 +140,8 @@ def main() -> int:
         print(json.dumps(measure(args.child, args.repeats)))
         return 0
 
-    from tunewire.trainer.blas import find_openblas, worker_env
-
     from tunewire.tiny_model import build_tiny_model
+    from tunewire.trainer.blas import find_openblas, worker_env
 
     base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "TUNEWIRE_OPENBLAS")}
     library = find_openblas(base)

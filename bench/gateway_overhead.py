@@ -35,6 +35,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
 from tunewire.gateway.keys import add_key
 from tunewire.v1 import training_service_pb2 as svc
 

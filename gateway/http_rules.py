@@ -19,9 +19,9 @@ from google.api import annotations_pb2, http_pb2
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
-from tunewire.gateway.methods import Method
 
 from tunewire.errors import FieldViolation, invalid_argument
+from tunewire.gateway.methods import Method
 
 HTTP_VERBS = ("get", "put", "post", "delete", "patch")
 _INT_TYPES = {

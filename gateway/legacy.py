@@ -20,6 +20,8 @@ import json
 
 import grpc
 from aiohttp import web
+
+from tunewire.errors import FieldViolation, invalid_argument
 from tunewire.gateway.auth import PRINCIPAL
 from tunewire.gateway.http_errors import StatusError
 from tunewire.gateway.keys import Principal
@@ -36,8 +38,6 @@ from tunewire.gateway.methods import Method
 from tunewire.gateway.trainer_link import TrainerLink
 from tunewire.v1 import dataset_service_pb2 as ds_svc
 from tunewire.v1 import training_service_pb2 as svc
-
-from tunewire.errors import FieldViolation, invalid_argument
 
 HEALTH_TIMEOUT_SECONDS = 5.0
 MAX_LIST = 1000

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
-from tunewire.v1 import dataset_pb2 as ds_pb
-from tunewire.v1 import training_job_pb2 as job_pb
 
 from tunewire.errors import FieldViolation, invalid_argument
+from tunewire.v1 import dataset_pb2 as ds_pb
+from tunewire.v1 import training_job_pb2 as job_pb
 
 # Old status words by state; anything not finished and not queued is "running".
 OLD_STATUS = {

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from google.protobuf import descriptor as pb_descriptor
 from google.protobuf import message_factory
+
 from tunewire.v1 import dataset_service_pb2, training_service_pb2
 
 SERVICES: tuple[pb_descriptor.ServiceDescriptor, ...] = (

@@ -13,6 +13,7 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from tunewire.gateway import legacy
 from tunewire.gateway.auth import Authenticator, AuthInterceptor, http_auth_middleware
 from tunewire.gateway.config import GatewayConfig

@@ -14,12 +14,12 @@ from collections.abc import Iterator
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from tunewire.errors import ERROR_DOMAIN, ServiceError
 from tunewire.gateway.config import GatewayConfig
 from tunewire.gateway.keys import Principal
 from tunewire.gateway.methods import Method
 from tunewire.trainer.identity import INTERNAL_TOKEN_HEADER, PRINCIPAL_HEADER, ROLE_HEADER
-
-from tunewire.errors import ERROR_DOMAIN, ServiceError
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 # The trainer's own limit; responses such as a long job list can be big.

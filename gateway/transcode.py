@@ -19,14 +19,14 @@ import grpc
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
+
+from tunewire.errors import FieldViolation, ServiceError, invalid_argument
 from tunewire.gateway.auth import PRINCIPAL
 from tunewire.gateway.forward import pump_upload
 from tunewire.gateway.http_errors import status_to_dict
 from tunewire.gateway.http_rules import HttpRoute, build_request, field_path_named, set_from_strings
 from tunewire.gateway.limits import StreamLimiter, upload_too_large
 from tunewire.gateway.trainer_link import TrainerLink
-
-from tunewire.errors import FieldViolation, ServiceError, invalid_argument
 
 # How long a stream may take to produce its first message before the response
 # is committed as 200; errors that come sooner get their own HTTP status.

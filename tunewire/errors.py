@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import grpc
 from google.protobuf import duration_pb2

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tunewire.trainer.blas import blas_in_use, find_openblas, worker_env
 
 pytestmark = [

@@ -2,6 +2,7 @@
 
 import pytest
 from google.api import annotations_pb2
+
 from tunewire.v1 import (
     dataset_service_pb2,
     dataset_service_pb2_grpc,

@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import grpc
 import pytest
+
 from tunewire.gateway.config import GatewayConfig
 from tunewire.gateway.keys import add_key
 from tunewire.gateway.server import GatewayServer, start_gateway

@@ -8,6 +8,7 @@ import json
 import shutil
 
 import pytest
+
 from tunewire.v1 import training_service_pb2 as svc
 
 pytestmark = [

@@ -9,6 +9,7 @@ import sys
 
 import grpc
 import pytest
+
 from tunewire.gateway.config import (
     DEFAULT_GRPC_LISTEN,
     DEFAULT_HTTP_LISTEN,

@@ -10,6 +10,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
 from tunewire.gateway.methods import forwarded_methods
 from tunewire.v1 import training_job_pb2 as job_pb
 from tunewire.v1 import training_service_pb2 as svc

@@ -14,6 +14,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
+
 from tunewire.v1 import dataset_service_pb2 as ds_svc
 from tunewire.v1 import training_job_pb2 as job_pb
 from tunewire.v1 import training_service_pb2 as svc

@@ -9,6 +9,7 @@ import hashlib
 import json
 
 import pytest
+
 from tunewire.gateway.http_rules import routes_for
 from tunewire.gateway.methods import forwarded_methods
 

@@ -7,6 +7,8 @@ import re
 import grpc
 import pytest
 from multidict import MultiDict
+
+from tunewire.errors import ServiceError
 from tunewire.gateway.http_rules import (
     build_request,
     compile_template,
@@ -16,8 +18,6 @@ from tunewire.gateway.http_rules import (
 from tunewire.gateway.methods import forwarded_methods
 from tunewire.v1 import training_job_pb2 as job_pb
 from tunewire.v1 import training_service_pb2 as svc_pb
-
-from tunewire.errors import ServiceError
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -11,6 +11,8 @@ import threading
 import time
 
 import pytest
+
+from tunewire.cli.keys import run_keys
 from tunewire.gateway.keys import (
     ENV_KEY_NAME,
     KeyRing,
@@ -19,8 +21,6 @@ from tunewire.gateway.keys import (
     read_keys_file,
     remove_key,
 )
-
-from tunewire.cli.keys import run_keys
 
 pytestmark = pytest.mark.timeout(60)
 

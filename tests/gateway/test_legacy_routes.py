@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from tunewire.gateway.server import start_gateway
 
 from .conftest import start_stack

@@ -6,6 +6,8 @@ import json
 
 import grpc
 import pytest
+
+from tunewire.errors import FieldViolation, ServiceError, invalid_argument
 from tunewire.gateway.http_errors import (
     HTTP_STATUS,
     error_response,
@@ -13,8 +15,6 @@ from tunewire.gateway.http_errors import (
     retry_after_seconds,
 )
 from tunewire.gateway.limits import RateLimiter, StreamLimiter
-
-from tunewire.errors import FieldViolation, ServiceError, invalid_argument
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tunewire.trainer.blas import worker_env
 from tunewire.trainer.worker.launch import rank_commands
 

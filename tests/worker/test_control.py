@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tunewire.trainer.worker.events import DAEMON_GONE_EXIT
 
 pytestmark = pytest.mark.timeout(90)

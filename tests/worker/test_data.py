@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from mlx_lm.utils import load_tokenizer
+
 from tunewire.trainer.worker.config import ConfigError, from_dict
 from tunewire.trainer.worker.data import DataError, Position, TrainBatches, collate, load_dataset
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import mlx.core as mx
 import pytest
+
 from tunewire.trainer.worker.launch import HOSTFILE_NAME, rank_commands
 
 pytestmark = pytest.mark.timeout(120)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from mlx_lm.utils import load_tokenizer
+
 from tunewire.trainer.blas import worker_env
 
 pytestmark = pytest.mark.timeout(90)

@@ -18,6 +18,7 @@ from pathlib import Path
 import mlx.core as mx
 from mlx import nn
 from mlx.utils import tree_flatten
+
 from tunewire.trainer.worker.config import WorkerConfig
 from tunewire.trainer.worker.model_setup import AdapterSetup, LoadedModel
 

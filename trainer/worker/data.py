@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from tunewire.datasets.masking import trained_token_mask
 
 # Pad a batch to one plus a multiple of this, as mlx-lm does: few distinct

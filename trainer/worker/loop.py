@@ -24,6 +24,7 @@ import mlx.optimizers as optim
 from mlx import nn
 from mlx.nn.utils import average_gradients
 from mlx.utils import tree_map
+
 from tunewire.trainer.worker import checkpoint
 from tunewire.trainer.worker.artifacts import trainable_weights
 from tunewire.trainer.worker.config import WorkerConfig

@@ -23,6 +23,7 @@ from mlx_lm.utils import (
     load_tokenizer,
 )
 from mlx_lm.utils import load_model as mlx_load_model
+
 from tunewire.trainer.worker.config import WorkerConfig
 from tunewire.trainer.worker.errors import WorkerError
 

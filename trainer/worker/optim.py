@@ -6,6 +6,7 @@ import math
 
 import mlx.core as mx
 import mlx.optimizers as optim
+
 from tunewire.trainer.worker.config import Hyperparameters
 
 
