@@ -22,6 +22,7 @@ from tunewire.datasets.turns import (
     check_order,
     parse_tools,
     text_problem,
+    turn_list,
 )
 
 FIELDS = frozenset({"messages", "tools"})
@@ -63,21 +64,8 @@ def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], l
     """(messages, tools) of a valid record; None after adding its errors to `ctx`."""
     before = ctx.error_count
     tools = parse_tools(record.get("tools"), line, ctx)
-    items = record.get("messages")
-    if type(items) is not list:
-        if items is None and "messages" not in record:
-            ctx.error(line, codes.MISSING_FIELD, "'messages' is missing", "messages")
-        else:
-            ctx.error(
-                line,
-                codes.WRONG_TYPE,
-                "'messages' must be a list of {role, content} objects, "
-                f"got {describe_value(items)}",
-                "messages",
-            )
-        return None
-    if not items:
-        ctx.error(line, codes.EMPTY_VALUE, "'messages' is empty", "messages")
+    items = turn_list(record, "messages", "{role, content} objects", line, ctx)
+    if items is None:
         return None
     messages: list[Message] = []
     for i, item in enumerate(items):

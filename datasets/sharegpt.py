@@ -24,6 +24,7 @@ from tunewire.datasets.turns import (
     optional_text,
     parse_tools,
     text_problem,
+    turn_list,
 )
 
 FIELDS = frozenset({"conversations", "system", "tools"})
@@ -82,21 +83,8 @@ def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], l
     before = ctx.error_count
     system = optional_text(record.get("system"), "system", line, ctx)
     tools = parse_tools(record.get("tools"), line, ctx)
-    turns = record.get("conversations")
-    if type(turns) is not list:
-        if turns is None and "conversations" not in record:
-            ctx.error(line, codes.MISSING_FIELD, "'conversations' is missing", "conversations")
-        else:
-            ctx.error(
-                line,
-                codes.WRONG_TYPE,
-                "'conversations' must be a list of {from, value} turns, "
-                f"got {describe_value(turns)}",
-                "conversations",
-            )
-        return None
-    if not turns:
-        ctx.error(line, codes.EMPTY_VALUE, "'conversations' is empty", "conversations")
+    turns = turn_list(record, "conversations", "{from, value} turns", line, ctx)
+    if turns is None:
         return None
     messages: list[Message] = []
     names: list[str] = []

@@ -199,6 +199,27 @@ def text_problem(value: object, field: str, line: int, ctx: RecordContext, prese
     return True
 
 
+def turn_list(record: dict, key: str, shape: str, line: int, ctx: RecordContext) -> list | None:
+    """`record[key]` when it is a non-empty list; None after adding the error to `ctx`.
+    `shape` says what an item looks like, for the message ("{from, value} turns")."""
+    items = record.get(key)
+    if type(items) is not list:
+        if items is None and key not in record:
+            ctx.error(line, codes.MISSING_FIELD, f"'{key}' is missing", key)
+        else:
+            ctx.error(
+                line,
+                codes.WRONG_TYPE,
+                f"'{key}' must be a list of {shape}, got {describe_value(items)}",
+                key,
+            )
+        return None
+    if not items:
+        ctx.error(line, codes.EMPTY_VALUE, f"'{key}' is empty", key)
+        return None
+    return items
+
+
 def optional_text(value: object, field: str, line: int, ctx: RecordContext) -> str | None:
     """An optional text field: absent, null or blank mean none; other non-strings: WRONG_TYPE."""
     if value is None:
