@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from pathlib import Path
 
 from tunewire.trainer import db
 from tunewire.trainer.identity import Principal
@@ -35,7 +34,7 @@ def dataset_id_for(sha256_hex: str) -> str:
 
 
 class DatasetStore:
-    def __init__(self, conn: sqlite3.Connection, root: Path | None = None):
+    def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
         self._lock = threading.Lock()
         db.ensure_schema(conn, SCHEMA)

@@ -198,6 +198,13 @@ class JobStore:
         ).fetchall()
         return [r["id"] for r in rows]
 
+    def count(self, states: Iterable[int]) -> int:
+        """Jobs in any of `states`, counted without reading them (server info, /health)."""
+        states = list(states)
+        return self._conn.execute(
+            f"SELECT COUNT(*) FROM jobs WHERE state IN ({','.join('?' * len(states))})", states
+        ).fetchone()[0]
+
     def in_states(self, states: Iterable[int]) -> list[job_pb.TrainingJob]:
         """Jobs in any of `states`, oldest first (queue order)."""
         states = list(states)

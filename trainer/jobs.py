@@ -169,7 +169,7 @@ class JobManager:
         return page.jobs, token, page.total
 
     def count_in_states(self, states) -> int:
-        return len(self._store.in_states(states))
+        return self._store.count(states)
 
     def checkpoints(self, who: Principal, job_id: str) -> list[job_pb.Checkpoint]:
         self._visible(who, job_id)

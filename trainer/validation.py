@@ -210,7 +210,8 @@ def _check_distributed(spec: job_pb.TrainingJobSpec, bad, roots: tuple[Path, ...
             bad(f"distributed.hosts[{i}]", f"{host!r} is not 'host' or 'host:port'")
         elif not m.group(3) and not is_local(m.group(1)):
             bad(f"distributed.hosts[{i}]", f"{host!r} is another machine: give the port its rank listens on (host:port)")
-    if hosts and not is_local(_HOST.match(hosts[0]).group(1) if _HOST.match(hosts[0]) else hosts[0]):
+    first = _HOST.match(hosts[0]) if hosts else None
+    if hosts and not is_local(first.group(1) if first else hosts[0]):
         field = "distributed.hosts[0]" if dist.hosts else "distributed.hostfile"
         bad(field, f"rank 0 reports progress and writes checkpoints, so it runs on the trainer's own host; "
                    f"list this host first (got {hosts[0]!r})")
