@@ -97,9 +97,11 @@ class JobRunner:
         self, job_id: str, state: int, reason: str, error: status_pb2.Status | None = None,
         extra: Callable[[job_pb.TrainingJob], None] | None = None,
     ) -> job_pb.TrainingJob:
-        previous = self._store.get(job_id).state
+        event = state_event(job_pb.JOB_STATE_UNSPECIFIED, state, reason, error)
 
         def change(job: job_pb.TrainingJob) -> None:
+            # Read inside the store's transaction: the event names the state it replaced.
+            event.state_change.previous_state = job.state
             job.state = state
             if state == job_pb.JOB_STATE_RUNNING and not job.HasField("start_time"):
                 job.start_time.CopyFrom(now_timestamp())
@@ -110,7 +112,7 @@ class JobRunner:
             if extra is not None:
                 extra(job)
 
-        return self.apply(job_id, change, state_event(previous, state, reason, error))
+        return self.apply(job_id, change, event)
 
     # ---- scheduling ----------------------------------------------------------
 
