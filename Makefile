@@ -50,6 +50,7 @@ lint-proto: proto-deps
 	npx --yes @bufbuild/buf lint protos
 
 lint: $(INSTALLED) lint-proto
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
 test: setup

@@ -150,7 +150,10 @@ def main() -> int:
         return 1
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = str(build_tiny_model(Path(scratch) / "tiny", seed=0))
-        sides = {"without": worker_env({**base, "TUNEWIRE_OPENBLAS": "0"}), "with": worker_env(base)}
+        sides = {
+            "without": worker_env({**base, "TUNEWIRE_OPENBLAS": "0"}),
+            "with": worker_env(base),
+        }
         rounds = {side: [] for side in sides}
         for _ in range(args.rounds):
             for side, env in sides.items():

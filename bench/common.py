@@ -82,7 +82,9 @@ def model_names() -> list[str]:
 
 def parameter_count(name: str) -> int:
     preset = preset_of(name)
-    return tiny_model.parameter_count(preset, preset.vocab_size or tiny_tokenizer.train_tokenizer().get_vocab_size())
+    return tiny_model.parameter_count(
+        preset, preset.vocab_size or tiny_tokenizer.train_tokenizer().get_vocab_size()
+    )
 
 
 def model_dir(name: str, dtype: str = "float32") -> Path:
@@ -105,10 +107,14 @@ def _build_extra(out: Path, name: str, dtype: str) -> None:
     tokenizer = tiny_tokenizer.train_tokenizer()
     ids = tiny_tokenizer.special_token_ids(tokenizer)
     vocab = tokenizer.get_vocab_size()
-    tiny_model.write_safetensors(staging / "model.safetensors", tiny_model.tensor_specs(preset, vocab), 0, dtype)
+    tiny_model.write_safetensors(
+        staging / "model.safetensors", tiny_model.tensor_specs(preset, vocab), 0, dtype
+    )
     tiny_tokenizer.write_tokenizer_files(staging, tokenizer, preset.max_position_embeddings)
     tiny_tokenizer.write_json(staging / "generation_config.json", tiny_model.generation_config(ids))
-    tiny_tokenizer.write_json(staging / "config.json", tiny_model.model_config(preset, vocab, ids, dtype, name, 0))
+    tiny_tokenizer.write_json(
+        staging / "config.json", tiny_model.model_config(preset, vocab, ids, dtype, name, 0)
+    )
     shutil.rmtree(out, ignore_errors=True)
     os.replace(staging, out)
 
@@ -130,7 +136,10 @@ def write_chat_data(path: Path, records: int = 64, words: int = 400, seed: int =
         for n in range(records):
             messages = [
                 {"role": "system", "content": "You answer questions about machine learning."},
-                {"role": "user", "content": f"[{n}] " + " ".join(rng.choices(_WORDS, k=words // 4))},
+                {
+                    "role": "user",
+                    "content": f"[{n}] " + " ".join(rng.choices(_WORDS, k=words // 4)),
+                },
                 {"role": "assistant", "content": " ".join(rng.choices(_WORDS, k=words))},
             ]
             f.write(json.dumps({"messages": messages}) + "\n")
@@ -150,9 +159,20 @@ def canonical_data(raw: Path) -> Path:
 # ---- configs and environment ----------------------------------------------------
 
 
-def worker_config(job_dir: Path, model: Path, train_path: Path, method: str = "lora", *,
-                  steps: int, batch_size: int, seq_length: int, report_every: int,
-                  rank: int = 8, world_size: int = 1, **extra) -> dict:
+def worker_config(
+    job_dir: Path,
+    model: Path,
+    train_path: Path,
+    method: str = "lora",
+    *,
+    steps: int,
+    batch_size: int,
+    seq_length: int,
+    report_every: int,
+    rank: int = 8,
+    world_size: int = 1,
+    **extra,
+) -> dict:
     """A worker config as the daemon writes it (every field the daemon sets)."""
     job_dir.mkdir(parents=True, exist_ok=True)
     config = {
@@ -162,12 +182,22 @@ def worker_config(job_dir: Path, model: Path, train_path: Path, method: str = "l
         "method": method,
         "train_path": str(train_path),
         "validation_path": None,
-        "lora": {"rank": rank, "alpha": 2.0 * rank, "dropout": 0.0, "target_modules": [],
-                 "num_layers": -1},
+        "lora": {
+            "rank": rank,
+            "alpha": 2.0 * rank,
+            "dropout": 0.0,
+            "target_modules": [],
+            "num_layers": -1,
+        },
         "quantization": {"bits": 4, "group_size": 64},
         "hyperparameters": {
-            "max_steps": steps, "batch_size": batch_size, "learning_rate": 1e-4,
-            "optimizer": "adamw", "weight_decay": 0.01, "max_seq_length": seq_length, "seed": 0,
+            "max_steps": steps,
+            "batch_size": batch_size,
+            "learning_rate": 1e-4,
+            "optimizer": "adamw",
+            "weight_decay": 0.01,
+            "max_seq_length": seq_length,
+            "seed": 0,
         },
         "loss_masking": "all",
         "checkpointing": {"interval_steps": 10**9, "keep_last": 1},
@@ -194,21 +224,40 @@ def bench_env(openblas: bool = True, threads: int | None = None) -> dict:
     return worker_env(base, threads=threads)
 
 
-def job_spec(model: Path, data: Path, method: str = "lora", *, steps: int, batch_size: int,
-             seq_length: int, report_every: int, rank: int = 8, world_size: int = 1):
+def job_spec(
+    model: Path,
+    data: Path,
+    method: str = "lora",
+    *,
+    steps: int,
+    batch_size: int,
+    seq_length: int,
+    report_every: int,
+    rank: int = 8,
+    world_size: int = 1,
+):
     """The TrainingJobSpec matching `worker_config` (same model, data and settings)."""
     from tunewire.v1 import training_job_pb2 as job_pb
 
-    methods = {"lora": job_pb.TRAINING_METHOD_LORA, "qlora": job_pb.TRAINING_METHOD_QLORA,
-               "dora": job_pb.TRAINING_METHOD_DORA, "full": job_pb.TRAINING_METHOD_FULL}
+    methods = {
+        "lora": job_pb.TRAINING_METHOD_LORA,
+        "qlora": job_pb.TRAINING_METHOD_QLORA,
+        "dora": job_pb.TRAINING_METHOD_DORA,
+        "full": job_pb.TRAINING_METHOD_FULL,
+    }
     return job_pb.TrainingJobSpec(
         model=str(model),
         dataset=job_pb.DatasetSource(path=str(data)),
         method=methods[method],
         lora=job_pb.LoraConfig(rank=rank, alpha=2.0 * rank, num_layers=-1),
         hyperparameters=job_pb.Hyperparameters(
-            max_steps=steps, batch_size=batch_size, learning_rate=1e-4, optimizer=job_pb.OPTIMIZER_ADAMW,
-            weight_decay=0.01, max_seq_length=seq_length, seed=0,
+            max_steps=steps,
+            batch_size=batch_size,
+            learning_rate=1e-4,
+            optimizer=job_pb.OPTIMIZER_ADAMW,
+            weight_decay=0.01,
+            max_seq_length=seq_length,
+            seed=0,
         ),
         loss_masking=job_pb.LOSS_MASKING_ALL_TOKENS,
         checkpointing=job_pb.CheckpointConfig(interval_steps=10**9, keep_last=1),
@@ -245,7 +294,9 @@ def steady_rate(reports: list[tuple[int, float, int]], warmup_steps: int) -> Rat
     """
     window = [r for r in reports if r[0] >= warmup_steps]
     if len(window) < 2:
-        raise ValueError(f"need two reports after step {warmup_steps}, got {[r[0] for r in reports]}")
+        raise ValueError(
+            f"need two reports after step {warmup_steps}, got {[r[0] for r in reports]}"
+        )
     (s0, t0, n0), (s1, t1, n1) = window[0], window[-1]
     return Rate(tokens=n1 - n0, seconds=t1 - t0, steps=s1 - s0)
 
@@ -298,8 +349,11 @@ def machine_line(load_at_start: float | None = None) -> str:
     from tunewire.trainer.blas import find_openblas
 
     load = os.getloadavg()[0]
-    loads = f"load average {load_at_start:.1f} at the start, {load:.1f} at the end" if load_at_start is not None \
+    loads = (
+        f"load average {load_at_start:.1f} at the start, {load:.1f} at the end"
+        if load_at_start is not None
         else f"load average {load:.1f} at the end"
+    )
     library = find_openblas({k: v for k, v in os.environ.items() if k != "TUNEWIRE_OPENBLAS"})
     return (
         f"{time.strftime('%Y-%m-%d')}; {cpu_name()}, {os.cpu_count()} CPUs, "

@@ -32,8 +32,15 @@ class Shape:
     def linears(self) -> dict[str, tuple[int, int]]:
         """(in, out) of every linear layer in one block."""
         h, kv, i = self.hidden, self.kv_dim, self.intermediate
-        return {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
-                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+        return {
+            "q_proj": (h, h),
+            "k_proj": (h, kv),
+            "v_proj": (h, kv),
+            "o_proj": (h, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }
 
     def parameters(self) -> int:
         block = sum(a * b for a, b in self.linears().values())
@@ -44,7 +51,9 @@ class Shape:
 
     def lora_parameters(self, rank: int, modules: tuple[str, ...]) -> int:
         """A (in x r) and B (r x out) on each listed module of every block."""
-        return self.layers * sum(rank * (a + b) for m, (a, b) in self.linears().items() if m in modules)
+        return self.layers * sum(
+            rank * (a + b) for m, (a, b) in self.linears().items() if m in modules
+        )
 
 
 QWEN_05B = Shape("Qwen2.5-0.5B", 896, 24, 14, 2, 4864, 151936, tied=True)
@@ -106,17 +115,23 @@ def step_flops(params: int, tokens: int, full: bool) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rank", type=int, default=8, help="LoRA rank")
-    parser.add_argument("--latency-us", type=float, default=50.0, help="per-hop latency of the ring (TCP)")
+    parser.add_argument(
+        "--latency-us", type=float, default=50.0, help="per-hop latency of the ring (TCP)"
+    )
     parser.add_argument("--tokens", type=int, default=8 * 2048, help="tokens per rank per step")
-    parser.add_argument("--ranks", type=int, default=8, help="N for the compute/communication table")
+    parser.add_argument(
+        "--ranks", type=int, default=8, help="N for the compute/communication table"
+    )
     args = parser.parse_args()
     latency = args.latency_us * 1e-6
 
     print(f"| model | parameters | LoRA r{args.rank} on q,v | LoRA r{args.rank} on all 7 linear |")
     print("|---|---:|---:|---:|")
     for shape in (QWEN_05B, QWEN_7B):
-        print(f"| {shape.name} | {shape.parameters():,} | {shape.lora_parameters(args.rank, QV):,} | "
-              f"{shape.lora_parameters(args.rank, ALL_LINEAR):,} |")
+        print(
+            f"| {shape.name} | {shape.parameters():,} | {shape.lora_parameters(args.rank, QV):,} | "
+            f"{shape.lora_parameters(args.rank, ALL_LINEAR):,} |"
+        )
 
     print("\nBytes each rank sends per step (ring all-reduce of the gradients, 2(N-1)/N x S):\n")
     print("| gradients | S | " + " | ".join(f"N={n}" for n in RANKS) + " |")
@@ -127,18 +142,24 @@ def main() -> None:
         print(f"| {case} | {size / 1e6:,.1f} MB | " + " | ".join(cells) + " |")
 
     for n in RANKS:
-        print(f"\nAll-reduce time per step, N={n}, {args.latency_us:g} us per hop "
-              f"(latency term {human_seconds(2 * (n - 1) * latency)}):\n")
+        print(
+            f"\nAll-reduce time per step, N={n}, {args.latency_us:g} us per hop "
+            f"(latency term {human_seconds(2 * (n - 1) * latency)}):\n"
+        )
         print("| gradients | " + " | ".join(LINKS) + " |")
         print("|---|" + "---:|" * len(LINKS))
         for case, params, width in gradient_cases(args.rank):
-            cells = [human_seconds(ring_seconds(params * width, n, bw, latency)) for bw in LINKS.values()]
+            cells = [
+                human_seconds(ring_seconds(params * width, n, bw, latency)) for bw in LINKS.values()
+            ]
             print(f"| {case} | " + " | ".join(cells) + " |")
 
     n = args.ranks
-    print(f"\nCompute per step ({args.tokens:,} tokens per rank) against the all-reduce at N={n} "
-          "(communication / compute; above 1: the network, not the chip, sets the pace; tunewire does "
-          "not overlap the two, so the step takes their sum):\n")
+    print(
+        f"\nCompute per step ({args.tokens:,} tokens per rank) against the all-reduce at N={n} "
+        "(communication / compute; above 1: the network, not the chip, sets the pace; tunewire does "
+        "not overlap the two, so the step takes their sum):\n"
+    )
     print("| gradients | device | compute s/step | " + " | ".join(LINKS) + " |")
     print("|---|---|---:|" + "---:|" * len(LINKS))
     for case, params, width in gradient_cases(args.rank):
@@ -147,18 +168,27 @@ def main() -> None:
         shape = QWEN_05B if case.startswith("0.5B") else QWEN_7B
         for device, flops in DEVICES.items():
             compute = step_flops(shape.parameters(), args.tokens, "full" in case) / flops
-            cells = [f"{ring_seconds(params * width, n, bw, latency) / compute:.2f}" for bw in LINKS.values()]
+            cells = [
+                f"{ring_seconds(params * width, n, bw, latency) / compute:.2f}"
+                for bw in LINKS.values()
+            ]
             print(f"| {case} | {device} | {compute:.2f} | " + " | ".join(cells) + " |")
 
-    print("\nMemory per rank before activations (data parallel: every rank holds everything), AdamW; "
-          "LoRA adds its adapters x 16 bytes (weights, gradients, two moments):\n")
-    print("| model | weights fp32 | gradients fp32 | AdamW moments fp32 | FULL total | LoRA: fp32 base | "
-          "LoRA: bf16 base | QLoRA: 4-bit base |")
+    print(
+        "\nMemory per rank before activations (data parallel: every rank holds everything), AdamW; "
+        "LoRA adds its adapters x 16 bytes (weights, gradients, two moments):\n"
+    )
+    print(
+        "| model | weights fp32 | gradients fp32 | AdamW moments fp32 | FULL total | LoRA: fp32 base | "
+        "LoRA: bf16 base | QLoRA: 4-bit base |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for shape in (QWEN_05B, QWEN_7B):
         p = shape.parameters()
-        print(f"| {shape.name} | {p * 4 / 1e9:.1f} GB | {p * 4 / 1e9:.1f} GB | {p * 8 / 1e9:.1f} GB | "
-              f"{p * 16 / 1e9:.1f} GB | {p * 4 / 1e9:.1f} GB | {p * 2 / 1e9:.1f} GB | {p * 0.625 / 1e9:.1f} GB |")
+        print(
+            f"| {shape.name} | {p * 4 / 1e9:.1f} GB | {p * 4 / 1e9:.1f} GB | {p * 8 / 1e9:.1f} GB | "
+            f"{p * 16 / 1e9:.1f} GB | {p * 4 / 1e9:.1f} GB | {p * 2 / 1e9:.1f} GB | {p * 0.625 / 1e9:.1f} GB |"
+        )
 
 
 if __name__ == "__main__":

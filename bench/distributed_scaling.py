@@ -34,8 +34,12 @@ MODEL = "small"
 BATCH, SEQ = 4, 256
 # Bytes of float32 gradients all-reduced per step: this model's LoRA and FULL, and
 # Qwen2.5-0.5B's LoRA (rank 8, every linear layer: 4,399,104 parameters) as a bigger case.
-ALLREDUCE_SIZES = {"small LoRA": None, "small FULL": None, "Qwen2.5-0.5B LoRA r8": 4_399_104 * 4,
-                   "64 MiB": 64 << 20}
+ALLREDUCE_SIZES = {
+    "small LoRA": None,
+    "small FULL": None,
+    "Qwen2.5-0.5B LoRA r8": 4_399_104 * 4,
+    "64 MiB": 64 << 20,
+}
 VARIANTS = (
     ("1 rank", 1, None),
     ("2 ranks, BLAS threads as the daemon starts them", 2, None),
@@ -47,17 +51,33 @@ def run_job(method: str, world: int, threads: int | None, data: Path, args, scra
     from tunewire.trainer.worker.launch import rank_commands
 
     job_dir = Path(tempfile.mkdtemp(prefix=f"{method}-{world}-", dir=scratch))
-    config = common.worker_config(job_dir, common.model_dir(MODEL), data, method, steps=args.steps,
-                                  batch_size=BATCH, seq_length=SEQ, report_every=args.report_every,
-                                  world_size=world)
+    config = common.worker_config(
+        job_dir,
+        common.model_dir(MODEL),
+        data,
+        method,
+        steps=args.steps,
+        batch_size=BATCH,
+        seq_length=SEQ,
+        report_every=args.report_every,
+        world_size=world,
+    )
     commands = rank_commands(config, job_dir, base_env=common.bench_env(threads=threads))
     (argv0, env0), others = commands[0], commands[1:]
     rank0 = processes.WorkerProcess(argv0, env0, job_dir)
     ranks = []
     for rank, (argv, env) in enumerate(others, start=1):
         with open(job_dir / f"train.rank{rank}.log", "ab") as log:
-            ranks.append(subprocess.Popen(argv, cwd=job_dir, env=env, stdin=subprocess.PIPE,
-                                          stdout=log, stderr=subprocess.STDOUT))
+            ranks.append(
+                subprocess.Popen(
+                    argv,
+                    cwd=job_dir,
+                    env=env,
+                    stdin=subprocess.PIPE,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     try:
         rank0.metrics_until(args.steps, timeout=1800)
     finally:
@@ -68,7 +88,9 @@ def run_job(method: str, world: int, threads: int | None, data: Path, args, scra
     metrics = rank0.metrics()
     reports = common.worker_reports(metrics)
     setup = next(e for e in rank0.events if e["type"] == "setup")
-    reduce_times = [m["all_reduce_seconds_per_step"] for m in metrics if m["step"] > args.report_every]
+    reduce_times = [
+        m["all_reduce_seconds_per_step"] for m in metrics if m["step"] > args.report_every
+    ]
     return {
         "world": setup["world_size"],
         "trainable": setup["lora_details"]["trainable_parameters"],
@@ -106,12 +128,29 @@ def measure_allreduce(sizes: list[int], repeats: int, scratch: Path) -> dict[int
     from tunewire.trainer.worker.launch import rank_commands
 
     job_dir = Path(tempfile.mkdtemp(prefix="allreduce-", dir=scratch))
-    commands = rank_commands({"distributed": {"world_size": 2, "backend": "ring"}}, job_dir,
-                             base_env=common.bench_env())
-    argv = [common.PYTHON, "-m", "bench.distributed_scaling", "--allreduce-child",
-            ",".join(map(str, sizes)), "--repeats", str(repeats)]
-    procs = [subprocess.Popen(argv, cwd=common.REPO, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _, env in commands]
+    commands = rank_commands(
+        {"distributed": {"world_size": 2, "backend": "ring"}}, job_dir, base_env=common.bench_env()
+    )
+    argv = [
+        common.PYTHON,
+        "-m",
+        "bench.distributed_scaling",
+        "--allreduce-child",
+        ",".join(map(str, sizes)),
+        "--repeats",
+        str(repeats),
+    ]
+    procs = [
+        subprocess.Popen(
+            argv,
+            cwd=common.REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _, env in commands
+    ]
     outputs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outputs):
         if p.returncode != 0:
@@ -133,42 +172,72 @@ def report(args, jobs: dict, allreduce: dict, sizes: dict, load_at_start: float)
             values = [v for r in runs for v in r["intervals"]]
             step_ms = 1000 * BATCH * SEQ / common.median(values)
             reduce_ms = 1000 * common.median([r["all_reduce"] for r in runs])
-            rows.append([
-                method.upper(), name, f"{runs[0]['trainable']:,}",
-                f"{common.median(values):,.0f}", f"{max(values):,.0f}",
-                f"{common.median(values) / one:.2f}x / {max(values) / one_best:.2f}x",
-                f"{step_ms:,.0f}", f"{reduce_ms:.2f}" if runs[0]["world"] > 1 else "",
-                f"{100 * reduce_ms / step_ms:.1f}%" if runs[0]["world"] > 1 else "",
-            ])
+            rows.append(
+                [
+                    method.upper(),
+                    name,
+                    f"{runs[0]['trainable']:,}",
+                    f"{common.median(values):,.0f}",
+                    f"{max(values):,.0f}",
+                    f"{common.median(values) / one:.2f}x / {max(values) / one_best:.2f}x",
+                    f"{step_ms:,.0f}",
+                    f"{reduce_ms:.2f}" if runs[0]["world"] > 1 else "",
+                    f"{100 * reduce_ms / step_ms:.1f}%" if runs[0]["world"] > 1 else "",
+                ]
+            )
     reduce_rows = [
-        [name, f"{size / 2**20:.2f}", f"{1000 * allreduce[size]:.2f}",
-         f"{size / allreduce[size] / 1e9:.2f}"]
+        [
+            name,
+            f"{size / 2**20:.2f}",
+            f"{1000 * allreduce[size]:.2f}",
+            f"{size / allreduce[size] / 1e9:.2f}",
+        ]
         for name, size in sorted(sizes.items(), key=lambda item: item[1])
     ]
-    command = (f".venv/bin/python -m bench.distributed_scaling --methods {args.methods} --steps {args.steps} "
-               f"--report-every {args.report_every} --rounds {args.rounds}")
-    return "\n".join([
-        "## Distributed: 1 rank against 2 ranks on one host (ring backend, loopback)",
-        "",
-        f"Command: `{command}` ({common.machine_line(load_at_start)}).",
-        "",
-        (f"The training worker on the `small` model ({common.parameter_count(MODEL) / 1e6:.1f}M parameters), "
-        f"global batch {BATCH} x {SEQ} tokens, AdamW, float32, OpenBLAS preloaded; ranks started from "
-        "`launch.rank_commands` as the daemon starts them (2 ranks: 2 x 256 tokens each, gradients averaged "
-        f"over `mx.distributed`'s ring backend on 127.0.0.1). {args.steps} steps, the first "
-        f"{args.report_every} a warm-up; {args.rounds} round(s), variants in turn. Tokens/s: the whole job's, "
-        "median and best report interval. All-reduce ms/step: the worker's `all_reduce_seconds_per_step` "
-        "(median over reports)."),
-        "",
-        common.table(["method", "ranks", "trainable parameters", "tokens/s (median)", "tokens/s (best)",
-                      "vs 1 rank (medians / bests)", "ms/step", "all-reduce ms/step (worker)", "share of the step"], rows),
-        "",
-        ("`mx.distributed.all_sum` of float32 zeros between the two ranks on their own (no training), median "
-        f"of {args.repeats} after a barrier; bandwidth = bytes / time (a ring of 2 sends each rank's half out "
-        "and gets the other half back: 2 x (N-1)/N = 1 x the buffer per rank):"),
-        "",
-        common.table(["buffer", "MiB", "ms", "GB/s"], reduce_rows),
-    ])
+    command = (
+        f".venv/bin/python -m bench.distributed_scaling --methods {args.methods} --steps {args.steps} "
+        f"--report-every {args.report_every} --rounds {args.rounds}"
+    )
+    return "\n".join(
+        [
+            "## Distributed: 1 rank against 2 ranks on one host (ring backend, loopback)",
+            "",
+            f"Command: `{command}` ({common.machine_line(load_at_start)}).",
+            "",
+            (
+                f"The training worker on the `small` model ({common.parameter_count(MODEL) / 1e6:.1f}M parameters), "
+                f"global batch {BATCH} x {SEQ} tokens, AdamW, float32, OpenBLAS preloaded; ranks started from "
+                "`launch.rank_commands` as the daemon starts them (2 ranks: 2 x 256 tokens each, gradients averaged "
+                f"over `mx.distributed`'s ring backend on 127.0.0.1). {args.steps} steps, the first "
+                f"{args.report_every} a warm-up; {args.rounds} round(s), variants in turn. Tokens/s: the whole job's, "
+                "median and best report interval. All-reduce ms/step: the worker's `all_reduce_seconds_per_step` "
+                "(median over reports)."
+            ),
+            "",
+            common.table(
+                [
+                    "method",
+                    "ranks",
+                    "trainable parameters",
+                    "tokens/s (median)",
+                    "tokens/s (best)",
+                    "vs 1 rank (medians / bests)",
+                    "ms/step",
+                    "all-reduce ms/step (worker)",
+                    "share of the step",
+                ],
+                rows,
+            ),
+            "",
+            (
+                "`mx.distributed.all_sum` of float32 zeros between the two ranks on their own (no training), median "
+                f"of {args.repeats} after a barrier; bandwidth = bytes / time (a ring of 2 sends each rank's half out "
+                "and gets the other half back: 2 x (N-1)/N = 1 x the buffer per rank):"
+            ),
+            "",
+            common.table(["buffer", "MiB", "ms", "GB/s"], reduce_rows),
+        ]
+    )
 
 
 def main() -> int:
@@ -182,7 +251,11 @@ def main() -> int:
     parser.add_argument("--allreduce-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.allreduce_child:
-        print(json.dumps(allreduce_child([int(s) for s in args.allreduce_child.split(",")], args.repeats)))
+        print(
+            json.dumps(
+                allreduce_child([int(s) for s in args.allreduce_child.split(",")], args.repeats)
+            )
+        )
         return 0
     load_at_start = os.getloadavg()[0]
     scratch = common.scratch_dir("distributed_scaling")
@@ -195,8 +268,12 @@ def main() -> int:
             for name, world, threads in variants:
                 result = run_job(method, world, threads, data, args, scratch)
                 jobs[method][name].append(result)
-                print(f"  {method}, {name}: {result['rate'].tokens_per_second:,.0f} tokens/s, all-reduce "
-                      f"{1000 * result['all_reduce']:.2f} ms", file=sys.stderr, flush=True)
+                print(
+                    f"  {method}, {name}: {result['rate'].tokens_per_second:,.0f} tokens/s, all-reduce "
+                    f"{1000 * result['all_reduce']:.2f} ms",
+                    file=sys.stderr,
+                    flush=True,
+                )
     sizes = dict(ALLREDUCE_SIZES)
     for method in ("lora", "full"):
         if method in jobs:

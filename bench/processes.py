@@ -29,8 +29,13 @@ class WorkerProcess:
         self.log_path = Path(job_dir) / log_name
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [*argv, "--events-fd", str(write_fd)], cwd=job_dir, env=env,
-                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
+                [*argv, "--events-fd", str(write_fd)],
+                cwd=job_dir,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(write_fd,),
             )
         os.close(write_fd)
         self._fd, self._buffer = read_fd, b""
@@ -39,8 +44,13 @@ class WorkerProcess:
 
     @classmethod
     def start(cls, config: dict, env: dict) -> WorkerProcess:
-        argv = [PYTHON, "-m", "tunewire.trainer.worker", "--config",
-                str(Path(config["job_dir"]) / "worker_config.json")]
+        argv = [
+            PYTHON,
+            "-m",
+            "tunewire.trainer.worker",
+            "--config",
+            str(Path(config["job_dir"]) / "worker_config.json"),
+        ]
         return cls(argv, env, Path(config["job_dir"]))
 
     def next_event(self, timeout: float) -> dict | None:
@@ -49,7 +59,9 @@ class WorkerProcess:
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self._fd], [], [], left)[0]:
-                raise TimeoutError(f"no worker event within {timeout:.0f} s; log {self.log_path}:\n{self.log_tail()}")
+                raise TimeoutError(
+                    f"no worker event within {timeout:.0f} s; log {self.log_path}:\n{self.log_tail()}"
+                )
             chunk = os.read(self._fd, 65536)
             if not chunk:
                 return None
@@ -129,11 +141,22 @@ class Daemon:
         self.address = f"127.0.0.1:{self.port}"
         home.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ if env is None else env, TUNEWIRE_HOME=str(home), HF_HUB_OFFLINE="1")
-        self._log = open(home / "daemon.log", "ab")  # noqa: SIM115 - lives as long as the daemon
+        self._log = open(home / "daemon.log", "ab")
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "tunewire.trainer.main", "--home", str(home), "--listen", self.address,
-             "--data-root", str(data_root)],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                PYTHON,
+                "-m",
+                "tunewire.trainer.main",
+                "--home",
+                str(home),
+                "--listen",
+                self.address,
+                "--data-root",
+                str(data_root),
+            ],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     async def ready(self, timeout: float = 120) -> None:
@@ -157,9 +180,13 @@ class Daemon:
                 except grpc.aio.AioRpcError:
                     pass
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"the trainer at {self.address} did not start within {timeout} s")
+                    raise RuntimeError(
+                        f"the trainer at {self.address} did not start within {timeout} s"
+                    )
                 await asyncio.sleep(0.2)
-            await svc_grpc.TrainingServiceStub(channel).GetServerInfo(svc.GetServerInfoRequest(), timeout=timeout)
+            await svc_grpc.TrainingServiceStub(channel).GetServerInfo(
+                svc.GetServerInfoRequest(), timeout=timeout
+            )
 
     def cpu_seconds(self) -> float:
         return process_cpu_seconds(self.proc.pid)

@@ -78,12 +78,18 @@ def main() -> int:
         if done.returncode != 0:
             print("   " + "\n   ".join(done.stderr.strip().splitlines()[-5:]), flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "all.md").write_text("\n\n".join(s.strip() for s in sections.values()) + "\n", encoding="utf-8")
+    (out_dir / "all.md").write_text(
+        "\n\n".join(s.strip() for s in sections.values()) + "\n", encoding="utf-8"
+    )
 
-    print(f"\nBenchmarks finished in {(time.monotonic() - began) / 60:.1f} min; results in {out_dir}/:")
+    print(
+        f"\nBenchmarks finished in {(time.monotonic() - began) / 60:.1f} min; results in {out_dir}/:"
+    )
     for name, status, seconds in summary:
         print(f"  {name}.md  ({status}, {seconds:.0f} s; its stderr in {name}.log)")
-    print("  all.md  (every section)\nCopy sections into bench/RESULTS.md together with their commands.")
+    print(
+        "  all.md  (every section)\nCopy sections into bench/RESULTS.md together with their commands."
+    )
     return 0 if all(status == "ok" for _, status, _ in summary) else 1
 
 

@@ -49,9 +49,17 @@ TARGETS = {"qlora": 0.80, "lora": 0.65}
 def run_worker(model: Path, data: Path, method: str, args, scratch: Path) -> dict:
     job_dir = Path(tempfile.mkdtemp(prefix=f"{method}-", dir=scratch))
     # max_steps beyond the measured ones: no final checkpoint or artifact to wait for.
-    config = common.worker_config(job_dir, model, data, method.removesuffix(CHECKPOINTED),
-                                  steps=args.steps + 1000, batch_size=args.batch, seq_length=args.seq,
-                                  report_every=1, hyperparameters=_checkpointing(method))
+    config = common.worker_config(
+        job_dir,
+        model,
+        data,
+        method.removesuffix(CHECKPOINTED),
+        steps=args.steps + 1000,
+        batch_size=args.batch,
+        seq_length=args.seq,
+        report_every=1,
+        hyperparameters=_checkpointing(method),
+    )
     worker = processes.WorkerProcess.start(config, common.bench_env())
     try:
         metrics = worker.metrics_until(args.steps, timeout=3600)
@@ -65,7 +73,9 @@ def run_worker(model: Path, data: Path, method: str, args, scratch: Path) -> dic
         "peak_rss": worker.peak_rss_bytes,
         "trainable": setup["lora_details"]["trainable_parameters"],
         "total": setup["lora_details"]["total_parameters"],
-        "seconds_per_step": 1 / last["iterations_per_second"] if last["iterations_per_second"] else 0.0,
+        "seconds_per_step": 1 / last["iterations_per_second"]
+        if last["iterations_per_second"]
+        else 0.0,
     }
 
 
@@ -106,9 +116,20 @@ def explain_child(config_path: str) -> dict:
     data = load_dataset(config.train_path, loaded.tokenizer, config.loss_masking, hp.max_seq_length)
     batches = TrainBatches(data, hp.batch_size, hp.seed, hp.max_seq_length)
     events = EventWriter(None, echo=None)
-    trainer = NoSaveTrainer(config, loaded.model, build_optimizer(hp, hp.max_steps), batches, None,
-                            hp.max_steps, events, ControlReader(io.BytesIO()), World(),
-                            WandbLogger(config, events, enabled=False), {}, checkpoint.TrainState())
+    trainer = NoSaveTrainer(
+        config,
+        loaded.model,
+        build_optimizer(hp, hp.max_steps),
+        batches,
+        None,
+        hp.max_steps,
+        events,
+        ControlReader(io.BytesIO()),
+        World(),
+        WandbLogger(config, events, enabled=False),
+        {},
+        checkpoint.TrainState(),
+    )
     trainer.run()
     phases["train_peak"] = mx.get_peak_memory()
     phases["trainable"] = counts.trainable
@@ -117,12 +138,30 @@ def explain_child(config_path: str) -> dict:
 
 def explain(model: Path, data: Path, method: str, args, scratch: Path) -> dict:
     job_dir = Path(tempfile.mkdtemp(prefix=f"explain-{method}-", dir=scratch))
-    common.worker_config(job_dir, model, data, method.removesuffix(CHECKPOINTED), steps=args.steps,
-                         batch_size=args.batch, seq_length=args.seq, report_every=1,
-                         hyperparameters=_checkpointing(method))
+    common.worker_config(
+        job_dir,
+        model,
+        data,
+        method.removesuffix(CHECKPOINTED),
+        steps=args.steps,
+        batch_size=args.batch,
+        seq_length=args.seq,
+        report_every=1,
+        hyperparameters=_checkpointing(method),
+    )
     done = subprocess.run(
-        [common.PYTHON, "-m", "bench.trainer_memory", "--explain-child", str(job_dir / "worker_config.json")],
-        cwd=common.REPO, env=common.bench_env(), capture_output=True, text=True, check=False,
+        [
+            common.PYTHON,
+            "-m",
+            "bench.trainer_memory",
+            "--explain-child",
+            str(job_dir / "worker_config.json"),
+        ],
+        cwd=common.REPO,
+        env=common.bench_env(),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise SystemExit(f"--explain for {method} failed:\n{done.stderr[-3000:]}")
@@ -149,13 +188,21 @@ def loss_head_child(tokens: int) -> dict:
     before = mx.get_active_memory()
     mx.reset_peak_memory()
     mx.eval(mx.grad(loss)(hidden))
-    return {"peak_above_inputs": mx.get_peak_memory() - before,
-            "logits": tokens * preset.vocab_size * 4}
+    return {
+        "peak_above_inputs": mx.get_peak_memory() - before,
+        "logits": tokens * preset.vocab_size * 4,
+    }
 
 
 def loss_head(tokens: int) -> dict:
-    done = subprocess.run([common.PYTHON, "-m", "bench.trainer_memory", "--loss-head-child", str(tokens)],
-                          cwd=common.REPO, env=common.bench_env(), capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [common.PYTHON, "-m", "bench.trainer_memory", "--loss-head-child", str(tokens)],
+        cwd=common.REPO,
+        env=common.bench_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         raise SystemExit(f"loss-head measurement failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -175,10 +222,14 @@ def components(args) -> list[tuple[str, float]]:
         ("of which the tied embedding / output head (151,936 x 896)", embedding * 4),
         ("gradients of all weights (FULL), float32", params * 4),
         ("AdamW's two moments for all weights (FULL), float32", 2 * params * 4),
-        (f"logits, {args.batch} x {args.seq} x {preset.vocab_size:,} float32 (one copy)",
-         tokens * preset.vocab_size * 4),
-        ("all weights in 4 bits (group 64, a float32 scale and bias per group: 0.625 bytes a weight)",
-         params * (0.5 + 8 / 64)),
+        (
+            f"logits, {args.batch} x {args.seq} x {preset.vocab_size:,} float32 (one copy)",
+            tokens * preset.vocab_size * 4,
+        ),
+        (
+            "all weights in 4 bits (group 64, a float32 scale and bias per group: 0.625 bytes a weight)",
+            params * (0.5 + 8 / 64),
+        ),
     ]
 
 
@@ -190,81 +241,139 @@ def report(args, runs: dict, explained: dict, head: dict, load_at_start: float) 
     full = runs.get("full")
     rows = []
     for method, r in runs.items():
-        rows.append([
-            method.upper(),
-            f"{r['trainable']:,}",
-            common.gib(r["peak"]),
-            reduction(r["peak"], full["peak"]) if full and method != "full" else "",
-            common.gib(r["rss"]),
-            common.gib(r["peak_rss"]),
-            reduction(r["peak_rss"], full["peak_rss"]) if full and method != "full" else "",
-            f"{r['seconds_per_step']:.1f}",
-        ])
-    command = (f".venv/bin/python -m bench.trainer_memory --methods {args.methods} --batch {args.batch} "
-               f"--seq {args.seq} --steps {args.steps} --dtype {args.dtype}" + (" --explain" if args.explain else ""))
+        rows.append(
+            [
+                method.upper(),
+                f"{r['trainable']:,}",
+                common.gib(r["peak"]),
+                reduction(r["peak"], full["peak"]) if full and method != "full" else "",
+                common.gib(r["rss"]),
+                common.gib(r["peak_rss"]),
+                reduction(r["peak_rss"], full["peak_rss"]) if full and method != "full" else "",
+                f"{r['seconds_per_step']:.1f}",
+            ]
+        )
+    command = (
+        f".venv/bin/python -m bench.trainer_memory --methods {args.methods} --batch {args.batch} "
+        f"--seq {args.seq} --steps {args.steps} --dtype {args.dtype}"
+        + (" --explain" if args.explain else "")
+    )
     lines = [
         "## Trainer: peak memory of LoRA, QLoRA and DoRA against full fine-tuning",
         "",
         f"Command: `{command}` ({common.machine_line(load_at_start)}).",
         "",
-        (f"The random Qwen2.5-0.5B-shaped model ({common.parameter_count(MODEL):,} parameters, vocabulary "
-        f"151,936, tied embedding, {args.dtype} on disk), trained by the worker as the daemon starts it, in "
-        f"float32 on the CPU, batch {args.batch} x {args.seq} tokens, AdamW; adapters rank 8 on every linear "
-        "layer of all 24 blocks; QLoRA quantizes the base to 4 bits (group 64) at load. Each worker ran "
-        f"{args.steps} step(s) (AdamW's moments exist only from the first update on) and was stopped "
-        "after its report for the last one. MLX peak: the worker's "
-        "`peak_memory_bytes` (process lifetime, loading included); RSS: its `rss_bytes` at that report; "
-        "peak RSS: the kernel's maximum resident set (wait4)."),
+        (
+            f"The random Qwen2.5-0.5B-shaped model ({common.parameter_count(MODEL):,} parameters, vocabulary "
+            f"151,936, tied embedding, {args.dtype} on disk), trained by the worker as the daemon starts it, in "
+            f"float32 on the CPU, batch {args.batch} x {args.seq} tokens, AdamW; adapters rank 8 on every linear "
+            "layer of all 24 blocks; QLoRA quantizes the base to 4 bits (group 64) at load. Each worker ran "
+            f"{args.steps} step(s) (AdamW's moments exist only from the first update on) and was stopped "
+            "after its report for the last one. MLX peak: the worker's "
+            "`peak_memory_bytes` (process lifetime, loading included); RSS: its `rss_bytes` at that report; "
+            "peak RSS: the kernel's maximum resident set (wait4)."
+        ),
         "",
-        common.table(["method", "trainable parameters", "MLX peak GiB", "below FULL", "RSS GiB",
-                      "peak RSS GiB", "below FULL", "s/step"], rows),
+        common.table(
+            [
+                "method",
+                "trainable parameters",
+                "MLX peak GiB",
+                "below FULL",
+                "RSS GiB",
+                "peak RSS GiB",
+                "below FULL",
+                "s/step",
+            ],
+            rows,
+        ),
         "",
         "Targets: QLoRA at least 80% below FULL, LoRA at least 65% below FULL."
-        + (" +GC: the same method with gradient checkpointing (each block's activations recomputed "
-           "in the backward pass instead of kept)." if any(m.endswith(CHECKPOINTED) for m in runs) else ""),
+        + (
+            " +GC: the same method with gradient checkpointing (each block's activations recomputed "
+            "in the backward pass instead of kept)."
+            if any(m.endswith(CHECKPOINTED) for m in runs)
+            else ""
+        ),
         "",
-        (f"The output head alone (hidden states of {args.batch * args.seq:,} tokens times the 151,936 x 896 "
-        "embedding, cross-entropy, forward and backward, in its own process): peak "
-        f"{common.gib(head['peak_above_inputs'])} GiB above its inputs, "
-        f"{head['peak_above_inputs'] / head['logits']:.1f} x one float32 copy of the logits "
-        f"({common.gib(head['logits'])} GiB). Every method pays it."),
+        (
+            f"The output head alone (hidden states of {args.batch * args.seq:,} tokens times the 151,936 x 896 "
+            "embedding, cross-entropy, forward and backward, in its own process): peak "
+            f"{common.gib(head['peak_above_inputs'])} GiB above its inputs, "
+            f"{head['peak_above_inputs'] / head['logits']:.1f} x one float32 copy of the logits "
+            f"({common.gib(head['logits'])} GiB). Every method pays it."
+        ),
     ]
     if explained:
         full_x = explained.get("full")
         rows = []
         for method, e in explained.items():
-            rows.append([
-                method.upper(), common.gib(e["load_peak"]), common.gib(e["weights"]), common.gib(e["train_peak"]),
-                reduction(e["train_peak"], full_x["train_peak"]) if full_x and method != "full" else "",
-                common.gib(e["train_peak"] - e["weights"]),
-            ])
+            rows.append(
+                [
+                    method.upper(),
+                    common.gib(e["load_peak"]),
+                    common.gib(e["weights"]),
+                    common.gib(e["train_peak"]),
+                    reduction(e["train_peak"], full_x["train_peak"])
+                    if full_x and method != "full"
+                    else "",
+                    common.gib(e["train_peak"] - e["weights"]),
+                ]
+            )
         lines += [
             "",
-            ("Where the peak comes from (`--explain`: the worker's own `setup_model` and training loop in "
-            "one process, MLX's peak counter reset between loading and training; checkpoints skipped):"),
+            (
+                "Where the peak comes from (`--explain`: the worker's own `setup_model` and training loop in "
+                "one process, MLX's peak counter reset between loading and training; checkpoints skipped):"
+            ),
             "",
-            common.table(["method", "peak while loading GiB", "weights after setup GiB",
-                          "peak while training GiB", "training peak below FULL", "training peak above weights GiB"],
-                         rows),
+            common.table(
+                [
+                    "method",
+                    "peak while loading GiB",
+                    "weights after setup GiB",
+                    "peak while training GiB",
+                    "training peak below FULL",
+                    "training peak above weights GiB",
+                ],
+                rows,
+            ),
             "",
             "Sizes from the model's shape:",
             "",
-            common.table(["what", "GiB"], [[name, common.gib(size)] for name, size in components(args)]),
+            common.table(
+                ["what", "GiB"], [[name, common.gib(size)] for name, size in components(args)]
+            ),
         ]
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default=",".join(METHODS),
-                        help="comma-separated, FULL first for the ratios; add +gc for gradient checkpointing")
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="comma-separated, FULL first for the ratios; add +gc for gradient checkpointing",
+    )
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--seq", type=int, default=128, help="tokens per record (every record is this long)")
-    parser.add_argument("--steps", type=int, default=2,
-                        help="training steps per method (2 or more: see the module's docstring)")
-    parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"), help="of the model files")
-    parser.add_argument("--explain", action="store_true", help="also split the peak into loading and training")
-    parser.add_argument("--keep-model", action="store_true", help="keep the ~1-2 GB model in bench/.work/")
+    parser.add_argument(
+        "--seq", type=int, default=128, help="tokens per record (every record is this long)"
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=2,
+        help="training steps per method (2 or more: see the module's docstring)",
+    )
+    parser.add_argument(
+        "--dtype", default="bfloat16", choices=("bfloat16", "float32"), help="of the model files"
+    )
+    parser.add_argument(
+        "--explain", action="store_true", help="also split the peak into loading and training"
+    )
+    parser.add_argument(
+        "--keep-model", action="store_true", help="keep the ~1-2 GB model in bench/.work/"
+    )
     parser.add_argument("--out", help="also write the Markdown section to this file")
     parser.add_argument("--explain-child", help=argparse.SUPPRESS)
     parser.add_argument("--loss-head-child", type=int, help=argparse.SUPPRESS)
@@ -281,14 +390,20 @@ def main() -> int:
         raise SystemExit(f"--methods: unknown {unknown[0]!r}; choose from {', '.join(METHODS)}")
     load_at_start = os.getloadavg()[0]
     scratch = common.scratch_dir("trainer_memory")
-    data = common.canonical_data(common.write_chat_data(scratch / "data" / "chat.jsonl", records=16))
+    data = common.canonical_data(
+        common.write_chat_data(scratch / "data" / "chat.jsonl", records=16)
+    )
     model = common.model_dir(MODEL, args.dtype)
     try:
         runs, explained = {}, {}
         for method in methods:
             runs[method] = run_worker(model, data, method, args, scratch)
-            print(f"  {method}: MLX peak {common.gib(runs[method]['peak'])} GiB, peak RSS "
-                  f"{common.gib(runs[method]['peak_rss'])} GiB", file=sys.stderr, flush=True)
+            print(
+                f"  {method}: MLX peak {common.gib(runs[method]['peak'])} GiB, peak RSS "
+                f"{common.gib(runs[method]['peak_rss'])} GiB",
+                file=sys.stderr,
+                flush=True,
+            )
             if args.explain:
                 explained[method] = explain(model, data, method, args, scratch)
                 print(f"  {method} explained: {explained[method]}", file=sys.stderr, flush=True)

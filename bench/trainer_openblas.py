@@ -42,9 +42,16 @@ def run_worker(model: Path, data: Path, setting: Setting, openblas: bool, scratc
     from tunewire.trainer.blas import blas_in_use
 
     job_dir = Path(tempfile.mkdtemp(prefix="openblas-" if openblas else "reference-", dir=scratch))
-    config = common.worker_config(job_dir, model, data, "lora", steps=setting.steps,
-                                  batch_size=setting.batch_size, seq_length=setting.seq_length,
-                                  report_every=setting.report_every)
+    config = common.worker_config(
+        job_dir,
+        model,
+        data,
+        "lora",
+        steps=setting.steps,
+        batch_size=setting.batch_size,
+        seq_length=setting.seq_length,
+        report_every=setting.report_every,
+    )
     worker = processes.WorkerProcess.start(config, common.bench_env(openblas=openblas))
     try:
         worker.metrics_until(setting.report_every, timeout=900)
@@ -66,47 +73,71 @@ def report(args, results: dict, load_at_start: float) -> str:
         s: Setting = r["setting"]
         slow = [v for x in r["reference"] for v in x["intervals"]]
         fast = [v for x in r["openblas"] for v in x["intervals"]]
-        rows.append([
-            f"{name} ({r['params'] / 1e6:.1f}M)",
-            f"{s.batch_size}x{s.seq_length}",
-            f"{len(r['openblas'])} x {s.steps - s.report_every}",
-            f"{common.median(slow):,.0f} / {max(slow):,.0f}",
-            f"{common.median(fast):,.0f} / {max(fast):,.0f}",
-            f"**{common.median(fast) / common.median(slow):.1f}x**",
-            f"{max(fast) / max(slow):.1f}x",
-            (f"{1000 * s.batch_size * s.seq_length / max(slow):,.0f} / "
-            f"{1000 * s.batch_size * s.seq_length / max(fast):,.0f}"),
-        ])
-    blas = {side: sorted({x["blas"] for r in results.values() for x in r[side]}) for side in ("reference", "openblas")}
-    command = f".venv/bin/python -m bench.trainer_openblas --models {args.models} --rounds {args.rounds}"
-    return "\n".join([
-        "## Trainer: the worker with and without OpenBLAS",
-        "",
-        f"Command: `{command}` ({common.machine_line(load_at_start)}).",
-        "",
-        ("The training worker started as the daemon starts it, LoRA rank 8 on every linear layer, AdamW, "
-        "float32; once with OpenBLAS preloaded (`worker_env`) and once with `TUNEWIRE_OPENBLAS=0` (mlx's "
-        f"bundled BLAS), {args.rounds} alternating rounds. BLAS each worker mapped (from /proc): "
-        f"{', '.join(blas['reference'])} without, {', '.join(blas['openblas'])} with. Tokens/s: wall time "
-        "between the worker's metrics reports after the first (the compile); median and best interval "
-        "over all rounds."),
-        "",
-        common.table(
-            ["model", "batch", "runs x measured steps", "bundled BLAS tokens/s (median / best)",
-             "OpenBLAS tokens/s (median / best)", "speed-up (medians)", "speed-up (bests)",
-             "ms/step bundled / OpenBLAS (best)"],
-            rows,
-        ),
-        "",
-        ("Expectation: well over 10x once matmuls dominate the step. In the tiny model they do not: "
-        "its step is mostly attention, element-wise ops and the loss, which run on mlx's single CPU thread "
-        "whatever the BLAS."),
-    ])
+        rows.append(
+            [
+                f"{name} ({r['params'] / 1e6:.1f}M)",
+                f"{s.batch_size}x{s.seq_length}",
+                f"{len(r['openblas'])} x {s.steps - s.report_every}",
+                f"{common.median(slow):,.0f} / {max(slow):,.0f}",
+                f"{common.median(fast):,.0f} / {max(fast):,.0f}",
+                f"**{common.median(fast) / common.median(slow):.1f}x**",
+                f"{max(fast) / max(slow):.1f}x",
+                (
+                    f"{1000 * s.batch_size * s.seq_length / max(slow):,.0f} / "
+                    f"{1000 * s.batch_size * s.seq_length / max(fast):,.0f}"
+                ),
+            ]
+        )
+    blas = {
+        side: sorted({x["blas"] for r in results.values() for x in r[side]})
+        for side in ("reference", "openblas")
+    }
+    command = (
+        f".venv/bin/python -m bench.trainer_openblas --models {args.models} --rounds {args.rounds}"
+    )
+    return "\n".join(
+        [
+            "## Trainer: the worker with and without OpenBLAS",
+            "",
+            f"Command: `{command}` ({common.machine_line(load_at_start)}).",
+            "",
+            (
+                "The training worker started as the daemon starts it, LoRA rank 8 on every linear layer, AdamW, "
+                "float32; once with OpenBLAS preloaded (`worker_env`) and once with `TUNEWIRE_OPENBLAS=0` (mlx's "
+                f"bundled BLAS), {args.rounds} alternating rounds. BLAS each worker mapped (from /proc): "
+                f"{', '.join(blas['reference'])} without, {', '.join(blas['openblas'])} with. Tokens/s: wall time "
+                "between the worker's metrics reports after the first (the compile); median and best interval "
+                "over all rounds."
+            ),
+            "",
+            common.table(
+                [
+                    "model",
+                    "batch",
+                    "runs x measured steps",
+                    "bundled BLAS tokens/s (median / best)",
+                    "OpenBLAS tokens/s (median / best)",
+                    "speed-up (medians)",
+                    "speed-up (bests)",
+                    "ms/step bundled / OpenBLAS (best)",
+                ],
+                rows,
+            ),
+            "",
+            (
+                "Expectation: well over 10x once matmuls dominate the step. In the tiny model they do not: "
+                "its step is mostly attention, element-wise ops and the loss, which run on mlx's single CPU thread "
+                "whatever the BLAS."
+            ),
+        ]
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="tiny,small", help=f"comma-separated: {', '.join(SETTINGS)}")
+    parser.add_argument(
+        "--models", default="tiny,small", help=f"comma-separated: {', '.join(SETTINGS)}"
+    )
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per side")
     parser.add_argument("--out", help="also write the Markdown section to this file")
     args = parser.parse_args()
@@ -121,17 +152,27 @@ def main() -> int:
     results = {}
     for name in args.models.split(","):
         if name not in SETTINGS:
-            raise SystemExit(f"--models: no setting for {name!r}; choose from {', '.join(SETTINGS)}")
+            raise SystemExit(
+                f"--models: no setting for {name!r}; choose from {', '.join(SETTINGS)}"
+            )
         setting, model = SETTINGS[name], common.model_dir(name)
-        r = {"setting": setting, "params": common.parameter_count(name), "reference": [], "openblas": []}
+        r = {
+            "setting": setting,
+            "params": common.parameter_count(name),
+            "reference": [],
+            "openblas": [],
+        }
         for round_ in range(args.rounds):
             order = (False, True) if round_ % 2 == 0 else (True, False)
             for openblas in order:
                 result = run_worker(model, data, setting, openblas, scratch)
                 r["openblas" if openblas else "reference"].append(result)
-                print(f"  {name} round {round_ + 1} {'openblas' if openblas else 'reference'} "
-                      f"({result['blas']}): {result['rate'].tokens_per_second:,.0f} tokens/s",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"  {name} round {round_ + 1} {'openblas' if openblas else 'reference'} "
+                    f"({result['blas']}): {result['rate'].tokens_per_second:,.0f} tokens/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
         results[name] = r
     common.emit(report(args, results, load_at_start), args.out)
     return 0

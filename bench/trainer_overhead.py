@@ -79,20 +79,29 @@ def run_peer(spec: dict) -> dict:
     mx.random.seed(0)
     model.freeze()
     rank = spec["rank"]
-    linear_to_lora_layers(model, len(model.layers),
-                          {"rank": rank, "scale": 2.0, "dropout": 0.0, "keys": keys})
+    linear_to_lora_layers(
+        model, len(model.layers), {"rank": rank, "scale": 2.0, "dropout": 0.0, "keys": keys}
+    )
     optimizer = optim.AdamW(learning_rate=1e-4, weight_decay=0.01)
     reports = []
 
     class Clock(TrainingCallback):
         def on_train_loss_report(self, info):
-            reports.append({"step": info["iteration"], "time": time.time(),
-                            "cpu": time.process_time(),
-                            "tokens_per_second": info["tokens_per_second"]})
+            reports.append(
+                {
+                    "step": info["iteration"],
+                    "time": time.time(),
+                    "cpu": time.process_time(),
+                    "tokens_per_second": info["tokens_per_second"],
+                }
+            )
 
     args = TrainingArgs(
-        batch_size=spec["batch_size"], iters=spec["steps"], steps_per_report=spec["report_every"],
-        steps_per_save=10**9, max_seq_length=spec["seq_length"],
+        batch_size=spec["batch_size"],
+        iters=spec["steps"],
+        steps_per_report=spec["report_every"],
+        steps_per_save=10**9,
+        max_seq_length=spec["seq_length"],
         adapter_file=str(Path(spec["out_dir"]) / "adapters.safetensors"),
     )
     train(model, optimizer, dataset, None, args, training_callback=Clock())
@@ -105,22 +114,32 @@ def peer_round(model: Path, data: Path, setting: Setting, scratch: Path) -> dict
     spec_path = out_dir / "spec.json"
     spec_path.write_text(json.dumps(spec))
     with open(out_dir / "peer.log", "wb") as log:
-        done = subprocess.run([common.PYTHON, "-m", "bench.trainer_overhead", "--peer", str(spec_path)],
-                              cwd=common.REPO, env=common.bench_env(), stdout=subprocess.PIPE,
-                              stderr=log, check=False)
+        done = subprocess.run(
+            [common.PYTHON, "-m", "bench.trainer_overhead", "--peer", str(spec_path)],
+            cwd=common.REPO,
+            env=common.bench_env(),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            check=False,
+        )
     if done.returncode != 0:
         raise SystemExit(f"mlx-lm peer failed; see {out_dir / 'peer.log'}")
     result = json.loads(done.stdout.decode().strip().splitlines()[-1])
-    reports = [(r["step"], r["time"], r["step"] * setting.batch_size * setting.seq_length)
-               for r in result["reports"]]
+    reports = [
+        (r["step"], r["time"], r["step"] * setting.batch_size * setting.seq_length)
+        for r in result["reports"]
+    ]
     if result["blas"] != "openblas":
         raise SystemExit(f"the mlx-lm peer ran with {result['blas']} BLAS, not OpenBLAS")
     return {
         "rate": common.steady_rate(reports, setting.report_every),
         "intervals": common.interval_rates(reports, setting.report_every),
-        "step_timed": _window_mean([(r["step"], r["tokens_per_second"]) for r in result["reports"]],
-                                   setting.report_every),
-        "cpu_per_step": _cpu_per_step([(r["step"], r["cpu"]) for r in result["reports"]], setting.report_every),
+        "step_timed": _window_mean(
+            [(r["step"], r["tokens_per_second"]) for r in result["reports"]], setting.report_every
+        ),
+        "cpu_per_step": _cpu_per_step(
+            [(r["step"], r["cpu"]) for r in result["reports"]], setting.report_every
+        ),
         "keys": result["keys"],
     }
 
@@ -128,16 +147,25 @@ def peer_round(model: Path, data: Path, setting: Setting, scratch: Path) -> dict
 # ---- our side: a job through the daemon ------------------------------------------------
 
 
-async def daemon_round(daemon: processes.Daemon, raw_data: Path, model: Path, setting: Setting) -> dict:
+async def daemon_round(
+    daemon: processes.Daemon, raw_data: Path, model: Path, setting: Setting
+) -> dict:
     import grpc
 
     from tunewire.v1 import training_job_pb2 as job_pb
     from tunewire.v1 import training_service_pb2 as svc
     from tunewire.v1 import training_service_pb2_grpc as svc_grpc
 
-    spec = common.job_spec(model, raw_data, "lora", steps=setting.steps, batch_size=setting.batch_size,
-                           seq_length=setting.seq_length, report_every=setting.report_every,
-                           rank=setting.rank)
+    spec = common.job_spec(
+        model,
+        raw_data,
+        "lora",
+        steps=setting.steps,
+        batch_size=setting.batch_size,
+        seq_length=setting.seq_length,
+        report_every=setting.report_every,
+        rank=setting.rank,
+    )
     async with grpc.aio.insecure_channel(daemon.address) as channel:
         stub = svc_grpc.TrainingServiceStub(channel)
         job = (await stub.CreateTrainingJob(svc.CreateTrainingJobRequest(spec=spec))).job
@@ -146,7 +174,9 @@ async def daemon_round(daemon: processes.Daemon, raw_data: Path, model: Path, se
             event = message.event
             if event.HasField("training_metrics"):
                 m = event.training_metrics
-                metrics.append((m.step, processes.event_seconds(event), m.trained_tokens, m.tokens_per_second))
+                metrics.append(
+                    (m.step, processes.event_seconds(event), m.trained_tokens, m.tokens_per_second)
+                )
                 # CPU of the daemon and its worker, read as the report arrives.
                 pids = [daemon.proc.pid, *processes.child_pids(daemon.proc.pid)]
                 cpu.append((m.step, sum(processes.process_cpu_seconds(p) for p in pids)))
@@ -159,7 +189,9 @@ async def daemon_round(daemon: processes.Daemon, raw_data: Path, model: Path, se
     rate = common.steady_rate(reports, setting.report_every)
     expected = rate.steps * setting.batch_size * setting.seq_length
     if rate.tokens != expected:
-        raise SystemExit(f"job {job.id} trained {rate.tokens} tokens in its window, expected {expected}")
+        raise SystemExit(
+            f"job {job.id} trained {rate.tokens} tokens in its window, expected {expected}"
+        )
     return {
         "rate": rate,
         "intervals": common.interval_rates(reports, setting.report_every),
@@ -185,8 +217,9 @@ def _window_mean(reports: list[tuple[int, float]], warmup_steps: int) -> float:
 # ---- the run ------------------------------------------------------------------------
 
 
-async def measure_model(name: str, daemon: processes.Daemon, raw: Path, canonical: Path, rounds: int,
-                        scratch: Path) -> dict:
+async def measure_model(
+    name: str, daemon: processes.Daemon, raw: Path, canonical: Path, rounds: int, scratch: Path
+) -> dict:
     setting = SETTINGS[name]
     model = common.model_dir(name)
     sides: dict[str, list[dict]] = {"daemon": [], "peer": []}
@@ -198,10 +231,15 @@ async def measure_model(name: str, daemon: processes.Daemon, raw: Path, canonica
             else:
                 result = await asyncio.to_thread(peer_round, model, canonical, setting, scratch)
             sides[side].append(result)
-            print(f"  {name} round {round_ + 1} {side}: {result['rate'].tokens_per_second:,.0f} tokens/s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  {name} round {round_ + 1} {side}: {result['rate'].tokens_per_second:,.0f} tokens/s",
+                file=sys.stderr,
+                flush=True,
+            )
     if sorted(sides["daemon"][0]["keys"]) != sorted(f"{k}" for k in sides["peer"][0]["keys"]):
-        raise SystemExit(f"target modules differ: {sides['daemon'][0]['keys']} vs {sides['peer'][0]['keys']}")
+        raise SystemExit(
+            f"target modules differ: {sides['daemon'][0]['keys']} vs {sides['peer'][0]['keys']}"
+        )
     return {"setting": setting, "params": common.parameter_count(name), **sides}
 
 
@@ -211,56 +249,76 @@ def report(args, results: dict, load_at_start: float) -> str:
         s: Setting = r["setting"]
         ours = [v for x in r["daemon"] for v in x["intervals"]]
         peer = [v for x in r["peer"] for v in x["intervals"]]
-        runs = [x["rate"].tokens_per_second / y["rate"].tokens_per_second
-                for x, y in zip(r["daemon"], r["peer"])]
+        runs = [
+            x["rate"].tokens_per_second / y["rate"].tokens_per_second
+            for x, y in zip(r["daemon"], r["peer"])
+        ]
         step_ratio = common.median([x["step_timed"] for x in r["daemon"]]) / common.median(
-            [x["step_timed"] for x in r["peer"]])
+            [x["step_timed"] for x in r["peer"]]
+        )
         cpu_ours = common.median([x["cpu_per_step"] for x in r["daemon"]])
         cpu_peer = common.median([x["cpu_per_step"] for x in r["peer"]])
-        rows.append([
-            f"{name} ({r['params'] / 1e6:.1f}M)",
-            f"{s.batch_size}x{s.seq_length}, rank {s.rank}, {len(r['daemon'][0]['keys'])} modules",
-            f"{len(r['daemon'])} x {s.steps - s.report_every}",
-            f"{common.median(peer):,.0f} / {max(peer):,.0f}",
-            f"{common.median(ours):,.0f} / {max(ours):,.0f}",
-            f"**{common.median(ours) / common.median(peer):.3f}**",
-            f"**{max(ours) / max(peer):.3f}**",
-            ", ".join(f"{x:.2f}" for x in runs),
-            f"{step_ratio:.3f}",
-            f"{cpu_peer:.3f} / {cpu_ours:.3f} ({cpu_peer / cpu_ours:.3f})",
-            f"{1000 * s.batch_size * s.seq_length / max(ours):,.0f}",
-        ])
+        rows.append(
+            [
+                f"{name} ({r['params'] / 1e6:.1f}M)",
+                f"{s.batch_size}x{s.seq_length}, rank {s.rank}, {len(r['daemon'][0]['keys'])} modules",
+                f"{len(r['daemon'])} x {s.steps - s.report_every}",
+                f"{common.median(peer):,.0f} / {max(peer):,.0f}",
+                f"{common.median(ours):,.0f} / {max(ours):,.0f}",
+                f"**{common.median(ours) / common.median(peer):.3f}**",
+                f"**{max(ours) / max(peer):.3f}**",
+                ", ".join(f"{x:.2f}" for x in runs),
+                f"{step_ratio:.3f}",
+                f"{cpu_peer:.3f} / {cpu_ours:.3f} ({cpu_peer / cpu_ours:.3f})",
+                f"{1000 * s.batch_size * s.seq_length / max(ours):,.0f}",
+            ]
+        )
     periods = ", ".join(f"{n}: {r['setting'].report_every} steps" for n, r in results.items())
-    command = f".venv/bin/python -m bench.trainer_overhead --models {args.models} --rounds {args.rounds}"
+    command = (
+        f".venv/bin/python -m bench.trainer_overhead --models {args.models} --rounds {args.rounds}"
+    )
     lines = [
         "## Trainer: service overhead (a job through the daemon vs mlx-lm's own trainer)",
         "",
         f"Command: `{command}` ({common.machine_line(load_at_start)}).",
         "",
-        ("Ours: `tunewire-trainer` in its own process; the job created over gRPC, its metrics read from a "
-        "WatchTrainingJob stream; the worker started by the daemon. Peer: `mlx_lm.tuner.trainer.train` "
-        "called in a plain Python process. Same random model, the same token sequences, LoRA on every "
-        "linear layer of every block, AdamW (lr 1e-4, weight decay 0.01), float32, OpenBLAS preloaded "
-        "on both sides. Throughput: tokens over wall time between consecutive reports after the first "
-        "(which ends the warm-up: the compile), from each side's own report timestamps; every interval "
-        f"holds one report period ({periods}). {args.rounds} rounds, order alternated (daemon first, then the "
-        "peer first). Other work on the shared machine only slows an interval down: the best interval "
-        "of each side is its least disturbed speed, the median a typical one."),
+        (
+            "Ours: `tunewire-trainer` in its own process; the job created over gRPC, its metrics read from a "
+            "WatchTrainingJob stream; the worker started by the daemon. Peer: `mlx_lm.tuner.trainer.train` "
+            "called in a plain Python process. Same random model, the same token sequences, LoRA on every "
+            "linear layer of every block, AdamW (lr 1e-4, weight decay 0.01), float32, OpenBLAS preloaded "
+            "on both sides. Throughput: tokens over wall time between consecutive reports after the first "
+            "(which ends the warm-up: the compile), from each side's own report timestamps; every interval "
+            f"holds one report period ({periods}). {args.rounds} rounds, order alternated (daemon first, then the "
+            "peer first). Other work on the shared machine only slows an interval down: the best interval "
+            "of each side is its least disturbed speed, the median a typical one."
+        ),
         "",
         common.table(
-            ["model", "batch, LoRA", "runs x measured steps", "mlx-lm tokens/s (median / best interval)",
-             "tunewire tokens/s (median / best)", "ratio of medians", "ratio of bests",
-             "whole-run ratio per round", "step-timed ratio",
-             "CPU s/step: mlx-lm / ours (ratio)", "ms/step (ours, best)"],
+            [
+                "model",
+                "batch, LoRA",
+                "runs x measured steps",
+                "mlx-lm tokens/s (median / best interval)",
+                "tunewire tokens/s (median / best)",
+                "ratio of medians",
+                "ratio of bests",
+                "whole-run ratio per round",
+                "step-timed ratio",
+                "CPU s/step: mlx-lm / ours (ratio)",
+                "ms/step (ours, best)",
+            ],
             rows,
         ),
         "",
-        (f"Target: ratio at least {TARGET}. The step-timed column compares the tokens/s each trainer "
-        "reports itself (time inside the step only, mlx-lm's definition); the ratio column is wall time "
-        "and so also counts batch preparation, reports and the daemon's share of the two CPUs. CPU s/step: "
-        "CPU time (every thread) per measured step of the peer's process, and of our worker plus the "
-        "daemon; a ratio above 1 means the service spends less CPU per step than the peer. It depends far "
-        "less on what else runs on the machine than wall time does."),
+        (
+            f"Target: ratio at least {TARGET}. The step-timed column compares the tokens/s each trainer "
+            "reports itself (time inside the step only, mlx-lm's definition); the ratio column is wall time "
+            "and so also counts batch preparation, reports and the daemon's share of the two CPUs. CPU s/step: "
+            "CPU time (every thread) per measured step of the peer's process, and of our worker plus the "
+            "daemon; a ratio above 1 means the service spends less CPU per step than the peer. It depends far "
+            "less on what else runs on the machine than wall time does."
+        ),
     ]
     return "\n".join(lines)
 
@@ -276,7 +334,9 @@ async def run(args) -> dict:
         results = {}
         for name in args.models.split(","):
             if name not in SETTINGS:
-                raise SystemExit(f"--models: no setting for {name!r}; choose from {', '.join(SETTINGS)}")
+                raise SystemExit(
+                    f"--models: no setting for {name!r}; choose from {', '.join(SETTINGS)}"
+                )
             results[name] = await measure_model(name, daemon, raw, canonical, args.rounds, scratch)
         return results
     finally:
@@ -285,7 +345,9 @@ async def run(args) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="tiny,small", help=f"comma-separated: {', '.join(SETTINGS)}")
+    parser.add_argument(
+        "--models", default="tiny,small", help=f"comma-separated: {', '.join(SETTINGS)}"
+    )
     parser.add_argument("--rounds", type=int, default=4, help="rounds per side, order alternated")
     parser.add_argument("--out", help="also write the Markdown section to this file")
     parser.add_argument("--peer", metavar="SPEC_JSON", help=argparse.SUPPRESS)

@@ -63,10 +63,20 @@ def child(config_path: str, steps: int) -> dict:
     loaded, _, _ = setup_model(config)
     data = load_dataset(config.train_path, loaded.tokenizer, config.loss_masking, hp.max_seq_length)
     events = EventWriter(None, echo=None)
-    trainer = Trainer(config, loaded.model, build_optimizer(hp, hp.max_steps),
-                      TrainBatches(data, hp.batch_size, hp.seed, hp.max_seq_length), None, hp.max_steps,
-                      events, ControlReader(io.BytesIO()), World(), WandbLogger(config, events, enabled=False),
-                      {}, checkpoint.TrainState())
+    trainer = Trainer(
+        config,
+        loaded.model,
+        build_optimizer(hp, hp.max_steps),
+        TrainBatches(data, hp.batch_size, hp.seed, hp.max_seq_length),
+        None,
+        hp.max_steps,
+        events,
+        ControlReader(io.BytesIO()),
+        World(),
+        WandbLogger(config, events, enabled=False),
+        {},
+        checkpoint.TrainState(),
+    )
     trainer.optimizer.init(trainer.model.trainable_parameters())  # as Trainer.run does
     our_step, our_state = trainer._build_step()
     trainer.model.train()
@@ -77,7 +87,9 @@ def child(config_path: str, steps: int) -> dict:
     keys = sorted(n for n, m in model.layers[0].named_modules() if isinstance(m, nn.Linear))
     mx.random.seed(hp.seed)
     model.freeze()
-    linear_to_lora_layers(model, len(model.layers), {"rank": RANK, "scale": 2.0, "dropout": 0.0, "keys": keys})
+    linear_to_lora_layers(
+        model, len(model.layers), {"rank": RANK, "scale": 2.0, "dropout": 0.0, "keys": keys}
+    )
     optimizer = optim.AdamW(learning_rate=hp.learning_rate, weight_decay=hp.weight_decay)
     loss_value_and_grad = nn.value_and_grad(model, default_loss)
     state = [model.state, optimizer.state, mx.random.state]
@@ -94,8 +106,9 @@ def child(config_path: str, steps: int) -> dict:
         return lvalue, toks, grad
 
     model.train()
-    batches = iterate_batches([(r.tokens.tolist(), 0) for r in data.records], hp.batch_size,
-                              hp.max_seq_length, loop=True)
+    batches = iterate_batches(
+        [(r.tokens.tolist(), 0) for r in data.records], hp.batch_size, hp.max_seq_length, loop=True
+    )
     totals = {"losses": 0, "n_tokens": 0}
 
     def mlx_lm_step():
@@ -121,13 +134,32 @@ def child(config_path: str, steps: int) -> dict:
 def run_model(name: str, steps: int, scratch: Path) -> dict:
     raw = common.write_chat_data(scratch / "data" / "chat.jsonl")
     job_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=scratch))
-    common.worker_config(job_dir, common.model_dir(name), common.canonical_data(raw), "lora",
-                         steps=steps + WARMUP, batch_size=BATCH, seq_length=SEQ, report_every=10**6,
-                         rank=RANK)
+    common.worker_config(
+        job_dir,
+        common.model_dir(name),
+        common.canonical_data(raw),
+        "lora",
+        steps=steps + WARMUP,
+        batch_size=BATCH,
+        seq_length=SEQ,
+        report_every=10**6,
+        rank=RANK,
+    )
     done = subprocess.run(
-        [common.PYTHON, "-m", "bench.trainer_step_ab", "--child", str(job_dir / "worker_config.json"),
-         "--steps", str(steps)],
-        cwd=common.REPO, env=common.bench_env(), capture_output=True, text=True, check=False,
+        [
+            common.PYTHON,
+            "-m",
+            "bench.trainer_step_ab",
+            "--child",
+            str(job_dir / "worker_config.json"),
+            "--steps",
+            str(steps),
+        ],
+        cwd=common.REPO,
+        env=common.bench_env(),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise SystemExit(f"step A/B child for {name} failed:\n{done.stderr[-3000:]}")
@@ -142,29 +174,48 @@ def report(args, results: dict, load_at_start: float) -> str:
     for name, times in results.items():
         ours, peer = times["tunewire"], times["mlx-lm"]
         pairs = [b / a for a, b in zip(ours, peer)]
-        rows.append([
-            f"{name} ({common.parameter_count(name) / 1e6:.1f}M)", str(len(ours)),
-            f"{1000 * statistics.median(peer):.1f} / {1000 * min(peer):.1f}",
-            f"{1000 * statistics.median(ours):.1f} / {1000 * min(ours):.1f}",
-            f"**{statistics.median(peer) / statistics.median(ours):.3f}**",
-            f"{min(peer) / min(ours):.3f}",
-            f"{statistics.median(pairs):.3f}",
-        ])
-    command = f".venv/bin/python -m bench.trainer_step_ab --models {args.models} --steps {args.steps}"
-    return "\n".join([
-        "## Trainer: the worker's training step against mlx-lm's, in one process",
-        "",
-        f"Command: `{command}` ({common.machine_line(load_at_start)}).",
-        "",
-        (f"One process, OpenBLAS preloaded; two identical random models with LoRA rank {RANK} on every linear "
-        f"layer, batch {BATCH} x {SEQ} tokens, AdamW. Each step of the worker's `Trainer` (next batch, its "
-        "inputs, the compiled step, eval) alternates with one step of mlx-lm's `train()` body (next batch "
-        f"from `iterate_batches`, its compiled step, eval), order flipped every step; {WARMUP} warm-up "
-        "steps each dropped. Ratio: mlx-lm's step time over ours, so above 1 means the worker is faster."),
-        "",
-        common.table(["model", "steps each", "mlx-lm ms/step (median / min)", "tunewire ms/step (median / min)",
-                      "tokens/s ratio (medians)", "ratio (mins)", "median of step-pair ratios"], rows),
-    ])
+        rows.append(
+            [
+                f"{name} ({common.parameter_count(name) / 1e6:.1f}M)",
+                str(len(ours)),
+                f"{1000 * statistics.median(peer):.1f} / {1000 * min(peer):.1f}",
+                f"{1000 * statistics.median(ours):.1f} / {1000 * min(ours):.1f}",
+                f"**{statistics.median(peer) / statistics.median(ours):.3f}**",
+                f"{min(peer) / min(ours):.3f}",
+                f"{statistics.median(pairs):.3f}",
+            ]
+        )
+    command = (
+        f".venv/bin/python -m bench.trainer_step_ab --models {args.models} --steps {args.steps}"
+    )
+    return "\n".join(
+        [
+            "## Trainer: the worker's training step against mlx-lm's, in one process",
+            "",
+            f"Command: `{command}` ({common.machine_line(load_at_start)}).",
+            "",
+            (
+                f"One process, OpenBLAS preloaded; two identical random models with LoRA rank {RANK} on every linear "
+                f"layer, batch {BATCH} x {SEQ} tokens, AdamW. Each step of the worker's `Trainer` (next batch, its "
+                "inputs, the compiled step, eval) alternates with one step of mlx-lm's `train()` body (next batch "
+                f"from `iterate_batches`, its compiled step, eval), order flipped every step; {WARMUP} warm-up "
+                "steps each dropped. Ratio: mlx-lm's step time over ours, so above 1 means the worker is faster."
+            ),
+            "",
+            common.table(
+                [
+                    "model",
+                    "steps each",
+                    "mlx-lm ms/step (median / min)",
+                    "tunewire ms/step (median / min)",
+                    "tokens/s ratio (medians)",
+                    "ratio (mins)",
+                    "median of step-pair ratios",
+                ],
+                rows,
+            ),
+        ]
+    )
 
 
 def main() -> int:

@@ -6,7 +6,8 @@ and the training slowdown with 100 subscribers against none.
 
 Starts `tunewire-trainer` in its own process and runs the same LoRA job on the
 tiny model, by default with a metrics event every step (the worst case: about
-eight events a second; the daemon's default is one every 10 steps), several times: with no subscriber (the bench polls GetTrainingJob every
+eight events a second; the daemon's default is one every 10 steps), several times: with no subscriber (the bench
+polls GetTrainingJob every
 2 s and reads the events back after the job ended), with 1, and with 100
 WatchTrainingJob streams, each on its own gRPC channel, all in this process's
 event loop. Delay: a subscriber's `time.time()` when the message reaches it,
@@ -30,7 +31,9 @@ from pathlib import Path
 from bench import common, processes
 
 WARMUP_STEPS = 10
-WINDOW_STEPS = 10  # throughput is read over windows of this many steps (a multiple of --report-every)
+WINDOW_STEPS = (
+    10  # throughput is read over windows of this many steps (a multiple of --report-every)
+)
 TARGET_SLOWDOWN = 0.02
 
 
@@ -67,8 +70,12 @@ async def run_job(daemon: processes.Daemon, spec, subscribers: int) -> dict:
         delays: list[float] = []
         if subscribers:
             connected: list[list] = [[] for _ in range(subscribers)]
-            await asyncio.gather(*(subscribe(daemon.address, job.id, delays, connected[i])
-                                   for i in range(subscribers)))
+            await asyncio.gather(
+                *(
+                    subscribe(daemon.address, job.id, delays, connected[i])
+                    for i in range(subscribers)
+                )
+            )
             connect_seconds = max(c[0] for c in connected) - began
         else:
             connect_seconds = 0.0
@@ -88,7 +95,9 @@ async def run_job(daemon: processes.Daemon, spec, subscribers: int) -> dict:
             if event.HasField("state_change"):
                 final = event.state_change.state
         if final != job_pb.JOB_STATE_SUCCEEDED:
-            raise SystemExit(f"job {job.id} ended {job_pb.JobState.Name(final or 0)}; see {daemon.home}")
+            raise SystemExit(
+                f"job {job.id} ended {job_pb.JobState.Name(final or 0)}; see {daemon.home}"
+            )
     return {
         "subscribers": subscribers,
         "delays": delays,
@@ -104,8 +113,15 @@ async def run(args) -> list[dict]:
     scratch = common.scratch_dir("trainer_streaming")
     raw = common.write_chat_data(scratch / "data" / "chat.jsonl")
     home = Path(tempfile.mkdtemp(prefix="home-", dir=scratch))
-    spec = common.job_spec(common.model_dir("tiny"), raw, "lora", steps=args.steps, batch_size=4,
-                           seq_length=256, report_every=args.report_every)
+    spec = common.job_spec(
+        common.model_dir("tiny"),
+        raw,
+        "lora",
+        steps=args.steps,
+        batch_size=4,
+        seq_length=256,
+        report_every=args.report_every,
+    )
     daemon = processes.Daemon(home, raw.parent)
     runs = []
     try:
@@ -115,9 +131,16 @@ async def run(args) -> list[dict]:
             for n in counts if round_ % 2 == 0 else tuple(reversed(counts)):
                 result = await run_job(daemon, spec, n)
                 runs.append(result)
-                print(f"  round {round_ + 1}, {n} subscriber(s): {result['rate'].tokens_per_second:,.0f} tokens/s"
-                      + (f", delay p50 {1000 * common.percentile(result['delays'], 50):.1f} ms" if n else ""),
-                      file=sys.stderr, flush=True)
+                print(
+                    f"  round {round_ + 1}, {n} subscriber(s): {result['rate'].tokens_per_second:,.0f} tokens/s"
+                    + (
+                        f", delay p50 {1000 * common.percentile(result['delays'], 50):.1f} ms"
+                        if n
+                        else ""
+                    ),
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
         daemon.stop()
     return runs
@@ -130,64 +153,111 @@ def report(args, runs: list[dict], load_at_start: float) -> str:
     delay_rows = []
     for n in sorted(c for c in by_count if c):
         delays = [d * 1000 for r in by_count[n] for d in r["delays"]]
-        delay_rows.append([
-            str(n), f"{len(delays):,}", f"{common.percentile(delays, 50):.1f}", f"{common.percentile(delays, 90):.1f}",
-            f"{common.percentile(delays, 99):.1f}", f"{max(delays):.1f}",
-            f"{common.median([r['connect_seconds'] for r in by_count[n]]) * 1000:.0f}",
-        ])
+        delay_rows.append(
+            [
+                str(n),
+                f"{len(delays):,}",
+                f"{common.percentile(delays, 50):.1f}",
+                f"{common.percentile(delays, 90):.1f}",
+                f"{common.percentile(delays, 99):.1f}",
+                f"{max(delays):.1f}",
+                f"{common.median([r['connect_seconds'] for r in by_count[n]]) * 1000:.0f}",
+            ]
+        )
     speed_rows = []
     base = [v for r in by_count[0] for v in r["intervals"]]
     for n in sorted(by_count):
         values = [v for r in by_count[n] for v in r["intervals"]]
         steps = sum(r["rate"].steps for r in by_count[n])
-        speed_rows.append([
-            str(n), f"{common.median(values):,.0f}", f"{max(values):,.0f}",
-            f"{100 * (1 - common.median(values) / common.median(base)):+.1f}%" if n else "",
-            f"{100 * (1 - max(values) / max(base)):+.1f}%" if n else "",
-            f"{sum(r['daemon_cpu'] for r in by_count[n]) / steps * 1000:.1f}",
-            f"{sum(r['client_cpu'] for r in by_count[n]) / steps * 1000:.1f}",
-        ])
-    command = (f".venv/bin/python -m bench.trainer_streaming --steps {args.steps} --rounds {args.rounds} "
-               f"--subscribers {args.subscribers} --report-every {args.report_every}")
+        speed_rows.append(
+            [
+                str(n),
+                f"{common.median(values):,.0f}",
+                f"{max(values):,.0f}",
+                f"{100 * (1 - common.median(values) / common.median(base)):+.1f}%" if n else "",
+                f"{100 * (1 - max(values) / max(base)):+.1f}%" if n else "",
+                f"{sum(r['daemon_cpu'] for r in by_count[n]) / steps * 1000:.1f}",
+                f"{sum(r['client_cpu'] for r in by_count[n]) / steps * 1000:.1f}",
+            ]
+        )
+    command = (
+        f".venv/bin/python -m bench.trainer_streaming --steps {args.steps} --rounds {args.rounds} "
+        f"--subscribers {args.subscribers} --report-every {args.report_every}"
+    )
     every = "every step" if args.report_every == 1 else f"every {args.report_every} steps"
-    return "\n".join([
-        f"## Trainer: streaming to subscribers (a metrics event {every})",
-        "",
-        f"Command: `{command}` ({common.machine_line(load_at_start)}).",
-        "",
-        (f"`tunewire-trainer` in its own process; a LoRA job on the tiny model (batch 4 x 256, {args.steps} "
-        f"steps) with a metrics event {every}, run with 0, 1 and "
-        f"{args.subscribers} WatchTrainingJob subscribers ({args.rounds} rounds, order alternated). The "
-        "subscribers are streams on their own gRPC channels in the benchmark's process (one asyncio loop), "
-        "on the same two CPUs as the daemon and the worker. Delay: receipt time at the subscriber minus the "
-        f"worker's event time, every metrics event after step {WARMUP_STEPS} of every subscriber."),
-        "",
-        common.table(["subscribers", "deliveries", "p50 ms", "p90 ms", "p99 ms", "max ms",
-                      "all subscribed after (ms)"], delay_rows),
-        "",
-        (f"Training speed: tokens/s over windows of {WINDOW_STEPS} steps after step {WARMUP_STEPS}, from the "
-        "job's own events; median and best window over all runs with that many subscribers. Slowdown: "
-        "relative to no subscriber (positive: slower). CPU ms/step: CPU time of the daemon process and of "
-        "the subscribers' process per training step."),
-        "",
-        common.table(["subscribers", "tokens/s (median)", "tokens/s (best)", "slowdown (medians)",
-                      "slowdown (bests)", "daemon CPU ms/step", "subscribers' CPU ms/step"], speed_rows),
-        "",
-        f"Target: slowdown with {args.subscribers} subscribers under {TARGET_SLOWDOWN:.0%}.",
-    ])
+    return "\n".join(
+        [
+            f"## Trainer: streaming to subscribers (a metrics event {every})",
+            "",
+            f"Command: `{command}` ({common.machine_line(load_at_start)}).",
+            "",
+            (
+                f"`tunewire-trainer` in its own process; a LoRA job on the tiny model (batch 4 x 256, {args.steps} "
+                f"steps) with a metrics event {every}, run with 0, 1 and "
+                f"{args.subscribers} WatchTrainingJob subscribers ({args.rounds} rounds, order alternated). The "
+                "subscribers are streams on their own gRPC channels in the benchmark's process (one asyncio loop), "
+                "on the same two CPUs as the daemon and the worker. Delay: receipt time at the subscriber minus the "
+                f"worker's event time, every metrics event after step {WARMUP_STEPS} of every subscriber."
+            ),
+            "",
+            common.table(
+                [
+                    "subscribers",
+                    "deliveries",
+                    "p50 ms",
+                    "p90 ms",
+                    "p99 ms",
+                    "max ms",
+                    "all subscribed after (ms)",
+                ],
+                delay_rows,
+            ),
+            "",
+            (
+                f"Training speed: tokens/s over windows of {WINDOW_STEPS} steps after step {WARMUP_STEPS}, from the "
+                "job's own events; median and best window over all runs with that many subscribers. Slowdown: "
+                "relative to no subscriber (positive: slower). CPU ms/step: CPU time of the daemon process and of "
+                "the subscribers' process per training step."
+            ),
+            "",
+            common.table(
+                [
+                    "subscribers",
+                    "tokens/s (median)",
+                    "tokens/s (best)",
+                    "slowdown (medians)",
+                    "slowdown (bests)",
+                    "daemon CPU ms/step",
+                    "subscribers' CPU ms/step",
+                ],
+                speed_rows,
+            ),
+            "",
+            f"Target: slowdown with {args.subscribers} subscribers under {TARGET_SLOWDOWN:.0%}.",
+        ]
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=150, help="training steps per run (a report each)")
+    parser.add_argument(
+        "--steps", type=int, default=150, help="training steps per run (a report each)"
+    )
     parser.add_argument("--rounds", type=int, default=2, help="rounds of 0 / 1 / N-subscriber runs")
     parser.add_argument("--subscribers", type=int, default=100)
-    parser.add_argument("--report-every", type=int, default=1, choices=(1, 2, 5, 10),
-                        help="steps between metrics events (1: the worst case)")
+    parser.add_argument(
+        "--report-every",
+        type=int,
+        default=1,
+        choices=(1, 2, 5, 10),
+        help="steps between metrics events (1: the worst case)",
+    )
     parser.add_argument("--out", help="also write the Markdown section to this file")
     args = parser.parse_args()
     if args.steps < WARMUP_STEPS + 2 * WINDOW_STEPS:
-        raise SystemExit(f"--steps must be at least {WARMUP_STEPS + 2 * WINDOW_STEPS}, got {args.steps}")
+        raise SystemExit(
+            f"--steps must be at least {WARMUP_STEPS + 2 * WINDOW_STEPS}, got {args.steps}"
+        )
     load_at_start = os.getloadavg()[0]
     runs = asyncio.run(run(args))
     common.emit(report(args, runs, load_at_start), args.out)

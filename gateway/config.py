@@ -89,7 +89,8 @@ class GatewayConfig:
             )
         if self.upload_chunk_bytes > self.max_message_bytes:
             raise ValueError(
-                f"upload_chunk_bytes ({self.upload_chunk_bytes}) must not exceed max_message_bytes ({self.max_message_bytes})"
+                f"upload_chunk_bytes ({self.upload_chunk_bytes}) must not exceed "
+                f"max_message_bytes ({self.max_message_bytes})"
             )
 
 

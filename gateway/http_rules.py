@@ -214,7 +214,7 @@ def _enum_value(field: FieldDescriptor, text: str) -> int:
 
 def _common_prefix(names: list[str]) -> str:
     """JOB_STATE_ for JobState: the shared prefix up to its last underscore."""
-    prefix = os.path.commonprefix(names) if len(names) > 1 else ""
+    prefix = os.path.commonprefix(names) if len(names) > 1 else ""  # noqa: RUF071 - by character, on purpose
     return prefix[: prefix.rfind("_") + 1]
 
 

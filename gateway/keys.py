@@ -210,7 +210,7 @@ class KeyRing:
             (hash_key(k).encode(), Principal(ENV_KEY_NAME, "admin")) for k in env_keys if k
         ]
         self._file: list[tuple[bytes, Principal]] = []
-        self._stamp: tuple[int, int] | None | str = "not loaded"
+        self._stamp: tuple[int, int] | str | None = "not loaded"
         self._next_check = 0.0
         if path is not None:
             self._load(strict=True)

@@ -169,7 +169,8 @@ class LegacyApi:
         declared = given["dataset_format"]
         if declared != "auto" and info["format"] and declared != info["format"]:
             warnings.append(
-                f"dataset_format says {declared!r} but the records are {info['format']!r}; trained as {info['format']!r}"
+                f"dataset_format says {declared!r} but the records are {info['format']!r}; "
+                f"trained as {info['format']!r}"
             )
         status = job_status(job)
         return web.json_response(

@@ -61,7 +61,9 @@ async def probe(python: str = sys.executable) -> Capabilities:
     caps = Capabilities(backends=distributed_backends())
     try:
         proc = await asyncio.create_subprocess_exec(
-            python, "-c", _PROBE,
+            python,
+            "-c",
+            _PROBE,
             env=blas.worker_env(dict(os.environ)),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,

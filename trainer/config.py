@@ -74,13 +74,31 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
         prog="tunewire-trainer",
         description="tunewire's trainer daemon: runs fine-tuning jobs on MLX behind gRPC.",
     )
-    parser.add_argument("--home", type=Path, default=None, help="state directory (default $TUNEWIRE_HOME or ./.tunewire)")
-    parser.add_argument("--listen", default=os.environ.get("TUNEWIRE_TRAINER_LISTEN", DEFAULT_LISTEN),
-                        help="address to serve on: host:port, unix:PATH, or 'unix' (default %(default)s)")
-    parser.add_argument("--data-root", action="append", type=Path, default=[],
-                        help="directory whose files may be used as datasets (repeatable; default: the current directory and the home)")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="state directory (default $TUNEWIRE_HOME or ./.tunewire)",
+    )
+    parser.add_argument(
+        "--listen",
+        default=os.environ.get("TUNEWIRE_TRAINER_LISTEN", DEFAULT_LISTEN),
+        help="address to serve on: host:port, unix:PATH, or 'unix' (default %(default)s)",
+    )
+    parser.add_argument(
+        "--data-root",
+        action="append",
+        type=Path,
+        default=[],
+        help="directory whose files may be used as datasets (repeatable; default: the current directory and the home)",
+    )
     parser.add_argument("--max-running-jobs", type=int, default=1)
-    parser.add_argument("--cancel-grace", type=float, default=30.0, help="seconds a cancelled job may take to checkpoint")
+    parser.add_argument(
+        "--cancel-grace",
+        type=float,
+        default=30.0,
+        help="seconds a cancelled job may take to checkpoint",
+    )
     args = parser.parse_args(argv)
     if args.max_running_jobs < 1:
         parser.error(f"--max-running-jobs must be at least 1, got {args.max_running_jobs}")

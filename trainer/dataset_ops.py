@@ -49,11 +49,17 @@ def validate_bytes(data: bytes, options: Options) -> dataset_pb2.ValidationRepor
 
 
 def normalize_and_split(
-    raw: str | os.PathLike, out_dir: str | os.PathLike, name: str, fraction: float, seed: int,
+    raw: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    name: str,
+    fraction: float,
+    seed: int,
     options: Options = Options(),
 ) -> Normalized:
     """Validates `raw` and writes its valid records, split by `fraction`, under `out_dir`/`name`/."""
-    result = ds_normalize.normalize_file(raw, Path(out_dir) / name, fraction, seed, options.library())
+    result = ds_normalize.normalize_file(
+        raw, Path(out_dir) / name, fraction, seed, options.library()
+    )
     return Normalized(
         report_to_proto(result.report),
         result.train_path,

@@ -41,11 +41,23 @@ MAX_DISPLAY_NAME = 256
 def _options(options: ds_pb.ValidationOptions, field: str = "options") -> dataset_ops.Options:
     v = []
     if not 0 <= options.max_issues <= MAX_ISSUES:
-        v.append(FieldViolation(f"{field}.max_issues", f"must be between 0 and {MAX_ISSUES}, got {options.max_issues}"))
+        v.append(
+            FieldViolation(
+                f"{field}.max_issues",
+                f"must be between 0 and {MAX_ISSUES}, got {options.max_issues}",
+            )
+        )
     if not 0 <= options.preview_records <= MAX_PREVIEW:
-        v.append(FieldViolation(f"{field}.preview_records", f"must be between 0 and {MAX_PREVIEW}, got {options.preview_records}"))
+        v.append(
+            FieldViolation(
+                f"{field}.preview_records",
+                f"must be between 0 and {MAX_PREVIEW}, got {options.preview_records}",
+            )
+        )
     if options.max_tokens < 0:
-        v.append(FieldViolation(f"{field}.max_tokens", f"must be at least 0, got {options.max_tokens}"))
+        v.append(
+            FieldViolation(f"{field}.max_tokens", f"must be at least 0, got {options.max_tokens}")
+        )
     if options.max_tokens and not options.tokenizer:
         v.append(FieldViolation(f"{field}.max_tokens", "needs options.tokenizer to count tokens"))
     tokenizer = None
@@ -95,12 +107,14 @@ class DatasetService(ds_grpc.DatasetServiceServicer):
         try:
             # Chunks are at most 4 MiB: a write to the page cache is shorter than
             # a thread hop, so it stays on the loop.
-            with open(tmp, "wb") as out:  # noqa: ASYNC230
+            with open(tmp, "wb") as out:
                 async for part in request_iterator:
                     kind = part.WhichOneof("part")
                     if kind == "metadata":
                         if seen_chunk:
-                            raise invalid_argument([FieldViolation("metadata", "must come before the first chunk")])
+                            raise invalid_argument(
+                                [FieldViolation("metadata", "must come before the first chunk")]
+                            )
                         metadata = part.metadata
                     elif kind == "chunk":
                         seen_chunk = True
@@ -115,7 +129,13 @@ class DatasetService(ds_grpc.DatasetServiceServicer):
                         digest.update(part.chunk)
                         out.write(part.chunk)
             if len(metadata.display_name) > MAX_DISPLAY_NAME:
-                raise invalid_argument([FieldViolation("metadata.display_name", f"at most {MAX_DISPLAY_NAME} characters")])
+                raise invalid_argument(
+                    [
+                        FieldViolation(
+                            "metadata.display_name", f"at most {MAX_DISPLAY_NAME} characters"
+                        )
+                    ]
+                )
             options = _options(metadata.options, "metadata.options")
             dataset_id = dataset_id_for(digest.hexdigest())
             existing = self._store.get(dataset_id)
@@ -124,7 +144,14 @@ class DatasetService(ds_grpc.DatasetServiceServicer):
                 existing.owner = who.name
                 return ds_pb.UploadDatasetResponse(dataset=existing)
             dataset = await asyncio.to_thread(
-                self._ingest, tmp, dataset_id, digest.hexdigest(), size, metadata.display_name or "upload", options, who.name
+                self._ingest,
+                tmp,
+                dataset_id,
+                digest.hexdigest(),
+                size,
+                metadata.display_name or "upload",
+                options,
+                who.name,
             )
             self._store.insert(dataset, who.name)
             return ds_pb.UploadDatasetResponse(dataset=dataset)
@@ -170,16 +197,23 @@ class DatasetService(ds_grpc.DatasetServiceServicer):
             report = await asyncio.to_thread(dataset_ops.validate_path, dataset.raw_path, options)
         elif source == "content":
             if len(request.content) > self._config.max_inline_bytes:
-                raise invalid_argument([FieldViolation(
-                    "content",
-                    f"inline content is limited to {self._config.max_inline_bytes:,} bytes, got {len(request.content):,}; use UploadDataset",
-                )])
+                raise invalid_argument(
+                    [
+                        FieldViolation(
+                            "content",
+                            f"inline content is limited to {self._config.max_inline_bytes:,} bytes, "
+                            f"got {len(request.content):,}; use UploadDataset",
+                        )
+                    ]
+                )
             report = await asyncio.to_thread(dataset_ops.validate_bytes, request.content, options)
         elif source == "path":
             path = confine(request.path, self._config.allowed_roots, "path")
             report = await asyncio.to_thread(dataset_ops.validate_path, path, options)
         else:
-            raise invalid_argument([FieldViolation("source", "give one of dataset_id, content or path")])
+            raise invalid_argument(
+                [FieldViolation("source", "give one of dataset_id, content or path")]
+            )
         return ds_pb.ValidateDatasetResponse(report=report)
 
     @handles_errors
@@ -187,20 +221,35 @@ class DatasetService(ds_grpc.DatasetServiceServicer):
         who = self._who(context)
         dataset = self._visible(who, request.dataset_id)
         if not 0.0 <= request.validation_fraction <= 0.5:
-            raise invalid_argument([FieldViolation(
-                "validation_fraction", f"must be between 0 and 0.5, got {request.validation_fraction:g}"
-            )])
+            raise invalid_argument(
+                [
+                    FieldViolation(
+                        "validation_fraction",
+                        f"must be between 0 and 0.5, got {request.validation_fraction:g}",
+                    )
+                ]
+            )
         if not dataset.report.valid:
             raise ServiceError(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"dataset {dataset.id} is not valid ({dataset.report.error_count} errors); fix the file and upload it again",
+                f"dataset {dataset.id} is not valid ({dataset.report.error_count} errors); "
+                "fix the file and upload it again",
                 reason="DATASET_INVALID",
                 resource_type="dataset",
                 resource_name=dataset.id,
             )
-        split_dir = self._config.datasets_dir / dataset.id / "splits" / f"seed{request.seed}-frac{request.validation_fraction:g}"
+        split_dir = (
+            self._config.datasets_dir
+            / dataset.id
+            / "splits"
+            / f"seed{request.seed}-frac{request.validation_fraction:g}"
+        )
         split = await asyncio.to_thread(
-            dataset_ops.split, dataset.raw_path, split_dir, request.validation_fraction, request.seed
+            dataset_ops.split,
+            dataset.raw_path,
+            split_dir,
+            request.validation_fraction,
+            request.seed,
         )
         return ds_pb.NormalizeDatasetResponse(
             dataset=dataset,
@@ -211,17 +260,30 @@ class DatasetService(ds_grpc.DatasetServiceServicer):
 
     @handles_errors
     async def GetDataset(self, request, context):
-        return ds_pb.GetDatasetResponse(dataset=self._visible(self._who(context), request.dataset_id))
+        return ds_pb.GetDatasetResponse(
+            dataset=self._visible(self._who(context), request.dataset_id)
+        )
 
     @handles_errors
     async def ListDatasets(self, request, context):
         who = self._who(context)
         if not 0 <= request.page_size <= MAX_PAGE_SIZE:
-            raise invalid_argument([FieldViolation("page_size", f"must be between 0 and {MAX_PAGE_SIZE}, got {request.page_size}")])
+            raise invalid_argument(
+                [
+                    FieldViolation(
+                        "page_size",
+                        f"must be between 0 and {MAX_PAGE_SIZE}, got {request.page_size}",
+                    )
+                ]
+            )
         token = request.page_token
         if token and (not token.isdigit() or len(token) > 12):
-            raise invalid_argument([FieldViolation("page_token", "is not a token returned by a previous page")])
+            raise invalid_argument(
+                [FieldViolation("page_token", "is not a token returned by a previous page")]
+            )
         offset = int(token or 0)
         limit = request.page_size or 50
         datasets, more = self._store.list(who, offset, limit)
-        return ds_pb.ListDatasetsResponse(datasets=datasets, next_page_token=str(offset + limit) if more else "")
+        return ds_pb.ListDatasetsResponse(
+            datasets=datasets, next_page_token=str(offset + limit) if more else ""
+        )

@@ -45,7 +45,11 @@ class DatasetStore:
             try:
                 self._conn.execute(
                     "INSERT OR IGNORE INTO datasets (id, created, dataset) VALUES (?, ?, ?)",
-                    (dataset.id, dataset.create_time.ToNanoseconds() / 1e9, dataset.SerializeToString()),
+                    (
+                        dataset.id,
+                        dataset.create_time.ToNanoseconds() / 1e9,
+                        dataset.SerializeToString(),
+                    ),
                 )
                 self._conn.execute(
                     "INSERT OR IGNORE INTO dataset_owners (dataset_id, owner) VALUES (?, ?)",
@@ -59,11 +63,14 @@ class DatasetStore:
     def add_owner(self, dataset_id: str, owner: str) -> None:
         with self._lock:
             self._conn.execute(
-                "INSERT OR IGNORE INTO dataset_owners (dataset_id, owner) VALUES (?, ?)", (dataset_id, owner)
+                "INSERT OR IGNORE INTO dataset_owners (dataset_id, owner) VALUES (?, ?)",
+                (dataset_id, owner),
             )
 
     def get(self, dataset_id: str) -> dataset_pb2.Dataset | None:
-        row = self._conn.execute("SELECT dataset FROM datasets WHERE id = ?", (dataset_id,)).fetchone()
+        row = self._conn.execute(
+            "SELECT dataset FROM datasets WHERE id = ?", (dataset_id,)
+        ).fetchone()
         return dataset_pb2.Dataset.FromString(row["dataset"]) if row else None
 
     def visible(self, who: Principal, dataset_id: str) -> dataset_pb2.Dataset | None:
@@ -79,15 +86,19 @@ class DatasetStore:
     def _owns(self, owner: str, dataset_id: str) -> bool:
         return (
             self._conn.execute(
-                "SELECT 1 FROM dataset_owners WHERE dataset_id = ? AND owner = ?", (dataset_id, owner)
+                "SELECT 1 FROM dataset_owners WHERE dataset_id = ? AND owner = ?",
+                (dataset_id, owner),
             ).fetchone()
             is not None
         )
 
-    def list(self, who: Principal, offset: int, limit: int) -> tuple[list[dataset_pb2.Dataset], bool]:
+    def list(
+        self, who: Principal, offset: int, limit: int
+    ) -> tuple[list[dataset_pb2.Dataset], bool]:
         if who.admin:
             rows = self._conn.execute(
-                "SELECT dataset FROM datasets ORDER BY created DESC, id LIMIT ? OFFSET ?", (limit + 1, offset)
+                "SELECT dataset FROM datasets ORDER BY created DESC, id LIMIT ? OFFSET ?",
+                (limit + 1, offset),
             ).fetchall()
         else:
             rows = self._conn.execute(

@@ -28,12 +28,24 @@ def check_request(req: svc_pb.GenerateRequest) -> None:
     if bool(req.prompt) == bool(req.messages):
         v.append(FieldViolation("prompt", "give exactly one of prompt and messages"))
     if len(req.prompt) > MAX_PROMPT_CHARS:
-        v.append(FieldViolation("prompt", f"at most {MAX_PROMPT_CHARS} characters, got {len(req.prompt)}"))
+        v.append(
+            FieldViolation(
+                "prompt", f"at most {MAX_PROMPT_CHARS} characters, got {len(req.prompt)}"
+            )
+        )
     for i, m in enumerate(req.messages):
         if m.role not in ROLES:
-            v.append(FieldViolation(f"messages[{i}].role", f"must be one of {', '.join(ROLES)}, got {m.role!r}"))
+            v.append(
+                FieldViolation(
+                    f"messages[{i}].role", f"must be one of {', '.join(ROLES)}, got {m.role!r}"
+                )
+            )
     if not 0 <= req.max_tokens <= MAX_TOKENS:
-        v.append(FieldViolation("max_tokens", f"must be between 1 and {MAX_TOKENS}, got {req.max_tokens}"))
+        v.append(
+            FieldViolation(
+                "max_tokens", f"must be between 1 and {MAX_TOKENS}, got {req.max_tokens}"
+            )
+        )
     if not 0.0 <= req.temperature <= 5.0:
         v.append(FieldViolation("temperature", f"must be between 0 and 5, got {req.temperature:g}"))
     if not 0.0 <= req.top_p <= 1.0:
@@ -84,7 +96,9 @@ async def run_generation(
         "seed": req.seed,
     }
     proc = await asyncio.create_subprocess_exec(
-        python, "-m", GENERATE_MODULE,
+        python,
+        "-m",
+        GENERATE_MODULE,
         env=blas.worker_env(dict(os.environ)),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
@@ -96,7 +110,9 @@ async def run_generation(
         proc.kill()
         await proc.wait()
         raise ServiceError(
-            grpc.StatusCode.DEADLINE_EXCEEDED, f"generation took longer than {timeout:g} s", reason="GENERATION_TIMEOUT"
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"generation took longer than {timeout:g} s",
+            reason="GENERATION_TIMEOUT",
         ) from None
     except asyncio.CancelledError:
         proc.kill()
@@ -107,11 +123,17 @@ async def run_generation(
     except ValueError:
         result = {}
     if proc.returncode != 0 or "text" not in result:
-        message = result.get("error") or err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["unknown error"]
+        message = (
+            result.get("error")
+            or err.decode("utf-8", "replace").strip().splitlines()[-1:]
+            or ["unknown error"]
+        )
         if isinstance(message, list):
             message = message[0]
         raise ServiceError(
-            grpc.StatusCode.FAILED_PRECONDITION, f"generation failed: {message}", reason="GENERATION_FAILED"
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"generation failed: {message}",
+            reason="GENERATION_FAILED",
         )
     return svc_pb.GenerateResponse(
         text=result["text"],

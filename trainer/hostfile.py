@@ -30,11 +30,13 @@ def read_hosts(path: Path) -> list[str]:
         raise HostfileError(f"is not JSON: {exc}") from None
     hosts = data.get("hosts") if isinstance(data, dict) else data
     if not isinstance(hosts, list) or not hosts:
-        raise HostfileError("needs a non-empty list of hosts (mlx.launch's form: [{\"ssh\": ..., \"ips\": [...]}])")
+        raise HostfileError(
+            'needs a non-empty list of hosts (mlx.launch\'s form: [{"ssh": ..., "ips": [...]}])'
+        )
     out = []
     for rank, host in enumerate(hosts):
         if not isinstance(host, dict) or not isinstance(host.get("ssh"), str) or not host["ssh"]:
-            raise HostfileError(f"hosts[{rank}] needs an \"ssh\" host name")
+            raise HostfileError(f'hosts[{rank}] needs an "ssh" host name')
         ips = host.get("ips") or []
         if not isinstance(ips, list) or not all(isinstance(ip, str) and ip for ip in ips):
             raise HostfileError(f"hosts[{rank}].ips must be a list of addresses")

@@ -37,13 +37,17 @@ def _page_offset(token: str) -> int:
     if not token:
         return 0
     if not token.isdigit() or len(token) > 12:
-        raise invalid_argument([FieldViolation("page_token", "is not a token returned by a previous page")])
+        raise invalid_argument(
+            [FieldViolation("page_token", "is not a token returned by a previous page")]
+        )
     return int(token)
 
 
 def _page_size(size: int) -> int:
     if size < 0 or size > MAX_PAGE_SIZE:
-        raise invalid_argument([FieldViolation("page_size", f"must be between 0 and {MAX_PAGE_SIZE}, got {size}")])
+        raise invalid_argument(
+            [FieldViolation("page_size", f"must be between 0 and {MAX_PAGE_SIZE}, got {size}")]
+        )
     return size or DEFAULT_PAGE_SIZE
 
 
@@ -68,7 +72,13 @@ class JobManager:
         self, who: Principal, spec: job_pb.TrainingJobSpec, request_id: str
     ) -> job_pb.TrainingJob:
         if len(request_id) > MAX_REQUEST_ID:
-            raise invalid_argument([FieldViolation("request_id", f"at most {MAX_REQUEST_ID} characters, got {len(request_id)}")])
+            raise invalid_argument(
+                [
+                    FieldViolation(
+                        "request_id", f"at most {MAX_REQUEST_ID} characters, got {len(request_id)}"
+                    )
+                ]
+            )
         if request_id:
             earlier = self._store.find_by_request_id(who.name, request_id)
             if earlier is not None:
@@ -81,7 +91,9 @@ class JobManager:
         violations = list(check.violations)
         job_id = f"job-{secrets.token_hex(6)}"
         job_dir = self._config.jobs_dir / job_id
-        full_spec = spec_defaults.with_defaults(spec, check.model, wandb_online=wandb_online, hosts=check.hosts)
+        full_spec = spec_defaults.with_defaults(
+            spec, check.model, wandb_online=wandb_online, hosts=check.hosts
+        )
         prepared = None
         if spec.HasField("dataset") and spec.dataset.WhichOneof("source"):
             prepared, data_violations = await self._data.prepare(who, full_spec, job_dir / "data")
@@ -121,7 +133,12 @@ class JobManager:
             ),
         )
         try:
-            self._store.insert(job, state_event(job_pb.JOB_STATE_UNSPECIFIED, job_pb.JOB_STATE_QUEUED, f"created by {who.name}"))
+            self._store.insert(
+                job,
+                state_event(
+                    job_pb.JOB_STATE_UNSPECIFIED, job_pb.JOB_STATE_QUEUED, f"created by {who.name}"
+                ),
+            )
         except sqlite3.IntegrityError:
             # The same request_id raced with us; the other call created the job.
             shutil.rmtree(job_dir, ignore_errors=True)
@@ -151,7 +168,9 @@ class JobManager:
     def get(self, who: Principal, job_id: str) -> job_pb.TrainingJob:
         return self._with_queue_position(self._visible(who, job_id))
 
-    def list(self, who: Principal, page_size: int, page_token: str, states) -> tuple[list, str, int]:
+    def list(
+        self, who: Principal, page_size: int, page_token: str, states
+    ) -> tuple[list, str, int]:
         for i, state in enumerate(states):
             if state not in job_pb.JobState.values():
                 raise invalid_argument([FieldViolation(f"states[{i}]", f"unknown state {state}")])
@@ -199,12 +218,16 @@ class JobManager:
 
     # ---- watch ----------------------------------------------------------------------
 
-    async def watch(self, who: Principal, job_id: str, after_sequence: int) -> AsyncIterator[event_pb.TrainingEvent]:
+    async def watch(
+        self, who: Principal, job_id: str, after_sequence: int
+    ) -> AsyncIterator[event_pb.TrainingEvent]:
         """Replays stored events after `after_sequence`, then tails live ones;
         ends after the terminal state's event."""
         self._visible(who, job_id)
         if after_sequence < 0:
-            raise invalid_argument([FieldViolation("after_sequence", f"must be at least 0, got {after_sequence}")])
+            raise invalid_argument(
+                [FieldViolation("after_sequence", f"must be at least 0, got {after_sequence}")]
+            )
         # Subscribe before replaying so nothing falls between the two.
         sub = self._bus.subscribe(job_id)
         try:
@@ -218,7 +241,10 @@ class JobManager:
                         return
                 if len(page) < REPLAY_PAGE:
                     break
-            if self._store.get(job_id).state in TERMINAL_STATES and last >= self._store.get(job_id).last_event_sequence:
+            if (
+                self._store.get(job_id).state in TERMINAL_STATES
+                and last >= self._store.get(job_id).last_event_sequence
+            ):
                 return
             while True:
                 event = await sub.next()
@@ -226,7 +252,8 @@ class JobManager:
                     if sub.drop_reason == "slow":
                         raise ServiceError(
                             grpc.StatusCode.RESOURCE_EXHAUSTED,
-                            f"this subscriber fell too far behind and was dropped; watch again with after_sequence={last}",
+                            "this subscriber fell too far behind and was dropped; "
+                            f"watch again with after_sequence={last}",
                             reason="SUBSCRIBER_TOO_SLOW",
                             metadata={"after_sequence": str(last)},
                             retry_after_seconds=0,

@@ -19,13 +19,18 @@ async def serve(config: TrainerConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    print("tunewire-trainer: stopping (running jobs checkpoint and resume at the next start)", flush=True)
+    print(
+        "tunewire-trainer: stopping (running jobs checkpoint and resume at the next start)",
+        flush=True,
+    )
     await trainer.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         asyncio.run(serve(config))
     except ConfigError as exc:

@@ -42,7 +42,9 @@ def resolve_model_dir(model: str) -> Path:
         if not local.is_dir():
             raise ModelUnusable(f"{model!r} is not a directory")
         if not (local / "config.json").is_file():
-            raise ModelUnusable(f"{model!r} has no config.json; is it a model in the Hugging Face layout?")
+            raise ModelUnusable(
+                f"{model!r} has no config.json; is it a model in the Hugging Face layout?"
+            )
         return local.resolve()
     if not _HUB_ID.match(model):
         raise ModelUnusable(
@@ -54,10 +56,18 @@ def resolve_model_dir(model: str) -> Path:
 def _hub_snapshot(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download  # only for hub ids
 
-    patterns = ["*.json", "*.safetensors", "*.py", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja"]
+    patterns = [
+        "*.json",
+        "*.safetensors",
+        "*.py",
+        "tokenizer.model",
+        "*.tiktoken",
+        "*.txt",
+        "*.jinja",
+    ]
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
-    except Exception:  # noqa: BLE001, S110 - not cached: fall through to the hub
+    except Exception:
         pass
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         raise ModelUnusable(
@@ -66,7 +76,7 @@ def _hub_snapshot(repo_id: str) -> Path:
         )
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns, etag_timeout=10))
-    except Exception as exc:  # noqa: BLE001 - any hub failure is the same user problem
+    except Exception as exc:
         raise ModelUnusable(
             f"cannot get hub model {repo_id!r}: {type(exc).__name__}; check the id and "
             "the network, or pass a local directory"
@@ -128,7 +138,9 @@ def inspect_model(model: str) -> ModelInfo:
     )
 
 
-def resolve_target_modules(requested: list[str], available: frozenset[str]) -> tuple[list[str], list[str]]:
+def resolve_target_modules(
+    requested: list[str], available: frozenset[str]
+) -> tuple[list[str], list[str]]:
     """Maps short ("q_proj") or block-relative ("self_attn.q_proj") names to the
     block's module paths. Returns (resolved paths, unknown names)."""
     resolved: list[str] = []

@@ -28,7 +28,11 @@ def confine(raw: str, roots: tuple[Path, ...], field: str) -> Path:
         raise invalid_argument([FieldViolation(field, "is empty; give a path to a file")])
     if "\x00" in raw or len(raw) > MAX_PATH_LENGTH:
         raise invalid_argument(
-            [FieldViolation(field, f"is not a usable path (NUL byte or over {MAX_PATH_LENGTH} characters)")]
+            [
+                FieldViolation(
+                    field, f"is not a usable path (NUL byte or over {MAX_PATH_LENGTH} characters)"
+                )
+            ]
         )
     if ".." in PurePath(raw).parts:
         raise _denied(raw, field, "'..' segments are not allowed")
@@ -50,7 +54,9 @@ def confine(raw: str, roots: tuple[Path, ...], field: str) -> Path:
             violations=[FieldViolation(field, f"no file at {raw!r}")],
         ) from None
     except OSError as exc:
-        raise invalid_argument([FieldViolation(field, f"cannot read {raw!r}: {exc.strerror}")]) from None
+        raise invalid_argument(
+            [FieldViolation(field, f"cannot read {raw!r}: {exc.strerror}")]
+        ) from None
     if not stat.S_ISREG(st.st_mode):
         raise invalid_argument([FieldViolation(field, f"{raw!r} is not a regular file")])
     return Path(real)

@@ -64,7 +64,11 @@ def latest_checkpoint_dir(job_dir: Path) -> Path | None:
     if not root.is_dir():
         return None
     steps = sorted(
-        (p for p in root.iterdir() if p.is_dir() and p.name.isdigit() and (p / "state.json").is_file()),
+        (
+            p
+            for p in root.iterdir()
+            if p.is_dir() and p.name.isdigit() and (p / "state.json").is_file()
+        ),
         key=lambda p: int(p.name),
     )
     return steps[-1] if steps else None
@@ -94,7 +98,11 @@ class JobRunner:
         return job
 
     def set_state(
-        self, job_id: str, state: int, reason: str, error: status_pb2.Status | None = None,
+        self,
+        job_id: str,
+        state: int,
+        reason: str,
+        error: status_pb2.Status | None = None,
         extra: Callable[[job_pb.TrainingJob], None] | None = None,
     ) -> job_pb.TrainingJob:
         event = state_event(job_pb.JOB_STATE_UNSPECIFIED, state, reason, error)
@@ -150,8 +158,12 @@ class JobRunner:
         except Exception as exc:
             log.exception("job %s: could not start its worker", job_id)
             self.set_state(
-                job_id, job_pb.JOB_STATE_FAILED, f"could not start the worker: {exc}",
-                status_pb2.Status(code=code_pb2.INTERNAL, message=f"could not start the worker: {exc}"),
+                job_id,
+                job_pb.JOB_STATE_FAILED,
+                f"could not start the worker: {exc}",
+                status_pb2.Status(
+                    code=code_pb2.INTERNAL, message=f"could not start the worker: {exc}"
+                ),
             )
             return
         self._running[job_id] = RunState(group=group)
@@ -160,7 +172,9 @@ class JobRunner:
             if len(commands) > 1
             else "worker started"
         )
-        reason = f"{started}; resuming from checkpoint at step {int(resume.name)}" if resume else started
+        reason = (
+            f"{started}; resuming from checkpoint at step {int(resume.name)}" if resume else started
+        )
 
         def change(j: job_pb.TrainingJob) -> None:
             if resume:
@@ -188,9 +202,13 @@ class JobRunner:
             argv = [self._config.python, "-m", WORKER_MODULE, "--config", str(config_path)]
             return [supervisor.RankCommand(argv, env, job_dir / "train.log")]
         return [
-            supervisor.RankCommand(argv, rank_env, job_dir / ("train.log" if rank == 0 else f"train.rank{rank}.log"))
+            supervisor.RankCommand(
+                argv, rank_env, job_dir / ("train.log" if rank == 0 else f"train.rank{rank}.log")
+            )
             for rank, (argv, rank_env) in enumerate(
-                launch.rank_commands(worker_config, job_dir, python=self._config.python, base_env=env)
+                launch.rank_commands(
+                    worker_config, job_dir, python=self._config.python, base_env=env
+                )
             )
         ]
 
@@ -224,7 +242,11 @@ class JobRunner:
             self.apply(job_id, translation.change, translation.event)
 
     def _on_state(self, job_id: str, state_name: str, reason: str) -> None:
-        state = job_pb.JobState.Value(f"JOB_STATE_{state_name}") if state_name in ("STARTING", "RUNNING") else None
+        state = (
+            job_pb.JobState.Value(f"JOB_STATE_{state_name}")
+            if state_name in ("STARTING", "RUNNING")
+            else None
+        )
         current = self._store.get(job_id)
         if state is None or current.state == state or current.state == job_pb.JOB_STATE_CANCELLING:
             return
@@ -260,17 +282,34 @@ class JobRunner:
 
         if not self._accepting and run.outcome in ("interrupted", ""):
             # Daemon shutdown: the job stays active in the store and resumes at the next start.
-            self.apply(job_id, record_artifacts, log_event("trainer stopping; the job resumes from its last checkpoint at the next start"))
+            self.apply(
+                job_id,
+                record_artifacts,
+                log_event(
+                    "trainer stopping; the job resumes from its last checkpoint at the next start"
+                ),
+            )
             return
         if run.outcome in ("succeeded", "early_stopped"):
-            why = "finished" if run.outcome == "succeeded" else "stopped early: validation loss stopped improving"
+            why = (
+                "finished"
+                if run.outcome == "succeeded"
+                else "stopped early: validation loss stopped improving"
+            )
             self.set_state(job_id, job_pb.JOB_STATE_SUCCEEDED, why, extra=record_artifacts)
-        elif run.outcome == "cancelled" or (result.killed and job.state == job_pb.JOB_STATE_CANCELLING):
-            why = run.kill_reason or f"cancelled{' by ' + run.cancel_requested_by if run.cancel_requested_by else ''}"
+        elif run.outcome == "cancelled" or (
+            result.killed and job.state == job_pb.JOB_STATE_CANCELLING
+        ):
+            why = (
+                run.kill_reason
+                or f"cancelled{' by ' + run.cancel_requested_by if run.cancel_requested_by else ''}"
+            )
             self.set_state(job_id, job_pb.JOB_STATE_CANCELLED, why, extra=record_artifacts)
         else:
             status = self._failure_status(run, result)
-            self.set_state(job_id, job_pb.JOB_STATE_FAILED, status.message, status, extra=record_artifacts)
+            self.set_state(
+                job_id, job_pb.JOB_STATE_FAILED, status.message, status, extra=record_artifacts
+            )
 
     def _failure_status(self, run: RunState, result: supervisor.GroupExit) -> status_pb2.Status:
         peer_lost = run.error and run.error.get("reason") == "DISTRIBUTED_PEER_LOST"
@@ -281,11 +320,22 @@ class JobRunner:
             return _status(code, message, reason)
         if result.failed_rank is not None:
             code = result.failed_code or 0
-            how = f"was killed by signal {-code} ({_signal_name(-code)})" if code < 0 else f"exited with code {code}"
+            how = (
+                f"was killed by signal {-code} ({_signal_name(-code)})"
+                if code < 0
+                else f"exited with code {code}"
+            )
             who = "the worker" if result.ranks == 1 else f"rank {result.failed_rank}"
             tail = f"; last log lines:\n{result.log_tail}" if result.log_tail else ""
-            return _status(code_pb2.INTERNAL, f"{who} {how}{tail}", "WORKER_CRASHED", rank=str(result.failed_rank))
-        return _status(code_pb2.INTERNAL, "the worker exited without finishing the job", "WORKER_CRASHED")
+            return _status(
+                code_pb2.INTERNAL,
+                f"{who} {how}{tail}",
+                "WORKER_CRASHED",
+                rank=str(result.failed_rank),
+            )
+        return _status(
+            code_pb2.INTERNAL, "the worker exited without finishing the job", "WORKER_CRASHED"
+        )
 
     # ---- cancel, recovery, shutdown -------------------------------------------
 
@@ -293,12 +343,16 @@ class JobRunner:
         job = self._store.get(job_id)
         run = self._running.get(job_id)
         if job.state == job_pb.JOB_STATE_QUEUED or run is None:
-            return self.set_state(job_id, job_pb.JOB_STATE_CANCELLED, f"cancelled by {by} before it started")
+            return self.set_state(
+                job_id, job_pb.JOB_STATE_CANCELLED, f"cancelled by {by} before it started"
+            )
         run.cancel_requested_by = by
         if job.state != job_pb.JOB_STATE_CANCELLING:
             job = self.set_state(
-                job_id, job_pb.JOB_STATE_CANCELLING,
-                f"cancel requested by {by}" + ("; stopping the worker now" if force else "; finishing the current step"),
+                job_id,
+                job_pb.JOB_STATE_CANCELLING,
+                f"cancel requested by {by}"
+                + ("; stopping the worker now" if force else "; finishing the current step"),
             )
         if force:
             run.kill_reason = f"cancelled by {by} (forced)"
@@ -325,11 +379,21 @@ class JobRunner:
         (ahead of newer jobs) and resume from their last checkpoint."""
         for job in self._store.in_states(ACTIVE_STATES):
             if job.state == job_pb.JOB_STATE_CANCELLING:
-                self.set_state(job.id, job_pb.JOB_STATE_CANCELLED, "cancelled (the trainer restarted while the job was stopping)")
+                self.set_state(
+                    job.id,
+                    job_pb.JOB_STATE_CANCELLED,
+                    "cancelled (the trainer restarted while the job was stopping)",
+                )
                 continue
             checkpoint = latest_checkpoint_dir(self._config.jobs_dir / job.id)
-            where = f"from its checkpoint at step {int(checkpoint.name)}" if checkpoint else "from the beginning (no checkpoint yet)"
-            self.set_state(job.id, job_pb.JOB_STATE_QUEUED, f"trainer restarted; the job resumes {where}")
+            where = (
+                f"from its checkpoint at step {int(checkpoint.name)}"
+                if checkpoint
+                else "from the beginning (no checkpoint yet)"
+            )
+            self.set_state(
+                job.id, job_pb.JOB_STATE_QUEUED, f"trainer restarted; the job resumes {where}"
+            )
 
     async def shutdown(self, grace: float) -> None:
         """Stops accepting; asks running workers to checkpoint and exit; kills stragglers."""
@@ -354,7 +418,9 @@ def _status(code: int, message: str, reason: str, **metadata: str) -> status_pb2
     from google.rpc import error_details_pb2
 
     status = status_pb2.Status(code=code, message=message)
-    status.details.add().Pack(error_details_pb2.ErrorInfo(reason=reason, domain="tunewire.dev", metadata=metadata))
+    status.details.add().Pack(
+        error_details_pb2.ErrorInfo(reason=reason, domain="tunewire.dev", metadata=metadata)
+    )
     return status
 
 

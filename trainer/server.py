@@ -97,10 +97,14 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
         ]
     )
     register_training_service(TrainingService(config, jobs, caps), server)
-    dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(DatasetService(config, datasets), server)
+    dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(
+        DatasetService(config, datasets), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
 
     try:
         port = server.add_insecure_port(address)
@@ -109,7 +113,9 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
     if port == 0 and not address.startswith("unix:"):
         conn.close()
         caps.cancel()
-        raise ConfigError(f"cannot listen on {address}: the address is in use or not available here")
+        raise ConfigError(
+            f"cannot listen on {address}: the address is in use or not available here"
+        )
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -119,4 +125,6 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
     host = address.rsplit(":", 1)[0]
     bound = address if address.startswith("unix:") else f"{host}:{port}"
     log.info("tunewire-trainer listening on %s (home %s)", bound, config.home)
-    return TrainerServer(config, server, bound, port, runner, jobs, bus, health_servicer, caps, conn)
+    return TrainerServer(
+        config, server, bound, port, runner, jobs, bus, health_servicer, caps, conn
+    )

@@ -28,7 +28,9 @@ DATASET_FORMATS = ("alpaca", "sharegpt", "messages")
 
 
 class TrainingService(svc_grpc.TrainingServiceServicer):
-    def __init__(self, config: TrainerConfig, jobs: JobManager, capabilities: asyncio.Future[Capabilities]):
+    def __init__(
+        self, config: TrainerConfig, jobs: JobManager, capabilities: asyncio.Future[Capabilities]
+    ):
         self._config = config
         self._jobs = jobs
         self._capabilities = capabilities
@@ -63,7 +65,9 @@ class TrainingService(svc_grpc.TrainingServiceServicer):
     async def WatchTrainingJob(self, request, context):
         # Responses go out pre-serialized (see `register`): a live event is
         # encoded once, however many subscribers receive it.
-        async for event in self._jobs.watch(self._who(context), request.job_id, request.after_sequence):
+        async for event in self._jobs.watch(
+            self._who(context), request.job_id, request.after_sequence
+        ):
             yield self._wire(event)
 
     def _wire(self, event) -> bytes:

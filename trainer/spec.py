@@ -65,7 +65,10 @@ def method_name(method: int) -> str:
 
 
 def with_defaults(
-    spec: job_pb.TrainingJobSpec, model: ModelInfo | None, *, wandb_online: bool = False,
+    spec: job_pb.TrainingJobSpec,
+    model: ModelInfo | None,
+    *,
+    wandb_online: bool = False,
     hosts: list[str] | None = None,
 ) -> job_pb.TrainingJobSpec:
     """A copy of `spec` with every unset field given its default."""
@@ -83,7 +86,9 @@ def with_defaults(
             lora.alpha = 2.0 * lora.rank
         model_layers = model.num_layers if model else 0
         if lora.num_layers == 0:
-            lora.num_layers = min(DEFAULT_LORA_LAYERS, model_layers) if model_layers else DEFAULT_LORA_LAYERS
+            lora.num_layers = (
+                min(DEFAULT_LORA_LAYERS, model_layers) if model_layers else DEFAULT_LORA_LAYERS
+            )
         elif lora.num_layers < 0 and model_layers:
             lora.num_layers = model_layers
     else:
@@ -107,12 +112,16 @@ def with_defaults(
     if hp.optimizer == job_pb.OPTIMIZER_UNSPECIFIED:
         hp.optimizer = job_pb.OPTIMIZER_ADAMW
     if not hp.HasField("weight_decay"):
-        hp.weight_decay = DEFAULT_ADAMW_WEIGHT_DECAY if hp.optimizer == job_pb.OPTIMIZER_ADAMW else 0.0
+        hp.weight_decay = (
+            DEFAULT_ADAMW_WEIGHT_DECAY if hp.optimizer == job_pb.OPTIMIZER_ADAMW else 0.0
+        )
     if not hp.HasField("gradient_accumulation_steps"):
         hp.gradient_accumulation_steps = 1
     if not hp.HasField("max_seq_length"):
         context = model.context_length if model else 0
-        hp.max_seq_length = min(DEFAULT_MAX_SEQ_LENGTH, context) if context else DEFAULT_MAX_SEQ_LENGTH
+        hp.max_seq_length = (
+            min(DEFAULT_MAX_SEQ_LENGTH, context) if context else DEFAULT_MAX_SEQ_LENGTH
+        )
 
     if out.loss_masking == job_pb.LOSS_MASKING_UNSPECIFIED:
         out.loss_masking = job_pb.LOSS_MASKING_ALL_ASSISTANT_TURNS

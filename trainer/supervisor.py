@@ -97,7 +97,7 @@ async def start_group(
                 argv += ["--events-fd", str(write_fd)]
                 pass_fds = (write_fd,)
             cmd.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(cmd.log_path, "ab") as log_file:  # noqa: ASYNC230 - opening is instant
+            with open(cmd.log_path, "ab") as log_file:
                 proc = await asyncio.create_subprocess_exec(
                     *argv,
                     cwd=str(cwd),
@@ -131,7 +131,9 @@ async def _supervise(group: WorkerGroup, read_fd: int, on_event: EventHandler) -
     transport, _ = await loop.connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", 0)
     )
-    watchers = [asyncio.create_task(_watch_rank(group, rank)) for rank in range(1, len(group.processes))]
+    watchers = [
+        asyncio.create_task(_watch_rank(group, rank)) for rank in range(1, len(group.processes))
+    ]
     try:
         while True:
             try:
@@ -161,7 +163,11 @@ async def _supervise(group: WorkerGroup, read_fd: int, on_event: EventHandler) -
                     proc.kill()
                     await proc.wait()
         result = GroupExit(returncode=code, ranks=len(group.processes), killed=group.killed)
-        failures = [(rank, p.returncode) for rank, p in enumerate(group.processes) if p.returncode not in (0, None)]
+        failures = [
+            (rank, p.returncode)
+            for rank, p in enumerate(group.processes)
+            if p.returncode not in (0, None)
+        ]
         # A rank that died on its own outranks rank 0 failing because it lost
         # that peer: prefer the recorded first failure, then any other rank.
         others = [f for f in failures if f[0] != 0]
@@ -186,7 +192,9 @@ async def _watch_rank(group: WorkerGroup, rank: int) -> None:
     if code != 0 and not group.killed:
         if group.first_failure is None:
             group.first_failure = (rank, code)
-        log.warning("job %s: rank %d exited with %d; stopping the other ranks", group.job_id, rank, code)
+        log.warning(
+            "job %s: rank %d exited with %d; stopping the other ranks", group.job_id, rank, code
+        )
         for proc in group.processes:
             if proc.returncode is None:
                 try:

@@ -70,14 +70,18 @@ def check_spec(
     method = spec.method or job_pb.TRAINING_METHOD_LORA
     adapter = method in ADAPTER_METHODS
     if model is not None and model.quantized and method == job_pb.TRAINING_METHOD_FULL:
-        bad("method", "FULL fine-tuning needs a float model, but this model is quantized; use QLORA")
+        bad(
+            "method", "FULL fine-tuning needs a float model, but this model is quantized; use QLORA"
+        )
 
     if not spec.HasField("dataset") or spec.dataset.WhichOneof("source") is None:
         bad("dataset", "is required: set dataset.dataset_id or dataset.path")
     if not 0.0 <= spec.validation_fraction <= 0.5:
         bad("validation_fraction", f"must be between 0 and 0.5, got {spec.validation_fraction:g}")
     if spec.validation_fraction and spec.HasField("validation_dataset"):
-        bad("validation_fraction", "give either validation_dataset or validation_fraction, not both")
+        bad(
+            "validation_fraction", "give either validation_dataset or validation_fraction, not both"
+        )
 
     target_modules: list[str] = []
     lora = spec.lora
@@ -89,16 +93,26 @@ def check_spec(
         if not 0.0 <= lora.dropout < 1.0:
             bad("lora.dropout", f"must be in [0, 1), got {lora.dropout:g}")
         if lora.num_layers < -1:
-            bad("lora.num_layers", f"must be -1 (all), 0 (default) or a positive count, got {lora.num_layers}")
+            bad(
+                "lora.num_layers",
+                f"must be -1 (all), 0 (default) or a positive count, got {lora.num_layers}",
+            )
         elif model is not None and model.num_layers and lora.num_layers > model.num_layers:
-            bad("lora.num_layers", f"the model has {model.num_layers} blocks, got {lora.num_layers}")
+            bad(
+                "lora.num_layers", f"the model has {model.num_layers} blocks, got {lora.num_layers}"
+            )
         if lora.target_modules and model is not None:
             target_modules, unknown = model_inspect.resolve_target_modules(
                 list(lora.target_modules), model.block_linear_modules
             )
             if unknown:
-                valid = ", ".join(sorted({m.rsplit(".", 1)[-1] for m in model.block_linear_modules}))
-                bad("lora.target_modules", f"unknown module(s) {', '.join(map(repr, unknown))}; this model has: {valid}")
+                valid = ", ".join(
+                    sorted({m.rsplit(".", 1)[-1] for m in model.block_linear_modules})
+                )
+                bad(
+                    "lora.target_modules",
+                    f"unknown module(s) {', '.join(map(repr, unknown))}; this model has: {valid}",
+                )
     if method == job_pb.TRAINING_METHOD_QLORA:
         q = spec.quantization
         if q.bits and q.bits not in QUANT_BITS:
@@ -115,27 +129,48 @@ def check_spec(
         bad("hyperparameters.batch_size", f"must be between 1 and {MAX_BATCH}, got {hp.batch_size}")
     if hp.HasField("learning_rate") and not 0.0 < hp.learning_rate <= 1.0:
         bad("hyperparameters.learning_rate", f"must be in (0, 1], got {hp.learning_rate:g}")
-    if not 0.0 <= hp.min_learning_rate <= (hp.learning_rate if hp.HasField("learning_rate") else 1.0):
-        bad("hyperparameters.min_learning_rate", f"must be between 0 and learning_rate, got {hp.min_learning_rate:g}")
+    if (
+        not 0.0
+        <= hp.min_learning_rate
+        <= (hp.learning_rate if hp.HasField("learning_rate") else 1.0)
+    ):
+        bad(
+            "hyperparameters.min_learning_rate",
+            f"must be between 0 and learning_rate, got {hp.min_learning_rate:g}",
+        )
     if hp.warmup_steps < 0:
         bad("hyperparameters.warmup_steps", f"must be at least 0, got {hp.warmup_steps}")
     elif hp.max_steps and hp.warmup_steps >= hp.max_steps:
-        bad("hyperparameters.warmup_steps", f"must be less than max_steps ({hp.max_steps}), got {hp.warmup_steps}")
+        bad(
+            "hyperparameters.warmup_steps",
+            f"must be less than max_steps ({hp.max_steps}), got {hp.warmup_steps}",
+        )
     if not _enum_ok(job_pb.LearningRateSchedule.DESCRIPTOR, hp.learning_rate_schedule):
-        bad("hyperparameters.learning_rate_schedule", f"unknown schedule {hp.learning_rate_schedule}")
+        bad(
+            "hyperparameters.learning_rate_schedule",
+            f"unknown schedule {hp.learning_rate_schedule}",
+        )
     if not _enum_ok(job_pb.Optimizer.DESCRIPTOR, hp.optimizer):
         bad("hyperparameters.optimizer", f"unknown optimizer {hp.optimizer}")
     if hp.HasField("weight_decay") and hp.weight_decay < 0:
         bad("hyperparameters.weight_decay", f"must be at least 0, got {hp.weight_decay:g}")
-    if hp.HasField("gradient_accumulation_steps") and not 1 <= hp.gradient_accumulation_steps <= MAX_ACCUMULATION:
+    if (
+        hp.HasField("gradient_accumulation_steps")
+        and not 1 <= hp.gradient_accumulation_steps <= MAX_ACCUMULATION
+    ):
         bad(
             "hyperparameters.gradient_accumulation_steps",
             f"must be between 1 and {MAX_ACCUMULATION}, got {hp.gradient_accumulation_steps}",
         )
     if hp.HasField("max_seq_length"):
         if not MIN_SEQ <= hp.max_seq_length <= MAX_SEQ:
-            bad("hyperparameters.max_seq_length", f"must be between {MIN_SEQ} and {MAX_SEQ}, got {hp.max_seq_length}")
-        elif model is not None and model.context_length and hp.max_seq_length > model.context_length:
+            bad(
+                "hyperparameters.max_seq_length",
+                f"must be between {MIN_SEQ} and {MAX_SEQ}, got {hp.max_seq_length}",
+            )
+        elif (
+            model is not None and model.context_length and hp.max_seq_length > model.context_length
+        ):
             bad(
                 "hyperparameters.max_seq_length",
                 f"the model's context is {model.context_length} tokens, got {hp.max_seq_length}",
@@ -153,14 +188,26 @@ def check_spec(
     if ev.max_batches < 0:
         bad("evaluation.max_batches", f"must be at least 0, got {ev.max_batches}")
     if ev.early_stopping.patience < 0:
-        bad("evaluation.early_stopping.patience", f"must be at least 0, got {ev.early_stopping.patience}")
+        bad(
+            "evaluation.early_stopping.patience",
+            f"must be at least 0, got {ev.early_stopping.patience}",
+        )
     elif ev.early_stopping.patience and not has_validation:
-        bad("evaluation.early_stopping.patience", "early stopping needs validation data (validation_dataset or validation_fraction)")
+        bad(
+            "evaluation.early_stopping.patience",
+            "early stopping needs validation data (validation_dataset or validation_fraction)",
+        )
     if ev.early_stopping.min_delta < 0:
-        bad("evaluation.early_stopping.min_delta", f"must be at least 0, got {ev.early_stopping.min_delta:g}")
+        bad(
+            "evaluation.early_stopping.min_delta",
+            f"must be at least 0, got {ev.early_stopping.min_delta:g}",
+        )
 
     if spec.checkpointing.interval_steps < 0:
-        bad("checkpointing.interval_steps", f"must be at least 0, got {spec.checkpointing.interval_steps}")
+        bad(
+            "checkpointing.interval_steps",
+            f"must be at least 0, got {spec.checkpointing.interval_steps}",
+        )
     if spec.checkpointing.keep_last < 0:
         bad("checkpointing.keep_last", f"must be at least 0, got {spec.checkpointing.keep_last}")
     if spec.report_interval_steps < 0:
@@ -169,7 +216,9 @@ def check_spec(
     hosts = _check_distributed(spec, bad, roots)
 
     if spec.wandb.mode == job_pb.WANDB_MODE_ONLINE and not wandb_online_allowed:
-        bad("wandb.mode", "ONLINE needs a WandB API key on the trainer (WANDB_API_KEY); use OFFLINE")
+        bad(
+            "wandb.mode", "ONLINE needs a WandB API key on the trainer (WANDB_API_KEY); use OFFLINE"
+        )
     if not _enum_ok(job_pb.WandbMode.DESCRIPTOR, spec.wandb.mode):
         bad("wandb.mode", f"unknown mode {spec.wandb.mode}")
     if len(spec.metadata) > MAX_METADATA:
@@ -209,19 +258,33 @@ def _check_distributed(spec: job_pb.TrainingJobSpec, bad, roots: tuple[Path, ...
         if not m or (m.group(3) and not 0 < int(m.group(3)) < 65536):
             bad(f"distributed.hosts[{i}]", f"{host!r} is not 'host' or 'host:port'")
         elif not m.group(3) and not is_local(m.group(1)):
-            bad(f"distributed.hosts[{i}]", f"{host!r} is another machine: give the port its rank listens on (host:port)")
+            bad(
+                f"distributed.hosts[{i}]",
+                f"{host!r} is another machine: give the port its rank listens on (host:port)",
+            )
     first = _HOST.match(hosts[0]) if hosts else None
     if hosts and not is_local(first.group(1) if first else hosts[0]):
         field = "distributed.hosts[0]" if dist.hosts else "distributed.hostfile"
-        bad(field, f"rank 0 reports progress and writes checkpoints, so it runs on the trainer's own host; "
-                   f"list this host first (got {hosts[0]!r})")
+        bad(
+            field,
+            f"rank 0 reports progress and writes checkpoints, so it runs on the trainer's own host; "
+            f"list this host first (got {hosts[0]!r})",
+        )
     if hosts and len(hosts) != world:
         field = "distributed.hosts" if dist.hosts else "distributed.hostfile"
         bad(field, f"one host per rank: world_size is {world}, got {len(hosts)} hosts")
     if not _enum_ok(job_pb.DistributedBackend.DESCRIPTOR, dist.backend):
         bad("distributed.backend", f"unknown backend {dist.backend}")
-    elif world > 1 and dist.backend == job_pb.DISTRIBUTED_BACKEND_MPI and "mpi" not in distributed_backends():
+    elif (
+        world > 1
+        and dist.backend == job_pb.DISTRIBUTED_BACKEND_MPI
+        and "mpi" not in distributed_backends()
+    ):
         bad("distributed.backend", "MPI is not available on this host (no mpirun); use RING")
-    elif world > 1 and dist.backend == job_pb.DISTRIBUTED_BACKEND_NCCL and "nccl" not in distributed_backends():
+    elif (
+        world > 1
+        and dist.backend == job_pb.DISTRIBUTED_BACKEND_NCCL
+        and "nccl" not in distributed_backends()
+    ):
         bad("distributed.backend", "NCCL needs CUDA GPUs, which this host does not have; use RING")
     return hosts or ["localhost"] * world

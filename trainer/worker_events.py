@@ -155,7 +155,9 @@ def _setup(d: dict, when: timestamp_pb2.Timestamp) -> Translation:
         details.trainable_parameters = _int(lora, "trainable_parameters")
         details.total_parameters = _int(lora, "total_parameters")
         details.trainable_percent = _num(lora, "trainable_percent")
-        job.dataset_details.train_records = _int(data, "train_records") or job.dataset_details.train_records
+        job.dataset_details.train_records = (
+            _int(data, "train_records") or job.dataset_details.train_records
+        )
         job.dataset_details.validation_records = (
             _int(data, "validation_records") or job.dataset_details.validation_records
         )
@@ -188,4 +190,6 @@ def _advance(job: job_pb.TrainingJob, step: int, epoch: float, steps_per_second:
     progress.percent = min(100.0, 100.0 * step / total) if total else 0.0
     if steps_per_second > 0 and total >= step:
         remaining = (total - step) / steps_per_second
-        progress.eta.CopyFrom(duration_pb2.Duration(seconds=int(remaining), nanos=int((remaining % 1) * 1e9)))
+        progress.eta.CopyFrom(
+            duration_pb2.Duration(seconds=int(remaining), nanos=int((remaining % 1) * 1e9))
+        )

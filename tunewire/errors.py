@@ -57,7 +57,9 @@ class ServiceError(Exception):
         if self.violations:
             bad = error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
                     for v in self.violations
                 ]
             )
@@ -124,7 +126,7 @@ def handles_errors(method):
                     yield item
             except grpc.aio.AbortError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - the one place errors become statuses
+            except Exception as exc:
                 await grpc_abort(context, exc)
 
         return stream_wrapper
@@ -135,7 +137,7 @@ def handles_errors(method):
             return await method(self, request, context)
         except grpc.aio.AbortError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the one place errors become statuses
+        except Exception as exc:
             await grpc_abort(context, exc)
 
     return unary_wrapper

@@ -235,8 +235,9 @@ def _write_tensor(f: BinaryIO, spec: TensorSpec, rng: np.random.Generator, dtype
     f.writelines(_encode(chunk, dtype) for chunk in _chunks(spec, rng))
 
 
-def model_config(preset: Preset, vocab_size: int, ids: dict[str, int], dtype: str,
-                 preset_name: str, seed: int) -> dict:
+def model_config(
+    preset: Preset, vocab_size: int, ids: dict[str, int], dtype: str, preset_name: str, seed: int
+) -> dict:
     """The `config.json` of a Llama or Qwen2 model, as transformers writes it."""
     config = {
         "architectures": [preset.architecture],
@@ -289,8 +290,13 @@ def check_arguments(seed: int, preset: str, dtype: str) -> None:
         raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
 
 
-def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, preset: str = "tiny",
-                     dtype: str = "float32", overwrite: bool = False) -> Path:
+def build_tiny_model(
+    out_dir: str | os.PathLike,
+    seed: int = 0,
+    preset: str = "tiny",
+    dtype: str = "float32",
+    overwrite: bool = False,
+) -> Path:
     """Write a random model of `preset`'s shape into `out_dir`; returns its path.
 
     Raises ValueError for an unknown preset or dtype or a bad seed, and
@@ -304,7 +310,9 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, preset: str = "t
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; use --force to replace the model in it")
+        raise FileExistsError(
+            f"{out} exists and is not empty; use --force to replace the model in it"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -329,4 +337,3 @@ def _write_model(out: Path, seed: int, preset: Preset, preset_name: str, dtype: 
     tiny_tokenizer.write_json(out / "generation_config.json", generation_config(ids))
     config = model_config(preset, vocab_size, ids, dtype, preset_name, seed)
     tiny_tokenizer.write_json(out / "config.json", config)
-

@@ -1,2 +1,3 @@
 """tunewire version."""
+
 __version__ = "0.1.0"

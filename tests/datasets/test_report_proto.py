@@ -87,10 +87,10 @@ def test_request_options_take_defaults_and_their_limits():
     options = options_from_proto(ProtoOptions(max_issues=5, preview_records=10), workers=1)
     assert (options.max_issues, options.preview_records, options.workers) == (5, 10, 1)
     with pytest.raises(
-        ValueError, match="options.max_issues must be between 0 and 10,000, got 20000"
+        ValueError, match=r"options\.max_issues must be between 0 and 10,000, got 20000"
     ):
         options_from_proto(ProtoOptions(max_issues=20000))
-    with pytest.raises(ValueError, match="options.preview_records"):
+    with pytest.raises(ValueError, match=r"options\.preview_records"):
         options_from_proto(ProtoOptions(preview_records=-1))
-    with pytest.raises(ValueError, match="options.tokenizer"):
+    with pytest.raises(ValueError, match=r"options\.tokenizer"):
         options_from_proto(ProtoOptions(max_tokens=100))

@@ -23,9 +23,14 @@ messages = [
 ]
 prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+
+
 # Random weights stop at an eos token now and then; the greedy sampler with a
 # logits processor banning eos makes the length certain.
-ban_eos = lambda tokens, logits: logits.at[:, list(tokenizer.eos_token_ids)].add(-1e9)
+def ban_eos(tokens, logits):
+    return logits.at[:, list(tokenizer.eos_token_ids)].add(-1e9)
+
+
 generated_ids = []
 for response in mlx_lm.stream_generate(
     model, tokenizer, prompt_ids, max_tokens=12, logits_processors=[ban_eos]
@@ -58,7 +63,8 @@ if len(sys.argv) > 2:
     half = dict(tree_flatten(bf16_model.parameters()))
     report["bfloat16_dtypes"] = sorted({str(v.dtype) for v in half.values()})
     report["bfloat16_mismatches"] = [
-        name for name, value in full.items()
+        name
+        for name, value in full.items()
         if not mx.array_equal(value.astype(mx.bfloat16), half[name]).item()
     ]
 

@@ -35,8 +35,14 @@ def clean_env(**extra) -> dict:
 
 
 def run_probe(env: dict) -> dict:
-    result = subprocess.run([sys.executable, "-c", MATMUL_PROBE], env=env, capture_output=True,
-                            text=True, check=False, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", MATMUL_PROBE],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -44,7 +50,9 @@ def run_probe(env: dict) -> dict:
 def require_openblas() -> Path:
     library = find_openblas(clean_env())
     if library is None:
-        pytest.skip("no OpenBLAS on this machine (Debian/Ubuntu: apt-get install libopenblas0-pthread)")
+        pytest.skip(
+            "no OpenBLAS on this machine (Debian/Ubuntu: apt-get install libopenblas0-pthread)"
+        )
     return library
 
 
@@ -71,7 +79,10 @@ def test_blas_in_use_reads_another_process():
     # its stdin to close, so it is alive while we look.
     child = subprocess.Popen(
         [sys.executable, "-c", "import sys; print('ready', flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=worker_env(clean_env()),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=worker_env(clean_env()),
     )
     try:
         assert child.stdout.readline() == "ready\n"

@@ -14,8 +14,10 @@ def test_alpaca_example_has_five_records_one_with_a_system_prompt():
     records = json.loads((EXAMPLES / "alpaca_example.json").read_text(encoding="utf-8"))
     assert len(records) == 5
     for record in records:
-        assert set(record) in ({"instruction", "input", "output"},
-                               {"system", "instruction", "input", "output"})
+        assert set(record) in (
+            {"instruction", "input", "output"},
+            {"system", "instruction", "input", "output"},
+        )
         assert record["instruction"].strip() and record["output"].strip()
         assert isinstance(record["input"], str)
     assert sum("system" in record for record in records) == 1

@@ -13,15 +13,34 @@ pytestmark = pytest.mark.timeout(60)
 REPO = Path(__file__).resolve().parents[2]
 FOLDER_NAMES = {"datasets", "trainer", "gateway"}
 # Not our code: environments, generated and build output, local state.
-SKIPPED_DIRS = {".venv", "venv", "gen", "build", "dist", ".git", "node_modules", ".tunewire",
-                ".pytest_cache", ".hypothesis", "__pycache__"}
+SKIPPED_DIRS = {
+    ".venv",
+    "venv",
+    "gen",
+    "build",
+    "dist",
+    ".git",
+    "node_modules",
+    ".tunewire",
+    ".pytest_cache",
+    ".hypothesis",
+    "__pycache__",
+}
 
 
 def test_import_datasets_from_the_repo_root_finds_hugging_face():
-    code = ("import datasets, json; print(json.dumps({'file': datasets.__file__, "
-            "'load_dataset': hasattr(datasets, 'load_dataset')}))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                            text=True, check=False, timeout=60)
+    code = (
+        "import datasets, json; print(json.dumps({'file': datasets.__file__, "
+        "'load_dataset': hasattr(datasets, 'load_dataset')}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert found["file"] is not None, "`datasets` resolved to a namespace package (our folder)"

@@ -13,13 +13,29 @@ from tunewire.v1 import (
 pytestmark = pytest.mark.timeout(30)
 
 SERVICES = {
-    "TrainingService": (training_service_pb2, {
-        "CreateTrainingJob", "GetTrainingJob", "ListTrainingJobs", "CancelTrainingJob",
-        "WatchTrainingJob", "ListCheckpoints", "Generate", "GetServerInfo",
-    }),
-    "DatasetService": (dataset_service_pb2, {
-        "UploadDataset", "ValidateDataset", "NormalizeDataset", "GetDataset", "ListDatasets",
-    }),
+    "TrainingService": (
+        training_service_pb2,
+        {
+            "CreateTrainingJob",
+            "GetTrainingJob",
+            "ListTrainingJobs",
+            "CancelTrainingJob",
+            "WatchTrainingJob",
+            "ListCheckpoints",
+            "Generate",
+            "GetServerInfo",
+        },
+    ),
+    "DatasetService": (
+        dataset_service_pb2,
+        {
+            "UploadDataset",
+            "ValidateDataset",
+            "NormalizeDataset",
+            "GetDataset",
+            "ListDatasets",
+        },
+    ),
 }
 
 

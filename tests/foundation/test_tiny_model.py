@@ -44,14 +44,22 @@ def file_hashes(model_dir: Path) -> dict[str, str]:
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "tunewire.cli.main", "model", *args],
-        capture_output=True, text=True, env=env or OFFLINE_ENV, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        env=env or OFFLINE_ENV,
+        timeout=120,
+        check=False,
     )
 
 
 def probe(*model_dirs: Path) -> dict:
     result = subprocess.run(
         [sys.executable, str(PROBE), *map(str, model_dirs)],
-        capture_output=True, text=True, env=OFFLINE_ENV, timeout=180, check=False,
+        capture_output=True,
+        text=True,
+        env=OFFLINE_ENV,
+        timeout=180,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -79,7 +87,9 @@ def test_weights_have_hugging_face_names_and_initial_values(tiny_model_dir):
     with safe_open(str(tiny_model_dir / "model.safetensors"), "numpy") as f:
         names = f.keys()
         weights = {name: f.get_tensor(name) for name in names}
-    expected = {spec.name: spec.shape for spec in tensor_specs(PRESETS["tiny"], config["vocab_size"])}
+    expected = {
+        spec.name: spec.shape for spec in tensor_specs(PRESETS["tiny"], config["vocab_size"])
+    }
     assert {name: w.shape for name, w in weights.items()} == expected
     assert "model.layers.1.self_attn.k_proj.weight" in weights
     assert weights["model.layers.0.self_attn.k_proj.weight"].shape == (32, 64)  # 2 kv heads of 16
@@ -145,8 +155,10 @@ def test_refuses_a_non_empty_directory_without_force(tmp_path):
     result = run_cli("tiny", str(tmp_path))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        (f"tunewire model: error: {tmp_path} exists and is not empty; "
-         "use --force to replace the model in it")
+        (
+            f"tunewire model: error: {tmp_path} exists and is not empty; "
+            "use --force to replace the model in it"
+        )
     ]
     assert not (tmp_path / "config.json").exists()
 
@@ -184,7 +196,9 @@ def test_presets_have_the_published_parameter_counts():
 
 @pytest.mark.timeout(240)
 def test_qwen_preset_builds_and_runs_a_forward_pass(tmp_path):
-    result = run_cli("tiny", str(tmp_path / "qwen"), "--preset", "qwen2.5-0.5b", "--dtype", "bfloat16")
+    result = run_cli(
+        "tiny", str(tmp_path / "qwen"), "--preset", "qwen2.5-0.5b", "--dtype", "bfloat16"
+    )
     assert result.returncode == 0, result.stderr
     with safe_open(str(tmp_path / "qwen" / "model.safetensors"), "numpy") as f:
         embed = f.get_slice("model.embed_tokens.weight")
@@ -200,7 +214,11 @@ def test_qwen_preset_builds_and_runs_a_forward_pass(tmp_path):
     )
     run = subprocess.run(
         [sys.executable, "-c", forward, str(tmp_path / "qwen")],
-        capture_output=True, text=True, env=OFFLINE_ENV, timeout=180, check=False,
+        capture_output=True,
+        text=True,
+        env=OFFLINE_ENV,
+        timeout=180,
+        check=False,
     )
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout.strip().splitlines()[-1])

@@ -112,7 +112,10 @@ def test_path_variables_win_over_the_body():
 
 
 def test_body_star_is_parsed_as_the_whole_request_in_either_json_spelling():
-    body = b'{"spec": {"model": "m", "hyperparameters": {"batchSize": 2, "max_seq_length": 64}, "method": "TRAINING_METHOD_QLORA"}, "request_id": "r1"}'
+    body = (
+        b'{"spec": {"model": "m", "hyperparameters": {"batchSize": 2, "max_seq_length": 64}, '
+        b'"method": "TRAINING_METHOD_QLORA"}, "request_id": "r1"}'
+    )
     request = build_request(route("POST", "/v1/jobs"), {}, MultiDict(), body)
     assert request.spec.model == "m"
     assert request.spec.hyperparameters.batch_size == 2

@@ -104,7 +104,8 @@ def test_every_quick_start_command_works_against_a_live_server(tmp_path, tiny_mo
         for number, (lang, code) in enumerate(blocks, start=2):
             if "npx " in code and shutil.which("npx") is None:
                 warnings.warn(
-                    f"quick start block {number} needs npx (Node.js), which is missing; not run"
+                    f"quick start block {number} needs npx (Node.js), which is missing; not run",
+                    stacklevel=1,
                 )
                 continue
             result = run_block(lang, code, tmp_path, env, state)

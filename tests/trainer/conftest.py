@@ -28,7 +28,8 @@ QA = [
 
 def write_alpaca(path: Path, n: int = 16) -> Path:
     records = [
-        {"instruction": QA[i % len(QA)][0], "input": "", "output": QA[i % len(QA)][1]} for i in range(n)
+        {"instruction": QA[i % len(QA)][0], "input": "", "output": QA[i % len(QA)][1]}
+        for i in range(n)
     ]
     path.write_text(json.dumps(records, indent=2))
     return path
@@ -38,11 +39,19 @@ def write_sharegpt(path: Path, n: int = 8) -> Path:
     lines = []
     for i in range(n):
         a, b = QA[i % len(QA)], QA[(i + 1) % len(QA)]
-        lines.append(json.dumps({"conversations": [
-            {"from": "system", "value": "You are a concise tutor."},
-            {"from": "human", "value": a[0]}, {"from": "gpt", "value": a[1]},
-            {"from": "human", "value": b[0]}, {"from": "gpt", "value": b[1]},
-        ]}))
+        lines.append(
+            json.dumps(
+                {
+                    "conversations": [
+                        {"from": "system", "value": "You are a concise tutor."},
+                        {"from": "human", "value": a[0]},
+                        {"from": "gpt", "value": a[1]},
+                        {"from": "human", "value": b[0]},
+                        {"from": "gpt", "value": b[1]},
+                    ]
+                }
+            )
+        )
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -64,7 +73,9 @@ def data_dir(tmp_path) -> Path:
 @pytest.fixture
 async def trainer(tmp_path, data_dir):
     config = TrainerConfig(
-        home=tmp_path / "home", listen="127.0.0.1:0", data_roots=(data_dir, tmp_path / "home"),
+        home=tmp_path / "home",
+        listen="127.0.0.1:0",
+        data_roots=(data_dir, tmp_path / "home"),
         cancel_grace_seconds=20,
     )
     server = await start_trainer(config)

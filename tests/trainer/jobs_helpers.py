@@ -46,8 +46,14 @@ async def watch_all(jobs_stub, job_id, after=0, metadata=None, timeout=240):
 
 
 def losses(events):
-    return [(e.training_metrics.step, e.training_metrics.loss) for e in events if e.HasField("training_metrics")]
+    return [
+        (e.training_metrics.step, e.training_metrics.loss)
+        for e in events
+        if e.HasField("training_metrics")
+    ]
 
 
 def states(events):
-    return [job_pb.JobState.Name(e.state_change.state) for e in events if e.HasField("state_change")]
+    return [
+        job_pb.JobState.Name(e.state_change.state) for e in events if e.HasField("state_change")
+    ]

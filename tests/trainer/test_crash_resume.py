@@ -41,9 +41,21 @@ class Daemon:
     def spawn(self) -> None:
         with open(self.home.parent / "daemon.log", "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tunewire.trainer.main", "--home", str(self.home),
-                 "--listen", self.address, "--data-root", str(self.data_root), "--data-root", str(self.home)],
-                stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "tunewire.trainer.main",
+                    "--home",
+                    str(self.home),
+                    "--listen",
+                    self.address,
+                    "--data-root",
+                    str(self.data_root),
+                    "--data-root",
+                    str(self.home),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     async def start(self) -> None:
@@ -52,7 +64,9 @@ class Daemon:
         while time.monotonic() < deadline:
             try:
                 async with grpc.aio.insecure_channel(self.address) as ch:
-                    reply = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2)
+                    reply = await health_pb2_grpc.HealthStub(ch).Check(
+                        health_pb2.HealthCheckRequest(), timeout=2
+                    )
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
                         return
             except grpc.aio.AioRpcError:
@@ -92,11 +106,17 @@ async def daemon(tmp_path, data_dir):
         d.kill(signal.SIGTERM)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find orphaned workers")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="reads /proc to find orphaned workers"
+)
 @pytest.mark.parametrize("ranks", [1, 2])
-async def test_kill_9_mid_job_then_restart_resumes_with_identical_losses(daemon, tiny_model_dir, data_dir, ranks):
+async def test_kill_9_mid_job_then_restart_resumes_with_identical_losses(
+    daemon, tiny_model_dir, data_dir, ranks
+):
     # Long enough that the job cannot finish between our last read and the kill.
-    spec = tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=60, checkpoint_every=4, batch_size=4)
+    spec = tiny_spec(
+        tiny_model_dir, data_dir / "alpaca.json", max_steps=60, checkpoint_every=4, batch_size=4
+    )
     spec.distributed.world_size = ranks
     async with grpc.aio.insecure_channel(daemon.address) as ch:
         jobs = svc_grpc.TrainingServiceStub(ch)
@@ -121,7 +141,9 @@ async def test_kill_9_mid_job_then_restart_resumes_with_identical_losses(daemon,
     async with grpc.aio.insecure_channel(daemon.address) as ch:
         jobs = svc_grpc.TrainingServiceStub(ch)
         after = await watch_all(jobs, job.id, after=before[-1].sequence)
-        reference_job = (await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))).job
+        reference_job = (
+            await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))
+        ).job
         reference = await watch_all(jobs, reference_job.id)
         resumed = (await jobs.GetTrainingJob(svc_pb.GetTrainingJobRequest(job_id=job.id))).job
 
@@ -137,7 +159,9 @@ async def test_kill_9_mid_job_then_restart_resumes_with_identical_losses(daemon,
         assert got[step] == pytest.approx(want[step], rel=1e-4, abs=1e-5), step
 
 
-async def test_sigterm_checkpoints_and_the_job_resumes_at_the_next_start(daemon, tiny_model_dir, data_dir):
+async def test_sigterm_checkpoints_and_the_job_resumes_at_the_next_start(
+    daemon, tiny_model_dir, data_dir
+):
     spec = tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=10, checkpoint_every=100)
     async with grpc.aio.insecure_channel(daemon.address) as ch:
         jobs = svc_grpc.TrainingServiceStub(ch)
@@ -158,5 +182,7 @@ async def test_sigterm_checkpoints_and_the_job_resumes_at_the_next_start(daemon,
         jobs = svc_grpc.TrainingServiceStub(ch)
         events = await watch_all(jobs, job.id)
     assert states(events)[-1] == "JOB_STATE_SUCCEEDED"
-    assert any(f"step {stopped_at}" in e.state_change.reason for e in events if e.HasField("state_change"))
+    assert any(
+        f"step {stopped_at}" in e.state_change.reason for e in events if e.HasField("state_change")
+    )
     assert max(step for step, _ in losses(events)) == 10

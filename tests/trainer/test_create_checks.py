@@ -32,7 +32,9 @@ def violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
 
 
 async def create(jobs, spec, request_id=""):
-    return await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec, request_id=request_id))
+    return await jobs.CreateTrainingJob(
+        svc_pb.CreateTrainingJobRequest(spec=spec, request_id=request_id)
+    )
 
 
 async def test_every_problem_is_reported_at_once(jobs, tiny_model_dir, data_dir):
@@ -47,7 +49,10 @@ async def test_every_problem_is_reported_at_once(jobs, tiny_model_dir, data_dir)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     found = violations(err.value)
     assert "between 1 and 1024, got 0" in found["spec.lora.rank"]
-    assert "'qkv_proj'" in found["spec.lora.target_modules"] and "q_proj" in found["spec.lora.target_modules"]
+    assert (
+        "'qkv_proj'" in found["spec.lora.target_modules"]
+        and "q_proj" in found["spec.lora.target_modules"]
+    )
     assert "between 16 and 131072, got 8" in found["spec.hyperparameters.max_seq_length"]
     assert "divisible" in found["spec.hyperparameters.batch_size"]
 
@@ -102,18 +107,22 @@ async def test_request_id_makes_create_idempotent(jobs, tiny_model_dir, data_dir
 
 async def test_hostfile_in_mlx_launch_form_sets_the_ranks(jobs, tiny_model_dir, data_dir):
     (data_dir / "hosts.json").write_text(
-        '[{"ssh": "localhost", "ips": []}, {"ssh": "localhost", "ips": []}]')
+        '[{"ssh": "localhost", "ips": []}, {"ssh": "localhost", "ips": []}]'
+    )
     spec = tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=1, batch_size=4)
     spec.distributed.hostfile = str(data_dir / "hosts.json")
     job = (await create(jobs, spec)).job
-    assert job.distributed.world_size == 2 and list(job.distributed.hosts) == ["localhost", "localhost"]
+    assert job.distributed.world_size == 2 and list(job.distributed.hosts) == [
+        "localhost",
+        "localhost",
+    ]
     await jobs.CancelTrainingJob(svc_pb.CancelTrainingJobRequest(job_id=job.id, force=True))
 
     (data_dir / "broken.json").write_text('{"hosts": [{"ips": ["10.0.0.1"]}]}')
     spec.distributed.hostfile = str(data_dir / "broken.json")
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await create(jobs, spec)
-    assert "\"ssh\"" in violations(err.value)["spec.distributed.hostfile"]
+    assert '"ssh"' in violations(err.value)["spec.distributed.hostfile"]
 
     spec.distributed.hostfile = "/etc/hosts"
     with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -18,7 +18,9 @@ def test_the_daemon_never_imports_mlx():
         "import sys, tunewire.trainer.main, tunewire.trainer.server, tunewire.trainer.worker.launch;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlx', 'mlx_lm', 'transformers')))"
     )
-    out = subprocess.run([sys.executable, "-c", probe], check=False, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", probe], check=False, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
@@ -29,15 +31,28 @@ async def test_unix_socket_with_health_reflection_and_server_info(tmp_path):
         assert trainer.address == f"unix:{tmp_path / 'home' / 'trainer.sock'}"
         async with grpc.aio.insecure_channel(trainer.address) as ch:
             health = await health_pb2_grpc.HealthStub(ch).Check(
-                health_pb2.HealthCheckRequest(service="tunewire.v1.TrainingService"))
+                health_pb2.HealthCheckRequest(service="tunewire.v1.TrainingService")
+            )
             assert health.status == health_pb2.HealthCheckResponse.SERVING
             reflection = reflection_pb2_grpc.ServerReflectionStub(ch)
-            replies = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            replies = reflection.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+            )
             names = {s.name async for r in replies for s in r.list_services_response.service}
-            assert {"tunewire.v1.TrainingService", "tunewire.v1.DatasetService", "grpc.health.v1.Health"} <= names
-            info = await svc_grpc.TrainingServiceStub(ch).GetServerInfo(svc_pb.GetServerInfoRequest())
+            assert {
+                "tunewire.v1.TrainingService",
+                "tunewire.v1.DatasetService",
+                "grpc.health.v1.Health",
+            } <= names
+            info = await svc_grpc.TrainingServiceStub(ch).GetServerInfo(
+                svc_pb.GetServerInfoRequest()
+            )
             assert info.service == "tunewire-trainer" and "qlora" in info.features
-            assert info.mlx_version and info.device in ("cpu", "gpu") and "ring" in info.distributed_backends
+            assert (
+                info.mlx_version
+                and info.device in ("cpu", "gpu")
+                and "ring" in info.distributed_backends
+            )
     finally:
         await trainer.stop(grace=5)
 
@@ -49,7 +64,9 @@ async def test_a_public_bind_needs_the_internal_token(tmp_path):
         assert "TUNEWIRE_INTERNAL_TOKEN" in str(exc)
     else:
         raise AssertionError("the trainer listened on all interfaces without a token")
-    trainer = await start_trainer(TrainerConfig(home=tmp_path / "home", listen="0.0.0.0:0", internal_token="s3cret"))
+    trainer = await start_trainer(
+        TrainerConfig(home=tmp_path / "home", listen="0.0.0.0:0", internal_token="s3cret")
+    )
     try:
         address = f"127.0.0.1:{trainer.port}"
         async with grpc.aio.insecure_channel(address) as ch:
@@ -61,7 +78,9 @@ async def test_a_public_bind_needs_the_internal_token(tmp_path):
             else:
                 raise AssertionError("a call without the internal token was accepted")
             reply = await stub.ListTrainingJobs(
-                svc_pb.ListTrainingJobsRequest(), metadata=(("x-tunewire-internal-token", "s3cret"),))
+                svc_pb.ListTrainingJobsRequest(),
+                metadata=(("x-tunewire-internal-token", "s3cret"),),
+            )
             assert reply.total_size == 0
     finally:
         await trainer.stop(grace=5)

@@ -17,10 +17,13 @@ from .conftest import as_user
 
 
 def _chunks(data: bytes, size: int, display_name: str = "", **options):
-    yield ds_pb.UploadDatasetRequest(metadata=ds_pb.UploadMetadata(
-        display_name=display_name, options=ds_pb.ValidationOptions(**options)))
+    yield ds_pb.UploadDatasetRequest(
+        metadata=ds_pb.UploadMetadata(
+            display_name=display_name, options=ds_pb.ValidationOptions(**options)
+        )
+    )
     for start in range(0, len(data), size):
-        yield ds_pb.UploadDatasetRequest(chunk=data[start:start + size])
+        yield ds_pb.UploadDatasetRequest(chunk=data[start : start + size])
 
 
 async def test_upload_in_chunks_validates_normalizes_and_dedupes(datasets_stub, data_dir, trainer):
@@ -33,7 +36,13 @@ async def test_upload_in_chunks_validates_normalizes_and_dedupes(datasets_stub, 
     assert dataset.report.total_samples == 8
     records = [json.loads(line) for line in Path(dataset.normalized_path).read_text().splitlines()]
     assert len(records) == 8
-    assert [m["role"] for m in records[0]["messages"]] == ["system", "user", "assistant", "user", "assistant"]
+    assert [m["role"] for m in records[0]["messages"]] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+    ]
     assert [m["trainable"] for m in records[0]["messages"]] == [False, False, True, False, True]
 
     again = await datasets_stub.UploadDataset(_chunks(data, 1 << 20))
@@ -55,21 +64,43 @@ async def test_invalid_upload_is_a_report_not_an_error(datasets_stub, data_dir):
 async def test_validate_by_id_inline_and_path(datasets_stub, data_dir):
     data = (data_dir / "alpaca.json").read_bytes()
     uploaded = (await datasets_stub.UploadDataset(_chunks(data, 4096))).dataset
-    by_id = (await datasets_stub.ValidateDataset(ds_pb.ValidateDatasetRequest(dataset_id=uploaded.id))).report
-    inline = (await datasets_stub.ValidateDataset(ds_pb.ValidateDatasetRequest(content=data))).report
-    by_path = (await datasets_stub.ValidateDataset(
-        ds_pb.ValidateDatasetRequest(path=str(data_dir / "alpaca.json"),
-                                     options=ds_pb.ValidationOptions(preview_records=2)))).report
+    by_id = (
+        await datasets_stub.ValidateDataset(ds_pb.ValidateDatasetRequest(dataset_id=uploaded.id))
+    ).report
+    inline = (
+        await datasets_stub.ValidateDataset(ds_pb.ValidateDatasetRequest(content=data))
+    ).report
+    by_path = (
+        await datasets_stub.ValidateDataset(
+            ds_pb.ValidateDatasetRequest(
+                path=str(data_dir / "alpaca.json"),
+                options=ds_pb.ValidationOptions(preview_records=2),
+            )
+        )
+    ).report
     for report in (by_id, inline, by_path):
-        assert report.valid and report.total_samples == 16 and report.format == dataset_pb2.DATASET_FORMAT_ALPACA
+        assert (
+            report.valid
+            and report.total_samples == 16
+            and report.format == dataset_pb2.DATASET_FORMAT_ALPACA
+        )
     assert len(by_path.sample_preview) == 2
     assert by_path.sample_preview[0].conversation.messages[-1].trainable
 
 
-async def test_validate_with_a_tokenizer_counts_tokens_and_marks_trained_spans(datasets_stub, data_dir, tiny_model_dir):
-    report = (await datasets_stub.ValidateDataset(ds_pb.ValidateDatasetRequest(
-        path=str(data_dir / "sharegpt.jsonl"),
-        options=ds_pb.ValidationOptions(tokenizer=str(tiny_model_dir), max_tokens=20, preview_records=1)))).report
+async def test_validate_with_a_tokenizer_counts_tokens_and_marks_trained_spans(
+    datasets_stub, data_dir, tiny_model_dir
+):
+    report = (
+        await datasets_stub.ValidateDataset(
+            ds_pb.ValidateDatasetRequest(
+                path=str(data_dir / "sharegpt.jsonl"),
+                options=ds_pb.ValidationOptions(
+                    tokenizer=str(tiny_model_dir), max_tokens=20, preview_records=1
+                ),
+            )
+        )
+    ).report
     assert report.statistics.tokens > 0
     preview = report.sample_preview[0]
     assert preview.rendered.count("<<<") == 2 and 0 < preview.trained_tokens < preview.tokens
@@ -86,9 +117,24 @@ async def test_paths_outside_the_roots_are_refused(datasets_stub, path):
 async def test_bad_requests_are_invalid_argument_with_the_field(datasets_stub):
     cases = [
         (ds_pb.ValidateDatasetRequest(), "source"),
-        (ds_pb.ValidateDatasetRequest(content=b"{}", options=ds_pb.ValidationOptions(max_issues=-1)), "options.max_issues"),
-        (ds_pb.ValidateDatasetRequest(content=b"{}", options=ds_pb.ValidationOptions(max_tokens=10)), "options.max_tokens"),
-        (ds_pb.ValidateDatasetRequest(content=b"{}", options=ds_pb.ValidationOptions(tokenizer="/no/model")), "options.tokenizer"),
+        (
+            ds_pb.ValidateDatasetRequest(
+                content=b"{}", options=ds_pb.ValidationOptions(max_issues=-1)
+            ),
+            "options.max_issues",
+        ),
+        (
+            ds_pb.ValidateDatasetRequest(
+                content=b"{}", options=ds_pb.ValidationOptions(max_tokens=10)
+            ),
+            "options.max_tokens",
+        ),
+        (
+            ds_pb.ValidateDatasetRequest(
+                content=b"{}", options=ds_pb.ValidationOptions(tokenizer="/no/model")
+            ),
+            "options.tokenizer",
+        ),
     ]
     for request, field in cases:
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -98,48 +144,73 @@ async def test_bad_requests_are_invalid_argument_with_the_field(datasets_stub):
 
 
 async def test_size_limits(tmp_path):
-    config = TrainerConfig(home=tmp_path / "home", listen="127.0.0.1:0", data_roots=(tmp_path,),
-                           max_upload_bytes=1000, max_inline_bytes=100)
+    config = TrainerConfig(
+        home=tmp_path / "home",
+        listen="127.0.0.1:0",
+        data_roots=(tmp_path,),
+        max_upload_bytes=1000,
+        max_inline_bytes=100,
+    )
     trainer = await start_trainer(config)
     try:
         async with grpc.aio.insecure_channel(trainer.address) as ch:
             stub = ds_grpc.DatasetServiceStub(ch)
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.UploadDataset(_chunks(b"x" * 5000, 300))
-            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "1,000 bytes" in err.value.details()
+            assert (
+                err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                and "1,000 bytes" in err.value.details()
+            )
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.ValidateDataset(ds_pb.ValidateDatasetRequest(content=b"x" * 101))
-            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "100 bytes" in err.value.details()
-        assert not any((config.datasets_dir / ".incoming").iterdir()), "a refused upload left a file behind"
+            assert (
+                err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                and "100 bytes" in err.value.details()
+            )
+        assert not any((config.datasets_dir / ".incoming").iterdir()), (
+            "a refused upload left a file behind"
+        )
     finally:
         await trainer.stop(grace=5)
 
 
 async def test_datasets_belong_to_their_uploaders(datasets_stub, data_dir):
     data = (data_dir / "alpaca.json").read_bytes()
-    alice = (await datasets_stub.UploadDataset(_chunks(data, 512), metadata=as_user("alice"))).dataset
+    alice = (
+        await datasets_stub.UploadDataset(_chunks(data, 512), metadata=as_user("alice"))
+    ).dataset
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await datasets_stub.GetDataset(ds_pb.GetDatasetRequest(dataset_id=alice.id), metadata=as_user("bob"))
+        await datasets_stub.GetDataset(
+            ds_pb.GetDatasetRequest(dataset_id=alice.id), metadata=as_user("bob")
+        )
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    assert (await datasets_stub.ListDatasets(ds_pb.ListDatasetsRequest(), metadata=as_user("bob"))).datasets == []
+    assert (
+        await datasets_stub.ListDatasets(ds_pb.ListDatasetsRequest(), metadata=as_user("bob"))
+    ).datasets == []
     # Bob uploading the same bytes gets the same dataset, now his too.
     bob = (await datasets_stub.UploadDataset(_chunks(data, 512), metadata=as_user("bob"))).dataset
     assert bob.id == alice.id and bob.owner == "bob"
-    assert (await datasets_stub.GetDataset(ds_pb.GetDatasetRequest(dataset_id=alice.id),
-                                           metadata=as_user("bob"))).dataset.id == alice.id
+    assert (
+        await datasets_stub.GetDataset(
+            ds_pb.GetDatasetRequest(dataset_id=alice.id), metadata=as_user("bob")
+        )
+    ).dataset.id == alice.id
 
 
 async def test_normalize_splits_deterministically(datasets_stub, data_dir):
     data = (data_dir / "alpaca.json").read_bytes()
     dataset = (await datasets_stub.UploadDataset(_chunks(data, 512))).dataset
     first = await datasets_stub.NormalizeDataset(
-        ds_pb.NormalizeDatasetRequest(dataset_id=dataset.id, validation_fraction=0.25, seed=7))
+        ds_pb.NormalizeDatasetRequest(dataset_id=dataset.id, validation_fraction=0.25, seed=7)
+    )
     second = await datasets_stub.NormalizeDataset(
-        ds_pb.NormalizeDatasetRequest(dataset_id=dataset.id, validation_fraction=0.25, seed=7))
+        ds_pb.NormalizeDatasetRequest(dataset_id=dataset.id, validation_fraction=0.25, seed=7)
+    )
     assert first.statistics.train_records + first.statistics.validation_records == 16
     assert first.statistics.validation_records > 0
     assert Path(first.validation_path).read_bytes() == Path(second.validation_path).read_bytes()
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await datasets_stub.NormalizeDataset(
-            ds_pb.NormalizeDatasetRequest(dataset_id=dataset.id, validation_fraction=0.9))
+            ds_pb.NormalizeDatasetRequest(dataset_id=dataset.id, validation_fraction=0.9)
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

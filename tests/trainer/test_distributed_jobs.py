@@ -35,9 +35,14 @@ def two_ranks(spec: job_pb.TrainingJobSpec) -> job_pb.TrainingJobSpec:
 async def test_two_rank_job_trains_and_reports_ranks_and_hosts(jobs, tiny_model_dir, data_dir):
     spec = two_ranks(tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=4, batch_size=4))
     job = (await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))).job
-    assert job.distributed.world_size == 2 and list(job.distributed.hosts) == ["localhost", "localhost"]
+    assert job.distributed.world_size == 2 and list(job.distributed.hosts) == [
+        "localhost",
+        "localhost",
+    ]
     events = await watch_all(jobs, job.id)
-    assert states(events)[-1] == "JOB_STATE_SUCCEEDED", [e for e in events if e.HasField("state_change")][-1]
+    assert states(events)[-1] == "JOB_STATE_SUCCEEDED", [
+        e for e in events if e.HasField("state_change")
+    ][-1]
     assert [s for s, _ in losses(events)] == [1, 2, 3, 4]
     reasons = [e.state_change.reason for e in events if e.HasField("state_change")]
     assert "2 ranks started on localhost, localhost" in reasons
@@ -47,9 +52,18 @@ async def test_two_rank_job_trains_and_reports_ranks_and_hosts(jobs, tiny_model_
     assert done.latest_metrics.tokens_per_second > 0
 
 
-async def test_a_dying_rank_fails_the_job_naming_it_and_leaves_no_orphans(trainer, jobs, tiny_model_dir, data_dir):
-    spec = two_ranks(tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=100000,
-                               batch_size=4, checkpoint_every=1000))
+async def test_a_dying_rank_fails_the_job_naming_it_and_leaves_no_orphans(
+    trainer, jobs, tiny_model_dir, data_dir
+):
+    spec = two_ranks(
+        tiny_spec(
+            tiny_model_dir,
+            data_dir / "alpaca.json",
+            max_steps=100000,
+            batch_size=4,
+            checkpoint_every=1000,
+        )
+    )
     job = (await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))).job
     async for msg in jobs.WatchTrainingJob(svc_pb.WatchTrainingJobRequest(job_id=job.id)):
         if msg.event.HasField("training_metrics"):
@@ -60,14 +74,23 @@ async def test_a_dying_rank_fails_the_job_naming_it_and_leaves_no_orphans(traine
     events = await watch_all(jobs, job.id)
     assert states(events)[-1] == "JOB_STATE_FAILED"
     failed = (await jobs.GetTrainingJob(svc_pb.GetTrainingJobRequest(job_id=job.id))).job
-    assert "rank 1" in failed.error.message and "SIGKILL" in failed.error.message, failed.error.message
+    assert "rank 1" in failed.error.message and "SIGKILL" in failed.error.message, (
+        failed.error.message
+    )
     await asyncio.sleep(0.5)
     assert not any(_alive(pid) for pid in pids)
 
 
 async def test_cancel_stops_every_rank(trainer, jobs, tiny_model_dir, data_dir):
-    spec = two_ranks(tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=100000,
-                               batch_size=4, checkpoint_every=1000))
+    spec = two_ranks(
+        tiny_spec(
+            tiny_model_dir,
+            data_dir / "alpaca.json",
+            max_steps=100000,
+            batch_size=4,
+            checkpoint_every=1000,
+        )
+    )
     job = (await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))).job
     async for msg in jobs.WatchTrainingJob(svc_pb.WatchTrainingJobRequest(job_id=job.id)):
         if msg.event.HasField("training_metrics"):

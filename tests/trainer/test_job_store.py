@@ -12,7 +12,11 @@ from tunewire.v1 import training_job_pb2 as job_pb
 
 def _new_job(job_id: str, owner: str = "alice", request_id: str = "") -> job_pb.TrainingJob:
     return job_pb.TrainingJob(
-        id=job_id, owner=owner, state=job_pb.JOB_STATE_QUEUED, request_id=request_id, create_time=now_timestamp()
+        id=job_id,
+        owner=owner,
+        state=job_pb.JOB_STATE_QUEUED,
+        request_id=request_id,
+        create_time=now_timestamp(),
     )
 
 

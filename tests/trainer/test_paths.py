@@ -22,7 +22,10 @@ def roots(tmp_path):
 
 def test_file_inside_a_root_is_allowed(roots):
     root, _ = roots
-    assert confine(str(root / "sub" / "data.jsonl"), (root,), "path") == (root / "sub" / "data.jsonl").resolve()
+    assert (
+        confine(str(root / "sub" / "data.jsonl"), (root,), "path")
+        == (root / "sub" / "data.jsonl").resolve()
+    )
 
 
 def test_relative_path_resolves_against_the_working_directory(roots, monkeypatch):

@@ -74,10 +74,20 @@ def make_config(tiny_model_dir, train_file, tmp_path):
             "method": "lora",
             "train_path": str(train_file),
             "validation_path": None,
-            "lora": {"rank": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": [], "num_layers": -1},
+            "lora": {
+                "rank": 4,
+                "alpha": 8.0,
+                "dropout": 0.0,
+                "target_modules": [],
+                "num_layers": -1,
+            },
             "hyperparameters": {
-                "max_steps": 12, "batch_size": 4, "learning_rate": 0.05, "max_seq_length": 64,
-                "optimizer": "adam", "seed": 0,
+                "max_steps": 12,
+                "batch_size": 4,
+                "learning_rate": 0.05,
+                "max_seq_length": 64,
+                "optimizer": "adam",
+                "seed": 0,
             },
             "checkpointing": {"interval_steps": 100, "keep_last": 0},
             "report_interval_steps": 1,
@@ -108,8 +118,12 @@ class WorkerProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [*argv, "--events-fd", str(write_fd)],
-                cwd=self.job_dir, env=env, stdin=subprocess.PIPE, stdout=log,
-                stderr=subprocess.STDOUT, pass_fds=(write_fd,),
+                cwd=self.job_dir,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(write_fd,),
             )
         os.close(write_fd)
         self._events_fd = read_fd
@@ -179,7 +193,13 @@ def start_worker():
     started: list[WorkerProcess] = []
 
     def start(config: dict) -> WorkerProcess:
-        argv = [sys.executable, "-m", "tunewire.trainer.worker", "--config", str(write_config(config))]
+        argv = [
+            sys.executable,
+            "-m",
+            "tunewire.trainer.worker",
+            "--config",
+            str(write_config(config)),
+        ]
         worker = WorkerProcess(Path(config["job_dir"]), argv, subprocess_env())
         started.append(worker)
         return worker
@@ -208,8 +228,14 @@ def start_ranks():
         ranks = []
         for rank, (argv, env) in enumerate(others, start=1):
             with open(job_dir / f"train.rank{rank}.log", "ab") as log:
-                proc = subprocess.Popen(argv, cwd=job_dir, env=env, stdin=subprocess.PIPE,
-                                        stdout=log, stderr=subprocess.STDOUT)
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=job_dir,
+                    env=env,
+                    stdin=subprocess.PIPE,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
             processes.append(proc)
             ranks.append(proc)
         return rank0, ranks

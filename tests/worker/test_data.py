@@ -45,9 +45,14 @@ def trained_labels(tokenizer, path, mode) -> str:
         ("all_assistant", "Hello!<|im_end|>\nBlue.<|im_end|>\n"),
         ("last_assistant", "Blue.<|im_end|>\n"),
         # Everything but the first token, which nothing predicts.
-        ("all", ("system\nBe brief.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n"
-                 "<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nName a color"
-                 "<|im_end|>\n<|im_start|>assistant\nBlue.<|im_end|>\n")),
+        (
+            "all",
+            (
+                "system\nBe brief.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n"
+                "<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nName a color"
+                "<|im_end|>\n<|im_start|>assistant\nBlue.<|im_end|>\n"
+            ),
+        ),
     ],
 )
 def test_multi_turn_labels_trained_per_masking_mode(tokenizer, tmp_path, mode, expected):
@@ -58,8 +63,13 @@ def test_multi_turn_labels_trained_per_masking_mode(tokenizer, tmp_path, mode, e
 
 def test_long_records_are_truncated_and_counted(tokenizer, tmp_path):
     path = tmp_path / "long.jsonl"
-    long = dict(TWO_TURNS, messages=[{"role": "user", "content": "word " * 200, "trainable": False},
-                                     {"role": "assistant", "content": "ok", "trainable": True}])
+    long = dict(
+        TWO_TURNS,
+        messages=[
+            {"role": "user", "content": "word " * 200, "trainable": False},
+            {"role": "assistant", "content": "ok", "trainable": True},
+        ],
+    )
     path.write_text(json.dumps(TWO_TURNS) + "\n" + json.dumps(long) + "\n")
     dataset = load_dataset(path, tokenizer, "all_assistant", max_seq_length=60)
     assert dataset.truncated == 1  # the two-turn record (54 tokens) fits
@@ -70,7 +80,7 @@ def test_long_records_are_truncated_and_counted(tokenizer, tmp_path):
 
 def test_a_line_that_is_not_a_record_is_named(tokenizer, tmp_path):
     path = tmp_path / "bad.jsonl"
-    path.write_text(json.dumps(TWO_TURNS) + "\n{\"text\": \"no messages\"}\n")
+    path.write_text(json.dumps(TWO_TURNS) + '\n{"text": "no messages"}\n')
     with pytest.raises(DataError, match=r"bad.jsonl:2"):
         load_dataset(path, tokenizer, "all_assistant", max_seq_length=64)
 
@@ -81,8 +91,14 @@ def dataset(tokenizer, tmp_path_factory):
     records = []
     for i in range(10):
         answer = "yes " * (i + 1)
-        records.append({"messages": [{"role": "user", "content": f"q{i}", "trainable": False},
-                                     {"role": "assistant", "content": answer, "trainable": True}]})
+        records.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"q{i}", "trainable": False},
+                    {"role": "assistant", "content": answer, "trainable": True},
+                ]
+            }
+        )
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return load_dataset(path, tokenizer, "all_assistant", max_seq_length=64)
 
@@ -111,16 +127,28 @@ def test_a_restored_position_continues_exactly(dataset):
     expected = take(straight, 12)
     first = TrainBatches(dataset, batch_size=2, seed=5, max_seq_length=64)
     take(first, 7)
-    resumed = TrainBatches(dataset, batch_size=2, seed=5, max_seq_length=64,
-                           position=Position(first.position.epoch, first.position.index))
+    resumed = TrainBatches(
+        dataset,
+        batch_size=2,
+        seed=5,
+        max_seq_length=64,
+        position=Position(first.position.epoch, first.position.index),
+    )
     assert take(resumed, 5) == expected[7:]
 
 
 def test_ranks_split_each_global_batch_and_share_its_counts(dataset):
     whole = TrainBatches(dataset, batch_size=4, seed=0, max_seq_length=64).next()
-    halves = [TrainBatches(dataset, batch_size=4, seed=0, max_seq_length=64, rank=r,
-                           world_size=2).next() for r in (0, 1)]
-    rows = lambda b: {b.tokens[i][: int((b.tokens[i] != 0).sum())].tobytes() for i in range(len(b.tokens))}
+    halves = [
+        TrainBatches(dataset, batch_size=4, seed=0, max_seq_length=64, rank=r, world_size=2).next()
+        for r in (0, 1)
+    ]
+
+    def rows(b):
+        return {
+            b.tokens[i][: int((b.tokens[i] != 0).sum())].tobytes() for i in range(len(b.tokens))
+        }
+
     assert rows(halves[0]) | rows(halves[1]) == rows(whole)
     assert all(len(h.tokens) == 2 for h in halves)
     assert all(h.global_trained == whole.global_trained for h in halves)
@@ -136,11 +164,13 @@ def test_too_few_records_for_a_batch_is_an_error_naming_both(dataset):
 def test_config_rejects_unknown_fields_and_bad_values():
     base = {"job_id": "j", "job_dir": "/tmp/j", "model": "m", "train_path": "t.jsonl"}
     assert from_dict(base).hyperparameters.optimizer == "adamw"
-    with pytest.raises(ConfigError, match="hyperparameters.bogus"):
+    with pytest.raises(ConfigError, match=r"hyperparameters\.bogus"):
         from_dict({**base, "hyperparameters": {"bogus": 1}})
     with pytest.raises(ConfigError, match="method must be one of"):
         from_dict({**base, "method": "prefix"})
-    with pytest.raises(ConfigError, match="batch_size=3 must be divisible by distributed.world_size=2"):
+    with pytest.raises(
+        ConfigError, match=r"batch_size=3 must be divisible by distributed\.world_size=2"
+    ):
         from_dict({**base, "hyperparameters": {"batch_size": 3}, "distributed": {"world_size": 2}})
-    with pytest.raises(ConfigError, match="lora.rank must be an integer >= 1"):
+    with pytest.raises(ConfigError, match=r"lora\.rank must be an integer >= 1"):
         from_dict({**base, "lora": {"rank": 0}})

@@ -18,8 +18,14 @@ pytestmark = pytest.mark.timeout(120)
 # steps, so at very high rates two correct runs drift apart through rounding alone.
 SETTINGS = {
     "hyperparameters": {
-        "max_steps": 8, "batch_size": 4, "gradient_accumulation_steps": 2, "seed": 2,
-        "learning_rate": 0.005, "optimizer": "adamw", "weight_decay": 0.01, "max_grad_norm": 1.0,
+        "max_steps": 8,
+        "batch_size": 4,
+        "gradient_accumulation_steps": 2,
+        "seed": 2,
+        "learning_rate": 0.005,
+        "optimizer": "adamw",
+        "weight_decay": 0.01,
+        "max_grad_norm": 1.0,
     },
     "evaluation": {"interval_steps": 4},
 }
@@ -37,8 +43,9 @@ def test_two_ranks_give_the_loss_curve_of_one_rank_with_the_same_global_batch(
     single = run_worker(make_config("one-rank", **settings))
     assert single.returncode == 0, single.log()
 
-    config = make_config("two-ranks", **settings,
-                         distributed={"world_size": 2, "backend": "ring", "hosts": []})
+    config = make_config(
+        "two-ranks", **settings, distributed={"world_size": 2, "backend": "ring", "hosts": []}
+    )
     rank0, (rank1,) = start_ranks(config)
     assert rank0.finish() == 0, rank0.log()
     assert rank1.wait(timeout=60) == 0, (Path(config["job_dir"]) / "train.rank1.log").read_text()
@@ -48,7 +55,10 @@ def test_two_ranks_give_the_loss_curve_of_one_rank_with_the_same_global_batch(
     one, two = single.losses(), rank0.losses()
     assert one.keys() == two.keys() == set(range(1, 9))
     assert all(close(one[s], two[s]) for s in one), (one, two)
-    evals = lambda w: [e["validation_loss"] for e in w.of_type("eval")]
+
+    def evals(w):
+        return [e["validation_loss"] for e in w.of_type("eval")]
+
     assert len(evals(rank0)) == 2 and all(map(close, evals(single), evals(rank0)))
 
     # Throughput and token counts are for the whole job, all ranks together.
@@ -59,10 +69,14 @@ def test_two_ranks_give_the_loss_curve_of_one_rank_with_the_same_global_batch(
     # Rank 0 alone wrote checkpoints and the adapter, and it is the one-rank adapter.
     assert [c["step"] for c in rank0.of_type("checkpoint")] == [4, 8]
     adapter = mx.load(str(Path(rank0.done()["artifacts"]["adapter_path"], "adapters.safetensors")))
-    reference = mx.load(str(Path(single.done()["artifacts"]["adapter_path"], "adapters.safetensors")))
+    reference = mx.load(
+        str(Path(single.done()["artifacts"]["adapter_path"], "adapters.safetensors"))
+    )
     assert adapter.keys() == reference.keys()
     for name, weight in adapter.items():
-        drift = mx.linalg.norm((weight - reference[name]).flatten()) / mx.linalg.norm(reference[name].flatten())
+        drift = mx.linalg.norm((weight - reference[name]).flatten()) / mx.linalg.norm(
+            reference[name].flatten()
+        )
         assert drift.item() < 1e-2, name
 
 
@@ -78,11 +92,16 @@ def test_rank_commands_give_each_rank_its_place_in_the_ring(tmp_path):
         assert env["MLX_RANK"] == str(rank) and env["MLX_HOSTFILE"] == str(tmp_path / HOSTFILE_NAME)
         assert env["PATH"] == "/usr/bin"
 
-    remote = rank_commands({"distributed": {"world_size": 2, "hosts": ["127.0.0.1:5000", "10.0.0.2:5001"]}},
-                           tmp_path, base_env={})
+    remote = rank_commands(
+        {"distributed": {"world_size": 2, "hosts": ["127.0.0.1:5000", "10.0.0.2:5001"]}},
+        tmp_path,
+        base_env={},
+    )
     assert remote[1][0][:3] == ["ssh", "-o", "BatchMode=yes"] and remote[1][0][3] == "10.0.0.2"
     assert "export MLX_RANK=1;" in remote[1][0][4]
     with pytest.raises(ValueError, match="needs a port"):
-        rank_commands({"distributed": {"world_size": 2, "hosts": ["127.0.0.1", "10.0.0.2"]}}, tmp_path)
+        rank_commands(
+            {"distributed": {"world_size": 2, "hosts": ["127.0.0.1", "10.0.0.2"]}}, tmp_path
+        )
     single = rank_commands({"distributed": {"world_size": 1}}, tmp_path, base_env={})
     assert len(single) == 1 and "MLX_RANK" not in single[0][1]

@@ -26,8 +26,12 @@ def test_unknown_target_module_is_named_with_the_valid_ones(make_config, run_wor
 
 
 def test_block_relative_target_modules_adapt_only_those(make_config, run_worker):
-    worker = run_worker(make_config(lora={"target_modules": ["self_attn.v_proj", "down_proj"]},
-                                    hyperparameters={"max_steps": 1}))
+    worker = run_worker(
+        make_config(
+            lora={"target_modules": ["self_attn.v_proj", "down_proj"]},
+            hyperparameters={"max_steps": 1},
+        )
+    )
     assert worker.returncode == 0, worker.log()
     (setup,) = worker.of_type("setup")
     assert setup["lora_details"]["target_modules"] == ["self_attn.v_proj", "mlp.down_proj"]
@@ -42,8 +46,12 @@ def test_a_model_that_does_not_exist_is_an_error_event(make_config, run_worker, 
 
 def test_a_dataset_smaller_than_the_batch_is_an_error_event(make_config, run_worker, tmp_path):
     small = tmp_path / "two.jsonl"
-    record = {"messages": [{"role": "user", "content": "hi", "trainable": False},
-                           {"role": "assistant", "content": "hello", "trainable": True}]}
+    record = {
+        "messages": [
+            {"role": "user", "content": "hi", "trainable": False},
+            {"role": "assistant", "content": "hello", "trainable": True},
+        ]
+    }
     small.write_text((json.dumps(record) + "\n") * 2)
     worker = run_worker(make_config(train_path=str(small)))
     error = single_error(worker)

@@ -13,13 +13,18 @@ pytestmark = pytest.mark.timeout(60)
 def test_evaluation_checkpoints_and_early_stopping(make_config, run_worker, validation_file):
     # min_delta larger than any possible gain: every evaluation after the first
     # counts against patience, so the job stops at the third (step 6 of 20).
-    worker = run_worker(make_config(
-        validation_path=str(validation_file),
-        hyperparameters={"max_steps": 20},
-        evaluation={"interval_steps": 2, "max_batches": 0,
-                    "early_stopping": {"patience": 2, "min_delta": 10.0}},
-        checkpointing={"interval_steps": 100, "keep_last": 1},
-    ))
+    worker = run_worker(
+        make_config(
+            validation_path=str(validation_file),
+            hyperparameters={"max_steps": 20},
+            evaluation={
+                "interval_steps": 2,
+                "max_batches": 0,
+                "early_stopping": {"patience": 2, "min_delta": 10.0},
+            },
+            checkpointing={"interval_steps": 100, "keep_last": 1},
+        )
+    )
     assert worker.returncode == 0, worker.log()
     done = worker.done()
     assert done["outcome"] == "early_stopped" and done["step"] == 6
@@ -48,10 +53,16 @@ def test_evaluation_checkpoints_and_early_stopping(make_config, run_worker, vali
     assert Path(done["artifacts"]["adapter_path"], "adapters.safetensors").exists()
 
 
-def test_without_an_interval_validation_runs_once_at_the_end(make_config, run_worker, validation_file):
-    worker = run_worker(make_config(validation_path=str(validation_file),
-                                    hyperparameters={"max_steps": 3},
-                                    evaluation={"interval_steps": 0}))
+def test_without_an_interval_validation_runs_once_at_the_end(
+    make_config, run_worker, validation_file
+):
+    worker = run_worker(
+        make_config(
+            validation_path=str(validation_file),
+            hyperparameters={"max_steps": 3},
+            evaluation={"interval_steps": 0},
+        )
+    )
     assert worker.returncode == 0, worker.log()
     assert [e["step"] for e in worker.of_type("eval")] == [3]
     (checkpoint,) = worker.of_type("checkpoint")

@@ -47,7 +47,10 @@ def test_lora_trains_and_mlx_lm_loads_and_generates_with_the_adapter(
     setup = setup_event(worker)
     details = setup["lora_details"]
     assert details["rank"] == 4 and details["alpha"] == 8.0 and details["scale"] == 2.0
-    assert "self_attn.q_proj" in details["target_modules"] and "mlp.down_proj" in details["target_modules"]
+    assert (
+        "self_attn.q_proj" in details["target_modules"]
+        and "mlp.down_proj" in details["target_modules"]
+    )
     assert 0 < details["trainable_parameters"] < details["total_parameters"]
     assert setup["dataset_details"]["train_records"] == 8
     assert setup["total_steps"] == 12 and setup["total_epochs"] == 6.0
@@ -75,10 +78,26 @@ def test_lora_trains_and_mlx_lm_loads_and_generates_with_the_adapter(
     assert any(mx.abs(w).max().item() > 0 for name, w in saved.items() if name.endswith("lora_b"))
 
     cli = subprocess.run(
-        [sys.executable, "-m", "mlx_lm", "generate", "--model", str(tiny_model_dir),
-         "--adapter-path", str(adapter_dir), "--prompt", "What color is the sky?",
-         "--max-tokens", "8", "--temp", "0"],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "mlx_lm",
+            "generate",
+            "--model",
+            str(tiny_model_dir),
+            "--adapter-path",
+            str(adapter_dir),
+            "--prompt",
+            "What color is the sky?",
+            "--max-tokens",
+            "8",
+            "--temp",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     # The CLI loaded the adapter and sampled (the few-step model may stop at once).
     assert cli.returncode == 0, cli.stderr
@@ -87,7 +106,9 @@ def test_lora_trains_and_mlx_lm_loads_and_generates_with_the_adapter(
 
 def test_dora_trains_magnitudes_and_adapters(make_config, run_worker, tiny_model_dir):
     # Gradient checkpointing recomputes activations; training must go on just the same.
-    worker = run_worker(make_config(method="dora", hyperparameters={"gradient_checkpointing": True}))
+    worker = run_worker(
+        make_config(method="dora", hyperparameters={"gradient_checkpointing": True})
+    )
     assert_learned(worker)
     adapter_dir = Path(worker.done()["artifacts"]["adapter_path"])
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
@@ -120,10 +141,18 @@ def test_a_quantized_base_is_used_as_is_by_qlora_and_refused_by_full(
 
     quantized = tmp_path / "tiny-8bit"
     convert(str(tiny_model_dir), str(quantized), quantize=True, q_bits=8, q_group_size=32)
-    worker = run_worker(make_config("qlora", method="qlora", model=str(quantized),
-                                    quantization={"bits": 4, "group_size": 64}))
+    worker = run_worker(
+        make_config(
+            "qlora",
+            method="qlora",
+            model=str(quantized),
+            quantization={"bits": 4, "group_size": 64},
+        )
+    )
     assert_learned(worker)
-    config = json.loads(Path(worker.done()["artifacts"]["adapter_path"], "adapter_config.json").read_text())
+    config = json.loads(
+        Path(worker.done()["artifacts"]["adapter_path"], "adapter_config.json").read_text()
+    )
     assert config["tunewire"]["quantization"] is None  # nothing was quantized at load
     model, _ = load(str(quantized), adapter_path=worker.done()["artifacts"]["adapter_path"])
     assert type(model.layers[0].self_attn.q_proj.linear).__name__ == "QuantizedLinear"
@@ -142,7 +171,9 @@ def test_full_fine_tune_saves_a_model_mlx_lm_loads(make_config, run_worker, tiny
     done = worker.done()
     assert done["artifacts"]["adapter_path"] is None
     model_dir = Path(done["artifacts"]["model_path"])
-    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in model_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
+        p.name for p in model_dir.iterdir()
+    }
     trained, _ = load(str(model_dir))
     base, _ = load(str(tiny_model_dir))
     trained_w = dict(tree_flatten(trained.parameters()))

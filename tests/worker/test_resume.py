@@ -17,10 +17,17 @@ pytestmark = pytest.mark.timeout(120)
 EXACTING = {
     "lora": {"dropout": 0.1},
     "hyperparameters": {
-        "max_steps": 16, "batch_size": 2, "gradient_accumulation_steps": 2,
-        "learning_rate": 0.05, "learning_rate_schedule": "cosine", "warmup_steps": 4,
-        "min_learning_rate": 0.001, "optimizer": "adamw", "weight_decay": 0.01,
-        "max_grad_norm": 1.0, "seed": 3,
+        "max_steps": 16,
+        "batch_size": 2,
+        "gradient_accumulation_steps": 2,
+        "learning_rate": 0.05,
+        "learning_rate_schedule": "cosine",
+        "warmup_steps": 4,
+        "min_learning_rate": 0.001,
+        "optimizer": "adamw",
+        "weight_decay": 0.01,
+        "max_grad_norm": 1.0,
+        "seed": 3,
     },
 }
 
@@ -49,7 +56,9 @@ def test_same_seed_gives_the_same_losses_and_another_seed_does_not(make_config, 
 def test_stop_then_resume_matches_an_uninterrupted_run(
     make_config, run_worker, start_worker, validation_file
 ):
-    settings = dict(EXACTING, validation_path=str(validation_file), evaluation={"interval_steps": 5})
+    settings = dict(
+        EXACTING, validation_path=str(validation_file), evaluation={"interval_steps": 5}
+    )
     straight = run_worker(make_config("straight", **settings))
     assert straight.done()["outcome"] == "succeeded", straight.log()
 
@@ -76,5 +85,8 @@ def test_stop_then_resume_matches_an_uninterrupted_run(
     assert setup["resumed_from_step"] == stop_step
     after = {s: v for s, v in straight.losses().items() if s > stop_step}
     assert_close(resumed.losses(), after)
-    evals = lambda w: {e["step"]: e["validation_loss"] for e in w.of_type("eval")}
+
+    def evals(w):
+        return {e["step"]: e["validation_loss"] for e in w.of_type("eval")}
+
     assert_close(evals(resumed), {s: v for s, v in evals(straight).items() if s > stop_step})

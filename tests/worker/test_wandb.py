@@ -42,21 +42,34 @@ def history_rows(records) -> list[dict]:
     rows = []
     for r in records:
         if r.WhichOneof("record_type") == "history":
-            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                         for item in r.history.item})
+            rows.append(
+                {
+                    item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                    for item in r.history.item
+                }
+            )
     return rows
 
 
 def test_offline_run_has_the_losses_and_the_job_config(make_config, run_worker, validation_file):
-    worker = run_worker(make_config(
-        "wandb-job",
-        validation_path=str(validation_file),
-        hyperparameters={"max_steps": 4},
-        wandb={"project": "tunewire-tests", "entity": "", "name": "tiny-lora", "tags": ["ci"],
-               "mode": "offline"},
-    ))
+    worker = run_worker(
+        make_config(
+            "wandb-job",
+            validation_path=str(validation_file),
+            hyperparameters={"max_steps": 4},
+            wandb={
+                "project": "tunewire-tests",
+                "entity": "",
+                "name": "tiny-lora",
+                "tags": ["ci"],
+                "mode": "offline",
+            },
+        )
+    )
     assert worker.returncode == 0, worker.log()
-    assert not [e for e in worker.of_type("log") if e["level"] == "WARNING" and "WandB" in e["message"]]
+    assert not [
+        e for e in worker.of_type("log") if e["level"] == "WARNING" and "WandB" in e["message"]
+    ]
     wandb_dir = Path(worker.done()["artifacts"]["wandb_dir"])
     assert wandb_dir.is_relative_to(worker.job_dir / "wandb")
     (run_file,) = wandb_dir.glob("run-*.wandb")
@@ -81,8 +94,9 @@ def test_offline_run_has_the_losses_and_the_job_config(make_config, run_worker, 
 def test_a_wandb_failure_is_a_warning_and_training_goes_on(make_config, run_worker, monkeypatch):
     # Online mode without an API key: wandb.init refuses, the job must not care.
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    worker = run_worker(make_config(hyperparameters={"max_steps": 2},
-                                    wandb={"project": "p", "mode": "online"}))
+    worker = run_worker(
+        make_config(hyperparameters={"max_steps": 2}, wandb={"project": "p", "mode": "online"})
+    )
     assert worker.returncode == 0, worker.log()
     assert worker.done()["outcome"] == "succeeded"
     warnings = [e["message"] for e in worker.of_type("log") if e["level"] == "WARNING"]

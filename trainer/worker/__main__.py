@@ -19,11 +19,17 @@ from tunewire.trainer.worker.events import ControlReader, EventWriter
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tunewire.trainer.worker",
-                                     description="Run one tunewire training job (one rank).")
+    parser = argparse.ArgumentParser(
+        prog="python -m tunewire.trainer.worker",
+        description="Run one tunewire training job (one rank).",
+    )
     parser.add_argument("--config", required=True, help="path of worker_config.json")
-    parser.add_argument("--events-fd", type=int, default=None,
-                        help="file descriptor to write JSON-line events to (rank 0)")
+    parser.add_argument(
+        "--events-fd",
+        type=int,
+        default=None,
+        help="file descriptor to write JSON-line events to (rank 0)",
+    )
     return parser.parse_args(argv)
 
 
@@ -75,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         code = main()
-    except BaseException:  # noqa: BLE001 - a crash: the traceback in the log is the daemon's evidence
+    except BaseException:
         traceback.print_exc()
         code = 1
     sys.stdout.flush()

@@ -26,8 +26,9 @@ ADAPTERS_DIR = "adapters"
 MODEL_DIR = "model"
 
 
-def adapter_config(config: WorkerConfig, setup: AdapterSetup, total_steps: int,
-                   quantized_at_load: bool) -> dict:
+def adapter_config(
+    config: WorkerConfig, setup: AdapterSetup, total_steps: int, quantized_at_load: bool
+) -> dict:
     """mlx_lm.lora's adapter_config.json (its argument namespace), plus a tunewire section."""
     hp = config.hyperparameters
     return {
@@ -60,7 +61,8 @@ def adapter_config(config: WorkerConfig, setup: AdapterSetup, total_steps: int,
             # loads it onto whatever base it is given.
             "quantization": (
                 {"bits": config.quantization.bits, "group_size": config.quantization.group_size}
-                if quantized_at_load else None
+                if quantized_at_load
+                else None
             ),
         },
     }
@@ -98,7 +100,13 @@ def save_full_model(job_dir: str | Path, loaded: LoadedModel) -> Path:
     final = Path(job_dir) / MODEL_DIR
     tmp = Path(job_dir) / f".{MODEL_DIR}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    save(tmp, str(loaded.path), loaded.model, loaded.tokenizer, copy.deepcopy(loaded.config),
-         donate_model=False)
+    save(
+        tmp,
+        str(loaded.path),
+        loaded.model,
+        loaded.tokenizer,
+        copy.deepcopy(loaded.config),
+        donate_model=False,
+    )
     _replace_dir(tmp, final)
     return final

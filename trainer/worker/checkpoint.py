@@ -48,8 +48,13 @@ class TrainState:
     def capture_rng(self) -> None:
         self.mx_rng_key = [int(x) for x in mx.random.state[0].tolist()]
         kind, keys, pos, has_gauss, cached = np.random.get_state()
-        self.numpy_rng = {"kind": kind, "keys": keys.tolist(), "pos": int(pos),
-                          "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+        self.numpy_rng = {
+            "kind": kind,
+            "keys": keys.tolist(),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        }
 
     def restore_rng(self) -> None:
         if self.mx_rng_key:
@@ -59,8 +64,15 @@ class TrainState:
             mx.random.seed((hi << 32) | lo)
         if self.numpy_rng:
             r = self.numpy_rng
-            np.random.set_state((r["kind"], np.array(r["keys"], dtype=np.uint32), r["pos"],
-                                 r["has_gauss"], r["cached_gaussian"]))
+            np.random.set_state(
+                (
+                    r["kind"],
+                    np.array(r["keys"], dtype=np.uint32),
+                    r["pos"],
+                    r["has_gauss"],
+                    r["cached_gaussian"],
+                )
+            )
 
 
 def checkpoints_dir(job_dir: str | Path) -> Path:
@@ -79,8 +91,13 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def save(job_dir: str | Path, weights: dict[str, mx.array], optimizer_state: dict,
-         state: TrainState, adapter_config: dict) -> tuple[Path, int]:
+def save(
+    job_dir: str | Path,
+    weights: dict[str, mx.array],
+    optimizer_state: dict,
+    state: TrainState,
+    adapter_config: dict,
+) -> tuple[Path, int]:
     """Writes checkpoint `state.step` atomically; returns its path and size in bytes."""
     root = checkpoints_dir(job_dir)
     root.mkdir(parents=True, exist_ok=True)

@@ -35,8 +35,10 @@ class LoraSettings:
     dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input."})
     target_modules: list[str] = field(
         default_factory=list,
-        metadata={"help": "Short ('q_proj') or block-relative ('self_attn.q_proj') names; "
-                  "empty: every linear layer of the block."},
+        metadata={
+            "help": "Short ('q_proj') or block-relative ('self_attn.q_proj') names; "
+            "empty: every linear layer of the block."
+        },
     )
     num_layers: int = field(default=-1, metadata={"help": "Blocks from the last; -1: all."})
 
@@ -166,7 +168,9 @@ class WorkerConfig:
             if not 0 <= self.lora.dropout < 1:
                 raise ConfigError(f"lora.dropout must be in [0, 1), got {self.lora.dropout}")
             if self.lora.num_layers < -1:
-                raise ConfigError(f"lora.num_layers must be -1 (all) or >= 0, got {self.lora.num_layers}")
+                raise ConfigError(
+                    f"lora.num_layers must be -1 (all) or >= 0, got {self.lora.num_layers}"
+                )
         if self.method == "qlora":
             _one_of("quantization.bits", self.quantization.bits, (4, 8))
             _one_of("quantization.group_size", self.quantization.group_size, (32, 64, 128))

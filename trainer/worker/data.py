@@ -70,11 +70,15 @@ def load_dataset(path: str | Path, tokenizer, masking: str, max_seq_length: int)
                 item = json.loads(raw)
                 messages = item["messages"]
             except (ValueError, KeyError, TypeError):
-                raise DataError(f"{path}:{number}: not a canonical record (needs 'messages')") from None
+                raise DataError(
+                    f"{path}:{number}: not a canonical record (needs 'messages')"
+                ) from None
             line = item.get("line", number)
             try:
-                tokens, mask = trained_token_mask(tokenizer, messages, masking, tools=item.get("tools"))
-            except Exception as exc:  # noqa: BLE001 - a chat template may raise anything (jinja2 errors)
+                tokens, mask = trained_token_mask(
+                    tokenizer, messages, masking, tools=item.get("tools")
+                )
+            except Exception as exc:
                 raise DataError(
                     f"{path}: record of line {line}: the chat template failed: {type(exc).__name__}: {exc}"
                 ) from None
@@ -104,8 +108,9 @@ def pad_length(longest: int, max_seq_length: int) -> int:
     return min(1 + PAD_MULTIPLE * ((longest + PAD_MULTIPLE - 1) // PAD_MULTIPLE), max_seq_length)
 
 
-def collate(records: list[Record], indices: list[int], rank: int, world_size: int,
-            max_seq_length: int) -> Batch:
+def collate(
+    records: list[Record], indices: list[int], rank: int, world_size: int, max_seq_length: int
+) -> Batch:
     """The rank's rows of the global batch `indices` (every world_size-th, like mlx-lm)."""
     chosen = [records[i] for i in indices]
     mine = chosen[rank::world_size]
@@ -141,8 +146,16 @@ class Position:
 class TrainBatches:
     """Deterministic, resumable micro-batches: the order depends only on (seed, epoch)."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int, max_seq_length: int,
-                 rank: int = 0, world_size: int = 1, position: Position | None = None):
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        seed: int,
+        max_seq_length: int,
+        rank: int = 0,
+        world_size: int = 1,
+        position: Position | None = None,
+    ):
         self.dataset = dataset
         self.groups = sorted_groups(dataset.records, batch_size)
         if not self.groups:
@@ -180,8 +193,14 @@ class TrainBatches:
         return collate(self.dataset.records, group, self.rank, self.world_size, self.max_seq_length)
 
 
-def validation_batches(dataset: Dataset, batch_size: int, max_batches: int, max_seq_length: int,
-                       rank: int = 0, world_size: int = 1) -> list[Batch]:
+def validation_batches(
+    dataset: Dataset,
+    batch_size: int,
+    max_batches: int,
+    max_seq_length: int,
+    rank: int = 0,
+    world_size: int = 1,
+) -> list[Batch]:
     """Length-sorted batches in a fixed order; unlike training the last, short one is kept."""
     order = sorted(range(len(dataset.records)), key=lambda i: len(dataset.records[i]))
     groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

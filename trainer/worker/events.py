@@ -37,7 +37,7 @@ class EventWriter:
             if self._fd is not None:
                 data = line.encode()
                 while data:
-                    data = data[os.write(self._fd, data):]
+                    data = data[os.write(self._fd, data) :]
             if self._echo is not None and type_ != "setup":
                 # A short human line in train.log, so the log alone tells the story.
                 print(f"[{type_}] " + _summary(event), file=self._echo, flush=True)
@@ -97,7 +97,9 @@ class ControlReader:
             try:
                 command = json.loads(raw).get("command")
             except (ValueError, AttributeError):
-                print(f"[control] ignored a line that is not a JSON command: {raw!r}", file=sys.stderr)
+                print(
+                    f"[control] ignored a line that is not a JSON command: {raw!r}", file=sys.stderr
+                )
                 continue
             if command == "cancel":
                 self.cancel_requested.set()
@@ -105,5 +107,7 @@ class ControlReader:
                 self.stop_requested.set()
             else:
                 print(f"[control] ignored unknown command {command!r}", file=sys.stderr)
-        print("[control] stdin closed: the daemon is gone; exiting now", file=sys.stderr, flush=True)
+        print(
+            "[control] stdin closed: the daemon is gone; exiting now", file=sys.stderr, flush=True
+        )
         self._on_eof()

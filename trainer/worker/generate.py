@@ -69,9 +69,11 @@ def generate(request: GenerateRequest) -> dict:
 
     try:
         model, tokenizer = load(request.model, adapter_path=request.adapter_path)
-    except Exception as exc:  # noqa: BLE001 - missing files, hub errors, bad adapters
-        raise ValueError(f"cannot load model {request.model!r} with adapter "
-                         f"{request.adapter_path!r}: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:
+        raise ValueError(
+            f"cannot load model {request.model!r} with adapter "
+            f"{request.adapter_path!r}: {type(exc).__name__}: {exc}"
+        ) from None
     if request.messages is not None:
         chat = [{"role": m["role"], "content": m["content"]} for m in request.messages]
         prompt = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
@@ -83,8 +85,9 @@ def generate(request: GenerateRequest) -> dict:
     mx.random.seed(request.seed)
     sampler = make_sampler(temp=request.temperature, top_p=request.top_p)
     text, last = "", None
-    for last in stream_generate(model, tokenizer, prompt_tokens, max_tokens=request.max_tokens,
-                                sampler=sampler):
+    for last in stream_generate(
+        model, tokenizer, prompt_tokens, max_tokens=request.max_tokens, sampler=sampler
+    ):
         text += last.text
     return {
         "text": text,

@@ -15,18 +15,25 @@ from tunewire.trainer.worker.optim import build_optimizer, total_steps
 from tunewire.trainer.worker.wandb_log import WandbLogger
 
 
-def _load_data(path: str, what: str, tokenizer, config: WorkerConfig, events: EventWriter) -> Dataset:
+def _load_data(
+    path: str, what: str, tokenizer, config: WorkerConfig, events: EventWriter
+) -> Dataset:
     hp = config.hyperparameters
     try:
         data = load_dataset(path, tokenizer, config.loss_masking, hp.max_seq_length)
     except FileNotFoundError:
         raise WorkerError("DATASET_NOT_FOUND", f"{what} data not found: {path}") from None
     if data.truncated:
-        events.log("WARNING", f"{data.truncated} {what} records truncated to "
-                              f"max_seq_length={hp.max_seq_length}")
+        events.log(
+            "WARNING",
+            f"{data.truncated} {what} records truncated to max_seq_length={hp.max_seq_length}",
+        )
     if data.untrained:
-        events.log("WARNING", f"{data.untrained} {what} records have no trained tokens "
-                              f"(loss_masking={config.loss_masking}) and add nothing to the loss")
+        events.log(
+            "WARNING",
+            f"{data.untrained} {what} records have no trained tokens "
+            f"(loss_masking={config.loss_masking}) and add nothing to the loss",
+        )
     return data
 
 
@@ -40,7 +47,9 @@ def run_job(config: WorkerConfig, events: EventWriter, control: ControlReader) -
     train = _load_data(config.train_path, "training", loaded.tokenizer, config, events)
     validation = None
     if config.validation_path:
-        validation = _load_data(config.validation_path, "validation", loaded.tokenizer, config, events)
+        validation = _load_data(
+            config.validation_path, "validation", loaded.tokenizer, config, events
+        )
 
     # The optimizer's schedule needs the step count, which needs the batches.
     probe = TrainBatches(train, hp.batch_size, hp.seed, hp.max_seq_length, world.rank, world.size)
@@ -51,9 +60,18 @@ def run_job(config: WorkerConfig, events: EventWriter, control: ControlReader) -
         try:
             state = restore(config.resume_from, loaded.model, optimizer)
         except (FileNotFoundError, ValueError) as exc:
-            raise WorkerError("CHECKPOINT_UNUSABLE", f"cannot resume from {config.resume_from}: {exc}") from None
-    batches = TrainBatches(train, hp.batch_size, hp.seed, hp.max_seq_length, world.rank, world.size,
-                           position=start_position(state))
+            raise WorkerError(
+                "CHECKPOINT_UNUSABLE", f"cannot resume from {config.resume_from}: {exc}"
+            ) from None
+    batches = TrainBatches(
+        train,
+        hp.batch_size,
+        hp.seed,
+        hp.max_seq_length,
+        world.rank,
+        world.size,
+        position=start_position(state),
+    )
     events.emit(
         "setup",
         total_steps=steps,
@@ -69,8 +87,20 @@ def run_job(config: WorkerConfig, events: EventWriter, control: ControlReader) -
     )
     wandb = WandbLogger(config, events, enabled=world.is_main)
     adapter_cfg = adapter_config(config, setup, steps, loaded.quantized_at_load)
-    trainer = Trainer(config, loaded.model, optimizer, batches, validation, steps, events, control,
-                      world, wandb, adapter_cfg, state)
+    trainer = Trainer(
+        config,
+        loaded.model,
+        optimizer,
+        batches,
+        validation,
+        steps,
+        events,
+        control,
+        world,
+        wandb,
+        adapter_cfg,
+        state,
+    )
     outcome = trainer.run()
 
     artifacts = {"adapter_path": None, "model_path": None, "wandb_dir": wandb.dir}
@@ -82,7 +112,9 @@ def run_job(config: WorkerConfig, events: EventWriter, control: ControlReader) -
         if setup.fine_tune_type == "full":
             artifacts["model_path"] = str(save_full_model(config.job_dir, loaded))
         else:
-            artifacts["adapter_path"] = str(save_adapters(config.job_dir, loaded.model, adapter_cfg))
+            artifacts["adapter_path"] = str(
+                save_adapters(config.job_dir, loaded.model, adapter_cfg)
+            )
     wandb.finish()
     events.emit(
         "done",
@@ -91,4 +123,3 @@ def run_job(config: WorkerConfig, events: EventWriter, control: ControlReader) -
         artifacts=artifacts,
         best_checkpoint_step=state.best_step if state.best_validation_loss is not None else 0,
     )
-

@@ -48,7 +48,7 @@ def is_local(host: str) -> bool:
 
 
 def ring_hosts(world_size: int, hosts: list[str]) -> list[str]:
-    """"ip:port" per rank: the given hosts (ports picked where missing), or loopback."""
+    """ "ip:port" per rank: the given hosts (ports picked where missing), or loopback."""
     if hosts and len(hosts) != world_size:
         raise ValueError(f"distributed.hosts lists {len(hosts)} hosts for world_size={world_size}")
     entries = hosts or ["127.0.0.1"] * world_size
@@ -64,9 +64,13 @@ def ring_hosts(world_size: int, hosts: list[str]) -> list[str]:
     return out
 
 
-def rank_commands(config: Mapping, job_dir: str | os.PathLike, *,
-                  base_env: Mapping[str, str] | None = None,
-                  python: str = sys.executable) -> list[tuple[list[str], dict[str, str]]]:
+def rank_commands(
+    config: Mapping,
+    job_dir: str | os.PathLike,
+    *,
+    base_env: Mapping[str, str] | None = None,
+    python: str = sys.executable,
+) -> list[tuple[list[str], dict[str, str]]]:
     """(argv, env) for every rank of the job whose worker config is `config` (a dict).
 
     Writes the hostfile into `job_dir`. A single-rank job gets the plain worker
@@ -78,8 +82,13 @@ def rank_commands(config: Mapping, job_dir: str | os.PathLike, *,
     world_size = int(dist.get("world_size") or 1)
     backend = dist.get("backend") or "ring"
     env = dict(os.environ if base_env is None else base_env)
-    worker = [python, "-m", "tunewire.trainer.worker", "--config",
-              str(job_dir / "worker_config.json")]
+    worker = [
+        python,
+        "-m",
+        "tunewire.trainer.worker",
+        "--config",
+        str(job_dir / "worker_config.json"),
+    ]
     if world_size <= 1:
         return [(worker, env)]
 
@@ -89,8 +98,9 @@ def rank_commands(config: Mapping, job_dir: str | os.PathLike, *,
     master_ip, master_port = _split_host(hosts[0])
     commands = []
     for rank, entry in enumerate(hosts):
-        rank_env = dict(env, MLX_RANK=str(rank), MLX_HOSTFILE=str(hostfile),
-                        MLX_WORLD_SIZE=str(world_size))
+        rank_env = dict(
+            env, MLX_RANK=str(rank), MLX_HOSTFILE=str(hostfile), MLX_WORLD_SIZE=str(world_size)
+        )
         if backend == "nccl":
             rank_env.update(NCCL_HOST_IP=master_ip, NCCL_PORT=str(master_port))
         host, _ = _split_host(entry)
@@ -103,8 +113,11 @@ def rank_commands(config: Mapping, job_dir: str | os.PathLike, *,
 
 def _ssh(host: str, worker: list[str], rank_env: Mapping[str, str], job_dir: Path) -> list[str]:
     """ssh HOST 'cd JOB_DIR; export the MLX variables; exec the worker' (as mlx.launch)."""
-    exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in rank_env.items()
-                      if k.startswith(("MLX_", "NCCL_")))
+    exports = "".join(
+        f"export {k}={shlex.quote(v)}; "
+        for k, v in rank_env.items()
+        if k.startswith(("MLX_", "NCCL_"))
+    )
     script = f"cd {shlex.quote(str(job_dir))} && {exports}exec {shlex.join(worker)}"
     # No -tt: stdin must stay a pipe, so EOF there still means "the daemon died".
     return ["ssh", "-o", "BatchMode=yes", host, script]

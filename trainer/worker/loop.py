@@ -44,10 +44,21 @@ def masked_loss(model: nn.Module, tokens: mx.array, mask: mx.array, normalizer: 
 
 
 class Trainer:
-    def __init__(self, config: WorkerConfig, model: nn.Module, optimizer: optim.Optimizer,
-                 batches: TrainBatches, validation: Dataset | None, total_steps: int,
-                 events: EventWriter, control: ControlReader, world: World, wandb: WandbLogger,
-                 adapter_config: dict, state: checkpoint.TrainState):
+    def __init__(
+        self,
+        config: WorkerConfig,
+        model: nn.Module,
+        optimizer: optim.Optimizer,
+        batches: TrainBatches,
+        validation: Dataset | None,
+        total_steps: int,
+        events: EventWriter,
+        control: ControlReader,
+        world: World,
+        wandb: WandbLogger,
+        adapter_config: dict,
+        state: checkpoint.TrainState,
+    ):
         self.config = config
         self.hp = config.hyperparameters
         self.model = model
@@ -62,9 +73,16 @@ class Trainer:
         self.state = state
         self.job_dir = Path(config.job_dir)
         self.validation = (
-            validation_batches(validation, self.hp.batch_size, config.evaluation.max_batches,
-                               self.hp.max_seq_length, world.rank, world.size)
-            if validation is not None and len(validation) else []
+            validation_batches(
+                validation,
+                self.hp.batch_size,
+                config.evaluation.max_batches,
+                self.hp.max_seq_length,
+                world.rank,
+                world.size,
+            )
+            if validation is not None and len(validation)
+            else []
         )
         self.last_train_loss: float | None = state.metrics.get("train_loss")
         self.last_checkpoint_step = state.step if state.step else -1
@@ -116,7 +134,9 @@ class Trainer:
             if cancel or stop:
                 return self._finish_early("cancelled" if cancel else "interrupted")
             if not announced:
-                reason = f"resumed at step {self.state.step}" if self.state.step else "training started"
+                reason = (
+                    f"resumed at step {self.state.step}" if self.state.step else "training started"
+                )
                 self.events.emit("state", state="RUNNING", reason=reason)
                 announced = True
             self._train_step(step_fn, compiled_state)
@@ -190,7 +210,9 @@ class Trainer:
         }
         if self.world.is_main:
             self.events.emit("metrics", **metrics)
-        self.wandb.log({f"train/{k}": v for k, v in metrics.items() if k != "step"}, metrics["step"])
+        self.wandb.log(
+            {f"train/{k}": v for k, v in metrics.items() if k != "step"}, metrics["step"]
+        )
         self._reset_interval()
 
     # -- evaluation and early stopping -------------------------------------------
@@ -231,8 +253,13 @@ class Trainer:
             state.best_validation_loss, state.best_step = loss, state.step
         seconds = time.perf_counter() - tic
         if self.world.is_main:
-            self.events.emit("eval", step=state.step, validation_loss=loss,
-                             perplexity=_perplexity(loss), seconds=seconds)
+            self.events.emit(
+                "eval",
+                step=state.step,
+                validation_loss=loss,
+                perplexity=_perplexity(loss),
+                seconds=seconds,
+            )
         self.wandb.log({"val/loss": loss, "val/perplexity": _perplexity(loss)}, state.step)
         return loss
 
@@ -270,18 +297,31 @@ class Trainer:
         self.last_checkpoint_step = state.step
         if not self.world.is_main:
             return
-        path, size = checkpoint.save(self.job_dir, trainable_weights(self.model),
-                                     self.optimizer.state, state, self.adapter_config)
-        removed = checkpoint.prune(self.job_dir, self.config.checkpointing.keep_last, state.best_step)
+        path, size = checkpoint.save(
+            self.job_dir,
+            trainable_weights(self.model),
+            self.optimizer.state,
+            state,
+            self.adapter_config,
+        )
+        removed = checkpoint.prune(
+            self.job_dir, self.config.checkpointing.keep_last, state.best_step
+        )
         self.events.emit(
-            "checkpoint", step=state.step, path=str(path), train_loss=train_loss,
+            "checkpoint",
+            step=state.step,
+            path=str(path),
+            train_loss=train_loss,
             validation_loss=validation_loss,
             best=validation_loss is not None and state.best_step == state.step,
-            size_bytes=size, removed=removed,
+            size_bytes=size,
+            removed=removed,
         )
 
 
-def restore(path: str | Path, model: nn.Module, optimizer: optim.Optimizer) -> checkpoint.TrainState:
+def restore(
+    path: str | Path, model: nn.Module, optimizer: optim.Optimizer
+) -> checkpoint.TrainState:
     """Weights, optimizer state (its step counter drives the schedule) and RNG of a checkpoint."""
     weights, optimizer_state, state = checkpoint.load(path)
     model.load_weights(list(weights.items()), strict=False)

@@ -48,7 +48,7 @@ def resolve_model_path(model: str) -> Path:
 
     try:
         return Path(snapshot_download(model, allow_patterns=DEFAULT_ALLOW_PATTERNS))
-    except Exception as exc:  # noqa: BLE001 - the hub client raises many types
+    except Exception as exc:
         raise WorkerError(
             "MODEL_NOT_FOUND",
             f"model not found: {model!r} is neither a local directory nor a cached or "
@@ -70,8 +70,9 @@ def load_model(model: str) -> LoadedModel:
 
 
 def is_quantized(model: nn.Module) -> bool:
-    return any(isinstance(m, (nn.QuantizedLinear, QuantizedSwitchLinear))
-               for _, m in model.named_modules())
+    return any(
+        isinstance(m, (nn.QuantizedLinear, QuantizedSwitchLinear)) for _, m in model.named_modules()
+    )
 
 
 def prepare_dtype(model: nn.Module) -> None:
@@ -104,7 +105,9 @@ def resolve_target_modules(model: nn.Module, target_modules: list[str]) -> list[
         return available
     keys: list[str] = []
     for name in target_modules:
-        matches = [p for p in available if p == name or ("." not in name and p.rsplit(".", 1)[-1] == name)]
+        matches = [
+            p for p in available if p == name or ("." not in name and p.rsplit(".", 1)[-1] == name)
+        ]
         if not matches:
             short = sorted({p.rsplit(".", 1)[-1] for p in available})
             raise WorkerError(
@@ -212,4 +215,3 @@ def setup_model(config: WorkerConfig) -> tuple[LoadedModel, AdapterSetup, Parame
     np.random.seed(seed % 2**32)
     setup = apply_method(loaded.model, config)
     return loaded, setup, count_parameters(loaded.model, setup.fine_tune_type != "full")
-

@@ -30,7 +30,9 @@ def learning_rate_schedule(hp: Hyperparameters, steps: int):
     elif hp.learning_rate_schedule == "linear":
         main = optim.linear_schedule(peak, floor, decay_steps)
     elif warmup:
-        main = lambda _step: mx.array(peak, mx.float32)
+
+        def main(_step):
+            return mx.array(peak, mx.float32)
     else:
         return peak
     if not warmup:

@@ -37,7 +37,7 @@ class WandbLogger:
                 resume="allow",
             )
             self.dir = str(Path(self._run.dir).parent)
-        except Exception as exc:  # noqa: BLE001 - any wandb failure is only a warning
+        except Exception as exc:
             self._fail("init", exc)
 
     @property
@@ -49,7 +49,7 @@ class WandbLogger:
             return
         try:
             self._run.log(values, step=step)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._fail("log", exc)
 
     def finish(self, exit_code: int = 0) -> None:
@@ -57,14 +57,17 @@ class WandbLogger:
             return
         try:
             self._run.finish(exit_code=exit_code)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._fail("finish", exc)
         self._run = None
 
     def _fail(self, what: str, exc: Exception) -> None:
         self._run = None
-        self._events.log("WARNING", f"WandB {what} failed, logging to WandB is off for this job: "
-                                    f"{type(exc).__name__}: {exc}")
+        self._events.log(
+            "WARNING",
+            f"WandB {what} failed, logging to WandB is off for this job: "
+            f"{type(exc).__name__}: {exc}",
+        )
 
 
 def _run_id(job_id: str) -> str:

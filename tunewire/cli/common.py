@@ -101,7 +101,7 @@ def guarded(prog: str, action: Callable[[], int], *, verbose: bool = False) -> i
         return EXIT_FAILED
     except BrokenPipeError:  # `tunewire jobs | head`: the reader left, nothing to say
         return 0
-    except Exception as error:  # noqa: BLE001 - our bug, not the user's: still one line
+    except Exception as error:
         fail(
             prog,
             f"unexpected error: {type(error).__name__}: {error} (run with --verbose for the traceback)",

@@ -41,9 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(tiny_model.DTYPES),
         help="weight dtype on disk (default: float32)",
     )
-    tiny.add_argument(
-        "--force", action="store_true", help="replace the model in a non-empty DIR"
-    )
+    tiny.add_argument("--force", action="store_true", help="replace the model in a non-empty DIR")
 
     commands.add_parser("presets", help="list the presets with their parameter counts")
     return parser
@@ -81,7 +79,9 @@ def _build(args: argparse.Namespace) -> int:
 
 def _list_presets() -> int:
     vocab = tiny_tokenizer.train_tokenizer().get_vocab_size()
-    print(f"{'preset':<14} {'architecture':<18} {'parameters':>15} {'layers':>6} {'hidden':>6} {'vocab':>7}")
+    print(
+        f"{'preset':<14} {'architecture':<18} {'parameters':>15} {'layers':>6} {'hidden':>6} {'vocab':>7}"
+    )
     for name, preset in tiny_model.PRESETS.items():
         print(
             f"{name:<14} {preset.architecture:<18} "

@@ -124,7 +124,10 @@ def parse_config(text: str, name: str = "config") -> TrainConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{name}: expected a mapping of keys to values at the top")
     lines = _key_lines(root)
-    where = lambda key: f"{name}:{lines[key]}" if key in lines else name
+
+    def where(key):
+        return f"{name}:{lines[key]}" if key in lines else name
+
     config = TrainConfig(spec={})
     problems = _translate(data, config, where)
     if not problems:
@@ -134,7 +137,10 @@ def parse_config(text: str, name: str = "config") -> TrainConfig:
                 "ds-placeholder" if config.upload_validation else "",
             )
         except SpecError as exc:
-            origin = lambda p: config.origins.get(p, p)
+
+            def origin(p):
+                return config.origins.get(p, p)
+
             problems = [f"{where(origin(p))}: {origin(p)}: {why}" for p, why in exc.problems]
     if problems:
         raise ConfigError("; ".join(problems))

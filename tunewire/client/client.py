@@ -87,7 +87,7 @@ class Client:
     def close(self) -> None:
         self._channel.close()
 
-    def __enter__(self) -> Client:  # noqa: PYI034 - typing.Self needs Python 3.11
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -185,10 +185,13 @@ class Client:
         yielded, so every event comes exactly once; it gives up after
         `give_up_after` seconds without getting through. `on_reconnect(error,
         last_sequence)` is called before each new attempt."""
-        opener = lambda after: self._training.WatchTrainingJob(
-            svc.WatchTrainingJobRequest(job_id=job_id, after_sequence=after),
-            metadata=self._metadata,
-        )
+
+        def opener(after):
+            return self._training.WatchTrainingJob(
+                svc.WatchTrainingJobRequest(job_id=job_id, after_sequence=after),
+                metadata=self._metadata,
+            )
+
         return watch_events(
             opener,
             after_sequence,
