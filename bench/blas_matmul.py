@@ -3,7 +3,7 @@
     .venv/bin/python bench/blas_matmul.py [--repeats 5] [--rounds 3]
 
 Runs the same measurement in subprocesses, one with the environment
-`tunewire.trainer.blas.worker_env` gives a training worker (OpenBLAS in
+`tunewire.trainer.processes.blas.worker_env` gives a training worker (OpenBLAS in
 LD_PRELOAD) and one without (TUNEWIRE_OPENBLAS=0), alternating for a few
 rounds and keeping each side's best round, so that other work on the machine
 disturbs both sides alike. Prints a Markdown section for bench/RESULTS.md.
@@ -46,7 +46,7 @@ def measure(model_dir: str, repeats: int) -> dict:
     import mlx_lm.utils
     from mlx import nn
 
-    from tunewire.trainer.blas import blas_in_use
+    from tunewire.trainer.processes.blas import blas_in_use
 
     result = {"blas": blas_in_use(), "matmul_gflops": {}}
     for n in MATMUL_SIZES:
@@ -141,7 +141,7 @@ def main() -> int:
         return 0
 
     from tunewire.tiny_model import build_tiny_model
-    from tunewire.trainer.blas import find_openblas, worker_env
+    from tunewire.trainer.processes.blas import find_openblas, worker_env
 
     base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "TUNEWIRE_OPENBLAS")}
     library = find_openblas(base)

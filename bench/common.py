@@ -3,7 +3,7 @@
 Nothing here imports mlx: the benchmark drivers stay light and start the
 processes that do (`bench/processes.py`: the training worker, the daemon; and
 mlx-lm's trainer) the way tunewire runs them, with the environment
-`tunewire.trainer.blas.worker_env` gives a worker. Scratch files live in
+`tunewire.trainer.processes.blas.worker_env` gives a worker. Scratch files live in
 bench/.work/ (git-ignored).
 """
 
@@ -148,7 +148,7 @@ def write_chat_data(path: Path, records: int = 64, words: int = 400, seed: int =
 
 def canonical_data(raw: Path) -> Path:
     """`raw` validated and normalized by the function the daemon uses for a job's data."""
-    from tunewire.trainer.dataset_ops import normalize_and_split
+    from tunewire.trainer.datasets.ops import normalize_and_split
 
     result = normalize_and_split(raw, raw.parent / (raw.stem + "-canonical"), "train", 0.0, 0)
     if result.report.errors:
@@ -215,7 +215,7 @@ def worker_config(
 
 def bench_env(openblas: bool = True, threads: int | None = None) -> dict:
     """A worker's environment as the daemon builds it; OpenBLAS off with TUNEWIRE_OPENBLAS=0."""
-    from tunewire.trainer.blas import worker_env
+    from tunewire.trainer.processes.blas import worker_env
 
     base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "TUNEWIRE_OPENBLAS")}
     base.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
@@ -346,7 +346,7 @@ def cpu_name() -> str:
 
 def machine_line(load_at_start: float | None = None) -> str:
     """Date, CPU, load and library versions, for the line under a command in RESULTS.md."""
-    from tunewire.trainer.blas import find_openblas
+    from tunewire.trainer.processes.blas import find_openblas
 
     load = os.getloadavg()[0]
     loads = (

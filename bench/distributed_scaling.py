@@ -5,7 +5,7 @@ and what a gradient all-reduce costs.
 
 Each job runs the training worker on the `small` model (4.1M parameters) with
 a global batch of 4 x 256 tokens: as 1 rank, and as 2 ranks started from
-`tunewire.trainer.worker.launch.rank_commands` (what the daemon runs; each
+`tunewire.trainer.processes.launch.rank_commands` (what the daemon runs; each
 rank gets half of every batch and gradients are averaged with
 `mx.distributed` over TCP on 127.0.0.1). Two ways to give the ranks the two
 CPUs: as the daemon starts them (every rank's OpenBLAS may use both CPUs),
@@ -48,7 +48,7 @@ VARIANTS = (
 
 
 def run_job(method: str, world: int, threads: int | None, data: Path, args, scratch: Path) -> dict:
-    from tunewire.trainer.worker.launch import rank_commands
+    from tunewire.trainer.processes.launch import rank_commands
 
     job_dir = Path(tempfile.mkdtemp(prefix=f"{method}-{world}-", dir=scratch))
     config = common.worker_config(
@@ -125,7 +125,7 @@ def allreduce_child(sizes: list[int], repeats: int) -> dict:
 
 
 def measure_allreduce(sizes: list[int], repeats: int, scratch: Path) -> dict[int, float]:
-    from tunewire.trainer.worker.launch import rank_commands
+    from tunewire.trainer.processes.launch import rank_commands
 
     job_dir = Path(tempfile.mkdtemp(prefix="allreduce-", dir=scratch))
     commands = rank_commands(

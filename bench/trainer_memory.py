@@ -91,8 +91,8 @@ def explain_child(config_path: str) -> dict:
 
     import mlx.core as mx
 
+    from tunewire.trainer.protocol.config import load
     from tunewire.trainer.worker import checkpoint
-    from tunewire.trainer.worker.config import load
     from tunewire.trainer.worker.data import TrainBatches, load_dataset
     from tunewire.trainer.worker.distributed import World
     from tunewire.trainer.worker.events import ControlReader, EventWriter

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.trainer_openblas [--models tiny,small] [--rounds 2] [--out FILE]
 
 Starts `python -m tunewire.trainer.worker` the way the daemon does, once with
-the environment `tunewire.trainer.blas.worker_env` gives it (OpenBLAS in
+the environment `tunewire.trainer.processes.blas.worker_env` gives it (OpenBLAS in
 LD_PRELOAD) and once with TUNEWIRE_OPENBLAS=0 (mlx's bundled BLAS), on the same
 model, data and settings, alternating for a few rounds. Throughput is wall
 time between the worker's own metrics reports after the first (the compile),
@@ -39,7 +39,7 @@ SETTINGS = {
 
 
 def run_worker(model: Path, data: Path, setting: Setting, openblas: bool, scratch: Path) -> dict:
-    from tunewire.trainer.blas import blas_in_use
+    from tunewire.trainer.processes.blas import blas_in_use
 
     job_dir = Path(tempfile.mkdtemp(prefix="openblas-" if openblas else "reference-", dir=scratch))
     config = common.worker_config(
@@ -141,7 +141,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per side")
     parser.add_argument("--out", help="also write the Markdown section to this file")
     args = parser.parse_args()
-    from tunewire.trainer.blas import find_openblas
+    from tunewire.trainer.processes.blas import find_openblas
 
     if find_openblas({k: v for k, v in os.environ.items() if k != "TUNEWIRE_OPENBLAS"}) is None:
         print("no OpenBLAS to compare with on this machine (Linux with libopenblas only)")

@@ -66,7 +66,7 @@ def run_peer(spec: dict) -> dict:
     from mlx_lm.tuner.utils import linear_to_lora_layers
     from mlx_lm.utils import load_model, load_tokenizer
 
-    from tunewire.trainer.blas import blas_in_use
+    from tunewire.trainer.processes.blas import blas_in_use
     from tunewire.trainer.worker.data import load_dataset
 
     path = Path(spec["model"])

@@ -46,9 +46,9 @@ def child(config_path: str, steps: int) -> dict:
     from mlx_lm.tuner.utils import linear_to_lora_layers
     from mlx_lm.utils import load_model
 
-    from tunewire.trainer.blas import blas_in_use
+    from tunewire.trainer.processes.blas import blas_in_use
+    from tunewire.trainer.protocol.config import load
     from tunewire.trainer.worker import checkpoint
-    from tunewire.trainer.worker.config import load
     from tunewire.trainer.worker.data import TrainBatches, load_dataset
     from tunewire.trainer.worker.distributed import World
     from tunewire.trainer.worker.events import ControlReader, EventWriter

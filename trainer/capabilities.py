@@ -14,7 +14,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 
-from tunewire.trainer import blas
+from tunewire.trainer.processes import blas
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ try:
     info["device"] = "gpu" if mx.default_device() == mx.gpu else "cpu"
     import mlx_lm
     info["mlx_lm_version"] = getattr(mlx_lm, "__version__", "")
-    from tunewire.trainer.blas import blas_in_use
+    from tunewire.trainer.processes.blas import blas_in_use
     info["blas"] = blas_in_use()
 except Exception as exc:
     info["error"] = repr(exc)

@@ -10,18 +10,19 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from tunewire.trainer import capabilities, db
+from tunewire.trainer import capabilities
+from tunewire.trainer.api.datasets import DatasetService
+from tunewire.trainer.api.training import TrainingService
+from tunewire.trainer.api.training import register as register_training_service
 from tunewire.trainer.config import TrainerConfig
-from tunewire.trainer.dataset_service import DatasetService
-from tunewire.trainer.dataset_store import DatasetStore
-from tunewire.trainer.event_bus import EventBus
 from tunewire.trainer.identity import is_local_only
-from tunewire.trainer.job_data import JobDataPreparer
-from tunewire.trainer.job_store import JobStore
-from tunewire.trainer.jobs import JobManager
-from tunewire.trainer.runner import JobRunner
-from tunewire.trainer.service import TrainingService
-from tunewire.trainer.service import register as register_training_service
+from tunewire.trainer.jobs.data import JobDataPreparer
+from tunewire.trainer.jobs.event_bus import EventBus
+from tunewire.trainer.jobs.manager import JobManager
+from tunewire.trainer.jobs.runner import JobRunner
+from tunewire.trainer.store import db
+from tunewire.trainer.store.datasets import DatasetStore
+from tunewire.trainer.store.jobs import JobStore
 from tunewire.v1 import (
     dataset_service_pb2,
     dataset_service_pb2_grpc,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tunewire.trainer.blas import blas_in_use, find_openblas, worker_env
+from tunewire.trainer.processes.blas import blas_in_use, find_openblas, worker_env
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -21,7 +21,7 @@ MATMUL_PROBE = """
 import json
 import numpy as np
 import mlx.core as mx
-from tunewire.trainer.blas import blas_in_use
+from tunewire.trainer.processes.blas import blas_in_use
 rng = np.random.default_rng(0)
 a, b = rng.standard_normal((256, 384), dtype=np.float32), rng.standard_normal((384, 128), dtype=np.float32)
 product = np.array(mx.matmul(mx.array(a), mx.array(b)))

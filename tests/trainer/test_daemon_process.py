@@ -15,7 +15,7 @@ from tunewire.v1 import training_service_pb2_grpc as svc_grpc
 
 def test_the_daemon_never_imports_mlx():
     probe = (
-        "import sys, tunewire.trainer.main, tunewire.trainer.server, tunewire.trainer.worker.launch;"
+        "import sys, tunewire.trainer.main, tunewire.trainer.server, tunewire.trainer.processes.launch;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlx', 'mlx_lm', 'transformers')))"
     )
     out = subprocess.run(

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from tunewire.trainer.event_bus import EventBus
+from tunewire.trainer.jobs.event_bus import EventBus
 from tunewire.v1 import training_event_pb2 as event_pb
 
 

@@ -4,8 +4,8 @@ import sqlite3
 
 import pytest
 
-from tunewire.trainer import db
-from tunewire.trainer.job_store import JobStore, now_timestamp
+from tunewire.trainer.store import db
+from tunewire.trainer.store.jobs import JobStore, now_timestamp
 from tunewire.v1 import training_event_pb2 as event_pb
 from tunewire.v1 import training_job_pb2 as job_pb
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tunewire.trainer.blas import worker_env
-from tunewire.trainer.worker.launch import rank_commands
+from tunewire.trainer.processes.blas import worker_env
+from tunewire.trainer.processes.launch import rank_commands
 
 # Four short conversations, repeated: a tiny model learns them in a few steps.
 CONVERSATIONS = [

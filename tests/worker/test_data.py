@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from mlx_lm.utils import load_tokenizer
 
-from tunewire.trainer.worker.config import ConfigError, from_dict
+from tunewire.trainer.protocol.config import ConfigError, from_dict
 from tunewire.trainer.worker.data import DataError, Position, TrainBatches, collate, load_dataset
 
 pytestmark = pytest.mark.timeout(60)

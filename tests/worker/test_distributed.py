@@ -9,7 +9,7 @@ from pathlib import Path
 import mlx.core as mx
 import pytest
 
-from tunewire.trainer.worker.launch import HOSTFILE_NAME, rank_commands
+from tunewire.trainer.processes.launch import HOSTFILE_NAME, rank_commands
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlx_lm.utils import load_tokenizer
 
-from tunewire.trainer.blas import worker_env
+from tunewire.trainer.processes.blas import worker_env
 
 pytestmark = pytest.mark.timeout(90)
 

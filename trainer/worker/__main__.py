@@ -13,7 +13,7 @@ import os
 import sys
 import traceback
 
-from tunewire.trainer.worker.config import ConfigError, load
+from tunewire.trainer.protocol.config import ConfigError, load
 from tunewire.trainer.worker.errors import WorkerError
 from tunewire.trainer.worker.events import ControlReader, EventWriter
 

@@ -19,7 +19,7 @@ import mlx.core as mx
 from mlx import nn
 from mlx.utils import tree_flatten
 
-from tunewire.trainer.worker.config import WorkerConfig
+from tunewire.trainer.protocol.config import WorkerConfig
 from tunewire.trainer.worker.model_setup import AdapterSetup, LoadedModel
 
 ADAPTERS_DIR = "adapters"

@@ -12,7 +12,7 @@ import time
 import mlx.core as mx
 from mlx.nn.utils import average_gradients
 
-from tunewire.trainer.worker.config import DistributedSettings
+from tunewire.trainer.protocol.config import DistributedSettings
 from tunewire.trainer.worker.errors import WorkerError
 
 

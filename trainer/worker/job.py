@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from tunewire.trainer.protocol.config import WorkerConfig
 from tunewire.trainer.worker import checkpoint
 from tunewire.trainer.worker.artifacts import adapter_config, save_adapters, save_full_model
-from tunewire.trainer.worker.config import WorkerConfig
 from tunewire.trainer.worker.data import Dataset, TrainBatches, load_dataset
 from tunewire.trainer.worker.distributed import init_world
 from tunewire.trainer.worker.errors import WorkerError

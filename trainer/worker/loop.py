@@ -25,9 +25,9 @@ from mlx import nn
 from mlx.nn.utils import average_gradients
 from mlx.utils import tree_map
 
+from tunewire.trainer.protocol.config import WorkerConfig
 from tunewire.trainer.worker import checkpoint
 from tunewire.trainer.worker.artifacts import trainable_weights
-from tunewire.trainer.worker.config import WorkerConfig
 from tunewire.trainer.worker.data import Batch, Dataset, Position, TrainBatches, validation_batches
 from tunewire.trainer.worker.distributed import World
 from tunewire.trainer.worker.events import ControlReader, EventWriter

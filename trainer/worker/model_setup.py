@@ -24,7 +24,7 @@ from mlx_lm.utils import (
 )
 from mlx_lm.utils import load_model as mlx_load_model
 
-from tunewire.trainer.worker.config import WorkerConfig
+from tunewire.trainer.protocol.config import WorkerConfig
 from tunewire.trainer.worker.errors import WorkerError
 
 LINEAR_TYPES = (nn.Linear, nn.QuantizedLinear, SwitchLinear, QuantizedSwitchLinear)

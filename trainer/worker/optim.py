@@ -7,7 +7,7 @@ import math
 import mlx.core as mx
 import mlx.optimizers as optim
 
-from tunewire.trainer.worker.config import Hyperparameters
+from tunewire.trainer.protocol.config import Hyperparameters
 
 
 def total_steps(hp: Hyperparameters, batches_per_epoch: int) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunewire.trainer.worker.config import WorkerConfig
+from tunewire.trainer.protocol.config import WorkerConfig
 from tunewire.trainer.worker.events import EventWriter
 
 

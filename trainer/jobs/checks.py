@@ -14,11 +14,11 @@ from pathlib import Path
 from tunewire.errors import FieldViolation
 from tunewire.trainer import model_inspect
 from tunewire.trainer.capabilities import distributed_backends
-from tunewire.trainer.hostfile import HostfileError, read_hosts
+from tunewire.trainer.jobs.spec import ADAPTER_METHODS
 from tunewire.trainer.model_inspect import ModelInfo, ModelUnusable
 from tunewire.trainer.paths import confine
-from tunewire.trainer.spec import ADAPTER_METHODS
-from tunewire.trainer.worker.launch import is_local
+from tunewire.trainer.processes.hostfile import HostfileError, read_hosts
+from tunewire.trainer.processes.launch import is_local
 from tunewire.v1 import training_job_pb2 as job_pb
 
 MAX_RANK = 1024

@@ -11,8 +11,8 @@ from pathlib import Path
 import grpc
 
 from tunewire.errors import FieldViolation, ServiceError, invalid_argument
-from tunewire.trainer import blas
 from tunewire.trainer.model_inspect import ModelUnusable, resolve_model_dir
+from tunewire.trainer.processes import blas
 from tunewire.v1 import training_job_pb2 as job_pb
 from tunewire.v1 import training_service_pb2 as svc_pb
 

@@ -75,7 +75,7 @@ def rank_commands(
 
     Writes the hostfile into `job_dir`. A single-rank job gets the plain worker
     command. `base_env` is the environment to extend (the daemon passes
-    `tunewire.trainer.blas.worker_env()`); default: this process's.
+    `tunewire.trainer.processes.blas.worker_env()`); default: this process's.
     """
     job_dir = Path(job_dir)
     dist = config.get("distributed") or {}

@@ -22,12 +22,12 @@ from tunewire.errors import (
     invalid_argument,
     not_found,
 )
-from tunewire.trainer import dataset_ops
 from tunewire.trainer.config import TrainerConfig
-from tunewire.trainer.dataset_store import DatasetStore, dataset_id_for
+from tunewire.trainer.datasets import ops as dataset_ops
 from tunewire.trainer.identity import identify
-from tunewire.trainer.job_store import now_timestamp
 from tunewire.trainer.paths import confine
+from tunewire.trainer.store.datasets import DatasetStore, dataset_id_for
+from tunewire.trainer.store.jobs import now_timestamp
 from tunewire.v1 import dataset_pb2
 from tunewire.v1 import dataset_service_pb2 as ds_pb
 from tunewire.v1 import dataset_service_pb2_grpc as ds_grpc

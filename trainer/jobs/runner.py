@@ -18,12 +18,11 @@ from pathlib import Path
 
 from google.rpc import code_pb2, status_pb2
 
-from tunewire.trainer import blas, supervisor
 from tunewire.trainer.config import TrainerConfig
-from tunewire.trainer.event_bus import EventBus
-from tunewire.trainer.job_store import ACTIVE_STATES, TERMINAL_STATES, JobStore, now_timestamp
-from tunewire.trainer.worker import launch  # builds commands only: no mlx
-from tunewire.trainer.worker_events import log_event, translate
+from tunewire.trainer.jobs.event_bus import EventBus
+from tunewire.trainer.jobs.worker_events import log_event, translate
+from tunewire.trainer.processes import blas, launch, supervisor
+from tunewire.trainer.store.jobs import ACTIVE_STATES, TERMINAL_STATES, JobStore, now_timestamp
 from tunewire.v1 import training_event_pb2 as event_pb
 from tunewire.v1 import training_job_pb2 as job_pb
 

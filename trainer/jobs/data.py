@@ -14,11 +14,11 @@ from pathlib import Path
 import grpc
 
 from tunewire.errors import FieldViolation, ServiceError
-from tunewire.trainer import dataset_ops
 from tunewire.trainer.config import TrainerConfig
-from tunewire.trainer.dataset_store import DatasetStore
+from tunewire.trainer.datasets import ops as dataset_ops
 from tunewire.trainer.identity import Principal
 from tunewire.trainer.paths import confine
+from tunewire.trainer.store.datasets import DatasetStore
 from tunewire.v1 import dataset_pb2
 from tunewire.v1 import training_job_pb2 as job_pb
 

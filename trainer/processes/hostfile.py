@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tunewire.trainer.worker.launch import is_local
+from tunewire.trainer.processes.launch import is_local
 
 STARTING_PORT = 32323
 MAX_HOSTFILE_BYTES = 1 << 20

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from google.protobuf import timestamp_pb2
 
-from tunewire.trainer import db
+from tunewire.trainer.store import db
 from tunewire.v1 import training_event_pb2 as event_pb
 from tunewire.v1 import training_job_pb2 as job_pb
 

@@ -16,14 +16,14 @@ from collections.abc import AsyncIterator
 import grpc
 
 from tunewire.errors import FieldViolation, ServiceError, invalid_argument, not_found
-from tunewire.trainer import spec as spec_defaults
 from tunewire.trainer.config import TrainerConfig
-from tunewire.trainer.event_bus import EventBus
 from tunewire.trainer.identity import Principal
-from tunewire.trainer.job_data import JobDataPreparer
-from tunewire.trainer.job_store import TERMINAL_STATES, JobStore, now_timestamp
-from tunewire.trainer.runner import JobRunner, state_event, write_json_atomic
-from tunewire.trainer.validation import check_spec
+from tunewire.trainer.jobs import spec as spec_defaults
+from tunewire.trainer.jobs.checks import check_spec
+from tunewire.trainer.jobs.data import JobDataPreparer
+from tunewire.trainer.jobs.event_bus import EventBus
+from tunewire.trainer.jobs.runner import JobRunner, state_event, write_json_atomic
+from tunewire.trainer.store.jobs import TERMINAL_STATES, JobStore, now_timestamp
 from tunewire.v1 import training_event_pb2 as event_pb
 from tunewire.v1 import training_job_pb2 as job_pb
 

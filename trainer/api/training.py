@@ -9,12 +9,12 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from tunewire.errors import handles_errors
-from tunewire.trainer import generation
 from tunewire.trainer.capabilities import Capabilities
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.identity import identify
-from tunewire.trainer.job_store import ACTIVE_STATES
-from tunewire.trainer.jobs import JobManager
+from tunewire.trainer.jobs import generation
+from tunewire.trainer.jobs.manager import JobManager
+from tunewire.trainer.store.jobs import ACTIVE_STATES
 from tunewire.v1 import training_job_pb2 as job_pb
 from tunewire.v1 import training_service_pb2 as svc_pb
 from tunewire.v1 import training_service_pb2_grpc as svc_grpc

@@ -1,0 +1,1 @@
+"""The gRPC servicers: proto in, a manager call, proto out."""

@@ -1,0 +1,1 @@
+"""Datasets on the daemon: ingest, storage layout and splits for jobs."""

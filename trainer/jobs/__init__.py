@@ -1,0 +1,1 @@
+"""Training jobs on the daemon: spec, checks, data, runner, events, generation."""

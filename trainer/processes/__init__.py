@@ -1,0 +1,1 @@
+"""Starting processes: worker ranks, their supervision, hostfiles, BLAS."""

@@ -1,0 +1,1 @@
+"""Persistence: the SQLite database, jobs and their events, datasets."""
