@@ -14,7 +14,7 @@ import grpc
 from aiohttp import web
 from grpc_status import rpc_status
 
-from tunewire.errors import ServiceError
+from tunewire.errors import Reason, ServiceError
 from tunewire.gateway.keys import ANONYMOUS, KeyRing, Principal
 from tunewire.gateway.limits import RateLimiter
 from tunewire.gateway.methods import Method
@@ -58,7 +58,7 @@ class Authenticator:
                 raise ServiceError(
                     grpc.StatusCode.UNAUTHENTICATED,
                     "the API key sent is not valid (unknown or revoked)",
-                    reason="INVALID_API_KEY",
+                    reason=Reason.INVALID_API_KEY,
                 )
         elif public:
             principal = ANONYMOUS
@@ -67,7 +67,7 @@ class Authenticator:
                 grpc.StatusCode.UNAUTHENTICATED,
                 "this call needs an API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY' "
                 "(make one with `tunewire keys create NAME`)",
-                reason="API_KEY_REQUIRED",
+                reason=Reason.API_KEY_REQUIRED,
             )
         self._rate.check(ANONYMOUS_BUCKET if principal is ANONYMOUS else principal.name)
         return principal

@@ -17,7 +17,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 
-from tunewire.errors import ServiceError, status_from_exception
+from tunewire.errors import Reason, ServiceError, status_from_exception
 
 # gRPC code → HTTP status, exactly as grpc-gateway maps them.
 HTTP_STATUS = {
@@ -99,18 +99,24 @@ def error_response(exc: BaseException, *, legacy: bool = False) -> web.Response:
     return status_response(status_from_exception(exc), legacy=legacy)
 
 
+# aiohttp's own refusals: HTTP status → (gRPC code, reason).
+_HTTP_REFUSALS = {
+    404: (grpc.StatusCode.NOT_FOUND, Reason.NO_ROUTE),
+    405: (grpc.StatusCode.UNIMPLEMENTED, Reason.METHOD_NOT_ALLOWED),
+    413: (grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.REQUEST_TOO_LARGE),
+    415: (grpc.StatusCode.INVALID_ARGUMENT, Reason.UNSUPPORTED_MEDIA_TYPE),
+}
+
+
 def service_error_from_http(status: int, message: str) -> ServiceError:
     """aiohttp's own refusals (no route, wrong method, body too large) in our error form."""
-    code = {
-        404: grpc.StatusCode.NOT_FOUND,
-        405: grpc.StatusCode.UNIMPLEMENTED,
-        413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-        415: grpc.StatusCode.INVALID_ARGUMENT,
-    }.get(
+    code, reason = _HTTP_REFUSALS.get(
         status,
-        grpc.StatusCode.INVALID_ARGUMENT if 400 <= status < 500 else grpc.StatusCode.INTERNAL,
+        (grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_ARGUMENT)
+        if 400 <= status < 500
+        else (grpc.StatusCode.INTERNAL, Reason.INTERNAL),
     )
-    return ServiceError(code, message, reason=f"HTTP_{status}")
+    return ServiceError(code, message, reason=reason)
 
 
 def error_middleware(status_of):

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from tunewire.errors import ServiceError
+from tunewire.errors import Reason, ServiceError
 
 
 class RateLimiter:
@@ -44,7 +44,7 @@ class RateLimiter:
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             f"rate limit of {self._rate:g} requests per second (burst {self._burst:g}) reached; "
             f"retry in {wait:.2f} s",
-            reason="RATE_LIMITED",
+            reason=Reason.RATE_LIMITED,
             metadata={"limit_per_second": f"{self._rate:g}", "burst": f"{self._burst:g}"},
             retry_after_seconds=wait,
         )
@@ -72,7 +72,7 @@ class StreamLimiter:
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"at most {self._limit} streams may be open per key and {current} are; "
                 "close one (or wait for it to end) and retry",
-                reason="TOO_MANY_STREAMS",
+                reason=Reason.TOO_MANY_STREAMS,
                 metadata={"limit": str(self._limit)},
                 retry_after_seconds=self._retry,
             )
@@ -91,6 +91,6 @@ def upload_too_large(limit: int) -> ServiceError:
     return ServiceError(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         f"upload exceeds the limit of {limit} bytes ({limit / (1 << 20):.0f} MiB)",
-        reason="UPLOAD_TOO_LARGE",
+        reason=Reason.UPLOAD_TOO_LARGE,
         metadata={"limit_bytes": str(limit)},
     )

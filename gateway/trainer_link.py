@@ -12,10 +12,9 @@ import contextlib
 from collections.abc import Iterator
 
 import grpc
-from google.protobuf import duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import status_pb2
 
-from tunewire.errors import ERROR_DOMAIN, ServiceError
+from tunewire.errors import Reason, ServiceError, build_status
 from tunewire.gateway.config import GatewayConfig
 from tunewire.gateway.keys import Principal
 from tunewire.gateway.methods import Method
@@ -24,6 +23,13 @@ from tunewire.trainer.identity import INTERNAL_TOKEN_HEADER, PRINCIPAL_HEADER, R
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 # The trainer's own limit; responses such as a long job list can be big.
 TRAINER_MAX_MESSAGE_BYTES = 64 << 20
+# The reason of an error gRPC itself raised on the way to or from the trainer.
+_BARE_CODE_REASONS = {
+    grpc.StatusCode.CANCELLED: Reason.CANCELLED,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Reason.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: Reason.MESSAGE_TOO_LARGE,
+    grpc.StatusCode.UNIMPLEMENTED: Reason.UNIMPLEMENTED,
+}
 
 
 class TrainerLink:
@@ -112,7 +118,7 @@ class TrainerLink:
                 raise ServiceError(
                     grpc.StatusCode.UNAVAILABLE,
                     "the gateway is stopping; call again (a watch resumes with after_sequence)",
-                    reason="GATEWAY_STOPPING",
+                    reason=Reason.GATEWAY_STOPPING,
                     retry_after_seconds=self._retry_seconds,
                 ) from None
             raise
@@ -126,26 +132,19 @@ class TrainerLink:
                     return status
         if err.code() == grpc.StatusCode.UNAVAILABLE:
             return self.unavailable_status()
-        return status_pb2.Status(code=err.code().value[0], message=err.details() or err.code().name)
+        # gRPC's own refusal (deadline, size limit, ...): it sent no ErrorInfo.
+        reason = _BARE_CODE_REASONS.get(err.code(), Reason.INTERNAL)
+        return build_status(err.code(), err.details() or err.code().name.lower(), reason)
 
     def unavailable_status(self) -> status_pb2.Status:
         """The trainer cannot be reached (it sent no status of its own)."""
         seconds = self._retry_seconds
-        status = status_pb2.Status(
-            code=code_pb2.UNAVAILABLE,
-            message=f"the trainer is not reachable right now; retry in {seconds:g} s",
+        return build_status(
+            grpc.StatusCode.UNAVAILABLE,
+            f"the trainer is not reachable right now; retry in {seconds:g} s",
+            Reason.TRAINER_UNAVAILABLE,
+            retry_after_seconds=seconds,
         )
-        status.details.add().Pack(
-            error_details_pb2.ErrorInfo(reason="TRAINER_UNAVAILABLE", domain=ERROR_DOMAIN)
-        )
-        status.details.add().Pack(
-            error_details_pb2.RetryInfo(
-                retry_delay=duration_pb2.Duration(
-                    seconds=int(seconds), nanos=int(seconds % 1 * 1e9)
-                )
-            )
-        )
-        return status
 
     async def close(self) -> None:
         await self.channel.close()

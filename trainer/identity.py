@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from tunewire.errors import ServiceError
+from tunewire.errors import Reason, ServiceError
 
 PRINCIPAL_HEADER = "x-tunewire-principal"
 ROLE_HEADER = "x-tunewire-role"
@@ -42,7 +42,7 @@ def identify(context: grpc.aio.ServicerContext, internal_token: str) -> Principa
             raise ServiceError(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "this trainer accepts calls only from the gateway (internal token missing or wrong)",
-                reason="INTERNAL_TOKEN_REQUIRED",
+                reason=Reason.INTERNAL_TOKEN_REQUIRED,
             )
     name = metadata.get(PRINCIPAL_HEADER, "")
     if not name:

@@ -1,8 +1,10 @@
-"""Domain errors that carry their gRPC code, and their one conversion to google.rpc.Status.
+"""Domain errors that carry their gRPC code, and the one builder of google.rpc.Status.
 
-Code everywhere raises `ServiceError` (or a helper below); each transport turns it
-into a status in exactly one place: `grpc_abort` for gRPC here, the gateway's
-HTTP layer for JSON. Anything else that escapes becomes INTERNAL without a
+Code everywhere raises `ServiceError` (or a helper below) with a `Reason` from
+the catalogue (tunewire.reasons); each transport turns it into a status in
+exactly one place: `grpc_abort` for gRPC here, the gateway's HTTP layer for
+JSON. Every Status anybody sends (a refusal, a relayed outage, a failed job) is
+made by `build_status`. Anything else that escapes becomes INTERNAL without a
 traceback, so a client never sees our insides.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import grpc
@@ -19,7 +21,21 @@ from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-ERROR_DOMAIN = "tunewire.dev"
+from tunewire.reasons import ERROR_DOMAIN, Reason
+
+__all__ = [
+    "ERROR_DOMAIN",
+    "FieldViolation",
+    "Reason",
+    "ServiceError",
+    "build_status",
+    "grpc_abort",
+    "handles_errors",
+    "invalid_argument",
+    "not_found",
+    "status_from_exception",
+]
+
 log = logging.getLogger(__name__)
 
 
@@ -31,11 +47,58 @@ class FieldViolation:
     description: str
 
 
+def build_status(
+    code: grpc.StatusCode | int,
+    message: str,
+    reason: Reason,
+    *,
+    violations: Iterable[FieldViolation] = (),
+    resource_type: str = "",
+    resource_name: str = "",
+    retry_after_seconds: float | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> status_pb2.Status:
+    """The google.rpc.Status of an error: its code (a grpc.StatusCode or a
+    google.rpc.Code number), one line of message, and details: always an
+    ErrorInfo (domain tunewire.dev, `reason`), a BadRequest with `violations`,
+    a ResourceInfo when a resource is named, a RetryInfo when a retry can help."""
+    number = code.value[0] if isinstance(code, grpc.StatusCode) else int(code)
+    status = status_pb2.Status(code=number, message=message)
+    status.details.add().Pack(
+        error_details_pb2.ErrorInfo(
+            reason=str(reason), domain=ERROR_DOMAIN, metadata=dict(metadata or {})
+        )
+    )
+    violations = list(violations)
+    if violations:
+        status.details.add().Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in violations
+                ]
+            )
+        )
+    if resource_type:
+        status.details.add().Pack(
+            error_details_pb2.ResourceInfo(
+                resource_type=resource_type, resource_name=resource_name, description=message
+            )
+        )
+    if retry_after_seconds is not None:
+        seconds = max(0.0, retry_after_seconds)
+        delay = duration_pb2.Duration(seconds=int(seconds), nanos=int((seconds % 1) * 1e9))
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    return status
+
+
 @dataclass
 class ServiceError(Exception):
     code: grpc.StatusCode
     message: str
-    reason: str = ""
+    reason: Reason
     violations: list[FieldViolation] = field(default_factory=list)
     resource_type: str = ""
     resource_name: str = ""
@@ -49,34 +112,16 @@ class ServiceError(Exception):
         return self.message
 
     def to_status(self) -> status_pb2.Status:
-        status = status_pb2.Status(code=self.code.value[0], message=self.message)
-        info = error_details_pb2.ErrorInfo(
-            reason=self.reason or self.code.name, domain=ERROR_DOMAIN, metadata=self.metadata
+        return build_status(
+            self.code,
+            self.message,
+            self.reason,
+            violations=self.violations,
+            resource_type=self.resource_type,
+            resource_name=self.resource_name,
+            retry_after_seconds=self.retry_after_seconds,
+            metadata=self.metadata,
         )
-        status.details.add().Pack(info)
-        if self.violations:
-            bad = error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description
-                    )
-                    for v in self.violations
-                ]
-            )
-            status.details.add().Pack(bad)
-        if self.resource_type:
-            status.details.add().Pack(
-                error_details_pb2.ResourceInfo(
-                    resource_type=self.resource_type,
-                    resource_name=self.resource_name,
-                    description=self.message,
-                )
-            )
-        if self.retry_after_seconds is not None:
-            seconds = max(0.0, self.retry_after_seconds)
-            delay = duration_pb2.Duration(seconds=int(seconds), nanos=int((seconds % 1) * 1e9))
-            status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-        return status
 
 
 def invalid_argument(violations: Iterable[FieldViolation], summary: str = "") -> ServiceError:
@@ -86,7 +131,10 @@ def invalid_argument(violations: Iterable[FieldViolation], summary: str = "") ->
         more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
         summary = f"invalid {first.field}: {first.description}{more}"
     return ServiceError(
-        grpc.StatusCode.INVALID_ARGUMENT, summary, reason="INVALID_ARGUMENT", violations=violations
+        grpc.StatusCode.INVALID_ARGUMENT,
+        summary,
+        reason=Reason.INVALID_ARGUMENT,
+        violations=violations,
     )
 
 
@@ -94,7 +142,7 @@ def not_found(resource_type: str, name: str) -> ServiceError:
     return ServiceError(
         grpc.StatusCode.NOT_FOUND,
         f"{resource_type} {name!r} not found",
-        reason="NOT_FOUND",
+        reason=Reason.NOT_FOUND,
         resource_type=resource_type,
         resource_name=name,
     )
@@ -103,7 +151,7 @@ def not_found(resource_type: str, name: str) -> ServiceError:
 def status_from_exception(exc: BaseException) -> status_pb2.Status:
     if isinstance(exc, ServiceError):
         return exc.to_status()
-    return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error; see the server log")
+    return build_status(code_pb2.INTERNAL, "internal error; see the server log", Reason.INTERNAL)
 
 
 async def grpc_abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
