@@ -257,13 +257,15 @@ def _child(kind: str, path: str, out_dir: str) -> None:
                 except ValueError:
                     pass
     else:
-        from tunewire.datasets import parallel
-        from tunewire.datasets.normalize import normalize_file
-        from tunewire.datasets.validate import ValidationOptions, validate_file
+        from tunewire.datasets.api import (
+            ValidationOptions,
+            normalize_file,
+            processes_for,
+            validate_file,
+        )
 
         options = ValidationOptions(workers=1 if kind == "normalize_1" else 0)
-        plan = parallel.plan(path, options)
-        result["workers"] = len(plan.ranges) if plan else 1
+        result["workers"] = processes_for(path, options)
         if kind == "validate":
             report = validate_file(path, options)
         else:

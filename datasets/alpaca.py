@@ -21,6 +21,20 @@ from tunewire.datasets.turns import (
 
 FIELDS = frozenset({"instruction", "input", "output", "system", "history"})
 NAME = "Alpaca records"
+KEY = "instruction"
+HINT = "Alpaca: 'instruction' and 'output'"
+
+
+def detects(record: dict) -> bool:
+    return "instruction" in record or "output" in record
+
+
+def trained_field(record: dict, messages: list[Message], index: int) -> str:
+    """`output` for the last message, else the history answer it came from."""
+    if index == len(messages) - 1:
+        return "output"
+    offset = 1 if messages[0][0] == SYSTEM else 0
+    return f"history[{(index - offset) // 2}][1]"
 
 
 def fast(record: dict) -> list[Message] | None:
@@ -28,7 +42,7 @@ def fast(record: dict) -> list[Message] | None:
 
     The common shape: non-blank `instruction` and `output`, text or nothing
     for `input` and `system`, `history` absent or pairs of non-blank text,
-    and no key of another format (scanner.detect). Anything else (None) goes
+    and no key of another format (formats.detect). Anything else (None) goes
     to `check`, which names each problem.
     """
     if "messages" in record or "conversations" in record:

@@ -27,11 +27,21 @@ from tunewire.datasets.turns import (
 
 FIELDS = frozenset({"messages", "tools"})
 NAME = "chat records"
+KEY = "messages"
+HINT = "chat: 'messages'"
 ROLES: dict[str, bool] = {SYSTEM: False, USER: False, ASSISTANT: True, TOOL: False}
 _SEQUENCES = RoleSequences({role: (role, trainable) for role, trainable in ROLES.items()})
 _KNOWN = _SEQUENCES.known[False]
 _MESSAGE_FIELDS = ("role", "content", "trainable")
 _ROLE, _CONTENT = itemgetter("role"), itemgetter("content")
+
+
+def detects(record: dict) -> bool:
+    return "messages" in record
+
+
+def trained_field(record: dict, messages: list[Message], index: int) -> str:
+    return f"messages[{index}].content"
 
 
 def fast(record: dict) -> list[Message] | None:
@@ -40,7 +50,7 @@ def fast(record: dict) -> list[Message] | None:
     The common shape: no tools, each message exactly {role, content} with
     non-blank text, roles in a valid order. Anything else (None) goes to
     `check`, which names each problem. (A record with `messages` is a chat
-    record whatever else it has: scanner.detect.)
+    record whatever else it has: formats.detect.)
     """
     items = record.get("messages")
     if type(items) is not list or record.get("tools") is not None:

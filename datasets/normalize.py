@@ -12,9 +12,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunewire.datasets import parallel
+from tunewire.datasets.options import ValidationOptions
 from tunewire.datasets.output import AtomicFile, SplitWriter
 from tunewire.datasets.report import Statistics, ValidationReport
-from tunewire.datasets.validate import ValidationOptions, scan
+from tunewire.datasets.validate import scan
 
 TRAIN_FILE = "train.jsonl"
 VALIDATION_FILE = "valid.jsonl"  # mlx-lm's name for it
@@ -42,8 +44,6 @@ def normalize_file(
     validation by a stable hash of (seed, its source line), so the split is
     reproducible. Raises OSError when the file cannot be read.
     """
-    from tunewire.datasets import parallel
-
     options = options or ValidationOptions()
     if not 0.0 <= validation_fraction < 1.0:
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")

@@ -131,7 +131,7 @@ class SplitWriter:
         """Writes records (see canonical.render) whose source lines are `lines` (int64)."""
         if not records:
             return
-        held_out = self._held_out(lines) if self._threshold else None
+        held_out = self.decisions(lines) if self._threshold else None
         if held_out is None or not any(held_out):
             train = records
         else:
@@ -142,11 +142,33 @@ class SplitWriter:
         self.counts[0] += len(train)
         _write(self._train, train)
 
+    def write_lines(self, block: memoryview, ends: list[int], lines: array) -> None:
+        """Writes canonical lines already rendered: `block`, cut after each of `ends`.
+
+        Consecutive lines bound for the same file are written in one call.
+        """
+        if not ends:
+            return
+        held_out = self.decisions(lines) if self._threshold else None
+        if held_out is None or not any(held_out):
+            self.counts[0] += len(ends)
+            self._train.write(block[: ends[-1]])
+            return
+        start = 0
+        run_start, run_held = 0, held_out[0]
+        for end, held in zip(ends, held_out):
+            if held != run_held:
+                (self._validation if run_held else self._train).write(block[run_start:start])
+                run_start, run_held = start, held
+            start = end
+            self.counts[1 if held else 0] += 1
+        (self._validation if run_held else self._train).write(block[run_start:start])
+
     def held_out(self, line: int) -> bool:
         """Whether the record at `line` goes to validation: mix64(seed + line) < threshold."""
         return bool(self._threshold) and mix64((self._seed + line) & _MASK64) < self._threshold
 
-    def _held_out(self, lines: array) -> list:
+    def decisions(self, lines: array) -> list:
         """Each line's decision (truthy: validation), from a window numpy computes ahead."""
         if not (self._first <= lines[0] and lines[-1] < self._end) and (
             self.counts[0] + self.counts[1] < _NUMPY_RECORDS or not self._decide(lines)

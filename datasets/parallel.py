@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tunewire.datasets import issues as codes
+from tunewire.datasets.formats import detect, format_of_key
 from tunewire.datasets.issues import Issue, IssueLog
+from tunewire.datasets.options import ValidationOptions
+from tunewire.datasets.partial import Partial, build_report
 from tunewire.datasets.report import DatasetFormat, ValidationReport
-from tunewire.datasets.scanner import FORMAT_KEYS, Partial, detect, mixed_formats
+from tunewire.datasets.scanner import mixed_formats
 from tunewire.datasets.source import Layout
 from tunewire.datasets.valid_records import duplicate_issue
 
@@ -55,7 +58,7 @@ class Plan:
     format_line: int
 
 
-def plan(path: str | os.PathLike, options) -> Plan | None:
+def plan(path: str | os.PathLike, options: ValidationOptions) -> Plan | None:
     """How to split `path` among workers; None when one process should read it.
 
     Only plain JSONL files of at least `options.parallel_min_bytes`, without a
@@ -87,6 +90,12 @@ def plan(path: str | os.PathLike, options) -> Plan | None:
     if len(ranges) < 2:
         return None
     return Plan(os.fspath(path), info.st_size, ranges, *found)
+
+
+def processes_for(path: str | os.PathLike, options: ValidationOptions) -> int:
+    """How many processes `validate_file` and `normalize_file` would read `path` with."""
+    found = plan(path, options)
+    return len(found.ranges) if found else 1
 
 
 def _cpus() -> int:
@@ -122,13 +131,11 @@ def _line_start_after(f, offset: int) -> int:
         position += len(block)
 
 
-def run(plan: Plan, options, normalize=None) -> ValidationReport:
+def run(plan: Plan, options: ValidationOptions, normalize=None) -> ValidationReport:
     """Runs the workers. `normalize`: (train, validation or None) AtomicFiles, fraction, seed."""
     # Only here: a scan in one process starts without them.
     import secrets
     import subprocess
-
-    from tunewire.datasets.validate import build_report
 
     with tempfile.TemporaryDirectory(prefix="tunewire-datasets-") as work:
         jobs = _jobs(plan, options, Path(work), normalize)
@@ -293,7 +300,7 @@ def _renamed(issue: Issue, merged: Partial) -> Issue:
     """A MIXED_FORMATS issue naming the file's first line of the record's format."""
     if issue.code != codes.MIXED_FORMATS:
         return issue
-    found = next(f for f, key in FORMAT_KEYS.items() if key == issue.field)
+    found = format_of_key(issue.field)
     return mixed_formats(
         issue.line, found, merged.other_formats[found], merged.file_format, merged.format_line
     )

@@ -15,10 +15,10 @@ import sys
 from collections.abc import Iterator
 
 from tunewire.datasets.jsonl import read_jsonl
+from tunewire.datasets.options import ValidationOptions
 from tunewire.datasets.output import SplitWriter, open_output
 from tunewire.datasets.report import DatasetFormat
 from tunewire.datasets.scanner import RecordScanner
-from tunewire.datasets.validate import ValidationOptions
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 _CHUNK = 1 << 20

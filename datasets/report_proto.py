@@ -14,11 +14,10 @@ from tunewire.datasets.source import Layout
 from tunewire.datasets.validate import ValidationOptions
 from tunewire.v1 import dataset_pb2 as pb
 
+# The proto's enum values carry the library's names: DatasetFormat.ALPACA is DATASET_FORMAT_ALPACA.
 FORMATS = {
     None: pb.DATASET_FORMAT_UNSPECIFIED,
-    DatasetFormat.ALPACA: pb.DATASET_FORMAT_ALPACA,
-    DatasetFormat.SHAREGPT: pb.DATASET_FORMAT_SHAREGPT,
-    DatasetFormat.MESSAGES: pb.DATASET_FORMAT_MESSAGES,
+    **{found: pb.DatasetFormat.Value(f"DATASET_FORMAT_{found.name}") for found in DatasetFormat},
 }
 LAYOUTS = {
     None: pb.FILE_LAYOUT_UNSPECIFIED,

@@ -1,8 +1,7 @@
 """The record loop: checks each record against the file's format and keeps what a report needs.
 
 One `RecordScanner` consumes the records of a whole file, or of one byte
-range of it in a worker process (see parallel.py); `Partial` is what it
-collects, small enough to send between processes and merge in file order.
+range of it in a worker process (see parallel.py) into a `Partial`.
 This loop is where the time goes, so it keeps locals local and the common
 case short: a record of the plain shape costs one call to its format's fast
 path and three appends; valid records are handled a batch at a time
@@ -12,55 +11,18 @@ path and three appends; valid records are handled a batch at a time
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-from tunewire.datasets import alpaca, chat, sharegpt
 from tunewire.datasets import issues as codes
 from tunewire.datasets.dedupe import SeenRecords
+from tunewire.datasets.formats import FORMATS, detect, hints
 from tunewire.datasets.issues import Issue, IssueLog
 from tunewire.datasets.jsonl import FILE_LEVEL, Record, not_an_object, read_line
 from tunewire.datasets.output import SplitWriter
+from tunewire.datasets.partial import Partial
 from tunewire.datasets.report import DatasetFormat
 from tunewire.datasets.turns import RecordContext
 from tunewire.datasets.valid_records import ValidRecords
-
-FORMATS = {
-    DatasetFormat.ALPACA: alpaca,
-    DatasetFormat.SHAREGPT: sharegpt,
-    DatasetFormat.MESSAGES: chat,
-}
-
-
-def detect(record: dict) -> DatasetFormat | None:
-    """The format a record is written in, from its keys alone."""
-    if "messages" in record:
-        return DatasetFormat.MESSAGES
-    if "conversations" in record:
-        return DatasetFormat.SHAREGPT
-    if "instruction" in record or "output" in record:
-        return DatasetFormat.ALPACA
-    return None
-
-
-@dataclass
-class Partial:
-    """What scanning some records found; partials of consecutive ranges merge in order."""
-
-    log: IssueLog
-    total: int = 0
-    valid: int = 0
-    turns: int = 0
-    characters: int = 0
-    tokens: int = 0
-    previews: list[dict] = field(default_factory=list)
-    file_format: DatasetFormat | None = None
-    format_line: int = 0  # line of the first record in the file's format
-    unknown_fields: list[Issue] = field(default_factory=list)  # once per field name, kept whole
-    # The first line of each format other than the file's.
-    other_formats: dict[DatasetFormat, int] = field(default_factory=dict)
-    # line -> earlier line, for the first duplicates (workers' are renamed when merged)
-    duplicate_of: dict[int, int] = field(default_factory=dict)
 
 
 class RecordScanner:
@@ -207,17 +169,8 @@ def _unknown_format(line: int, record: dict) -> Issue:
     return Issue(
         line,
         codes.UNKNOWN_FORMAT,
-        "the record matches no known format: Alpaca needs 'instruction' and 'output', ShareGPT "
-        f"'conversations', chat 'messages'; its keys are {keys}",
+        f"the record matches no known format ({hints()}); its keys are {keys}",
     )
-
-
-# The key that shows a record's format; MIXED_FORMATS names it as the issue's field.
-FORMAT_KEYS = {
-    DatasetFormat.MESSAGES: "messages",
-    DatasetFormat.SHAREGPT: "conversations",
-    DatasetFormat.ALPACA: "instruction",
-}
 
 
 def mixed_formats(
@@ -230,5 +183,5 @@ def mixed_formats(
         f"(first {file_format.title} "
         f"record: line {format_line}; first {found.title} record: line {found_line}); "
         "a file must use one format",
-        FORMAT_KEYS[found],
+        FORMATS[found].KEY,
     )

@@ -29,6 +29,8 @@ from tunewire.datasets.turns import (
 
 FIELDS = frozenset({"conversations", "system", "tools"})
 NAME = "ShareGPT records"
+KEY = "conversations"
+HINT = "ShareGPT: 'conversations'"
 ROLES: dict[str, tuple[str, bool]] = {
     "system": (SYSTEM, False),
     "human": (USER, False),
@@ -44,13 +46,22 @@ _ROLE_LIST = "system, human, gpt, function_call, observation (or user, assistant
 _FROM, _VALUE = itemgetter("from"), itemgetter("value")
 
 
+def detects(record: dict) -> bool:
+    return "conversations" in record
+
+
+def trained_field(record: dict, messages: list[Message], index: int) -> str:
+    offset = 1 if messages[0][0] == SYSTEM and record.get("system") else 0
+    return f"conversations[{index - offset}].value"
+
+
 def fast(record: dict) -> list[Message] | None:
     """The messages of a record of the common shape, checked with C-level passes; else None.
 
     The common shape: no tools, a text or no `system`, each turn exactly
     {from, value} with non-blank text, roles in a valid order. Anything else
     (None) goes to `check`, which names each problem. A record with `messages`
-    is a chat record (scanner.detect).
+    is a chat record (formats.detect).
     """
     if "messages" in record:
         return None

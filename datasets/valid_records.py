@@ -17,17 +17,17 @@ import json
 from array import array
 from itertools import chain
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tunewire.datasets import issues as codes
 from tunewire.datasets.canonical import as_dict, canonical_line, record_of
 from tunewire.datasets.dedupe import SeenRecords
+from tunewire.datasets.formats import FORMATS
 from tunewire.datasets.issues import Issue
+from tunewire.datasets.output import SplitWriter
+from tunewire.datasets.partial import Partial
 from tunewire.datasets.report import DatasetFormat
-
-if TYPE_CHECKING:
-    from tunewire.datasets.output import SplitWriter
-    from tunewire.datasets.scanner import Partial
+from tunewire.datasets.tokens import count_tokens
 
 BATCH = 16  # records per flush: a few tens of KB of text, still in the cache
 _DUPLICATE_BATCH = 8192  # hashes per lookup in the duplicate table
@@ -114,8 +114,6 @@ class ValidRecords:
 
     def _count_tokens(self, messages: list, line: int, tools: dict) -> bool:
         """Adds the record's tokens (and TOO_MANY_TOKENS); False after a TEMPLATE_ERROR."""
-        from tunewire.datasets.tokens import count_tokens
-
         log = self.part.log
         try:
             count = count_tokens(
@@ -166,18 +164,10 @@ def _too_many_tokens(line: int, count: int, limit: int) -> Issue:
 
 def _short_output(line, file_format, record, messages, index, short) -> Issue:
     size = len(messages[index][1].strip())
-    if file_format is DatasetFormat.ALPACA:
-        offset = 1 if messages[0][0] == "system" else 0
-        field = "output" if index == len(messages) - 1 else f"history[{(index - offset) // 2}][1]"
-    elif file_format is DatasetFormat.SHAREGPT:
-        offset = 1 if messages[0][0] == "system" and record.get("system") else 0
-        field = f"conversations[{index - offset}].value"
-    else:
-        field = f"messages[{index}].content"
     return Issue(
         line,
         codes.SHORT_OUTPUT,
         f"the trained text is only {size} character{'s' if size != 1 else ''} "
         f"(under short_output_chars, {short})",
-        field,
+        FORMATS[file_format].trained_field(record, messages, index),
     )

@@ -19,6 +19,6 @@ def tokenizer_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer(tokenizer_dir):
-    from tunewire.datasets.tokens import load_tokenizer
+    from tunewire.datasets.api import load_tokenizer
 
     return load_tokenizer(tokenizer_dir)

@@ -8,10 +8,10 @@ from array import array
 
 import pytest
 
+from tunewire.datasets.api import Issue, ValidationOptions, validate_bytes
 from tunewire.datasets.dedupe import SeenRecords
-from tunewire.datasets.issues import Issue, IssueLog
+from tunewire.datasets.issues import IssueLog
 from tunewire.datasets.output import SplitWriter
-from tunewire.datasets.validate import ValidationOptions, validate_bytes
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -4,10 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tunewire.datasets.canonical import iter_canonical
-from tunewire.datasets.normalize import normalize_file
-from tunewire.datasets.report import DatasetFormat
-from tunewire.datasets.validate import validate_file
+from tunewire.datasets.api import DatasetFormat, iter_canonical, normalize_file, validate_file
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,11 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tunewire.datasets import alpaca, chat, sharegpt
-from tunewire.datasets.canonical import iter_canonical
-from tunewire.datasets.normalize import normalize_file
-from tunewire.datasets.scanner import FORMATS, detect
+from tunewire.datasets.api import ValidationOptions, iter_canonical, normalize_file, validate_bytes
+from tunewire.datasets.formats import FORMATS, detect
 from tunewire.datasets.turns import RecordContext
-from tunewire.datasets.validate import ValidationOptions, validate_bytes
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -4,9 +4,7 @@ import json
 
 import pytest
 
-from tunewire.datasets.issues import Severity
-from tunewire.datasets.report import DatasetFormat
-from tunewire.datasets.validate import ValidationOptions, validate_bytes
+from tunewire.datasets.api import DatasetFormat, Severity, ValidationOptions, validate_bytes
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,9 +7,7 @@ import random
 
 import pytest
 
-from tunewire.datasets.canonical import iter_canonical
-from tunewire.datasets.normalize import normalize_file
-from tunewire.datasets.validate import ValidationOptions, validate_file
+from tunewire.datasets.api import ValidationOptions, iter_canonical, normalize_file, validate_file
 
 pytestmark = pytest.mark.timeout(120)
 

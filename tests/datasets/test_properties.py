@@ -9,12 +9,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tunewire.datasets.canonical import iter_canonical
+from tunewire.datasets.api import (
+    Layout,
+    ValidationOptions,
+    iter_canonical,
+    normalize_file,
+    validate_bytes,
+)
 from tunewire.datasets.json_array import read_json_array
 from tunewire.datasets.jsonl import read_jsonl
-from tunewire.datasets.normalize import normalize_file
-from tunewire.datasets.source import Layout, open_source
-from tunewire.datasets.validate import ValidationOptions, validate_bytes
+from tunewire.datasets.source import open_source
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -6,8 +6,7 @@ import resource
 
 import pytest
 
-from tunewire.datasets.source import Layout
-from tunewire.datasets.validate import ValidationOptions, validate_bytes, validate_file
+from tunewire.datasets.api import Layout, ValidationOptions, validate_bytes, validate_file
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -5,8 +5,8 @@ import json
 import pytest
 from google.protobuf import json_format
 
-from tunewire.datasets.report_proto import options_from_proto, report_to_proto
-from tunewire.datasets.validate import ValidationOptions, validate_bytes
+from tunewire.datasets.api import ValidationOptions, report_to_proto, validate_bytes
+from tunewire.datasets.report_proto import options_from_proto
 from tunewire.v1 import dataset_pb2 as pb
 from tunewire.v1.dataset_service_pb2 import ValidationOptions as ProtoOptions
 

@@ -4,8 +4,12 @@ import json
 
 import pytest
 
-from tunewire.datasets.masking import render_marked, trained_token_mask
-from tunewire.datasets.validate import ValidationOptions, validate_bytes
+from tunewire.datasets.api import (
+    ValidationOptions,
+    render_marked,
+    trained_token_mask,
+    validate_bytes,
+)
 
 pytestmark = pytest.mark.timeout(120)
 

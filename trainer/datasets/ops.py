@@ -10,9 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunewire.datasets import normalize as ds_normalize
-from tunewire.datasets import validate as ds_validate
-from tunewire.datasets.report_proto import report_to_proto, statistics_to_proto
+from tunewire.datasets import api as ds_api
 from tunewire.v1 import dataset_pb2
 
 
@@ -23,8 +21,8 @@ class Options:
     tokenizer: str | None = None
     max_tokens: int = 0
 
-    def library(self) -> ds_validate.ValidationOptions:
-        return ds_validate.ValidationOptions(
+    def library(self) -> ds_api.ValidationOptions:
+        return ds_api.ValidationOptions(
             max_issues=self.max_issues,
             preview_records=self.preview_records,
             tokenizer=self.tokenizer,
@@ -41,11 +39,11 @@ class Normalized:
 
 
 def validate_path(path: str | os.PathLike, options: Options) -> dataset_pb2.ValidationReport:
-    return report_to_proto(ds_validate.validate_file(path, options.library()))
+    return ds_api.report_to_proto(ds_api.validate_file(path, options.library()))
 
 
 def validate_bytes(data: bytes, options: Options) -> dataset_pb2.ValidationReport:
-    return report_to_proto(ds_validate.validate_bytes(data, options.library()))
+    return ds_api.report_to_proto(ds_api.validate_bytes(data, options.library()))
 
 
 def normalize_and_split(
@@ -57,14 +55,12 @@ def normalize_and_split(
     options: Options = Options(),
 ) -> Normalized:
     """Validates `raw` and writes its valid records, split by `fraction`, under `out_dir`/`name`/."""
-    result = ds_normalize.normalize_file(
-        raw, Path(out_dir) / name, fraction, seed, options.library()
-    )
+    result = ds_api.normalize_file(raw, Path(out_dir) / name, fraction, seed, options.library())
     return Normalized(
-        report_to_proto(result.report),
+        ds_api.report_to_proto(result.report),
         result.train_path,
         result.validation_path,
-        statistics_to_proto(result.statistics),
+        ds_api.statistics_to_proto(result.statistics),
     )
 
 

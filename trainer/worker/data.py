@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tunewire.datasets.masking import trained_token_mask
+from tunewire.datasets.api import trained_token_mask
 
 # Pad a batch to one plus a multiple of this, as mlx-lm does: few distinct
 # shapes, so the compiled step is rarely retraced.

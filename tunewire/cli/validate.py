@@ -17,8 +17,7 @@ import sys
 from google.protobuf.json_format import MessageToJson
 
 from tunewire.cli.render import report_text
-from tunewire.datasets.report_proto import report_to_proto
-from tunewire.datasets.validate import ValidationOptions, validate_file
+from tunewire.datasets.api import ValidationOptions, report_to_proto, validate_file
 
 _PROG = "tunewire validate"
 

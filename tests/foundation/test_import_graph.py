@@ -1,0 +1,197 @@
+"""No import cycles: none between modules of a part, none between the parts.
+
+The graph is read from the source (ast), so it sees every import a module
+can make: at the top, inside functions, and under TYPE_CHECKING. A cycle
+hidden in a function or behind TYPE_CHECKING is still two modules that
+cannot be understood, tested or moved one without the other.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+REPO = Path(__file__).resolve().parents[2]
+# Source folder -> import name (pyproject's package-dir). Generated code (tunewire.v1) is a leaf.
+FOLDERS = {
+    "tunewire": "tunewire",
+    "gateway": "tunewire.gateway",
+    "trainer": "tunewire.trainer",
+    "datasets": "tunewire.datasets",
+}
+# Parts by import-name prefix, most specific first; anything else under `tunewire.` is
+# the shared layer (errors, identity, addresses, version, the tiny model).
+PARTS = (
+    ("tunewire.gateway", "gateway"),
+    ("tunewire.trainer", "trainer"),
+    ("tunewire.datasets", "datasets"),
+    ("tunewire.cli", "cli"),
+    ("tunewire.client", "client"),
+    ("tunewire.models", "models"),
+    ("tunewire", "shared"),
+)
+
+
+@functools.cache
+def module_files() -> dict[str, Path]:
+    modules = {}
+    for folder, package in FOLDERS.items():
+        for path in sorted((REPO / folder).rglob("*.py")):
+            parts = list(path.relative_to(REPO / folder).with_suffix("").parts)
+            if "__pycache__" in parts:
+                continue
+            if parts[-1] == "__init__":
+                parts.pop()
+            name = ".".join([package, *parts])
+            if folder == "tunewire" and parts and f"tunewire.{parts[0]}" in FOLDERS.values():
+                continue  # a folder mapped elsewhere
+            modules[name] = path
+    return modules
+
+
+def imports_of(path: Path, name: str, modules: dict[str, Path]) -> set[str]:
+    """The project modules `path` imports anywhere in its body."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    is_package = path.name == "__init__.py"
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = name.split(".")
+                anchor = anchor[: len(anchor) - node.level + (1 if is_package else 0)]
+                base = ".".join([*anchor, base] if base else anchor)
+            # `from package import module` imports the module; otherwise the name is an attribute.
+            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        else:
+            continue
+        for target in targets:
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+@functools.cache
+def graph() -> dict[str, set[str]]:
+    modules = module_files()
+    return {name: imports_of(path, name, modules) for name, path in modules.items()}
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one node (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+    counter = 0
+    for root in sorted(edges):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(edges[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in edges:
+                    continue
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(edges[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def part_of(module: str) -> str:
+    return next(
+        part for prefix, part in PARTS if module == prefix or module.startswith(prefix + ".")
+    )
+
+
+def test_the_checker_finds_a_cycle_and_the_graph_is_read():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    edges = graph()
+    assert "tunewire.datasets.scanner" in edges["tunewire.datasets.validate"]
+    # Function-level imports count: the servicer's module imports the trainer's dataset code.
+    assert any(m.startswith("tunewire.datasets.") for m in edges["tunewire.trainer.datasets.ops"])
+
+
+def test_no_module_cycle_inside_any_part():
+    # datasets/ had two (validate <-> parallel in functions, scanner <-> valid_records
+    # under TYPE_CHECKING); every part is held to none.
+    assert cycles(graph()) == []
+
+
+def test_no_cycle_between_the_parts():
+    parts: dict[str, set[str]] = {}
+    for name, targets in graph().items():
+        parts.setdefault(part_of(name), set()).update(
+            part_of(t) for t in targets if part_of(t) != part_of(name)
+        )
+    found = cycles(parts)
+    assert found == [], f"parts importing each other: {found}; " + "; ".join(
+        f"{a} -> {b}: "
+        + ", ".join(
+            f"{m} -> {t}"
+            for m, targets in sorted(graph().items())
+            if part_of(m) == a
+            for t in sorted(targets)
+            if part_of(t) == b
+        )
+        for cycle in found
+        for a in cycle
+        for b in cycle
+        if b in parts.get(a, ())
+    )
+
+
+def test_code_outside_datasets_uses_only_its_door():
+    """tunewire.datasets.api is the library's one public module for the product's code."""
+    # Benchmarks are callers too; tests may look behind the door at the units they test.
+    through_the_side = []
+    bench = {p.stem: p for p in (REPO / "bench").glob("*.py")}
+    edges = dict(graph())
+    modules = module_files()
+    for path in bench.values():
+        edges[f"bench.{path.stem}"] = imports_of(path, f"bench.{path.stem}", modules)
+    for name, targets in sorted(edges.items()):
+        if name.startswith("tunewire.datasets"):
+            continue
+        through_the_side += [
+            f"{name} -> {t}"
+            for t in sorted(targets)
+            if t.startswith("tunewire.datasets.") and t != "tunewire.datasets.api"
+        ]
+    assert through_the_side == []
