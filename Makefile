@@ -8,6 +8,10 @@ TINY_MODEL := $(TUNEWIRE_HOME)/models/tiny
 INSTALLED := $(VENV)/.installed
 GENERATED := gen/tunewire/v1/.generated
 PROTOS := $(wildcard protos/tunewire/v1/*.proto)
+VENDORED_PROTOS := $(wildcard protos/google/*/*.proto)
+# Every file server reflection serves, with the protos' comments (source info),
+# so `grpcurl describe` shows the documentation.
+DESCRIPTORS := gen/tunewire/v1/descriptors.binpb
 PYTEST_ARGS ?=
 
 .PHONY: setup protos proto-deps blas model lint lint-proto test run bench clean
@@ -21,10 +25,15 @@ $(VENV)/bin/python:
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet 'grpcio-tools>=1.62' 'googleapis-common-protos>=1.63'
 
+# protos/ stands alone (the googleapis imports are vendored in protos/google);
+# Python code is generated for our files only, the google.* modules come from
+# googleapis-common-protos.
 protos: $(GENERATED)
-$(GENERATED): $(PROTOS) | $(VENV)/bin/python
+$(GENERATED): $(PROTOS) $(VENDORED_PROTOS) | $(VENV)/bin/python
 	rm -rf gen && mkdir -p gen/tunewire/v1
-	$(PY) -m grpc_tools.protoc -Iprotos -I$(SITE) --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTOS)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTOS)
+	$(PY) -m grpc_tools.protoc -Iprotos --include_imports --include_source_info \
+		--descriptor_set_out=$(DESCRIPTORS) $(PROTOS) protos/google/rpc/error_details.proto
 	touch $@
 
 $(INSTALLED): pyproject.toml $(GENERATED)
@@ -39,15 +48,16 @@ model: $(TINY_MODEL)/config.json
 $(TINY_MODEL)/config.json: $(INSTALLED)
 	$(VENV)/bin/tunewire model tiny $(TINY_MODEL)
 
-# googleapis protos our files import, copied from googleapis-common-protos so
-# that buf needs no network access.
+# Refreshes the vendored googleapis protos (protos/google) from the installed
+# googleapis-common-protos; a maintainer's step, nothing else depends on it.
 proto-deps: | $(VENV)/bin/python
-	mkdir -p build/proto-deps/google/api build/proto-deps/google/rpc
-	cp $(SITE)/google/api/annotations.proto $(SITE)/google/api/http.proto build/proto-deps/google/api/
-	cp $(SITE)/google/rpc/status.proto build/proto-deps/google/rpc/
+	cp $(SITE)/google/api/annotations.proto $(SITE)/google/api/http.proto \
+		$(SITE)/google/api/field_behavior.proto protos/google/api/
+	cp $(SITE)/google/rpc/status.proto $(SITE)/google/rpc/error_details.proto protos/google/rpc/
+	cp $(SITE)/googleapis_common_protos-*.dist-info/licenses/LICENSE protos/google/LICENSE
 
-lint-proto: proto-deps
-	npx --yes @bufbuild/buf lint protos
+lint-proto:
+	npx --yes @bufbuild/buf lint
 
 lint: $(INSTALLED) lint-proto
 	$(VENV)/bin/ruff format --check .

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import grpc
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
+from tunewire import reflection
 from tunewire.gateway import legacy
 from tunewire.gateway.auth import Authenticator, AuthInterceptor, http_auth_middleware
 from tunewire.gateway.config import GatewayConfig
@@ -117,9 +117,7 @@ async def start_gateway(config: GatewayConfig, keyring: KeyRing | None = None) -
     Forwarder(link, methods, streams, config.max_upload_bytes).add_to_server(grpc_server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
-    reflection.enable_server_reflection(
-        (*service_names(), health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server
-    )
+    reflection.enable_server_reflection((*service_names(), health.SERVICE_NAME), grpc_server)
     try:
         grpc_port = grpc_server.add_insecure_port(config.grpc_listen)
     except RuntimeError:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
+from tunewire import reflection
 from tunewire.trainer import capabilities
 from tunewire.trainer.api.datasets import DatasetService
 from tunewire.trainer.api.training import TrainingService
@@ -103,9 +103,7 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME), server)
 
     try:
         port = server.add_insecure_port(address)

@@ -47,6 +47,7 @@ async def test_reflection_lists_every_public_service(stack):
         "tunewire.v1.TrainingService",
         "tunewire.v1.DatasetService",
         "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     }
     reply = await ask(file_containing_symbol="tunewire.v1.TrainingService")
