@@ -15,9 +15,10 @@ from aiohttp import web
 from grpc_status import rpc_status
 
 from tunewire.errors import Reason, ServiceError
-from tunewire.gateway.keys import ANONYMOUS, KeyRing, Principal
+from tunewire.gateway.keys import KeyRing
 from tunewire.gateway.limits import RateLimiter
 from tunewire.gateway.methods import Method
+from tunewire.identity import ANONYMOUS, Principal
 
 # The caller of the RPC being handled; set by the interceptor in the RPC's own task.
 current_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(

@@ -12,11 +12,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tunewire.gateway.keys import ENV_KEY_VARIABLES
-
-DEFAULT_TRAINER = "127.0.0.1:50052"
-DEFAULT_GRPC_LISTEN = "127.0.0.1:50051"
-DEFAULT_HTTP_LISTEN = "127.0.0.1:8200"
+from tunewire import addresses
+from tunewire.identity import API_KEY_ENV_VARIABLES, INTERNAL_TOKEN_ENV
 
 
 def default_keys_file(environ=os.environ) -> Path:
@@ -26,14 +23,15 @@ def default_keys_file(environ=os.environ) -> Path:
 @dataclass(frozen=True)
 class GatewayConfig:
     trainer: str = field(
-        default=DEFAULT_TRAINER, metadata={"help": "Trainer address: host:port or unix:PATH."}
+        default=addresses.DEFAULT_TRAINER,
+        metadata={"help": "Trainer address: host:port or unix:PATH."},
     )
     grpc_listen: str = field(
-        default=DEFAULT_GRPC_LISTEN,
+        default=addresses.DEFAULT_GATEWAY_GRPC,
         metadata={"help": "gRPC address to serve on (port 0: any free port)."},
     )
     http_listen: str = field(
-        default=DEFAULT_HTTP_LISTEN,
+        default=addresses.DEFAULT_GATEWAY_HTTP,
         metadata={"help": "HTTP address to serve on (port 0: any free port)."},
     )
     keys_file: Path | None = field(
@@ -101,14 +99,18 @@ def parse_args(argv: list[str] | None = None, environ=os.environ) -> GatewayConf
     )
     parser.add_argument(
         "--trainer",
-        default=environ.get("TUNEWIRE_TRAINER", DEFAULT_TRAINER),
+        default=environ.get("TUNEWIRE_TRAINER", addresses.DEFAULT_TRAINER),
         help="trainer address, host:port or unix:PATH (default %(default)s)",
     )
     parser.add_argument(
-        "--grpc-listen", default=DEFAULT_GRPC_LISTEN, help="gRPC address (default %(default)s)"
+        "--grpc-listen",
+        default=addresses.DEFAULT_GATEWAY_GRPC,
+        help="gRPC address (default %(default)s)",
     )
     parser.add_argument(
-        "--http-listen", default=DEFAULT_HTTP_LISTEN, help="HTTP address (default %(default)s)"
+        "--http-listen",
+        default=addresses.DEFAULT_GATEWAY_HTTP,
+        help="HTTP address (default %(default)s)",
     )
     parser.add_argument(
         "--keys",
@@ -141,8 +143,10 @@ def parse_args(argv: list[str] | None = None, environ=os.environ) -> GatewayConf
             grpc_listen=args.grpc_listen,
             http_listen=args.http_listen,
             keys_file=(args.keys or default_keys_file(environ)).resolve(),
-            api_keys=tuple(k for k in (environ.get(v, "").strip() for v in ENV_KEY_VARIABLES) if k),
-            internal_token=environ.get("TUNEWIRE_INTERNAL_TOKEN", ""),
+            api_keys=tuple(
+                k for k in (environ.get(v, "").strip() for v in API_KEY_ENV_VARIABLES) if k
+            ),
+            internal_token=environ.get(INTERNAL_TOKEN_ENV, ""),
             rate_per_second=args.rate,
             rate_burst=args.burst,
             max_streams_per_key=args.max_streams,

@@ -16,10 +16,10 @@ from grpc_status import rpc_status
 
 from tunewire.errors import ServiceError, grpc_abort
 from tunewire.gateway.auth import current_principal
-from tunewire.gateway.keys import Principal
 from tunewire.gateway.limits import StreamLimiter, upload_too_large
 from tunewire.gateway.methods import Method
 from tunewire.gateway.trainer_link import TrainerLink
+from tunewire.identity import Principal
 
 
 async def pump_upload(call, chunks: AsyncIterator[bytes], limit: int) -> bytes:

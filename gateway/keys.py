@@ -24,16 +24,13 @@ from pathlib import Path
 
 import yaml
 
+from tunewire.identity import ADMIN, RESERVED_NAMES, ROLES, Principal
+
 log = logging.getLogger(__name__)
 
-ROLES = ("admin", "member")
 KEY_PREFIX = "tw_"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
-# The trainer's name for calls made on its own port, and the gateway's for
-# calls without a key; no key may take them.
-RESERVED_NAMES = ("local", "anonymous")
-# The single-user key from the environment (old clients know the second name).
-ENV_KEY_VARIABLES = ("TUNEWIRE_API_KEY", "MLX_TRAINING_API_KEY")
+# The single-user key from the environment is an admin of this name.
 ENV_KEY_NAME = "admin"
 FILE_HEADER = (
     "# tunewire API keys. Only SHA-256 hashes are stored; a key is shown once, when\n"
@@ -44,21 +41,6 @@ FILE_HEADER = (
 
 class KeysFileError(ValueError):
     """The keys file cannot be used; the message names the file, line and field."""
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: the key's name and role."""
-
-    name: str
-    role: str
-
-    @property
-    def admin(self) -> bool:
-        return self.role == "admin"
-
-
-ANONYMOUS = Principal("anonymous", "member")
 
 
 @dataclass(frozen=True)
@@ -206,9 +188,7 @@ class KeyRing:
 
     def __init__(self, path: Path | None = None, env_keys: tuple[str, ...] = ()):
         self._path = path
-        self._env = [
-            (hash_key(k).encode(), Principal(ENV_KEY_NAME, "admin")) for k in env_keys if k
-        ]
+        self._env = [(hash_key(k).encode(), Principal(ENV_KEY_NAME, ADMIN)) for k in env_keys if k]
         self._file: list[tuple[bytes, Principal]] = []
         self._stamp: tuple[int, int] | str | None = "not loaded"
         self._next_check = 0.0

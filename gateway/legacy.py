@@ -24,7 +24,6 @@ from aiohttp import web
 from tunewire.errors import FieldViolation, invalid_argument
 from tunewire.gateway.auth import PRINCIPAL
 from tunewire.gateway.http_errors import StatusError
-from tunewire.gateway.keys import Principal
 from tunewire.gateway.legacy_translate import (
     FINE_TUNED_PREFIX,
     STATES_BY_OLD_STATUS,
@@ -36,6 +35,7 @@ from tunewire.gateway.legacy_translate import (
 )
 from tunewire.gateway.methods import Method
 from tunewire.gateway.trainer_link import TrainerLink
+from tunewire.identity import Principal
 from tunewire.v1 import dataset_service_pb2 as ds_svc
 from tunewire.v1 import training_service_pb2 as svc
 

@@ -13,7 +13,7 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2_grpc
 
-from tunewire import reflection
+from tunewire import addresses, reflection
 from tunewire.gateway import legacy
 from tunewire.gateway.auth import Authenticator, AuthInterceptor, http_auth_middleware
 from tunewire.gateway.config import GatewayConfig
@@ -73,20 +73,20 @@ class GatewayServer:
         await self.grpc_server.wait_for_termination()
 
 
-def split_host_port(address: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ListenError(f"listen address {address!r} is not HOST:PORT")
-    return host.strip("[]") or "0.0.0.0", int(port)
+def _parse_listen(text: str, what: str) -> addresses.Address:
+    try:
+        return addresses.parse(text)
+    except addresses.AddressError as exc:
+        raise ListenError(f"cannot listen for {what}: {exc}") from None
 
 
-def _http_socket(address: str) -> socket.socket:
-    host, port = split_host_port(address)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+def _http_socket(address: addresses.Address) -> socket.socket:
+    if address.is_unix:
+        raise ListenError(f"cannot listen on {address} for HTTP: give HOST:PORT")
+    sock = socket.socket(address.family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        sock.bind((address.bind_host, address.port))
     except OSError as exc:
         sock.close()
         raise ListenError(f"cannot listen on {address} for HTTP: {exc.strerror}") from None
@@ -96,6 +96,8 @@ def _http_socket(address: str) -> socket.socket:
 
 
 async def start_gateway(config: GatewayConfig, keyring: KeyRing | None = None) -> GatewayServer:
+    grpc_listen = _parse_listen(config.grpc_listen, "gRPC")
+    http_listen = _parse_listen(config.http_listen, "HTTP")
     keyring = keyring or KeyRing(config.keys_file, config.api_keys)
     if not len(keyring):
         log.warning(
@@ -119,10 +121,10 @@ async def start_gateway(config: GatewayConfig, keyring: KeyRing | None = None) -
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     reflection.enable_server_reflection((*service_names(), health.SERVICE_NAME), grpc_server)
     try:
-        grpc_port = grpc_server.add_insecure_port(config.grpc_listen)
+        grpc_port = grpc_server.add_insecure_port(str(grpc_listen))
     except RuntimeError:
         grpc_port = 0
-    if grpc_port == 0 and not config.grpc_listen.startswith("unix:"):
+    if grpc_port == 0 and not grpc_listen.is_unix:
         await link.close()
         raise ListenError(
             f"cannot listen on {config.grpc_listen} for gRPC (address in use or not available)"
@@ -141,7 +143,7 @@ async def start_gateway(config: GatewayConfig, keyring: KeyRing | None = None) -
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=2.0)
     await runner.setup()
     try:
-        sock = _http_socket(config.http_listen)
+        sock = _http_socket(http_listen)
     except ListenError:
         await runner.cleanup()
         await link.close()
@@ -155,8 +157,6 @@ async def start_gateway(config: GatewayConfig, keyring: KeyRing | None = None) -
     )
     await trainer_health.start()
 
-    grpc_host = config.grpc_listen.rpartition(":")[0]
-    http_host = config.http_listen.rpartition(":")[0]
     server = GatewayServer(
         config=config,
         grpc_server=grpc_server,
@@ -167,10 +167,8 @@ async def start_gateway(config: GatewayConfig, keyring: KeyRing | None = None) -
         streams=streams,
         grpc_port=grpc_port,
         http_port=http_port,
-        grpc_address=config.grpc_listen
-        if config.grpc_listen.startswith("unix:")
-        else f"{grpc_host}:{grpc_port}",
-        http_address=f"{http_host}:{http_port}",
+        grpc_address=str(grpc_listen.with_port(grpc_port)),
+        http_address=str(http_listen.with_port(http_port)),
     )
     log.info(
         "tunewire-gateway: gRPC on %s, HTTP on %s, trainer at %s",

@@ -16,9 +16,8 @@ from google.rpc import status_pb2
 
 from tunewire.errors import Reason, ServiceError, build_status
 from tunewire.gateway.config import GatewayConfig
-from tunewire.gateway.keys import Principal
 from tunewire.gateway.methods import Method
-from tunewire.trainer.identity import INTERNAL_TOKEN_HEADER, PRINCIPAL_HEADER, ROLE_HEADER
+from tunewire.identity import Principal, identity_metadata
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 # The trainer's own limit; responses such as a long job list can be big.
@@ -57,10 +56,7 @@ class TrainerLink:
     def metadata(self, principal: Principal) -> tuple[tuple[str, str], ...]:
         md = self._metadata.get(principal)
         if md is None:
-            md = ((PRINCIPAL_HEADER, principal.name), (ROLE_HEADER, principal.role))
-            if self._token:
-                md += ((INTERNAL_TOKEN_HEADER, self._token),)
-            self._metadata[principal] = md
+            md = self._metadata[principal] = identity_metadata(principal, self._token)
         return md
 
     def _callable(self, method: Method):

@@ -8,7 +8,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_LISTEN = "127.0.0.1:50052"
+from tunewire import addresses
+from tunewire.identity import INTERNAL_TOKEN_ENV
 
 
 def default_home() -> Path:
@@ -19,7 +20,7 @@ def default_home() -> Path:
 class TrainerConfig:
     home: Path = field(default_factory=default_home, metadata={"help": "State directory."})
     listen: str = field(
-        default=DEFAULT_LISTEN,
+        default=addresses.DEFAULT_TRAINER,
         metadata={"help": "host:port, or unix:PATH; 'unix' alone means HOME/trainer.sock."},
     )
     data_roots: tuple[Path, ...] = field(
@@ -65,7 +66,7 @@ class TrainerConfig:
     def listen_address(self) -> str:
         """The address in gRPC's form (unix sockets as unix:ABSOLUTE_PATH)."""
         if self.listen == "unix":
-            return f"unix:{self.home / 'trainer.sock'}"
+            return str(addresses.trainer_socket(self.home))
         return self.listen
 
 
@@ -82,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
     )
     parser.add_argument(
         "--listen",
-        default=os.environ.get("TUNEWIRE_TRAINER_LISTEN", DEFAULT_LISTEN),
+        default=os.environ.get("TUNEWIRE_TRAINER_LISTEN", addresses.DEFAULT_TRAINER),
         help="address to serve on: host:port, unix:PATH, or 'unix' (default %(default)s)",
     )
     parser.add_argument(
@@ -106,7 +107,7 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
         home=(args.home or default_home()).resolve(),
         listen=args.listen,
         data_roots=tuple(p.resolve() for p in args.data_root),
-        internal_token=os.environ.get("TUNEWIRE_INTERNAL_TOKEN", ""),
+        internal_token=os.environ.get(INTERNAL_TOKEN_ENV, ""),
         max_running_jobs=args.max_running_jobs,
         cancel_grace_seconds=args.cancel_grace,
         wandb_api_key=os.environ.get("WANDB_API_KEY", ""),

@@ -9,13 +9,12 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from tunewire import reflection
+from tunewire import addresses, reflection
 from tunewire.trainer import capabilities
 from tunewire.trainer.api.datasets import DatasetService
 from tunewire.trainer.api.training import TrainingService
 from tunewire.trainer.api.training import register as register_training_service
 from tunewire.trainer.config import TrainerConfig
-from tunewire.trainer.identity import is_local_only
 from tunewire.trainer.jobs.data import JobDataPreparer
 from tunewire.trainer.jobs.event_bus import EventBus
 from tunewire.trainer.jobs.manager import JobManager
@@ -72,8 +71,11 @@ class TrainerServer:
 
 
 async def start_trainer(config: TrainerConfig) -> TrainerServer:
-    address = config.listen_address
-    if not is_local_only(address) and not config.internal_token:
+    try:
+        address = addresses.parse(config.listen_address)
+    except addresses.AddressError as exc:
+        raise ConfigError(f"cannot listen: {exc}") from None
+    if not address.local_only and not config.internal_token:
         raise ConfigError(
             f"refusing to listen on {address}: other hosts could reach the trainer. "
             "Set TUNEWIRE_INTERNAL_TOKEN (the gateway presents it) or listen on loopback / a unix socket"
@@ -106,10 +108,10 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME), server)
 
     try:
-        port = server.add_insecure_port(address)
+        port = server.add_insecure_port(str(address))
     except RuntimeError:  # grpc's way of saying the bind failed
         port = 0
-    if port == 0 and not address.startswith("unix:"):
+    if port == 0 and not address.is_unix:
         conn.close()
         caps.cancel()
         raise ConfigError(
@@ -121,8 +123,7 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
 
     runner.recover()
     await runner.schedule()
-    host = address.rsplit(":", 1)[0]
-    bound = address if address.startswith("unix:") else f"{host}:{port}"
+    bound = str(address.with_port(port))
     log.info("tunewire-trainer listening on %s (home %s)", bound, config.home)
     return TrainerServer(
         config, server, bound, port, runner, jobs, bus, health_servicer, caps, conn

@@ -10,12 +10,8 @@ import sys
 import grpc
 import pytest
 
-from tunewire.gateway.config import (
-    DEFAULT_GRPC_LISTEN,
-    DEFAULT_HTTP_LISTEN,
-    DEFAULT_TRAINER,
-    parse_args,
-)
+from tunewire.addresses import DEFAULT_GATEWAY_GRPC, DEFAULT_GATEWAY_HTTP, DEFAULT_TRAINER
+from tunewire.gateway.config import parse_args
 from tunewire.v1 import training_service_pb2 as svc
 from tunewire.v1 import training_service_pb2_grpc
 
@@ -28,10 +24,10 @@ def test_defaults_are_loopback_and_keys_live_in_tunewire_home(tmp_path):
     config = parse_args([], environ={"TUNEWIRE_HOME": str(tmp_path)})
     assert (config.trainer, config.grpc_listen, config.http_listen) == (
         DEFAULT_TRAINER,
-        DEFAULT_GRPC_LISTEN,
-        DEFAULT_HTTP_LISTEN,
+        DEFAULT_GATEWAY_GRPC,
+        DEFAULT_GATEWAY_HTTP,
     )
-    assert DEFAULT_GRPC_LISTEN == "127.0.0.1:50051" and DEFAULT_HTTP_LISTEN == "127.0.0.1:8200"
+    assert DEFAULT_GATEWAY_GRPC == "127.0.0.1:50051" and DEFAULT_GATEWAY_HTTP == "127.0.0.1:8200"
     assert config.api_keys == () and config.internal_token == ""
     assert config.keys_file == tmp_path.resolve() / "keys.yaml"
 

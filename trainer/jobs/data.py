@@ -14,9 +14,9 @@ from pathlib import Path
 import grpc
 
 from tunewire.errors import FieldViolation, ServiceError
+from tunewire.identity import Principal
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.datasets import ops as dataset_ops
-from tunewire.trainer.identity import Principal
 from tunewire.trainer.paths import confine
 from tunewire.trainer.store.datasets import DatasetStore
 from tunewire.v1 import dataset_pb2

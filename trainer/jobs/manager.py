@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 import grpc
 
 from tunewire.errors import FieldViolation, ServiceError, invalid_argument, not_found
+from tunewire.identity import Principal
 from tunewire.trainer.config import TrainerConfig
-from tunewire.trainer.identity import Principal
 from tunewire.trainer.jobs import spec as spec_defaults
 from tunewire.trainer.jobs.checks import check_spec
 from tunewire.trainer.jobs.data import JobDataPreparer

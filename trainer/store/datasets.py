@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 
-from tunewire.trainer.identity import Principal
+from tunewire.identity import Principal
 from tunewire.trainer.store import db
 from tunewire.v1 import dataset_pb2
 

@@ -25,23 +25,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunewire.addresses import DEFAULT_GATEWAY_GRPC, DEFAULT_GATEWAY_HTTP, DEFAULT_TRAINER
 from tunewire.cli.common import CliError, guarded
 from tunewire.cli.plot import collect_losses, write_plot
 from tunewire.cli.render import memory_summary, report_text, state_name
-from tunewire.cli.server import (
-    DEFAULT_GRPC,
-    DEFAULT_HTTP,
-    DEFAULT_TRAINER,
-    ServerOptions,
-    busy_ports,
-)
+from tunewire.cli.server import ServerOptions, busy_ports
 from tunewire.cli.watch import follow_bar
 from tunewire.client import Client, TunewireError
 from tunewire.client.dev_key import tunewire_home
 from tunewire.v1 import training_job_pb2 as job_pb
 
 PROG = "tunewire demo"
-ADDRESS = "127.0.0.1:50051"
+ADDRESS = DEFAULT_GATEWAY_GRPC
 EXAMPLES = (
     Path(__file__).resolve().parents[2] / "examples"
 )  # the repository's (an editable install)
@@ -130,7 +125,7 @@ def demo(args: argparse.Namespace) -> int:
         with Client(ADDRESS) as client:
             info = client.server_info()
             print(
-                f"gateway gRPC {ADDRESS}, HTTP http://localhost:8200, trainer 127.0.0.1:50052 (loopback)"
+                f"gateway gRPC {ADDRESS}, HTTP http://{DEFAULT_GATEWAY_HTTP}, trainer {DEFAULT_TRAINER} (loopback)"
             )
             print(
                 f"{info.service} {info.version}: device {info.device}, mlx {info.mlx_version}, "
@@ -174,8 +169,8 @@ def ensure_tiny_model(path: Path) -> Path:
 def start_server(home: Path, log_path: Path) -> subprocess.Popen:
     options = ServerOptions(
         home=home,
-        grpc_listen=DEFAULT_GRPC,
-        http_listen=DEFAULT_HTTP,
+        grpc_listen=DEFAULT_GATEWAY_GRPC,
+        http_listen=DEFAULT_GATEWAY_HTTP,
         trainer_listen=DEFAULT_TRAINER,
         keys_file=home / "keys.yaml",
         data_roots=(),

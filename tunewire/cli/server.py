@@ -29,18 +29,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunewire.client.dev_key import (
-    ENV_KEY_VARIABLES,
-    dev_key_path,
-    ensure_dev_key,
-    is_loopback,
-    remove_dev_key,
-)
+from tunewire import addresses
+from tunewire.addresses import is_local_only
+from tunewire.client.dev_key import dev_key_path, ensure_dev_key, remove_dev_key
+from tunewire.identity import API_KEY_ENV_VARIABLES, INTERNAL_TOKEN_ENV
 
 PROG = "tunewire server"
-DEFAULT_GRPC = "127.0.0.1:50051"
-DEFAULT_HTTP = "127.0.0.1:8200"
-DEFAULT_TRAINER = "127.0.0.1:50052"
 STOP_GRACE_SECONDS = 30.0
 
 
@@ -72,17 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--grpc-listen",
-        default=env.get("TUNEWIRE_GRPC_LISTEN", DEFAULT_GRPC),
+        default=env.get("TUNEWIRE_GRPC_LISTEN", addresses.DEFAULT_GATEWAY_GRPC),
         help="gateway gRPC address (default $TUNEWIRE_GRPC_LISTEN or %(default)s)",
     )
     parser.add_argument(
         "--http-listen",
-        default=env.get("TUNEWIRE_HTTP_LISTEN", DEFAULT_HTTP),
+        default=env.get("TUNEWIRE_HTTP_LISTEN", addresses.DEFAULT_GATEWAY_HTTP),
         help="gateway HTTP address (default $TUNEWIRE_HTTP_LISTEN or %(default)s)",
     )
     parser.add_argument(
         "--trainer-listen",
-        default=env.get("TUNEWIRE_TRAINER_LISTEN", DEFAULT_TRAINER),
+        default=env.get("TUNEWIRE_TRAINER_LISTEN", addresses.DEFAULT_TRAINER),
         help="trainer address, loopback or unix socket (default $TUNEWIRE_TRAINER_LISTEN or %(default)s)",
     )
     parser.add_argument(
@@ -159,15 +153,19 @@ def busy_ports(options: ServerOptions) -> str:
         (options.http_listen, "gateway HTTP"),
         (options.trainer_listen, "trainer"),
     ):
-        if address.startswith("unix") or address.rpartition(":")[2] in ("0", ""):
+        if address == "unix":  # the trainer's socket in the home
             continue
-        host, _, port = address.rpartition(":")
-        host = host.strip("[]") or "0.0.0.0"
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            parsed = addresses.parse(address)
+        except addresses.AddressError as exc:
+            problems.append(f"{role}: {exc}")
+            continue
+        if parsed.is_unix or parsed.port == 0:
+            continue
+        with socket.socket(parsed.family, socket.SOCK_STREAM) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                sock.bind((host, int(port)))
+                sock.bind((parsed.bind_host, parsed.port))
             except OSError as exc:
                 why = (
                     "is in use"
@@ -182,12 +180,14 @@ def choose_keys(options: ServerOptions, environ=os.environ) -> tuple[tuple[str, 
     """(admin keys for the gateway, the development key or '')."""
     from tunewire.gateway.keys import read_keys_file
 
-    env_keys = tuple(environ[v].strip() for v in ENV_KEY_VARIABLES if environ.get(v, "").strip())
+    env_keys = tuple(
+        environ[v].strip() for v in API_KEY_ENV_VARIABLES if environ.get(v, "").strip()
+    )
     has_file_keys = bool(read_keys_file(options.keys_file))
     if env_keys or has_file_keys or not options.dev_key:
         remove_dev_key(options.home)  # clients must not keep sending a key nobody accepts
         return env_keys, ""
-    if not (is_loopback(options.grpc_listen) and is_loopback(options.http_listen)):
+    if not (is_local_only(options.grpc_listen) and is_local_only(options.http_listen)):
         return (), ""
     return (), ensure_dev_key(options.home)
 
@@ -199,7 +199,7 @@ async def serve(options: ServerOptions) -> None:
     from tunewire.trainer.server import start_trainer
 
     env_keys, dev_key = choose_keys(options)
-    internal_token = os.environ.get("TUNEWIRE_INTERNAL_TOKEN", "")
+    internal_token = os.environ.get(INTERNAL_TOKEN_ENV, "")
     trainer = await start_trainer(
         TrainerConfig(
             home=options.home,
@@ -254,7 +254,7 @@ def banner(
         f"tunewire server is up (state in {options.home})",
         f"  gateway gRPC  {grpc}   (clients, buf curl, grpcurl)",
         f"  gateway HTTP  http://{http}   (curl, browsers)",
-        f"  trainer       {trainer}   ({'this host only' if is_loopback(trainer) else 'internal token required'})",
+        f"  trainer       {trainer}   ({'this host only' if is_local_only(trainer) else 'internal token required'})",
     ]
     if dev_key:
         lines += [

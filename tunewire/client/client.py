@@ -22,10 +22,12 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tunewire import addresses
 from tunewire.client.dev_key import resolve_api_key
 from tunewire.client.errors import TunewireError, Violation, from_rpc_error
 from tunewire.client.spec import SpecError, spec_from_dict
 from tunewire.client.watch import watch_events
+from tunewire.identity import AUTHORIZATION_HEADER
 from tunewire.v1 import dataset_pb2 as ds_pb
 from tunewire.v1 import dataset_service_pb2 as ds_svc
 from tunewire.v1 import dataset_service_pb2_grpc as ds_grpc
@@ -34,7 +36,7 @@ from tunewire.v1 import training_job_pb2 as job_pb
 from tunewire.v1 import training_service_pb2 as svc
 from tunewire.v1 import training_service_pb2_grpc as svc_grpc
 
-DEFAULT_ADDRESS = "localhost:50051"
+DEFAULT_ADDRESS = addresses.DEFAULT_CLIENT
 DEFAULT_TIMEOUT = 30.0
 GENERATE_TIMEOUT = 600.0
 UPLOAD_CHUNK_BYTES = 1 << 20
@@ -76,7 +78,7 @@ class Client:
         self.address = address or default_address()
         self.timeout = timeout
         key = resolve_api_key(api_key, self.address)
-        self._metadata = (("authorization", f"Bearer {key}"),) if key else ()
+        self._metadata = ((AUTHORIZATION_HEADER, f"Bearer {key}"),) if key else ()
         self._channel = grpc.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
         self._training = svc_grpc.TrainingServiceStub(self._channel)
         self._datasets = ds_grpc.DatasetServiceStub(self._channel)

@@ -8,14 +8,15 @@ machine find it there; a key in the environment always wins.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
+from tunewire.addresses import is_local_only
+from tunewire.identity import API_KEY_ENV_VARIABLES
+
 DEV_KEY_FILE = "dev-key"
-ENV_KEY_VARIABLES = ("TUNEWIRE_API_KEY", "MLX_TRAINING_API_KEY")
 
 
 def tunewire_home(environ: Mapping[str, str] = os.environ) -> Path:
@@ -54,19 +55,6 @@ def remove_dev_key(home: Path) -> None:
     dev_key_path(home).unlink(missing_ok=True)
 
 
-def is_loopback(address: str) -> bool:
-    """True for addresses only this host can reach (loopback, localhost, unix sockets)."""
-    if address.startswith("unix:"):
-        return True
-    host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def resolve_api_key(
     explicit: str | None, address: str, environ: Mapping[str, str] = os.environ
 ) -> str:
@@ -74,9 +62,9 @@ def resolve_api_key(
     the local server's development key (only for a loopback address: it is never sent elsewhere)."""
     if explicit is not None:
         return explicit
-    for name in ENV_KEY_VARIABLES:
+    for name in API_KEY_ENV_VARIABLES:
         if environ.get(name, "").strip():
             return environ[name].strip()
-    if is_loopback(address):
+    if is_local_only(address):
         return read_dev_key(tunewire_home(environ))
     return ""
