@@ -45,7 +45,7 @@ blas: | $(VENV)/bin/python
 	@sh scripts/install-openblas.sh
 
 model: $(TINY_MODEL)/config.json
-$(TINY_MODEL)/config.json: $(INSTALLED)
+$(TINY_MODEL)/config.json: | $(INSTALLED)
 	$(VENV)/bin/tunewire model tiny $(TINY_MODEL)
 
 # Refreshes the vendored googleapis protos (protos/google) from the installed

@@ -24,6 +24,7 @@ from tunewire.gateway.http_rules import routes_for
 from tunewire.gateway.keys import KeyRing
 from tunewire.gateway.limits import RateLimiter, StreamLimiter
 from tunewire.gateway.methods import forwarded_methods, service_names
+from tunewire.gateway.openai import add_openai_api
 from tunewire.gateway.trainer_link import TrainerLink
 from tunewire.gateway.transcode import Transcoder
 
@@ -138,6 +139,16 @@ async def start_gateway(config: GatewayConfig, keyring: KeyRing | None = None) -
         app, routes_for(methods)
     )
     legacy.add_routes(app, link, methods)
+    add_openai_api(
+        app,
+        link,
+        methods,
+        authenticator,
+        streams,
+        max_body_bytes=config.max_message_bytes,
+        max_upload_bytes=config.max_upload_bytes,
+        upload_chunk_bytes=config.upload_chunk_bytes,
+    )
     # handler_cancellation: a client that disconnects cancels its handler, and
     # with it the trainer call it was waiting on.
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=2.0)
