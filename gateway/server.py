@@ -24,7 +24,7 @@ from tunewire.gateway.http_rules import routes_for
 from tunewire.gateway.keys import KeyRing
 from tunewire.gateway.limits import RateLimiter, StreamLimiter
 from tunewire.gateway.methods import forwarded_methods, service_names
-from tunewire.gateway.openai import add_openai_api
+from tunewire.gateway.openai.app import add_openai_api
 from tunewire.gateway.trainer_link import TrainerLink
 from tunewire.gateway.transcode import Transcoder
 

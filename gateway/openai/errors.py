@@ -16,15 +16,17 @@ import grpc
 from aiohttp import web
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from tunewire.errors import ServiceError, status_from_exception
+from tunewire.errors import ServiceError, build_status, status_from_exception
 from tunewire.gateway.http_errors import http_status, retry_after_seconds
+from tunewire.reasons import Reason
 
 # tunewire reasons whose OpenAI `code` is known to OpenAI's clients.
 OPENAI_CODES = {
-    "INVALID_API_KEY": "invalid_api_key",
-    "API_KEY_REQUIRED": "invalid_api_key",
-    "RATE_LIMITED": "rate_limit_exceeded",
-    "TOO_MANY_STREAMS": "rate_limit_exceeded",
+    Reason.INVALID_API_KEY: "invalid_api_key",
+    Reason.API_KEY_REQUIRED: "invalid_api_key",
+    Reason.RATE_LIMITED: "rate_limit_exceeded",
+    Reason.TOO_MANY_STREAMS: "rate_limit_exceeded",
+    Reason.MODEL_NOT_FOUND: "model_not_found",
 }
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
@@ -56,7 +58,7 @@ def details(status: status_pb2.Status) -> tuple[str, list[dict]]:
 
 
 def _openai_status(status: status_pb2.Status, reason: str) -> int:
-    if reason == "UPLOAD_TOO_LARGE" or reason == "HTTP_413":
+    if reason in (Reason.UPLOAD_TOO_LARGE, Reason.REQUEST_TOO_LARGE):
         return 413  # a body over the limit is not a rate limit
     if status.code == code_pb2.FAILED_PRECONDITION:
         return 400
@@ -118,18 +120,18 @@ def exception_response(exc: BaseException) -> web.Response:
     return error_response(status_from_exception(exc))
 
 
-def bad_request(message: str, param: str | None, reason: str = "INVALID_ARGUMENT") -> OpenAIError:
-    return OpenAIError(
-        ServiceError(grpc.StatusCode.INVALID_ARGUMENT, message, reason=reason).to_status(), param
-    )
+def bad_request(
+    message: str, param: str | None, reason: Reason = Reason.INVALID_ARGUMENT
+) -> OpenAIError:
+    return OpenAIError(build_status(grpc.StatusCode.INVALID_ARGUMENT, message, reason), param)
 
 
 def not_found_error(kind: str, name: str, param: str | None = None) -> OpenAIError:
-    status = ServiceError(
+    status = build_status(
         grpc.StatusCode.NOT_FOUND,
         f"No such {kind}: {name!r}",
-        reason=f"{kind.upper().replace(' ', '_')}_NOT_FOUND",
+        Reason.NOT_FOUND,
         resource_type=kind,
         resource_name=name,
-    ).to_status()
+    )
     return OpenAIError(status, param)

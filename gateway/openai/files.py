@@ -25,6 +25,7 @@ from tunewire.gateway.openai.errors import bad_request, not_found_error
 from tunewire.gateway.openai.pages import cursor_page, page_body
 from tunewire.gateway.openai.results import results_csv
 from tunewire.gateway.openai.routing import authenticated_here
+from tunewire.reasons import Reason
 from tunewire.v1 import dataset_pb2 as ds_pb
 from tunewire.v1 import dataset_service_pb2 as ds_svc
 from tunewire.v1 import training_job_pb2 as job_pb
@@ -82,7 +83,9 @@ def invalid_file_error(report: ds_pb.ValidationReport, filename: str):
     more = report.error_count - min(len(report.errors), ISSUES_IN_MESSAGE)
     tail = f" (and {more} more error(s))" if more > 0 else ""
     error = bad_request(
-        f"Invalid file {filename!r} for fine-tuning: {shown}{tail}", "file", reason="INVALID_FILE"
+        f"Invalid file {filename!r} for fine-tuning: {shown}{tail}",
+        "file",
+        reason=Reason.DATASET_INVALID,
     )
     return error
 

@@ -20,6 +20,7 @@ from tunewire.gateway.openai import body as fields
 from tunewire.gateway.openai.errors import bad_request
 from tunewire.gateway.openai.job_object import default_learning_rate
 from tunewire.gateway.openai.names import MAX_SUFFIX, SUFFIX_CHARS
+from tunewire.reasons import Reason
 from tunewire.trainer.jobs.spec import DEFAULT_BATCH_SIZE
 from tunewire.v1 import training_job_pb2 as job_pb
 
@@ -86,12 +87,10 @@ def _hyperparameters(body: dict) -> tuple[dict, str]:
                 "method.type 'dpo' needs preference fine-tuning, which this server does not "
                 "offer yet; use 'supervised'",
                 "method.type",
-                reason="METHOD_NOT_AVAILABLE",
+                reason=Reason.UNSUPPORTED,
             )
         if kind != "supervised":
-            raise bad_request(
-                f"method.type must be 'supervised', got {kind!r}", "method.type", "INVALID_ARGUMENT"
-            )
+            raise bad_request(f"method.type must be 'supervised', got {kind!r}", "method.type")
         supervised = fields.obj(method, "supervised", param="method.supervised") or {}
         fields.refuse_unknown(supervised, {"hyperparameters"}, "method.supervised.")
         where = "method.supervised.hyperparameters"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import grpc
 from aiohttp import web
 
-from tunewire.errors import ServiceError
+from tunewire.errors import build_status
 from tunewire.gateway.auth import PRINCIPAL
 from tunewire.gateway.keys import Principal
 from tunewire.gateway.openai import names
@@ -16,6 +16,7 @@ from tunewire.gateway.openai.errors import OpenAIError
 from tunewire.gateway.openai.jobs import all_jobs
 from tunewire.gateway.openai.pages import page_body
 from tunewire.gateway.openai.routing import authenticated_here
+from tunewire.reasons import Reason
 from tunewire.v1 import training_job_pb2 as job_pb
 from tunewire.v1 import training_service_pb2 as svc
 
@@ -23,13 +24,13 @@ BASE_OWNER = "tunewire"
 
 
 def model_not_found(name: str) -> OpenAIError:
-    status = ServiceError(
+    status = build_status(
         grpc.StatusCode.NOT_FOUND,
         f"The model `{name}` does not exist or you do not have access to it.",
-        reason="MODEL_NOT_FOUND",
+        Reason.MODEL_NOT_FOUND,
         resource_type="model",
         resource_name=name,
-    ).to_status()
+    )
     return OpenAIError(status, "model")
 
 
