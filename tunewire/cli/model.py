@@ -1,10 +1,13 @@
-"""`tunewire model`: build random models offline, for tests, demos and benchmarks.
+"""`tunewire model`: build random models offline, import real ones from GGUF.
 
     tunewire model tiny DIR [--seed N] [--preset NAME] [--dtype DTYPE] [--force]
     tunewire model presets
+    tunewire model import SOURCE.gguf DIR [--dtype DTYPE] [--force]
+    tunewire model smollm2 [DIR] [--dtype DTYPE]
     python -m tunewire.cli.model tiny DIR
 
-Imports numpy and tokenizers only (never mlx), so it starts fast.
+`tiny` imports numpy and tokenizers only (never mlx), so it starts fast;
+`import` and `smollm2` (tunewire/models/commands.py) load mlx when they run.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 import time
 
 from tunewire import tiny_model, tiny_tokenizer
+from tunewire.models.commands import add_commands as add_import_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--force", action="store_true", help="replace the model in a non-empty DIR")
 
     commands.add_parser("presets", help="list the presets with their parameter counts")
+    add_import_commands(commands)
     return parser
 
 
@@ -56,8 +61,10 @@ def run_model(argv: list[str]) -> int:
     try:
         if args.command == "presets":
             return _list_presets()
+        if hasattr(args, "run"):
+            return args.run(args)
         return _build(args)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, RuntimeError) as error:
         print(f"tunewire model: error: {error}", file=sys.stderr)
         return 1
 
