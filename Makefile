@@ -14,7 +14,7 @@ VENDORED_PROTOS := $(wildcard protos/google/*/*.proto)
 DESCRIPTORS := gen/tunewire/v1/descriptors.binpb
 PYTEST_ARGS ?=
 
-.PHONY: setup protos proto-deps blas model smollm2 lint lint-proto test run bench clean
+.PHONY: setup protos proto-deps blas scale-packages model smollm2 lint lint-proto test run bench clean
 
 setup: $(INSTALLED) blas model smollm2
 
@@ -44,6 +44,11 @@ $(INSTALLED): pyproject.toml $(GENERATED)
 blas: | $(VENV)/bin/python
 	@sh scripts/install-openblas.sh
 
+# PostgreSQL and sshd for the scale-out tests (a throwaway database server, the
+# second host of the two-host ring); installed with apt where we may.
+scale-packages:
+	@sh scripts/install-scale-packages.sh
+
 model: $(TINY_MODEL)/config.json
 $(TINY_MODEL)/config.json: | $(INSTALLED)
 	$(VENV)/bin/tunewire model tiny $(TINY_MODEL)
@@ -70,7 +75,7 @@ lint: $(INSTALLED) lint-proto
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
-test: setup
+test: setup scale-packages
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 run: setup

@@ -44,7 +44,27 @@ def _split_host(entry: str) -> tuple[str, int | None]:
 
 
 def is_local(host: str) -> bool:
-    return host in LOCAL_NAMES or host in (socket.gethostname(), socket.getfqdn())
+    """Whether `host` names this machine: a loopback name, its host name, or an
+    address of one of its interfaces (the README's `10.0.0.1:32323` for rank 0)."""
+    if host in LOCAL_NAMES or host in (socket.gethostname(), socket.getfqdn()):
+        return True
+    return _binds_here(host.strip("[]"))
+
+
+def _binds_here(host: str) -> bool:
+    # An address is ours exactly when a socket can bind it; no interface list to parse.
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    for family, kind, proto, _, address in infos:
+        try:
+            with socket.socket(family, kind, proto) as s:
+                s.bind((address[0], 0, *address[2:]))
+            return True
+        except OSError:
+            continue
+    return False
 
 
 def ring_hosts(world_size: int, hosts: list[str]) -> list[str]:
@@ -111,13 +131,24 @@ def rank_commands(
     return commands
 
 
+# What a remote rank must see of the daemon's environment: the distributed
+# variables, and how the worker is tuned (BLAS preload and threads, unbuffered
+# output, tunewire's own settings). sshd starts the command with a bare one.
+EXPORTED_PREFIXES = ("MLX_", "NCCL_", "OPENBLAS_", "OMP_")
+EXPORTED_NAMES = ("LD_PRELOAD", "PYTHONUNBUFFERED", "PYTHONHASHSEED")
+# An ssh_config(5) file for the ssh that starts remote ranks (its key, user,
+# known hosts); without it ssh reads the trainer user's ~/.ssh/config.
+SSH_CONFIG_ENV = "TUNEWIRE_SSH_CONFIG"
+
+
 def _ssh(host: str, worker: list[str], rank_env: Mapping[str, str], job_dir: Path) -> list[str]:
     """ssh HOST 'cd JOB_DIR; export the MLX variables; exec the worker' (as mlx.launch)."""
     exports = "".join(
         f"export {k}={shlex.quote(v)}; "
-        for k, v in rank_env.items()
-        if k.startswith(("MLX_", "NCCL_"))
+        for k, v in sorted(rank_env.items())
+        if k.startswith(EXPORTED_PREFIXES) or k in EXPORTED_NAMES
     )
     script = f"cd {shlex.quote(str(job_dir))} && {exports}exec {shlex.join(worker)}"
+    config = rank_env.get(SSH_CONFIG_ENV)
     # No -tt: stdin must stay a pipe, so EOF there still means "the daemon died".
-    return ["ssh", "-o", "BatchMode=yes", host, script]
+    return ["ssh", *(["-F", config] if config else []), "-o", "BatchMode=yes", host, script]
