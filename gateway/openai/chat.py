@@ -25,7 +25,6 @@ from tunewire.gateway.openai.chat_request import ChatRequest, chat_request
 from tunewire.gateway.openai.errors import OpenAIError, details, error_body
 from tunewire.gateway.openai.models import fine_tuned_job, model_not_found
 from tunewire.gateway.openai.routing import authenticated_here
-from tunewire.trainer.jobs.generation import DEFAULT_MAX_TOKENS
 from tunewire.version import __version__
 
 FINGERPRINT = f"tunewire-{__version__}"
@@ -68,7 +67,7 @@ class ChatRoutes:
                 raise model_not_found(chat.model) from None
             raise OpenAIError(status) from None
         text, stopped = _cut_at_stop(reply.text, chat.stop)
-        limit = chat.generate.max_tokens or DEFAULT_MAX_TOKENS
+        limit = chat.generate.max_tokens
         finish = "length" if not stopped and reply.generated_tokens >= limit else "stop"
         return Completion(text, finish, reply.prompt_tokens, reply.generated_tokens)
 

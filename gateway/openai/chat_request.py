@@ -161,7 +161,9 @@ def chat_request(body: dict) -> ChatRequest:
     )
     generate = svc.GenerateRequest(
         messages=_messages(body),
-        max_tokens=max_tokens or 0,
+        # Without a limit OpenAI generates until the model stops: here at most
+        # MAX_TOKENS, the most one request may ask for.
+        max_tokens=max_tokens or MAX_TOKENS,
         # OpenAI samples at temperature 1 unless told otherwise.
         temperature=1.0 if temperature is None else temperature,
         top_p=1.0 if top_p is None else top_p,

@@ -18,10 +18,9 @@ from google.protobuf import json_format
 
 from tunewire.gateway.openai import body as fields
 from tunewire.gateway.openai.errors import bad_request
-from tunewire.gateway.openai.job_object import default_learning_rate
 from tunewire.gateway.openai.names import MAX_SUFFIX, SUFFIX_CHARS
 from tunewire.reasons import Reason
-from tunewire.trainer.jobs.spec import DEFAULT_BATCH_SIZE
+from tunewire.spec_defaults import default_learning_rate
 from tunewire.v1 import training_job_pb2 as job_pb
 
 KNOWN = {
@@ -42,12 +41,18 @@ MAX_SEED = 2**31 - 1
 # OpenAI's "auto" epochs (its fine-tuning guide): about 3 passes, at least 100
 # and at most 25,000 examples seen, between 1 and 25 epochs.
 TARGET_EPOCHS, MIN_EXAMPLES, MAX_EXAMPLES, MAX_AUTO_EPOCHS = 3, 100, 25_000, 25
+# OpenAI's "auto" batch size: about 0.2% of the training examples, at most 256.
+AUTO_BATCH_SHARE, MAX_AUTO_BATCH = 0.002, 256
 # Fields the OpenAI parameters own; `tunewire` may not set them a second way.
 OWNED_BY_OPENAI = {
     "model": "model",
     "dataset": "training_file",
     "validation_dataset": "validation_file",
 }
+
+
+def auto_batch_size(train_records: int) -> int:
+    return max(1, min(MAX_AUTO_BATCH, round(train_records * AUTO_BATCH_SHARE)))
 
 
 def auto_epochs(train_records: int) -> int:
@@ -210,9 +215,9 @@ def requested_spec(body: dict) -> Requested:
 
 
 def resolve(requested: Requested, train_records: int | None) -> job_pb.TrainingJobSpec:
-    """The spec with "auto" resolved: epochs and batch size from the training file's
-    valid records (when known; the trainer's defaults otherwise), the learning rate
-    as the multiplier times the method's default."""
+    """The spec with "auto" resolved as OpenAI resolves it: epochs and batch size from
+    the training file's valid records (when known; the trainer's defaults otherwise),
+    the learning rate as the multiplier times the method's default learning rate."""
     spec = requested.spec
     hp = spec.hyperparameters
     if train_records:
@@ -221,7 +226,7 @@ def resolve(requested: Requested, train_records: int | None) -> job_pb.TrainingJ
         if requested.auto_epochs:
             hp.epochs = auto_epochs(train)
         if requested.auto_batch_size:
-            hp.batch_size = min(DEFAULT_BATCH_SIZE, train)
+            hp.batch_size = auto_batch_size(train)
     if requested.multiplier is not None:
         hp.learning_rate = requested.multiplier * default_learning_rate(spec.method)
     return spec

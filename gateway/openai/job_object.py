@@ -14,7 +14,7 @@ from google.protobuf import json_format
 
 from tunewire.gateway.openai import names
 from tunewire.gateway.openai.errors import details
-from tunewire.trainer.jobs.spec import ADAPTER_METHODS, DEFAULT_ADAPTER_LR, DEFAULT_FULL_LR
+from tunewire.spec_defaults import default_learning_rate
 from tunewire.v1 import training_job_pb2 as job_pb
 
 # OpenAI's status words. A job being cancelled is "cancelled" at once, as
@@ -52,13 +52,6 @@ def openai_param(field: str) -> str:
         if field == prefix or field.startswith(prefix + ".") or field.startswith(prefix + "["):
             return param
     return "tunewire." + field.removeprefix("spec.") if field else None
-
-
-def default_learning_rate(method: int) -> float:
-    """The learning rate a multiplier of 1 means (an unset method is LoRA)."""
-    if method in ADAPTER_METHODS or method == job_pb.TRAINING_METHOD_UNSPECIFIED:
-        return DEFAULT_ADAPTER_LR
-    return DEFAULT_FULL_LR
 
 
 def _seconds(ts) -> int | None:

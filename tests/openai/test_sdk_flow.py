@@ -42,14 +42,14 @@ def test_upload_train_and_chat(openai_stack):
         seed=7,
         metadata={"team": "research"},
         extra_body={
-            "tunewire": {"checkpointing": {"interval_steps": 4}, "report_interval_steps": 1}
+            "tunewire": {"checkpointing": {"interval_steps": 25}, "report_interval_steps": 1}
         },
     )
     assert job.object == "fine_tuning.job" and job.status in ("queued", "running")
     assert job.seed == 7 and job.metadata == {"team": "research"}
-    # "auto" resolved and echoed: 5 records → OpenAI's rule gives 20 epochs, batch 4.
+    # "auto" resolved and echoed as OpenAI resolves it: 5 records → 20 epochs of batch 1.
     assert job.hyperparameters.n_epochs == 20
-    assert job.hyperparameters.batch_size == 4
+    assert job.hyperparameters.batch_size == 1
     assert job.hyperparameters.learning_rate_multiplier == 1.0
     assert job.method.type == "supervised"
     assert job.fine_tuned_model is None

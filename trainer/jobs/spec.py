@@ -7,6 +7,7 @@ spec the user sent (so `TrainingJob.spec` shows what will really run), and
 
 from __future__ import annotations
 
+from tunewire.spec_defaults import ADAPTER_METHODS, DEFAULT_ADAPTER_LR, DEFAULT_FULL_LR
 from tunewire.trainer.model_inspect import ModelInfo
 from tunewire.v1 import training_job_pb2 as job_pb
 
@@ -14,17 +15,11 @@ DEFAULT_LORA_RANK = 8
 DEFAULT_LORA_LAYERS = 16
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_MAX_SEQ_LENGTH = 2048
-DEFAULT_ADAPTER_LR = 1e-4
-DEFAULT_FULL_LR = 1e-5
 DEFAULT_ADAMW_WEIGHT_DECAY = 0.01
 DEFAULT_QUANT_BITS = 4
 DEFAULT_QUANT_GROUP_SIZE = 64
 DEFAULT_CHECKPOINT_INTERVAL = 100
 DEFAULT_REPORT_INTERVAL = 10
-
-ADAPTER_METHODS = frozenset(
-    {job_pb.TRAINING_METHOD_LORA, job_pb.TRAINING_METHOD_QLORA, job_pb.TRAINING_METHOD_DORA}
-)
 
 _METHOD_NAMES = {
     job_pb.TRAINING_METHOD_LORA: "lora",
