@@ -311,9 +311,9 @@ def interval_rates(reports: list[tuple[int, float, int]], warmup_steps: int) -> 
     return [(n1 - n0) / (t1 - t0) for (_, t0, n0), (_, t1, n1) in itertools.pairwise(window)]
 
 
-def worker_reports(metrics: list[dict]) -> list[tuple[int, float, int]]:
-    """(step, unix time, trained tokens) of a worker's metrics events."""
-    return [(m["step"], m["time"], m["trained_tokens"]) for m in metrics]
+def worker_reports(metrics: list) -> list[tuple[int, float, int]]:
+    """(step, unix time, trained tokens) of a worker's metrics events (`protocol.Metrics`)."""
+    return [(m.step, m.time, m.trained_tokens) for m in metrics]
 
 
 def percentile(values: list[float], q: float) -> float:

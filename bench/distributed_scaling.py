@@ -87,13 +87,11 @@ def run_job(method: str, world: int, threads: int | None, data: Path, args, scra
             proc.wait()
     metrics = rank0.metrics()
     reports = common.worker_reports(metrics)
-    setup = next(e for e in rank0.events if e["type"] == "setup")
-    reduce_times = [
-        m["all_reduce_seconds_per_step"] for m in metrics if m["step"] > args.report_every
-    ]
+    setup = rank0.setup()
+    reduce_times = [m.all_reduce_seconds_per_step for m in metrics if m.step > args.report_every]
     return {
-        "world": setup["world_size"],
-        "trainable": setup["lora_details"]["trainable_parameters"],
+        "world": setup.world_size,
+        "trainable": setup.lora_details.trainable_parameters,
         "intervals": common.interval_rates(reports, args.report_every),
         "rate": common.steady_rate(reports, args.report_every),
         "all_reduce": common.median(reduce_times) if reduce_times else 0.0,

@@ -9,7 +9,6 @@ process. Both are started from `bench.common`'s configs and environment.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import select
 import signal
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 from bench.common import PYTHON
+from tunewire.trainer.protocol import events as protocol
 
 
 class WorkerProcess:
@@ -39,7 +39,8 @@ class WorkerProcess:
             )
         os.close(write_fd)
         self._fd, self._buffer = read_fd, b""
-        self.events: list[dict] = []
+        self._reader = protocol.Reader()
+        self.events: list[protocol.Event] = []
         self.rusage = None
 
     @classmethod
@@ -53,7 +54,7 @@ class WorkerProcess:
         ]
         return cls(argv, env, Path(config["job_dir"]))
 
-    def next_event(self, timeout: float) -> dict | None:
+    def next_event(self, timeout: float) -> protocol.Event | None:
         """The next event; None when the worker closed the pipe (it exited)."""
         deadline = time.monotonic() + timeout
         while b"\n" not in self._buffer:
@@ -67,21 +68,26 @@ class WorkerProcess:
                 return None
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
-        event = json.loads(line)
+        event = self._reader.feed(line)
+        if event is None:  # the protocol header
+            return self.next_event(timeout)
         self.events.append(event)
-        if event["type"] == "error":
-            raise RuntimeError(f"the worker failed: {event.get('reason')}: {event.get('message')}")
+        if isinstance(event, protocol.Error):
+            raise RuntimeError(f"the worker failed: {event.reason.value}: {event.message}")
         return event
 
-    def metrics_until(self, step: int, timeout: float) -> list[dict]:
+    def metrics_until(self, step: int, timeout: float) -> list[protocol.Metrics]:
         """Metrics events up to the one for `step` (or the end of the run)."""
         while (event := self.next_event(timeout)) is not None:
-            if event["type"] == "metrics" and event["step"] >= step:
+            if isinstance(event, protocol.Metrics) and event.step >= step:
                 break
         return self.metrics()
 
-    def metrics(self) -> list[dict]:
-        return [e for e in self.events if e["type"] == "metrics"]
+    def metrics(self) -> list[protocol.Metrics]:
+        return [e for e in self.events if isinstance(e, protocol.Metrics)]
+
+    def setup(self) -> protocol.Setup:
+        return next(e for e in self.events if isinstance(e, protocol.Setup))
 
     def finish(self, timeout: float = 600) -> int:
         while self.next_event(timeout) is not None:

@@ -65,14 +65,14 @@ def run_worker(model: Path, data: Path, method: str, args, scratch: Path) -> dic
         metrics = worker.metrics_until(args.steps, timeout=3600)
     finally:
         worker.kill()
-    setup = next(e for e in worker.events if e["type"] == "setup")
+    setup = worker.setup()
     last = metrics[-1]
     return {
-        "peak": last["peak_memory_bytes"],
-        "rss": last["rss_bytes"],
+        "peak": last.peak_memory_bytes,
+        "rss": last.rss_bytes,
         "peak_rss": worker.peak_rss_bytes,
-        "trainable": setup["lora_details"]["trainable_parameters"],
-        "total": setup["lora_details"]["total_parameters"],
+        "trainable": setup.lora_details.trainable_parameters,
+        "total": setup.lora_details.total_parameters,
         "seconds_per_step": 1 / last["iterations_per_second"]
         if last["iterations_per_second"]
         else 0.0,

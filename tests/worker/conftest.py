@@ -21,6 +21,9 @@ import pytest
 
 from tunewire.trainer.processes.blas import worker_env
 from tunewire.trainer.processes.launch import rank_commands
+from tunewire.trainer.protocol import commands
+from tunewire.trainer.protocol import events as protocol
+from tunewire.trainer.protocol.commands import Command
 
 # Four short conversations, repeated: a tiny model learns them in a few steps.
 CONVERSATIONS = [
@@ -109,7 +112,8 @@ def write_config(config: dict) -> Path:
 
 
 class WorkerProcess:
-    """One worker subprocess (rank 0): its events as they arrive, its stdin, its log."""
+    """One worker subprocess (rank 0): its events as they arrive (decoded by the protocol's
+    reader, as the daemon decodes them), its stdin, its log."""
 
     def __init__(self, job_dir: Path, argv: list[str], env: dict, log_name: str = "train.log"):
         self.job_dir = Path(job_dir)
@@ -128,9 +132,10 @@ class WorkerProcess:
         os.close(write_fd)
         self._events_fd = read_fd
         self._buffer = b""
-        self.events: list[dict] = []
+        self._reader = protocol.Reader()
+        self.events: list[protocol.Event] = []
 
-    def next_event(self, timeout: float) -> dict | None:
+    def next_event(self, timeout: float) -> protocol.Event | None:
         """The next event, or None at EOF (the worker closed the pipe: it exited)."""
         deadline = time.monotonic() + timeout
         while b"\n" not in self._buffer:
@@ -142,18 +147,20 @@ class WorkerProcess:
                 return None
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
-        event = json.loads(line)
+        event = self._reader.feed(line)
+        if event is None:  # the protocol header
+            return self.next_event(timeout)
         self.events.append(event)
         return event
 
-    def wait_for(self, predicate, timeout: float = 60) -> dict:
+    def wait_for(self, predicate, timeout: float = 60) -> protocol.Event:
         while (event := self.next_event(timeout)) is not None:
             if predicate(event):
                 return event
         raise AssertionError(f"the worker exited without the awaited event; log:\n{self.log()}")
 
     def send(self, command: str) -> None:
-        self.proc.stdin.write((json.dumps({"command": command}) + "\n").encode())
+        self.proc.stdin.write(commands.encode(Command(command)))
         self.proc.stdin.flush()
 
     def finish(self, timeout: float = 120) -> int:
@@ -167,13 +174,13 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
-    def of_type(self, kind: str) -> list[dict]:
-        return [e for e in self.events if e["type"] == kind]
+    def of_type(self, kind: str) -> list:
+        return [e for e in self.events if e.kind == kind]
 
     def losses(self) -> dict[int, float]:
-        return {e["step"]: e["loss"] for e in self.of_type("metrics")}
+        return {e.step: e.loss for e in self.of_type("metrics")}
 
-    def done(self) -> dict:
+    def done(self) -> protocol.Done:
         (done,) = self.of_type("done")
         return done
 

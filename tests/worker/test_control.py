@@ -18,23 +18,23 @@ LONG_JOB = {"hyperparameters": {"max_steps": 10_000, "batch_size": 2}}
 
 def test_cancel_finishes_the_step_checkpoints_and_saves_the_adapter(make_config, start_worker):
     worker = start_worker(make_config(**LONG_JOB))
-    worker.wait_for(lambda e: e["type"] == "metrics" and e["step"] == 2)
+    worker.wait_for(lambda e: e.kind == "metrics" and e.step == 2)
     worker.send("cancel")
     assert worker.finish() == 0, worker.log()
     done = worker.done()
-    assert done["outcome"] == "cancelled" and 2 <= done["step"] < 10_000
-    adapter_dir = Path(done["artifacts"]["adapter_path"])
+    assert done.outcome == "cancelled" and 2 <= done.step < 10_000
+    adapter_dir = Path(done.artifacts.adapter_path)
     assert (adapter_dir / "adapters.safetensors").stat().st_size > 0
     assert json.loads((adapter_dir / "adapter_config.json").read_text())["fine_tune_type"] == "lora"
     (checkpoint,) = worker.of_type("checkpoint")
-    assert checkpoint["step"] == done["step"]
-    assert Path(checkpoint["path"], "state.json").exists()
-    assert worker.events[-1]["type"] == "done"
+    assert checkpoint.step == done.step
+    assert Path(checkpoint.path, "state.json").exists()
+    assert worker.events[-1].kind == "done"
 
 
 def test_stdin_eof_means_the_daemon_died_and_the_worker_exits_at_once(make_config, start_worker):
     worker = start_worker(make_config(**LONG_JOB))
-    worker.wait_for(lambda e: e["type"] == "metrics" and e["step"] == 1)
+    worker.wait_for(lambda e: e.kind == "metrics" and e.step == 1)
     worker.proc.stdin.close()
     tic = time.monotonic()
     try:
@@ -45,7 +45,7 @@ def test_stdin_eof_means_the_daemon_died_and_the_worker_exits_at_once(make_confi
     assert code == DAEMON_GONE_EXIT
     remaining = []
     while (event := worker.next_event(5)) is not None:
-        remaining.append(event["type"])
+        remaining.append(event.kind)
     assert "done" not in remaining and "error" not in remaining
     # Nothing half-written is left behind.
     job_dir = Path(worker.job_dir)
@@ -55,6 +55,6 @@ def test_stdin_eof_means_the_daemon_died_and_the_worker_exits_at_once(make_confi
 
 def test_eof_while_loading_also_ends_the_worker(make_config, start_worker):
     worker = start_worker(make_config(**LONG_JOB))
-    worker.wait_for(lambda e: e["type"] == "state" and e["state"] == "STARTING")
+    worker.wait_for(lambda e: e.kind == "state" and e.state == "STARTING")
     worker.proc.stdin.close()
     assert worker.proc.wait(timeout=10) == DAEMON_GONE_EXIT

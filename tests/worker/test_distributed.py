@@ -51,27 +51,25 @@ def test_two_ranks_give_the_loss_curve_of_one_rank_with_the_same_global_batch(
     assert rank1.wait(timeout=60) == 0, (Path(config["job_dir"]) / "train.rank1.log").read_text()
 
     (setup,) = rank0.of_type("setup")
-    assert setup["world_size"] == 2 and setup["total_steps"] == 8
+    assert setup.world_size == 2 and setup.total_steps == 8
     one, two = single.losses(), rank0.losses()
     assert one.keys() == two.keys() == set(range(1, 9))
     assert all(close(one[s], two[s]) for s in one), (one, two)
 
     def evals(w):
-        return [e["validation_loss"] for e in w.of_type("eval")]
+        return [e.validation_loss for e in w.of_type("evaluation")]
 
     assert len(evals(rank0)) == 2 and all(map(close, evals(single), evals(rank0)))
 
     # Throughput and token counts are for the whole job, all ranks together.
     for a, b in zip(single.of_type("metrics"), rank0.of_type("metrics")):
-        assert a["trained_tokens"] == b["trained_tokens"]
-        assert a["all_reduce_seconds_per_step"] == 0.0 < b["all_reduce_seconds_per_step"]
+        assert a.trained_tokens == b.trained_tokens
+        assert a.all_reduce_seconds_per_step == 0.0 < b.all_reduce_seconds_per_step
 
     # Rank 0 alone wrote checkpoints and the adapter, and it is the one-rank adapter.
-    assert [c["step"] for c in rank0.of_type("checkpoint")] == [4, 8]
-    adapter = mx.load(str(Path(rank0.done()["artifacts"]["adapter_path"], "adapters.safetensors")))
-    reference = mx.load(
-        str(Path(single.done()["artifacts"]["adapter_path"], "adapters.safetensors"))
-    )
+    assert [c.step for c in rank0.of_type("checkpoint")] == [4, 8]
+    adapter = mx.load(str(Path(rank0.done().artifacts.adapter_path, "adapters.safetensors")))
+    reference = mx.load(str(Path(single.done().artifacts.adapter_path, "adapters.safetensors")))
     assert adapter.keys() == reference.keys()
     for name, weight in adapter.items():
         drift = mx.linalg.norm((weight - reference[name]).flatten()) / mx.linalg.norm(

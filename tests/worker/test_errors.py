@@ -11,7 +11,7 @@ pytestmark = pytest.mark.timeout(60)
 
 def single_error(worker) -> dict:
     assert worker.returncode == 1, worker.log()
-    assert worker.events[-1]["type"] == "error", worker.events
+    assert worker.events[-1].kind == "error", worker.events
     assert not worker.of_type("done")
     return worker.events[-1]
 
@@ -19,10 +19,10 @@ def single_error(worker) -> dict:
 def test_unknown_target_module_is_named_with_the_valid_ones(make_config, run_worker):
     worker = run_worker(make_config(lora={"target_modules": ["q_proj", "qkv_proj"]}))
     error = single_error(worker)
-    assert error["reason"] == "UNKNOWN_TARGET_MODULE"
-    assert "'qkv_proj'" in error["message"]
+    assert error.reason == "UNKNOWN_TARGET_MODULE"
+    assert "'qkv_proj'" in error.message
     for valid in ("q_proj", "v_proj", "down_proj", "self_attn.q_proj"):
-        assert valid in error["message"]
+        assert valid in error.message
 
 
 def test_block_relative_target_modules_adapt_only_those(make_config, run_worker):
@@ -34,14 +34,14 @@ def test_block_relative_target_modules_adapt_only_those(make_config, run_worker)
     )
     assert worker.returncode == 0, worker.log()
     (setup,) = worker.of_type("setup")
-    assert setup["lora_details"]["target_modules"] == ["self_attn.v_proj", "mlp.down_proj"]
+    assert setup.lora_details.target_modules == ["self_attn.v_proj", "mlp.down_proj"]
 
 
 def test_a_model_that_does_not_exist_is_an_error_event(make_config, run_worker, tmp_path):
     worker = run_worker(make_config(model=str(tmp_path / "no-such-model")))
     error = single_error(worker)
-    assert error["reason"] == "MODEL_NOT_FOUND"
-    assert "no-such-model" in error["message"]
+    assert error.reason == "MODEL_NOT_FOUND"
+    assert "no-such-model" in error.message
 
 
 def test_a_dataset_smaller_than_the_batch_is_an_error_event(make_config, run_worker, tmp_path):
@@ -55,12 +55,12 @@ def test_a_dataset_smaller_than_the_batch_is_an_error_event(make_config, run_wor
     small.write_text((json.dumps(record) + "\n") * 2)
     worker = run_worker(make_config(train_path=str(small)))
     error = single_error(worker)
-    assert error["reason"] == "DATASET_INVALID"
-    assert "2 records but batch_size is 4" in error["message"]
+    assert error.reason == "DATASET_INVALID"
+    assert "2 records but batch_size is 4" in error.message
 
 
 def test_a_config_the_worker_cannot_read_is_an_error_event(make_config, run_worker):
     worker = run_worker(make_config(hyperparameters={"optimizer": "lion"}))
     error = single_error(worker)
-    assert error["reason"] == "INVALID_CONFIG"
-    assert "hyperparameters.optimizer" in error["message"] and "'lion'" in error["message"]
+    assert error.reason == "INVALID_CONFIG"
+    assert "hyperparameters.optimizer" in error.message and "'lion'" in error.message

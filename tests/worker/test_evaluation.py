@@ -27,30 +27,30 @@ def test_evaluation_checkpoints_and_early_stopping(make_config, run_worker, vali
     )
     assert worker.returncode == 0, worker.log()
     done = worker.done()
-    assert done["outcome"] == "early_stopped" and done["step"] == 6
+    assert done.outcome == "early_stopped" and done.step == 6
 
-    evals = worker.of_type("eval")
-    assert [e["step"] for e in evals] == [2, 4, 6]
+    evals = worker.of_type("evaluation")
+    assert [e.step for e in evals] == [2, 4, 6]
     for e in evals:
-        assert math.isclose(e["perplexity"], math.exp(e["validation_loss"]), rel_tol=1e-9)
-    best = min(evals, key=lambda e: e["validation_loss"])
-    assert done["best_checkpoint_step"] == best["step"]
+        assert math.isclose(e.perplexity, math.exp(e.validation_loss), rel_tol=1e-9)
+    best = min(evals, key=lambda e: e.validation_loss)
+    assert done.best_checkpoint_step == best.step
 
     # A checkpoint at every evaluation, carrying its losses; "best" marks new lows.
     checkpoints = worker.of_type("checkpoint")
-    assert [c["step"] for c in checkpoints] == [2, 4, 6]
+    assert [c.step for c in checkpoints] == [2, 4, 6]
     lowest = math.inf
     for c, e in zip(checkpoints, evals):
-        assert c["validation_loss"] == e["validation_loss"] and c["train_loss"] > 0
-        assert c["best"] == (e["validation_loss"] < lowest)
-        lowest = min(lowest, e["validation_loss"])
+        assert c.validation_loss == e.validation_loss and c.train_loss > 0
+        assert c.best == (e.validation_loss < lowest)
+        lowest = min(lowest, e.validation_loss)
     # keep_last=1 keeps the newest, and the best is never deleted.
     kept = {int(p.name) for p in (Path(worker.job_dir) / "checkpoints").iterdir()}
-    assert kept == {6, best["step"]}
+    assert kept == {6, best.step}
 
-    logs = [e["message"] for e in worker.of_type("log")]
+    logs = [e.message for e in worker.of_type("log")]
     assert any("early stopping at step 6" in m for m in logs)
-    assert Path(done["artifacts"]["adapter_path"], "adapters.safetensors").exists()
+    assert Path(done.artifacts.adapter_path, "adapters.safetensors").exists()
 
 
 def test_without_an_interval_validation_runs_once_at_the_end(
@@ -64,8 +64,8 @@ def test_without_an_interval_validation_runs_once_at_the_end(
         )
     )
     assert worker.returncode == 0, worker.log()
-    assert [e["step"] for e in worker.of_type("eval")] == [3]
+    assert [e.step for e in worker.of_type("evaluation")] == [3]
     (checkpoint,) = worker.of_type("checkpoint")
-    assert checkpoint["step"] == 3 and checkpoint["best"]
+    assert checkpoint.step == 3 and checkpoint.best
     (setup,) = worker.of_type("setup")
-    assert setup["dataset_details"]["validation_records"] == 4
+    assert setup.dataset_details.validation_records == 4

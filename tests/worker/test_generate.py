@@ -51,7 +51,7 @@ def test_base_model_and_a_plain_prompt(tiny_model_dir):
 
 def test_adapter_and_chat_messages_sample_reproducibly(make_config, run_worker, tiny_model_dir):
     trained = run_worker(make_config())
-    adapter = trained.done()["artifacts"]["adapter_path"]
+    adapter = trained.done().artifacts.adapter_path
     messages = [
         {"role": "system", "content": "You answer briefly."},
         {"role": "user", "content": "What color is the sky?"},

@@ -29,7 +29,7 @@ def assert_learned(worker, drop: float = 0.1) -> None:
     last = sum(losses[s] for s in (10, 11, 12)) / 3
     assert last < first - drop, f"loss did not fall by {drop}: {losses}"
     done = worker.done()
-    assert done["outcome"] == "succeeded" and done["step"] == 12
+    assert done.outcome == "succeeded" and done.step == 12
 
 
 def setup_event(worker) -> dict:
@@ -42,30 +42,29 @@ def test_lora_trains_and_mlx_lm_loads_and_generates_with_the_adapter(
 ):
     worker = run_worker(make_config())
     assert_learned(worker)
-    assert [e["state"] for e in worker.of_type("state")] == ["STARTING", "RUNNING"]
+    assert [e.state for e in worker.of_type("state")] == ["STARTING", "RUNNING"]
 
     setup = setup_event(worker)
-    details = setup["lora_details"]
-    assert details["rank"] == 4 and details["alpha"] == 8.0 and details["scale"] == 2.0
+    details = setup.lora_details
+    assert details.rank == 4 and details.alpha == 8.0 and details.scale == 2.0
     assert (
-        "self_attn.q_proj" in details["target_modules"]
-        and "mlp.down_proj" in details["target_modules"]
+        "self_attn.q_proj" in details.target_modules and "mlp.down_proj" in details.target_modules
     )
-    assert 0 < details["trainable_parameters"] < details["total_parameters"]
-    assert setup["dataset_details"]["train_records"] == 8
-    assert setup["total_steps"] == 12 and setup["total_epochs"] == 6.0
+    assert 0 < details.trainable_parameters < details.total_parameters
+    assert setup.dataset_details.train_records == 8
+    assert setup.total_steps == 12 and setup.total_epochs == 6.0
 
     metrics = worker.of_type("metrics")
-    tokens = [m["trained_tokens"] for m in metrics]
+    tokens = [m.trained_tokens for m in metrics]
     assert tokens == sorted(set(tokens)) and tokens[0] > 0
     for m in metrics:
-        assert m["epoch"] == m["step"] / 2  # two batches of 4 per epoch of 8 records
-        assert math.isclose(m["learning_rate"], 0.05, rel_tol=1e-6)
-        assert m["tokens_per_second"] > 0 and m["iterations_per_second"] > 0
-        assert m["peak_memory_bytes"] > 0 and m["rss_bytes"] > 10 << 20
-        assert m["all_reduce_seconds_per_step"] == 0.0
+        assert m.epoch == m.step / 2  # two batches of 4 per epoch of 8 records
+        assert math.isclose(m.learning_rate, 0.05, rel_tol=1e-6)
+        assert m.tokens_per_second > 0 and m.iterations_per_second > 0
+        assert m.peak_memory_bytes > 0 and m.rss_bytes > 10 << 20
+        assert m.all_reduce_seconds_per_step == 0.0
 
-    adapter_dir = Path(worker.done()["artifacts"]["adapter_path"])
+    adapter_dir = Path(worker.done().artifacts.adapter_path)
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
     assert config["fine_tune_type"] == "lora" and config["num_layers"] == 2
     assert config["lora_parameters"]["rank"] == 4 and config["lora_parameters"]["scale"] == 2.0
@@ -110,7 +109,7 @@ def test_dora_trains_magnitudes_and_adapters(make_config, run_worker, tiny_model
         make_config(method="dora", hyperparameters={"gradient_checkpointing": True})
     )
     assert_learned(worker)
-    adapter_dir = Path(worker.done()["artifacts"]["adapter_path"])
+    adapter_dir = Path(worker.done().artifacts.adapter_path)
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
     assert config["fine_tune_type"] == "dora"
     saved = mx.load(str(adapter_dir / "adapters.safetensors"))
@@ -122,16 +121,16 @@ def test_dora_trains_magnitudes_and_adapters(make_config, run_worker, tiny_model
 def test_qlora_quantizes_a_float_base_at_load(make_config, run_worker, tiny_model_dir):
     worker = run_worker(make_config(method="qlora", quantization={"bits": 4, "group_size": 32}))
     assert_learned(worker)
-    adapter_dir = Path(worker.done()["artifacts"]["adapter_path"])
+    adapter_dir = Path(worker.done().artifacts.adapter_path)
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
     assert config["tunewire"]["quantization"] == {"bits": 4, "group_size": 32}
     # Only the adapters are saved, not the quantized base.
     saved = mx.load(str(adapter_dir / "adapters.safetensors"))
     assert saved and all(name.rsplit(".", 1)[-1] in ("lora_a", "lora_b") for name in saved)
-    details = setup_event(worker)["lora_details"]
+    details = setup_event(worker).lora_details
     # Quantized weights count as their unpacked size, so the total matches LoRA's.
     lora_total = sum(v.size for _, v in tree_flatten(load(str(tiny_model_dir))[0].parameters()))
-    assert details["total_parameters"] == lora_total + details["trainable_parameters"]
+    assert details.total_parameters == lora_total + details.trainable_parameters
 
 
 def test_a_quantized_base_is_used_as_is_by_qlora_and_refused_by_full(
@@ -151,26 +150,26 @@ def test_a_quantized_base_is_used_as_is_by_qlora_and_refused_by_full(
     )
     assert_learned(worker)
     config = json.loads(
-        Path(worker.done()["artifacts"]["adapter_path"], "adapter_config.json").read_text()
+        Path(worker.done().artifacts.adapter_path, "adapter_config.json").read_text()
     )
     assert config["tunewire"]["quantization"] is None  # nothing was quantized at load
-    model, _ = load(str(quantized), adapter_path=worker.done()["artifacts"]["adapter_path"])
+    model, _ = load(str(quantized), adapter_path=worker.done().artifacts.adapter_path)
     assert type(model.layers[0].self_attn.q_proj.linear).__name__ == "QuantizedLinear"
 
     full = run_worker(make_config("full", method="full", model=str(quantized)))
-    assert full.returncode == 1 and full.events[-1]["type"] == "error"
-    assert full.events[-1]["reason"] == "UNSUPPORTED" and "quantized" in full.events[-1]["message"]
+    assert full.returncode == 1 and full.events[-1].kind == "error"
+    assert full.events[-1].reason == "UNSUPPORTED" and "quantized" in full.events[-1].message
 
 
 def test_full_fine_tune_saves_a_model_mlx_lm_loads(make_config, run_worker, tiny_model_dir):
     worker = run_worker(make_config(method="full", hyperparameters={"learning_rate": 0.01}))
     assert_learned(worker, drop=2.0)  # the output head trains too: the loss falls fast
-    details = setup_event(worker)["lora_details"]
-    assert details["rank"] == 0 and details["target_modules"] == []
-    assert details["trainable_parameters"] == details["total_parameters"]
+    details = setup_event(worker).lora_details
+    assert details.rank == 0 and details.target_modules == []
+    assert details.trainable_parameters == details.total_parameters
     done = worker.done()
-    assert done["artifacts"]["adapter_path"] is None
-    model_dir = Path(done["artifacts"]["model_path"])
+    assert done.artifacts.adapter_path is None
+    model_dir = Path(done.artifacts.model_path)
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
         p.name for p in model_dir.iterdir()
     }

@@ -67,10 +67,8 @@ def test_offline_run_has_the_losses_and_the_job_config(make_config, run_worker, 
         )
     )
     assert worker.returncode == 0, worker.log()
-    assert not [
-        e for e in worker.of_type("log") if e["level"] == "WARNING" and "WandB" in e["message"]
-    ]
-    wandb_dir = Path(worker.done()["artifacts"]["wandb_dir"])
+    assert not [e for e in worker.of_type("log") if e.level == "WARNING" and "WandB" in e.message]
+    wandb_dir = Path(worker.done().artifacts.wandb_dir)
     assert wandb_dir.is_relative_to(worker.job_dir / "wandb")
     (run_file,) = wandb_dir.glob("run-*.wandb")
     records = wandb_records(run_file)
@@ -80,8 +78,8 @@ def test_offline_run_has_the_losses_and_the_job_config(make_config, run_worker, 
     expected = worker.losses()
     assert logged.keys() == expected.keys() == {1, 2, 3, 4}
     assert all(math.isclose(logged[s], expected[s], rel_tol=1e-9) for s in expected)
-    (evaluation,) = worker.of_type("eval")
-    assert any(math.isclose(row.get("val/loss", -1), evaluation["validation_loss"]) for row in rows)
+    (evaluation,) = worker.of_type("evaluation")
+    assert any(math.isclose(row.get("val/loss", -1), evaluation.validation_loss) for row in rows)
 
     run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
     assert run.project == "tunewire-tests" and run.display_name == "tiny-lora"
@@ -98,7 +96,7 @@ def test_a_wandb_failure_is_a_warning_and_training_goes_on(make_config, run_work
         make_config(hyperparameters={"max_steps": 2}, wandb={"project": "p", "mode": "online"})
     )
     assert worker.returncode == 0, worker.log()
-    assert worker.done()["outcome"] == "succeeded"
-    warnings = [e["message"] for e in worker.of_type("log") if e["level"] == "WARNING"]
+    assert worker.done().outcome == "succeeded"
+    warnings = [e.message for e in worker.of_type("log") if e.level == "WARNING"]
     assert any(m.startswith("WandB init failed") for m in warnings), warnings
-    assert worker.done()["artifacts"]["wandb_dir"] is None
+    assert worker.done().artifacts.wandb_dir is None

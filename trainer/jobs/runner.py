@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.rpc import code_pb2, status_pb2
@@ -22,6 +22,9 @@ from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.jobs.event_bus import EventBus
 from tunewire.trainer.jobs.worker_events import log_event, translate
 from tunewire.trainer.processes import blas, launch, supervisor
+from tunewire.trainer.protocol import events as protocol
+from tunewire.trainer.protocol.commands import Command
+from tunewire.trainer.protocol.events import FailureReason, Outcome
 from tunewire.trainer.store.jobs import ACTIVE_STATES, TERMINAL_STATES, JobStore, now_timestamp
 from tunewire.v1 import training_event_pb2 as event_pb
 from tunewire.v1 import training_job_pb2 as job_pb
@@ -29,6 +32,10 @@ from tunewire.v1 import training_job_pb2 as job_pb
 log = logging.getLogger(__name__)
 
 WORKER_MODULE = "tunewire.trainer.worker"
+_JOB_STATES = {
+    protocol.WorkerState.STARTING: job_pb.JOB_STATE_STARTING,
+    protocol.WorkerState.RUNNING: job_pb.JOB_STATE_RUNNING,
+}
 
 
 @dataclass
@@ -36,9 +43,8 @@ class RunState:
     """What the runner knows about a job while its worker runs."""
 
     group: supervisor.WorkerGroup
-    outcome: str = ""
-    error: dict | None = None
-    artifacts: dict = field(default_factory=dict)
+    done: protocol.Done | None = None
+    error: protocol.Error | None = None
     cancel_requested_by: str = ""
     kill_reason: str = ""
 
@@ -213,23 +219,21 @@ class JobRunner:
 
     # ---- worker events ---------------------------------------------------------
 
-    async def _on_worker_event(self, job_id: str, event: dict) -> None:
+    async def _on_worker_event(self, job_id: str, event: protocol.Event) -> None:
         run = self._running.get(job_id)
-        kind = event.get("type")
-        if kind == "state":
-            self._on_state(job_id, str(event.get("state", "")), str(event.get("reason", "")))
+        if isinstance(event, protocol.State):
+            self._on_state(job_id, event.state, event.reason)
             return
-        if kind == "done" and run is not None:
-            run.outcome = str(event.get("outcome", ""))
-            run.artifacts = event.get("artifacts") or {}
-            if isinstance(event.get("best_checkpoint_step"), int):
-                run.artifacts["best_checkpoint_step"] = event["best_checkpoint_step"]
+        if isinstance(event, protocol.Done):
+            if run is not None:
+                run.done = event
             return
-        if kind == "error" and run is not None:
-            run.error = event
+        if isinstance(event, protocol.Error):
+            if run is not None:
+                run.error = event
             return
         translation = translate(event)
-        if kind == "checkpoint" and translation.event is not None:
+        if isinstance(event, protocol.Checkpoint) and translation.event is not None:
             checkpoint = translation.event.checkpoint_saved.checkpoint
             if checkpoint.best:
                 for old in self._store.checkpoints(job_id):
@@ -240,16 +244,12 @@ class JobRunner:
         if translation.change or translation.event:
             self.apply(job_id, translation.change, translation.event)
 
-    def _on_state(self, job_id: str, state_name: str, reason: str) -> None:
-        state = (
-            job_pb.JobState.Value(f"JOB_STATE_{state_name}")
-            if state_name in ("STARTING", "RUNNING")
-            else None
-        )
+    def _on_state(self, job_id: str, worker_state: protocol.WorkerState, reason: str) -> None:
+        state = _JOB_STATES[worker_state]
         current = self._store.get(job_id)
-        if state is None or current.state == state or current.state == job_pb.JOB_STATE_CANCELLING:
+        if current.state == state or current.state == job_pb.JOB_STATE_CANCELLING:
             return
-        self.set_state(job_id, state, reason or state_name.lower())
+        self.set_state(job_id, state, reason or worker_state.value.lower())
 
     # ---- worker exit -----------------------------------------------------------
 
@@ -267,19 +267,22 @@ class JobRunner:
         job = self._store.get(job_id)
         if run is None:  # never expected: every group we start is registered first
             run = RunState(group=None)  # type: ignore[arg-type]
-        artifacts = run.artifacts
+        done = run.done
+        outcome = done.outcome if done is not None else None
 
         def record_artifacts(j: job_pb.TrainingJob) -> None:
-            if artifacts.get("adapter_path"):
-                j.artifacts.adapter_path = str(artifacts["adapter_path"])
-            if artifacts.get("model_path"):
-                j.artifacts.model_path = str(artifacts["model_path"])
-            if artifacts.get("wandb_dir"):
-                j.artifacts.wandb_dir = str(artifacts["wandb_dir"])
-            if artifacts.get("best_checkpoint_step"):
-                j.artifacts.best_checkpoint_step = int(artifacts["best_checkpoint_step"])
+            if done is None:
+                return
+            if done.artifacts.adapter_path:
+                j.artifacts.adapter_path = done.artifacts.adapter_path
+            if done.artifacts.model_path:
+                j.artifacts.model_path = done.artifacts.model_path
+            if done.artifacts.wandb_dir:
+                j.artifacts.wandb_dir = done.artifacts.wandb_dir
+            if done.best_checkpoint_step:
+                j.artifacts.best_checkpoint_step = done.best_checkpoint_step
 
-        if not self._accepting and run.outcome in ("interrupted", ""):
+        if not self._accepting and outcome in (Outcome.INTERRUPTED, None):
             # Daemon shutdown: the job stays active in the store and resumes at the next start.
             self.apply(
                 job_id,
@@ -289,14 +292,14 @@ class JobRunner:
                 ),
             )
             return
-        if run.outcome in ("succeeded", "early_stopped"):
+        if outcome in (Outcome.SUCCEEDED, Outcome.EARLY_STOPPED):
             why = (
                 "finished"
-                if run.outcome == "succeeded"
+                if outcome is Outcome.SUCCEEDED
                 else "stopped early: validation loss stopped improving"
             )
             self.set_state(job_id, job_pb.JOB_STATE_SUCCEEDED, why, extra=record_artifacts)
-        elif run.outcome == "cancelled" or (
+        elif outcome is Outcome.CANCELLED or (
             result.killed and job.state == job_pb.JOB_STATE_CANCELLING
         ):
             why = (
@@ -311,12 +314,16 @@ class JobRunner:
             )
 
     def _failure_status(self, run: RunState, result: supervisor.GroupExit) -> status_pb2.Status:
-        peer_lost = run.error and run.error.get("reason") == "DISTRIBUTED_PEER_LOST"
-        if run.error and not (peer_lost and result.failed_rank not in (None, 0)):
-            message = str(run.error.get("message") or "the worker reported an error")
-            reason = str(run.error.get("reason") or "WORKER_ERROR")
-            code = code_pb2.FAILED_PRECONDITION if reason != "INTERNAL" else code_pb2.INTERNAL
-            return _status(code, message, reason)
+        error = run.error
+        peer_lost = error is not None and error.reason is FailureReason.DISTRIBUTED_PEER_LOST
+        if error is not None and not (peer_lost and result.failed_rank not in (None, 0)):
+            message = error.message or "the worker reported an error"
+            code = (
+                code_pb2.INTERNAL
+                if error.reason is FailureReason.PROTOCOL_MISMATCH
+                else code_pb2.FAILED_PRECONDITION
+            )
+            return _status(code, message, error.reason.value)
         if result.failed_rank is not None:
             code = result.failed_code or 0
             how = (
@@ -357,7 +364,7 @@ class JobRunner:
             run.kill_reason = f"cancelled by {by} (forced)"
             run.group.kill()
             return job
-        await run.group.send("cancel")
+        await run.group.send(Command.CANCEL)
         task = asyncio.create_task(self._kill_after_grace(job_id, run))
         self._grace_tasks.add(task)
         task.add_done_callback(self._grace_tasks.discard)
@@ -399,7 +406,7 @@ class JobRunner:
         self._accepting = False
         runs = list(self._running.items())
         for _, run in runs:
-            await run.group.send("stop")
+            await run.group.send(Command.STOP)
         if runs:
             _, pending = await asyncio.wait(
                 [asyncio.ensure_future(r.group.wait()) for _, r in runs], timeout=grace

@@ -1,15 +1,15 @@
 """Starts a job's worker processes and relays what they say.
 
-A job runs as one worker process per rank. Rank 0 writes JSON-line events to a
-pipe we read here; every rank's stdout/stderr goes to a log file in the job
-directory; commands go to each rank's stdin. When the daemon dies, the workers
-see EOF on stdin and exit, so no orphan keeps writing into the job directory.
+A job runs as one worker process per rank. Rank 0 writes the protocol's
+events (`tunewire.trainer.protocol.events`) to a pipe we read and decode here;
+every rank's stdout/stderr goes to a log file in the job directory; commands
+go to each rank's stdin. When the daemon dies, the workers see EOF on stdin
+and exit, so no orphan keeps writing into the job directory.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -18,9 +18,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunewire.trainer.protocol import commands
+from tunewire.trainer.protocol import events as protocol
+from tunewire.trainer.protocol.commands import Command
+
 log = logging.getLogger(__name__)
 
-EventHandler = Callable[[dict], Awaitable[None]]
+EventHandler = Callable[[protocol.Event], Awaitable[None]]
 LOG_TAIL_LINES = 20
 MAX_EVENT_LINE = 16 << 20
 
@@ -55,9 +59,9 @@ class WorkerGroup:
     first_failure: tuple[int, int] | None = None
     _exit: asyncio.Future | None = field(default=None, repr=False)
 
-    async def send(self, command: str) -> None:
+    async def send(self, command: Command) -> None:
         """Sends a control command to every rank; a rank that is gone is skipped."""
-        line = (json.dumps({"command": command}) + "\n").encode()
+        line = commands.encode(command)
         for proc in self.processes:
             if proc.returncode is None and proc.stdin is not None:
                 try:
@@ -134,6 +138,7 @@ async def _supervise(group: WorkerGroup, read_fd: int, on_event: EventHandler) -
     watchers = [
         asyncio.create_task(_watch_rank(group, rank)) for rank in range(1, len(group.processes))
     ]
+    decoder = protocol.Reader()
     try:
         while True:
             try:
@@ -144,15 +149,21 @@ async def _supervise(group: WorkerGroup, read_fd: int, on_event: EventHandler) -
             if not line:
                 break
             try:
-                event = json.loads(line)
-            except ValueError:
-                log.warning("job %s: worker wrote a non-JSON event line", group.job_id)
+                event = decoder.feed(line)
+            except protocol.ProtocolMismatch as exc:
+                # Nothing this worker says can be read: fail the job, naming both versions.
+                log.error("job %s: %s", group.job_id, exc)
+                group.kill()
+                mismatch = protocol.Error(
+                    reason=protocol.FailureReason.PROTOCOL_MISMATCH, message=str(exc)
+                )
+                await _deliver(group, on_event, mismatch)
+                break
+            except protocol.ProtocolError as exc:
+                log.warning("job %s: %s", group.job_id, exc)
                 continue
-            if isinstance(event, dict):
-                try:
-                    await on_event(event)
-                except Exception:
-                    log.exception("job %s: handling worker event failed", group.job_id)
+            if event is not None:
+                await _deliver(group, on_event, event)
         code = await group.processes[0].wait()
         # Rank 0 is gone; other ranks cannot make progress without it.
         for proc in group.processes[1:]:
@@ -184,6 +195,13 @@ async def _supervise(group: WorkerGroup, read_fd: int, on_event: EventHandler) -
         transport.close()
         for w in watchers:
             w.cancel()
+
+
+async def _deliver(group: WorkerGroup, on_event: EventHandler, event: protocol.Event) -> None:
+    try:
+        await on_event(event)
+    except Exception:
+        log.exception("job %s: handling worker event failed", group.job_id)
 
 
 async def _watch_rank(group: WorkerGroup, rank: int) -> None:

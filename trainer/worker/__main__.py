@@ -1,9 +1,10 @@
 """The training worker: `python -m tunewire.trainer.worker --config worker_config.json --events-fd N`.
 
 Started by the trainer daemon, one process per rank, with cwd = JOB_DIR and
-stdout/stderr going to the job's log. Writes JSON-line events to fd N (rank 0
-only), reads commands from stdin, exits 0 after a "done" event, 1 after an
-"error" event; any other exit is a crash the daemon reports with the log tail.
+stdout/stderr going to the job's log. Writes the protocol's events
+(`tunewire.trainer.protocol.events`) to fd N (rank 0 only), reads commands
+from stdin, exits 0 after a `done` event, 1 after an `error` event; any other
+exit is a crash the daemon reports with the log tail.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import traceback
 
 from tunewire.trainer.protocol.config import ConfigError, load
+from tunewire.trainer.protocol.events import Error, FailureReason, State, WorkerState
 from tunewire.trainer.worker.errors import WorkerError
 from tunewire.trainer.worker.events import ControlReader, EventWriter
 
@@ -33,23 +35,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _failure(exc: BaseException) -> tuple[str, str] | None:
+def _failure(exc: BaseException) -> tuple[FailureReason, str] | None:
     """(reason, message) for failures a user can act on; None for a crash."""
     if isinstance(exc, ConfigError):
-        return "INVALID_CONFIG", str(exc)
+        return FailureReason.INVALID_CONFIG, str(exc)
     if isinstance(exc, WorkerError):
         return exc.reason, exc.message
     from tunewire.trainer.worker.data import DataError
 
     if isinstance(exc, DataError):
-        return "DATASET_INVALID", str(exc)
+        return FailureReason.DATASET_INVALID, str(exc)
     text = str(exc).lower()
     if isinstance(exc, RuntimeError) and "[ring]" in text:
-        return "DISTRIBUTED_PEER_LOST", f"another rank of this job stopped: {exc}"
+        return FailureReason.DISTRIBUTED_PEER_LOST, f"another rank of this job stopped: {exc}"
     if isinstance(exc, MemoryError) or (
         isinstance(exc, RuntimeError) and ("out of memory" in text or "allocate" in text)
     ):
-        return "OUT_OF_MEMORY", (
+        return FailureReason.OUT_OF_MEMORY, (
             f"out of memory: {exc or 'allocation failed'}; lower batch_size or "
             "max_seq_length, or enable gradient_checkpointing"
         )
@@ -59,7 +61,7 @@ def _failure(exc: BaseException) -> tuple[str, str] | None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     events = EventWriter(args.events_fd)
-    events.emit("state", state="STARTING", reason="loading the model and data")
+    events.emit(State(state=WorkerState.STARTING, reason="loading the model and data"))
     control = ControlReader().start()
     try:
         config = load(args.config)
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         traceback.print_exc()
         reason, message = failure
-        events.emit("error", message=message, reason=reason)
+        events.emit(Error(reason=reason, message=message))
         return 1
 
 

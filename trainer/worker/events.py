@@ -1,21 +1,26 @@
-"""The worker's two channels to the daemon: JSON-line events out, commands in.
+"""The worker's two channels to the daemon: typed events out, commands in.
 
-Events go to a pipe the daemon passed as `--events-fd`, one object per line,
-each written with a single `os.write` so a line is never interleaved or half
-sent. Commands arrive on stdin; EOF there means the daemon died, and the
-worker exits at once (checkpoints are atomic, so nothing is left half written).
-Ranks other than 0 have no events fd: their events go to their log only.
-This module must not import mlx.
+Events (`tunewire.trainer.protocol.events`) go to a pipe the daemon passed as
+`--events-fd`: first the protocol header, then one line per event, each written
+with a single `os.write` so a line is never interleaved or half sent. Commands
+(`tunewire.trainer.protocol.commands`) arrive on stdin; EOF there means the
+daemon died, and the worker exits at once (checkpoints are atomic, so nothing
+is left half written). Ranks other than 0 have no events fd: their events go
+to their log only. This module must not import mlx.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import sys
 import threading
-import time
+from collections.abc import Callable
+from typing import IO, BinaryIO
+
+from tunewire.trainer.protocol import codec, commands
+from tunewire.trainer.protocol import events as protocol
+from tunewire.trainer.protocol.commands import Command
+from tunewire.trainer.protocol.events import Event, Log, LogLevel, ProtocolError
 
 # Exit code when the daemon vanished (stdin EOF): nobody is left to read it,
 # but it tells a human reading a shell apart from a crash.
@@ -23,28 +28,32 @@ DAEMON_GONE_EXIT = 3
 
 
 class EventWriter:
-    """Writes events as JSON lines to `fd`, or only to stdout (the log) when fd is None."""
+    """Writes events to `fd` (after the protocol header), and a short line of each to `echo`
+    (the job's log), so the log alone tells the story; fd None: the log only."""
 
-    def __init__(self, fd: int | None, echo=sys.stdout):
+    def __init__(self, fd: int | None, echo: IO[str] | None = sys.stdout):
         self._fd = fd
         self._echo = echo
         self._lock = threading.Lock()
+        if fd is not None:
+            self._write(protocol.header_line())
 
-    def emit(self, type_: str, **fields) -> dict:
-        event = _clean({"type": type_, "time": time.time(), **fields})
-        line = json.dumps(event, allow_nan=False) + "\n"
+    def emit(self, event: Event) -> Event:
+        line = protocol.encode(event)
         with self._lock:
             if self._fd is not None:
-                data = line.encode()
-                while data:
-                    data = data[os.write(self._fd, data) :]
-            if self._echo is not None and type_ != "setup":
-                # A short human line in train.log, so the log alone tells the story.
-                print(f"[{type_}] " + _summary(event), file=self._echo, flush=True)
+                self._write(line)
+            if self._echo is not None:
+                print(f"[{event.kind}] {summary(event)}", file=self._echo, flush=True)
         return event
 
-    def log(self, level: str, message: str) -> None:
-        self.emit("log", level=level, message=message)
+    def log(self, level: LogLevel | str, message: str) -> None:
+        self.emit(Log(level=LogLevel(level), message=message))
+
+    def _write(self, data: bytes) -> None:
+        assert self._fd is not None
+        while data:
+            data = data[os.write(self._fd, data) :]
 
     def close(self) -> None:
         if self._fd is not None:
@@ -55,29 +64,26 @@ class EventWriter:
             self._fd = None
 
 
-def _clean(value):
-    """JSON-safe values: NaN and infinities (a diverged loss) become null."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _summary(event: dict) -> str:
-    return " ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "time"))
+def summary(event: Event) -> str:
+    """The log's line for an event: `key=value` pairs; the setup record whole, as JSON
+    (what the worker runs with is then on record next to what it did)."""
+    values = protocol.to_dict(event)
+    del values["kind"], values["time"]
+    if isinstance(event, protocol.Setup):
+        return codec.dumps(values)
+    return " ".join(f"{k}={v}" for k, v in values.items())
 
 
 class ControlReader:
-    """Reads `{"command": ...}` lines from stdin in a daemon thread.
+    """Reads command lines from stdin in a daemon thread.
 
     The training loop polls `cancel_requested` / `stop_requested` between
     steps. EOF calls `on_eof` (by default `os._exit`): the daemon is gone.
     """
 
-    def __init__(self, stream=None, on_eof=None):
+    def __init__(
+        self, stream: BinaryIO | None = None, on_eof: Callable[[], None] | None = None
+    ) -> None:
         self._stream = stream if stream is not None else sys.stdin.buffer
         self._on_eof = on_eof or (lambda: os._exit(DAEMON_GONE_EXIT))
         self.cancel_requested = threading.Event()
@@ -95,18 +101,14 @@ class ControlReader:
     def _run(self) -> None:
         for raw in iter(self._stream.readline, b""):
             try:
-                command = json.loads(raw).get("command")
-            except (ValueError, AttributeError):
-                print(
-                    f"[control] ignored a line that is not a JSON command: {raw!r}", file=sys.stderr
-                )
+                command = commands.decode(raw)
+            except ProtocolError as exc:
+                print(f"[control] ignored: {exc}", file=sys.stderr)
                 continue
-            if command == "cancel":
+            if command is Command.CANCEL:
                 self.cancel_requested.set()
-            elif command == "stop":
+            elif command is Command.STOP:
                 self.stop_requested.set()
-            else:
-                print(f"[control] ignored unknown command {command!r}", file=sys.stderr)
         print(
             "[control] stdin closed: the daemon is gone; exiting now", file=sys.stderr, flush=True
         )

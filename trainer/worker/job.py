@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from tunewire.trainer.protocol import events as protocol
 from tunewire.trainer.protocol.config import WorkerConfig
+from tunewire.trainer.protocol.events import FailureReason, Outcome
 from tunewire.trainer.worker import checkpoint
 from tunewire.trainer.worker.artifacts import adapter_config, save_adapters, save_full_model
 from tunewire.trainer.worker.data import Dataset, TrainBatches, load_dataset
@@ -22,7 +24,9 @@ def _load_data(
     try:
         data = load_dataset(path, tokenizer, config.loss_masking, hp.max_seq_length)
     except FileNotFoundError:
-        raise WorkerError("DATASET_NOT_FOUND", f"{what} data not found: {path}") from None
+        raise WorkerError(
+            FailureReason.DATASET_NOT_FOUND, f"{what} data not found: {path}"
+        ) from None
     if data.truncated:
         events.log(
             "WARNING",
@@ -61,7 +65,7 @@ def run_job(config: WorkerConfig, events: EventWriter, control: ControlReader) -
             state = restore(config.resume_from, loaded.model, optimizer)
         except (FileNotFoundError, ValueError) as exc:
             raise WorkerError(
-                "CHECKPOINT_UNUSABLE", f"cannot resume from {config.resume_from}: {exc}"
+                FailureReason.CHECKPOINT_UNUSABLE, f"cannot resume from {config.resume_from}: {exc}"
             ) from None
     batches = TrainBatches(
         train,
@@ -73,17 +77,18 @@ def run_job(config: WorkerConfig, events: EventWriter, control: ControlReader) -
         position=start_position(state),
     )
     events.emit(
-        "setup",
-        total_steps=steps,
-        total_epochs=steps * hp.gradient_accumulation_steps / batches.batches_per_epoch,
-        lora_details=lora_details(config, setup, counts),
-        dataset_details={
-            "train_records": len(train),
-            "validation_records": len(validation) if validation is not None else 0,
-            "train_tokens": train.tokens,
-        },
-        resumed_from_step=state.step,
-        world_size=world.size,
+        protocol.Setup(
+            total_steps=steps,
+            total_epochs=steps * hp.gradient_accumulation_steps / batches.batches_per_epoch,
+            lora_details=protocol.LoraDetails(**lora_details(config, setup, counts)),
+            dataset_details=protocol.DatasetCounts(
+                train_records=len(train),
+                validation_records=len(validation) if validation is not None else 0,
+                train_tokens=train.tokens,
+            ),
+            resumed_from_step=state.step,
+            world_size=world.size,
+        )
     )
     wandb = WandbLogger(config, events, enabled=world.is_main)
     adapter_cfg = adapter_config(config, setup, steps, loaded.quantized_at_load)
@@ -101,25 +106,26 @@ def run_job(config: WorkerConfig, events: EventWriter, control: ControlReader) -
         adapter_cfg,
         state,
     )
-    outcome = trainer.run()
+    outcome = Outcome(trainer.run())
 
-    artifacts = {"adapter_path": None, "model_path": None, "wandb_dir": wandb.dir}
-    if world.is_main and outcome != "interrupted":
-        if outcome == "early_stopped" and state.best_step != state.step:
+    adapter_path = model_path = None
+    if world.is_main and outcome is not Outcome.INTERRUPTED:
+        if outcome is Outcome.EARLY_STOPPED and state.best_step != state.step:
             # The job's result is the best model it saw, not the one that stopped improving.
             best = checkpoint.checkpoint_path(config.job_dir, state.best_step)
             loaded.model.load_weights(str(best / checkpoint.WEIGHTS_FILE), strict=False)
         if setup.fine_tune_type == "full":
-            artifacts["model_path"] = str(save_full_model(config.job_dir, loaded))
+            model_path = str(save_full_model(config.job_dir, loaded))
         else:
-            artifacts["adapter_path"] = str(
-                save_adapters(config.job_dir, loaded.model, adapter_cfg)
-            )
+            adapter_path = str(save_adapters(config.job_dir, loaded.model, adapter_cfg))
     wandb.finish()
     events.emit(
-        "done",
-        outcome=outcome,
-        step=state.step,
-        artifacts=artifacts,
-        best_checkpoint_step=state.best_step if state.best_validation_loss is not None else 0,
+        protocol.Done(
+            outcome=outcome,
+            step=state.step,
+            artifacts=protocol.Artifacts(
+                adapter_path=adapter_path, model_path=model_path, wandb_dir=wandb.dir
+            ),
+            best_checkpoint_step=state.best_step if state.best_validation_loss is not None else 0,
+        )
     )

@@ -25,6 +25,7 @@ from mlx import nn
 from mlx.nn.utils import average_gradients
 from mlx.utils import tree_map
 
+from tunewire.trainer.protocol import events as protocol
 from tunewire.trainer.protocol.config import WorkerConfig
 from tunewire.trainer.worker import checkpoint
 from tunewire.trainer.worker.artifacts import trainable_weights
@@ -137,7 +138,7 @@ class Trainer:
                 reason = (
                     f"resumed at step {self.state.step}" if self.state.step else "training started"
                 )
-                self.events.emit("state", state="RUNNING", reason=reason)
+                self.events.emit(protocol.State(state=protocol.WorkerState.RUNNING, reason=reason))
                 announced = True
             self._train_step(step_fn, compiled_state)
             step = self.state.step
@@ -209,7 +210,7 @@ class Trainer:
             "all_reduce_seconds_per_step": all_reduce,
         }
         if self.world.is_main:
-            self.events.emit("metrics", **metrics)
+            self.events.emit(protocol.Metrics(**metrics))
         self.wandb.log(
             {f"train/{k}": v for k, v in metrics.items() if k != "step"}, metrics["step"]
         )
@@ -254,11 +255,12 @@ class Trainer:
         seconds = time.perf_counter() - tic
         if self.world.is_main:
             self.events.emit(
-                "eval",
-                step=state.step,
-                validation_loss=loss,
-                perplexity=_perplexity(loss),
-                seconds=seconds,
+                protocol.Evaluation(
+                    step=state.step,
+                    validation_loss=loss,
+                    perplexity=_perplexity(loss),
+                    seconds=seconds,
+                )
             )
         self.wandb.log({"val/loss": loss, "val/perplexity": _perplexity(loss)}, state.step)
         return loss
@@ -308,14 +310,15 @@ class Trainer:
             self.job_dir, self.config.checkpointing.keep_last, state.best_step
         )
         self.events.emit(
-            "checkpoint",
-            step=state.step,
-            path=str(path),
-            train_loss=train_loss,
-            validation_loss=validation_loss,
-            best=validation_loss is not None and state.best_step == state.step,
-            size_bytes=size,
-            removed=removed,
+            protocol.Checkpoint(
+                step=state.step,
+                path=str(path),
+                train_loss=train_loss,
+                validation_loss=validation_loss,
+                best=validation_loss is not None and state.best_step == state.step,
+                size_bytes=size,
+                removed=removed,
+            )
         )
 
 
@@ -334,8 +337,8 @@ def start_position(state: checkpoint.TrainState) -> Position:
     return Position(state.epoch, state.index)
 
 
-def _perplexity(loss: float) -> float | None:
+def _perplexity(loss: float) -> float:
     try:
         return math.exp(loss)
     except OverflowError:
-        return None
+        return math.inf
