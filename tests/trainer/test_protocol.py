@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from tunewire.reasons import Reason
 from tunewire.trainer.protocol import codec, commands
 from tunewire.trainer.protocol import events as protocol
 from tunewire.trainer.protocol.commands import Command
@@ -67,7 +68,7 @@ ONE_OF_EACH: list[protocol.Event] = [
         artifacts=protocol.Artifacts(adapter_path="/a", model_path=None, wandb_dir=None),
         best_checkpoint_step=2,
     ),
-    protocol.Error(reason=protocol.FailureReason.OUT_OF_MEMORY, message="out of memory"),
+    protocol.Error(reason=Reason.OUT_OF_MEMORY, message="out of memory"),
 ]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 
 from tunewire.errors import FieldViolation, ServiceError, invalid_argument
+from tunewire.reasons import Reason
 from tunewire.trainer.model_inspect import ModelUnusable, resolve_model_dir
 from tunewire.trainer.processes import blas
 from tunewire.v1 import training_job_pb2 as job_pb
@@ -69,7 +70,7 @@ def model_for_job(job: job_pb.TrainingJob) -> tuple[str, str | None]:
     raise ServiceError(
         grpc.StatusCode.FAILED_PRECONDITION,
         f"job {job.id} has no adapter or model yet (state {state}); generate after it finishes",
-        reason="NO_ARTIFACTS",
+        reason=Reason.NO_ARTIFACTS,
         resource_type="training job",
         resource_name=job.id,
     )
@@ -112,7 +113,7 @@ async def run_generation(
         raise ServiceError(
             grpc.StatusCode.DEADLINE_EXCEEDED,
             f"generation took longer than {timeout:g} s",
-            reason="GENERATION_TIMEOUT",
+            reason=Reason.GENERATION_TIMEOUT,
         ) from None
     except asyncio.CancelledError:
         proc.kill()
@@ -133,7 +134,7 @@ async def run_generation(
         raise ServiceError(
             grpc.StatusCode.FAILED_PRECONDITION,
             f"generation failed: {message}",
-            reason="GENERATION_FAILED",
+            reason=Reason.GENERATION_FAILED,
         )
     return svc_pb.GenerateResponse(
         text=result["text"],

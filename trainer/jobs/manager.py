@@ -17,6 +17,7 @@ import grpc
 
 from tunewire.errors import FieldViolation, ServiceError, invalid_argument, not_found
 from tunewire.identity import Principal
+from tunewire.reasons import Reason
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.jobs import spec as spec_defaults
 from tunewire.trainer.jobs.checks import check_spec
@@ -208,7 +209,7 @@ class JobManager:
             raise ServiceError(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"job {job_id} already ended ({job_pb.JobState.Name(job.state).removeprefix('JOB_STATE_')})",
-                reason="JOB_ALREADY_ENDED",
+                reason=Reason.JOB_ALREADY_ENDED,
                 resource_type="training job",
                 resource_name=job_id,
             )
@@ -254,14 +255,14 @@ class JobManager:
                             grpc.StatusCode.RESOURCE_EXHAUSTED,
                             "this subscriber fell too far behind and was dropped; "
                             f"watch again with after_sequence={last}",
-                            reason="SUBSCRIBER_TOO_SLOW",
+                            reason=Reason.SUBSCRIBER_TOO_SLOW,
                             metadata={"after_sequence": str(last)},
                             retry_after_seconds=0,
                         )
                     raise ServiceError(
                         grpc.StatusCode.UNAVAILABLE,
                         f"the trainer is shutting down; watch again with after_sequence={last}",
-                        reason="TRAINER_STOPPING",
+                        reason=Reason.TRAINER_STOPPING,
                         metadata={"after_sequence": str(last)},
                         retry_after_seconds=1,
                     )

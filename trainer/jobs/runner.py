@@ -18,13 +18,15 @@ from pathlib import Path
 
 from google.rpc import code_pb2, status_pb2
 
+from tunewire.errors import build_status
+from tunewire.reasons import Reason
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.jobs.event_bus import EventBus
 from tunewire.trainer.jobs.worker_events import log_event, translate
 from tunewire.trainer.processes import blas, launch, supervisor
 from tunewire.trainer.protocol import events as protocol
 from tunewire.trainer.protocol.commands import Command
-from tunewire.trainer.protocol.events import FailureReason, Outcome
+from tunewire.trainer.protocol.events import Outcome
 from tunewire.trainer.store.jobs import ACTIVE_STATES, TERMINAL_STATES, JobStore, now_timestamp
 from tunewire.v1 import training_event_pb2 as event_pb
 from tunewire.v1 import training_job_pb2 as job_pb
@@ -166,8 +168,10 @@ class JobRunner:
                 job_id,
                 job_pb.JOB_STATE_FAILED,
                 f"could not start the worker: {exc}",
-                status_pb2.Status(
-                    code=code_pb2.INTERNAL, message=f"could not start the worker: {exc}"
+                build_status(
+                    code_pb2.INTERNAL,
+                    f"could not start the worker: {exc}",
+                    Reason.WORKER_START_FAILED,
                 ),
             )
             return
@@ -315,15 +319,15 @@ class JobRunner:
 
     def _failure_status(self, run: RunState, result: supervisor.GroupExit) -> status_pb2.Status:
         error = run.error
-        peer_lost = error is not None and error.reason is FailureReason.DISTRIBUTED_PEER_LOST
+        peer_lost = error is not None and error.reason is Reason.DISTRIBUTED_PEER_LOST
         if error is not None and not (peer_lost and result.failed_rank not in (None, 0)):
             message = error.message or "the worker reported an error"
             code = (
                 code_pb2.INTERNAL
-                if error.reason is FailureReason.PROTOCOL_MISMATCH
+                if error.reason is Reason.PROTOCOL_MISMATCH
                 else code_pb2.FAILED_PRECONDITION
             )
-            return _status(code, message, error.reason.value)
+            return build_status(code, message, error.reason)
         if result.failed_rank is not None:
             code = result.failed_code or 0
             how = (
@@ -333,14 +337,14 @@ class JobRunner:
             )
             who = "the worker" if result.ranks == 1 else f"rank {result.failed_rank}"
             tail = f"; last log lines:\n{result.log_tail}" if result.log_tail else ""
-            return _status(
+            return build_status(
                 code_pb2.INTERNAL,
                 f"{who} {how}{tail}",
-                "WORKER_CRASHED",
-                rank=str(result.failed_rank),
+                Reason.WORKER_CRASHED,
+                metadata={"rank": str(result.failed_rank)},
             )
-        return _status(
-            code_pb2.INTERNAL, "the worker exited without finishing the job", "WORKER_CRASHED"
+        return build_status(
+            code_pb2.INTERNAL, "the worker exited without finishing the job", Reason.WORKER_CRASHED
         )
 
     # ---- cancel, recovery, shutdown -------------------------------------------
@@ -418,16 +422,6 @@ class JobRunner:
         # Let the exit handlers record what happened before the store closes.
         if self._grace_tasks:
             await asyncio.wait(list(self._grace_tasks), timeout=5)
-
-
-def _status(code: int, message: str, reason: str, **metadata: str) -> status_pb2.Status:
-    from google.rpc import error_details_pb2
-
-    status = status_pb2.Status(code=code, message=message)
-    status.details.add().Pack(
-        error_details_pb2.ErrorInfo(reason=reason, domain="tunewire.dev", metadata=metadata)
-    )
-    return status
 
 
 def _signal_name(number: int) -> str:

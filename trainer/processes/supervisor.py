@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunewire.reasons import Reason
 from tunewire.trainer.protocol import commands
 from tunewire.trainer.protocol import events as protocol
 from tunewire.trainer.protocol.commands import Command
@@ -154,9 +155,7 @@ async def _supervise(group: WorkerGroup, read_fd: int, on_event: EventHandler) -
                 # Nothing this worker says can be read: fail the job, naming both versions.
                 log.error("job %s: %s", group.job_id, exc)
                 group.kill()
-                mismatch = protocol.Error(
-                    reason=protocol.FailureReason.PROTOCOL_MISMATCH, message=str(exc)
-                )
+                mismatch = protocol.Error(reason=Reason.PROTOCOL_MISMATCH, message=str(exc))
                 await _deliver(group, on_event, mismatch)
                 break
             except protocol.ProtocolError as exc:

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeAlias
 
+from tunewire.reasons import Reason
 from tunewire.trainer.protocol import codec
 from tunewire.trainer.protocol.codec import PROTOCOL_VERSION, DecodeError
 
@@ -51,23 +52,6 @@ class Outcome(str, enum.Enum):
     EARLY_STOPPED = "early_stopped"  # validation loss stopped improving; a success
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"  # asked to stop (daemon shutdown): the job resumes later
-
-
-class FailureReason(str, enum.Enum):
-    """Why a worker failed (the `error` record); the job's error carries it as its reason."""
-
-    INVALID_CONFIG = "INVALID_CONFIG"
-    PROTOCOL_MISMATCH = "PROTOCOL_MISMATCH"
-    MODEL_NOT_FOUND = "MODEL_NOT_FOUND"
-    MODEL_LOAD_FAILED = "MODEL_LOAD_FAILED"
-    UNKNOWN_TARGET_MODULE = "UNKNOWN_TARGET_MODULE"
-    UNSUPPORTED = "UNSUPPORTED"
-    DATASET_NOT_FOUND = "DATASET_NOT_FOUND"
-    DATASET_INVALID = "DATASET_INVALID"
-    CHECKPOINT_UNUSABLE = "CHECKPOINT_UNUSABLE"
-    OUT_OF_MEMORY = "OUT_OF_MEMORY"
-    DISTRIBUTED_INIT_FAILED = "DISTRIBUTED_INIT_FAILED"
-    DISTRIBUTED_PEER_LOST = "DISTRIBUTED_PEER_LOST"
 
 
 class LogLevel(str, enum.Enum):
@@ -191,7 +175,7 @@ class Done:
 @dataclass(frozen=True, kw_only=True)
 class Error:
     kind: ClassVar[str] = "error"
-    reason: FailureReason
+    reason: Reason  # from the catalogue (tunewire.reasons): the job's error carries it
     message: str
     time: float = field(default_factory=_now)
 

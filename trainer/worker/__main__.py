@@ -14,8 +14,9 @@ import os
 import sys
 import traceback
 
+from tunewire.reasons import Reason
 from tunewire.trainer.protocol.config import ConfigError, load
-from tunewire.trainer.protocol.events import Error, FailureReason, State, WorkerState
+from tunewire.trainer.protocol.events import Error, State, WorkerState
 from tunewire.trainer.worker.errors import WorkerError
 from tunewire.trainer.worker.events import ControlReader, EventWriter
 
@@ -35,23 +36,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _failure(exc: BaseException) -> tuple[FailureReason, str] | None:
+def _failure(exc: BaseException) -> tuple[Reason, str] | None:
     """(reason, message) for failures a user can act on; None for a crash."""
     if isinstance(exc, ConfigError):
-        return FailureReason.INVALID_CONFIG, str(exc)
+        return Reason.INVALID_CONFIG, str(exc)
     if isinstance(exc, WorkerError):
         return exc.reason, exc.message
     from tunewire.trainer.worker.data import DataError
 
     if isinstance(exc, DataError):
-        return FailureReason.DATASET_INVALID, str(exc)
+        return Reason.DATASET_INVALID, str(exc)
     text = str(exc).lower()
     if isinstance(exc, RuntimeError) and "[ring]" in text:
-        return FailureReason.DISTRIBUTED_PEER_LOST, f"another rank of this job stopped: {exc}"
+        return Reason.DISTRIBUTED_PEER_LOST, f"another rank of this job stopped: {exc}"
     if isinstance(exc, MemoryError) or (
         isinstance(exc, RuntimeError) and ("out of memory" in text or "allocate" in text)
     ):
-        return FailureReason.OUT_OF_MEMORY, (
+        return Reason.OUT_OF_MEMORY, (
             f"out of memory: {exc or 'allocation failed'}; lower batch_size or "
             "max_seq_length, or enable gradient_checkpointing"
         )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from tunewire.trainer.protocol.events import FailureReason
+from tunewire.reasons import Reason
 
 
 class WorkerError(Exception):
-    """`reason` is one of the protocol's failure reasons; `message` tells a person what to change."""
+    """`reason` comes from the catalogue (tunewire.reasons); `message` tells a person what to
+    change."""
 
-    def __init__(self, reason: FailureReason | str, message: str):
+    def __init__(self, reason: Reason | str, message: str):
         super().__init__(message)
-        self.reason = FailureReason(reason)
+        self.reason = Reason(reason)
         self.message = message

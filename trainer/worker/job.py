@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from tunewire.reasons import Reason
 from tunewire.trainer.protocol import events as protocol
 from tunewire.trainer.protocol.config import WorkerConfig
-from tunewire.trainer.protocol.events import FailureReason, Outcome
+from tunewire.trainer.protocol.events import Outcome
 from tunewire.trainer.worker import checkpoint
 from tunewire.trainer.worker.artifacts import adapter_config, save_adapters, save_full_model
 from tunewire.trainer.worker.data import Dataset, TrainBatches, load_dataset
@@ -24,9 +25,7 @@ def _load_data(
     try:
         data = load_dataset(path, tokenizer, config.loss_masking, hp.max_seq_length)
     except FileNotFoundError:
-        raise WorkerError(
-            FailureReason.DATASET_NOT_FOUND, f"{what} data not found: {path}"
-        ) from None
+        raise WorkerError(Reason.DATASET_NOT_FOUND, f"{what} data not found: {path}") from None
     if data.truncated:
         events.log(
             "WARNING",
@@ -65,7 +64,7 @@ def run_job(config: WorkerConfig, events: EventWriter, control: ControlReader) -
             state = restore(config.resume_from, loaded.model, optimizer)
         except (FileNotFoundError, ValueError) as exc:
             raise WorkerError(
-                FailureReason.CHECKPOINT_UNUSABLE, f"cannot resume from {config.resume_from}: {exc}"
+                Reason.CHECKPOINT_UNUSABLE, f"cannot resume from {config.resume_from}: {exc}"
             ) from None
     batches = TrainBatches(
         train,
