@@ -14,9 +14,9 @@ VENDORED_PROTOS := $(wildcard protos/google/*/*.proto)
 DESCRIPTORS := gen/tunewire/v1/descriptors.binpb
 PYTEST_ARGS ?=
 
-.PHONY: setup protos proto-deps blas scale-packages model smollm2 lint lint-proto test run bench clean
+.PHONY: setup protos proto-deps blas scale-packages model smollm2 node-client lint lint-proto test run bench clean
 
-setup: $(INSTALLED) blas model smollm2
+setup: $(INSTALLED) blas model smollm2 node-client
 
 # Code generation needs grpcio-tools before the package can be installed
 # (tunewire.v1 lives in gen/), so the venv is bootstrapped in two steps.
@@ -60,6 +60,16 @@ smollm2: | $(INSTALLED)
 	$(VENV)/bin/tunewire model smollm2
 	$(VENV)/bin/tunewire model smollm2 --dtype float32
 
+# The Node.js client (clients/node): typed stubs generated from protos/, built
+# when npm is present (its test skips without Node). Packages from the npm registry.
+NODE_CLIENT := clients/node/dist/index.js
+node-client: $(NODE_CLIENT)
+$(NODE_CLIENT): clients/node/package.json clients/node/package-lock.json clients/node/tsconfig.json \
+		$(wildcard clients/node/src/*.ts clients/node/src/examples/*.ts) $(PROTOS) $(VENDORED_PROTOS)
+	@if command -v npm >/dev/null; then \
+		cd clients/node && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build; \
+	else echo "npm not found: the Node client is not built"; fi
+
 # Refreshes the vendored googleapis protos (protos/google) from the installed
 # googleapis-common-protos; a maintainer's step, nothing else depends on it.
 proto-deps: | $(VENV)/bin/python
@@ -85,5 +95,5 @@ bench: setup
 	$(PY) -m bench.run_all
 
 clean:
-	rm -rf gen build dist *.egg-info .pytest_cache .ruff_cache bench/.work
+	rm -rf gen build dist clients/node/dist clients/node/src/gen clients/node/node_modules *.egg-info .pytest_cache .ruff_cache bench/.work
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunewire import addresses
+from tunewire.gateway.cors import is_origin
 from tunewire.identity import API_KEY_ENV_VARIABLES, INTERNAL_TOKEN_ENV
 
 
@@ -70,6 +71,10 @@ class GatewayConfig:
     health_retry_seconds: float = field(
         default=0.5, metadata={"help": "Delay between checks of a trainer that is down."}
     )
+    cors_origins: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "Origins whose pages may call the HTTP API cross-origin; '*': any."},
+    )
 
     def __post_init__(self) -> None:
         for name in (
@@ -85,6 +90,11 @@ class GatewayConfig:
             raise ValueError(
                 f"rate_per_second must be 0 (off) or positive, got {self.rate_per_second}"
             )
+        for origin in self.cors_origins:
+            if not is_origin(origin):
+                raise ValueError(
+                    f"CORS origin {origin!r} is not scheme://host[:port] (no path) or '*'"
+                )
         if self.upload_chunk_bytes > self.max_message_bytes:
             raise ValueError(
                 f"upload_chunk_bytes ({self.upload_chunk_bytes}) must not exceed "
@@ -136,6 +146,14 @@ def parse_args(argv: list[str] | None = None, environ=os.environ) -> GatewayConf
         default=2048,
         help="largest upload in MiB (default %(default)s)",
     )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let pages of ORIGIN (scheme://host[:port], or '*') call the HTTP API; repeatable "
+        "(default: none)",
+    )
     args = parser.parse_args(argv)
     try:
         return GatewayConfig(
@@ -151,6 +169,7 @@ def parse_args(argv: list[str] | None = None, environ=os.environ) -> GatewayConf
             rate_burst=args.burst,
             max_streams_per_key=args.max_streams,
             max_upload_bytes=args.max_upload_mb << 20,
+            cors_origins=tuple(args.cors_origin),
         )
     except ValueError as exc:
         parser.error(str(exc))

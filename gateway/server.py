@@ -17,6 +17,7 @@ from tunewire import addresses, reflection
 from tunewire.gateway import legacy
 from tunewire.gateway.auth import Authenticator, AuthInterceptor, http_auth_middleware
 from tunewire.gateway.config import GatewayConfig
+from tunewire.gateway.cors import CorsPolicy
 from tunewire.gateway.forward import Forwarder
 from tunewire.gateway.health import TrainerHealth
 from tunewire.gateway.http_errors import error_middleware
@@ -131,8 +132,13 @@ async def start_gateway(config: GatewayConfig, keyring: KeyRing | None = None) -
             f"cannot listen on {config.grpc_listen} for gRPC (address in use or not available)"
         )
 
+    cors = CorsPolicy(config.cors_origins)
     app = web.Application(
-        middlewares=[error_middleware(link.status_of), http_auth_middleware(authenticator)],
+        middlewares=[
+            error_middleware(link.status_of),
+            cors.preflight_middleware(),
+            http_auth_middleware(authenticator),
+        ],
         client_max_size=config.max_message_bytes,
     )
     Transcoder(link, streams, config.max_upload_bytes, config.upload_chunk_bytes).add_routes(
@@ -149,6 +155,7 @@ async def start_gateway(config: GatewayConfig, keyring: KeyRing | None = None) -
         max_upload_bytes=config.max_upload_bytes,
         upload_chunk_bytes=config.upload_chunk_bytes,
     )
+    cors.add_headers_to(app)
     # handler_cancellation: a client that disconnects cancels its handler, and
     # with it the trainer call it was waiting on.
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=2.0)

@@ -21,6 +21,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from tunewire.errors import FieldViolation, ServiceError, invalid_argument
+from tunewire.gateway import sse as sse_frames
 from tunewire.gateway.auth import PRINCIPAL
 from tunewire.gateway.forward import pump_upload
 from tunewire.gateway.http_errors import status_to_dict
@@ -180,12 +181,11 @@ class Transcoder:
                         if isinstance(err, ServiceError)
                         else self._link.status_of(err)
                     )
-                    text = (
-                        f"event: error\ndata: {dumps(status)}\n\n"
+                    await response.write(
+                        sse_frames.error_frame(status)
                         if sse
-                        else dumps({"error": status}) + "\n"
+                        else (dumps({"error": status}) + "\n").encode()
                     )
-                    await response.write(text.encode())
                     break
                 if data is grpc.aio.EOF:
                     break
@@ -253,10 +253,4 @@ def _encode(message: Message, sse: bool, sequence_path) -> bytes:
     body = to_dict(message)
     if not sse:
         return (dumps({"result": body}) + "\n").encode()
-    event_id = ""
-    if sequence_path:
-        value = message
-        for name in sequence_path:
-            value = getattr(value, name)
-        event_id = f"id: {value}\n"
-    return f"{event_id}data: {dumps(body)}\n\n".encode()
+    return sse_frames.event_frame(message, body, sequence_path)

@@ -206,6 +206,7 @@ async def test_sse_watch_uses_sequences_as_ids_and_resumes_from_last_event_id(st
     async with http.get(f"{stack.url}/v1/jobs/{job.id}/events", headers=headers) as r:
         assert r.headers["Content-Type"].startswith("text/event-stream")
         assert await r.content.readline() == b"id: 1\n"
+        assert await r.content.readline() == b"event: state_change\n"  # the event's kind
         data = json.loads((await r.content.readline()).decode().removeprefix("data: "))
         assert data["event"]["state_change"]["state"] == "JOB_STATE_QUEUED"
         await r.content.readline()

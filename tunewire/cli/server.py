@@ -48,6 +48,7 @@ class ServerOptions:
     data_roots: tuple[Path, ...]
     max_running_jobs: int
     dev_key: bool
+    cors_origins: tuple[str, ...] = ()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-running-jobs", type=int, default=1, help="jobs training at once (default 1)"
     )
     parser.add_argument("--no-dev-key", action="store_true", help="never make a development key")
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let pages of ORIGIN call the HTTP API cross-origin (repeatable; default none)",
+    )
     return parser
 
 
@@ -111,6 +119,7 @@ def run_server(argv: list[str]) -> int:
         data_roots=tuple(p.resolve() for p in args.data_root),
         max_running_jobs=args.max_running_jobs,
         dev_key=not args.no_dev_key,
+        cors_origins=tuple(args.cors_origin),
     )
     if options.max_running_jobs < 1:
         return _fail(f"--max-running-jobs must be at least 1, got {options.max_running_jobs}")
@@ -219,6 +228,7 @@ async def serve(options: ServerOptions) -> None:
                 keys_file=options.keys_file,
                 api_keys=env_keys + ((dev_key,) if dev_key else ()),
                 internal_token=internal_token,
+                cors_origins=options.cors_origins,
             )
         )
     except BaseException:
