@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 from tunewire.errors import FieldViolation, ServiceError, invalid_argument
 from tunewire.gateway import sse as sse_frames
 from tunewire.gateway.auth import PRINCIPAL
+from tunewire.gateway.byte_stream import ByteStreams, is_byte_stream
 from tunewire.gateway.forward import pump_upload
 from tunewire.gateway.http_errors import status_to_dict
 from tunewire.gateway.http_rules import HttpRoute, build_request, field_path_named, set_from_strings
@@ -79,6 +80,7 @@ class Transcoder:
         self._streams = streams
         self._max_upload = max_upload_bytes
         self._chunk = upload_chunk_bytes
+        self._byte_streams = ByteStreams(link, streams)
 
     def add_routes(self, app: web.Application, routes: list[HttpRoute]) -> None:
         for route in routes:
@@ -87,6 +89,8 @@ class Transcoder:
                 continue  # no HTTP form for bidirectional streams
             if method.client_streaming:
                 handler = self._upload_handler(route)
+            elif is_byte_stream(method):
+                handler = self._byte_streams.handler(route)
             elif method.server_streaming:
                 handler = self._stream_handler(route)
             else:

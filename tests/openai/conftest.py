@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +20,14 @@ from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.server import start_trainer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 @dataclass
 class OpenAIStack:
     base_url: str
     http_url: str
+    grpc_address: str
     keys: dict[str, str]
     model_dir: Path
     home: Path
@@ -91,6 +94,7 @@ def openai_stack(tmp_path_factory, tiny_model_dir):
     yield OpenAIStack(
         base_url=f"{url}/openai/v1",
         http_url=url,
+        grpc_address=f"127.0.0.1:{gateway.grpc_port}",
         keys=keys,
         model_dir=model_dir,
         home=tmp / "home",
@@ -103,3 +107,31 @@ def openai_stack(tmp_path_factory, tiny_model_dir):
 
     thread.run(stop())
     thread.close()
+
+
+def wait_done(client, job_id: str, timeout: float = 180.0):
+    """Polls `retrieve` until the job ends, as OpenAI's own examples do."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in TERMINAL:
+            return job
+        assert time.monotonic() < deadline, f"job still {job.status} after {timeout} s"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def trained_job(openai_stack):
+    """A succeeded job of alice's on the tiny model, with checkpoints at steps 4 and 8."""
+    client = openai_stack.client()
+    with open(EXAMPLES / "alpaca_example.json", "rb") as f:
+        training = client.files.create(file=f, purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model=str(openai_stack.model_dir),
+        training_file=training.id,
+        hyperparameters={"n_epochs": 2, "batch_size": 1},
+        extra_body={"tunewire": {"checkpointing": {"interval_steps": 4}}},
+    )
+    done = wait_done(client, job.id)
+    assert done.status == "succeeded", done.error
+    return done

@@ -5,25 +5,15 @@ and `api_key` changed."""
 from __future__ import annotations
 
 import base64
-import time
+import hashlib
 
+import httpx
 import openai
 import pytest
 
-from .conftest import EXAMPLES
+from .conftest import EXAMPLES, wait_done
 
 pytestmark = pytest.mark.timeout(240)
-TERMINAL = {"succeeded", "failed", "cancelled"}
-
-
-def wait_done(client, job_id: str, timeout: float = 180.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.fine_tuning.jobs.retrieve(job_id)
-        if job.status in TERMINAL:
-            return job
-        assert time.monotonic() < deadline, f"job still {job.status} after {timeout} s"
-        time.sleep(0.5)
 
 
 def test_upload_train_and_chat(openai_stack):
@@ -117,6 +107,14 @@ def test_upload_train_and_chat(openai_stack):
 
     models = [m.id for m in client.models.list()]
     assert done.fine_tuned_model in models
+
+    # The adapter comes out through tunewire's route, with the same key as bearer token.
+    adapter = httpx.get(
+        f"{openai_stack.http_url}/v1/jobs/{job.id}/artifact?file=adapters.safetensors",
+        headers={"Authorization": f"Bearer {openai_stack.keys['alice']}"},
+    )
+    assert adapter.status_code == 200
+    assert hashlib.sha256(adapter.content).hexdigest() == adapter.headers["X-Checksum-Sha256"]
 
 
 def test_errors_in_openai_shape(openai_stack):

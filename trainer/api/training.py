@@ -9,6 +9,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from tunewire.errors import handles_errors
+from tunewire.trainer.artifacts import download as artifact_download
 from tunewire.trainer.capabilities import Capabilities
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.identity import identify
@@ -99,6 +100,18 @@ class TrainingService(svc_grpc.TrainingServiceServicer):
             return await generation.run_generation(
                 self._config.python, model, adapter, request, GENERATE_TIMEOUT_SECONDS
             )
+
+    @handles_errors
+    async def DownloadArtifact(self, request, context):
+        who = self._who(context)
+        job = self._jobs.get(who, request.job_id)
+        checkpoints = (
+            self._jobs.checkpoints(who, job.id)
+            if request.kind == svc_pb.ARTIFACT_KIND_CHECKPOINT
+            else []
+        )
+        async for message in artifact_download.stream(job, request, checkpoints):
+            yield message
 
     @handles_errors
     async def GetServerInfo(self, request, context):

@@ -14,6 +14,7 @@ Jobs
   checkpoints JOB         a job's checkpoints and losses
   plot JOB -o loss.png    training and validation loss against step
   generate JOB "prompt"   a reply from the fine-tuned model
+  download JOB [-o DIR]   the adapter (or --checkpoint N, --model) onto this machine
 Other
   info                    the server's version, device and features
   model tiny DIR          build the bundled tiny model (tests, demos)
@@ -45,6 +46,7 @@ COMMANDS = {
     "checkpoints": ("tunewire.cli.jobs", "run_checkpoints"),
     "plot": ("tunewire.cli.plot", "run_plot"),
     "generate": ("tunewire.cli.generate", "run_generate"),
+    "download": ("tunewire.cli.download", "run_download"),
     "info": ("tunewire.cli.info", "run_info"),
     "model": ("tunewire.cli.model", "run_model"),
     "demo": ("tunewire.cli.demo", "run_demo"),
@@ -58,6 +60,7 @@ CLIENT_COMMANDS = {
     "checkpoints",
     "plot",
     "generate",
+    "download",
     "info",
     "validate",
 }

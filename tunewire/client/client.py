@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tunewire import addresses
 from tunewire.client.dev_key import resolve_api_key
+from tunewire.client.download import ArtifactDownloader, Downloaded
 from tunewire.client.errors import TunewireError, Violation, from_rpc_error
 from tunewire.client.spec import SpecError, spec_from_dict
 from tunewire.client.watch import watch_events
@@ -245,6 +246,26 @@ class Client:
         return self._call(self._training.Generate, request, timeout=GENERATE_TIMEOUT)
 
     # ---- datasets ----------------------------------------------------------------------
+
+    def download(
+        self,
+        job_id: str,
+        folder: str | Path,
+        *,
+        checkpoint: int | None = None,
+        kind: str = "",
+        progress=None,
+    ) -> Downloaded:
+        """Downloads a job's adapter (or FULL model; `kind="model"`), or with
+        `checkpoint` that checkpoint's adapter, into `folder`, each file checked
+        against the server's SHA-256; an interrupted download resumes."""
+        request = svc.DownloadArtifactRequest(job_id=job_id)
+        if checkpoint is not None:
+            request.kind, request.checkpoint_step = svc.ARTIFACT_KIND_CHECKPOINT, checkpoint
+        elif kind:
+            request.kind = svc.ArtifactKind.Value(f"ARTIFACT_KIND_{kind.upper()}")
+        downloader = ArtifactDownloader(self._training, self._metadata, self.address)
+        return downloader.download(request, Path(folder), progress)
 
     def upload_dataset(
         self,
