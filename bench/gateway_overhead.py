@@ -37,6 +37,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tunewire.gateway.keys import add_key
+from tunewire.identity import INTERNAL_TOKEN_HEADER, read_credential
 from tunewire.v1 import training_service_pb2 as svc
 
 METHOD = "/tunewire.v1.TrainingService/GetServerInfo"
@@ -73,9 +74,14 @@ async def wait_serving(address: str, timeout: float = 60.0) -> None:
 async def serve_bare_proxy(port: int, trainer: str) -> None:
     channel = grpc.aio.insecure_channel(trainer)
     forward = channel.unary_unary(METHOD)
+    # Like the gateway, it presents the trainer's credential (made when the trainer starts).
+    home = Path(os.environ["TUNEWIRE_HOME"])
+    metadata: list = []
 
     async def handler(request: bytes, context) -> bytes:
-        return await forward(request)
+        if not metadata:
+            metadata.append((INTERNAL_TOKEN_HEADER, read_credential(home)))
+        return await forward(request, metadata=metadata)
 
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(
@@ -140,16 +146,22 @@ def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-async def measure(args, addresses: dict[str, str], metadata, pids: dict[str, int]) -> dict:
+async def measure(args, addresses: dict[str, str], home: Path, key: str, pids) -> dict:
     for address in addresses.values():
         await wait_serving(address)
+    auth = (("authorization", f"Bearer {key}"),)
+    # The direct path calls the trainer as its operator does, with the credential.
+    metadata = {path: auth for path in PATHS}
+    metadata["direct"] = (*auth, (INTERNAL_TOKEN_HEADER, read_credential(home)))
     results = {}
     for concurrency in CONCURRENCY:
         rounds: dict[str, list] = {path: [] for path in PATHS}
         for _ in range(args.rounds):
             for path in PATHS:
                 rounds[path].append(
-                    await run_round(addresses[path], metadata, concurrency, args.seconds, pids)
+                    await run_round(
+                        addresses[path], metadata[path], concurrency, args.seconds, pids
+                    )
                 )
         results[concurrency] = {}
         for path, runs in rounds.items():
@@ -270,9 +282,7 @@ def main() -> None:
             try:
                 addresses = {path: f"127.0.0.1:{port}" for path, port in ports.items()}
                 pids = {name: p.pid for name, p in processes.items()}
-                results = asyncio.run(
-                    measure(args, addresses, (("authorization", f"Bearer {key}"),), pids)
-                )
+                results = asyncio.run(measure(args, addresses, home, key, pids))
             finally:
                 for process in processes.values():
                     process.terminate()

@@ -190,9 +190,18 @@ class Daemon:
                         f"the trainer at {self.address} did not start within {timeout} s"
                     )
                 await asyncio.sleep(0.2)
+        async with self.channel() as channel:
             await svc_grpc.TrainingServiceStub(channel).GetServerInfo(
                 svc.GetServerInfoRequest(), timeout=timeout
             )
+
+    def channel(self):
+        """An async channel that presents the trainer's credential (its home's
+        internal-token file, made at start) on every call."""
+        from tunewire.client.trainer_channel import trainer_channel
+        from tunewire.identity import read_credential
+
+        return trainer_channel(self.address, read_credential(self.home))
 
     def cpu_seconds(self) -> float:
         return process_cpu_seconds(self.proc.pid)

@@ -150,7 +150,6 @@ def peer_round(model: Path, data: Path, setting: Setting, scratch: Path) -> dict
 async def daemon_round(
     daemon: processes.Daemon, raw_data: Path, model: Path, setting: Setting
 ) -> dict:
-    import grpc
 
     from tunewire.v1 import training_job_pb2 as job_pb
     from tunewire.v1 import training_service_pb2 as svc
@@ -166,7 +165,7 @@ async def daemon_round(
         report_every=setting.report_every,
         rank=setting.rank,
     )
-    async with grpc.aio.insecure_channel(daemon.address) as channel:
+    async with daemon.channel() as channel:
         stub = svc_grpc.TrainingServiceStub(channel)
         job = (await stub.CreateTrainingJob(svc.CreateTrainingJobRequest(spec=spec))).job
         metrics, cpu, final = [], [], None

@@ -37,13 +37,11 @@ WINDOW_STEPS = (
 TARGET_SLOWDOWN = 0.02
 
 
-async def subscribe(address: str, job_id: str, delays: list, ready: list) -> None:
-    import grpc
-
+async def subscribe(daemon: processes.Daemon, job_id: str, delays: list, ready: list) -> None:
     from tunewire.v1 import training_service_pb2 as svc
     from tunewire.v1 import training_service_pb2_grpc as svc_grpc
 
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with daemon.channel() as channel:
         stub = svc_grpc.TrainingServiceStub(channel)
         stream = stub.WatchTrainingJob(svc.WatchTrainingJobRequest(job_id=job_id))
         async for message in stream:
@@ -56,14 +54,12 @@ async def subscribe(address: str, job_id: str, delays: list, ready: list) -> Non
 
 
 async def run_job(daemon: processes.Daemon, spec, subscribers: int) -> dict:
-    import grpc
-
     from tunewire.v1 import training_job_pb2 as job_pb
     from tunewire.v1 import training_service_pb2 as svc
     from tunewire.v1 import training_service_pb2_grpc as svc_grpc
 
     terminal = {job_pb.JOB_STATE_SUCCEEDED, job_pb.JOB_STATE_FAILED, job_pb.JOB_STATE_CANCELLED}
-    async with grpc.aio.insecure_channel(daemon.address) as channel:
+    async with daemon.channel() as channel:
         stub = svc_grpc.TrainingServiceStub(channel)
         job = (await stub.CreateTrainingJob(svc.CreateTrainingJobRequest(spec=spec))).job
         client_cpu, daemon_cpu, began = time.process_time(), daemon.cpu_seconds(), time.time()
@@ -71,10 +67,7 @@ async def run_job(daemon: processes.Daemon, spec, subscribers: int) -> dict:
         if subscribers:
             connected: list[list] = [[] for _ in range(subscribers)]
             await asyncio.gather(
-                *(
-                    subscribe(daemon.address, job.id, delays, connected[i])
-                    for i in range(subscribers)
-                )
+                *(subscribe(daemon, job.id, delays, connected[i]) for i in range(subscribers))
             )
             connect_seconds = max(c[0] for c in connected) - began
         else:

@@ -12,9 +12,8 @@ import contextvars
 
 import grpc
 from aiohttp import web
-from grpc_status import rpc_status
 
-from tunewire.errors import Reason, ServiceError
+from tunewire.errors import Reason, ServiceError, refusing_handler
 from tunewire.gateway.keys import KeyRing
 from tunewire.gateway.limits import RateLimiter
 from tunewire.gateway.methods import Method
@@ -97,23 +96,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _refusal(method: Method, exc: ServiceError) -> grpc.RpcMethodHandler:
-    """A handler of the method's shape that only answers `exc`."""
-    status = rpc_status.to_status(exc.to_status())
-
-    async def refuse(_request, context):
-        await context.abort_with_status(status)
-
-    async def refuse_stream(_request, context):
-        await context.abort_with_status(status)
-        yield  # pragma: no cover - makes this an async generator
-
-    if method.server_streaming:
-        if method.client_streaming:
-            return grpc.stream_stream_rpc_method_handler(refuse_stream)
-        return grpc.unary_stream_rpc_method_handler(refuse_stream)
-    if method.client_streaming:
-        return grpc.stream_unary_rpc_method_handler(refuse)
-    return grpc.unary_unary_rpc_method_handler(refuse)
+    return refusing_handler(method.client_streaming, method.server_streaming, exc.to_status())
 
 
 # ---- HTTP ----------------------------------------------------------------------------

@@ -14,11 +14,15 @@ from pathlib import Path
 
 from tunewire import addresses
 from tunewire.gateway.cors import is_origin
-from tunewire.identity import API_KEY_ENV_VARIABLES, INTERNAL_TOKEN_ENV
+from tunewire.identity import API_KEY_ENV_VARIABLES, INTERNAL_TOKEN_ENV, credential_path
+
+
+def default_home(environ=os.environ) -> Path:
+    return Path(environ.get("TUNEWIRE_HOME", "./.tunewire")).resolve()
 
 
 def default_keys_file(environ=os.environ) -> Path:
-    return Path(environ.get("TUNEWIRE_HOME", "./.tunewire")).resolve() / "keys.yaml"
+    return default_home(environ) / "keys.yaml"
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,14 @@ class GatewayConfig:
     internal_token: str = field(
         default="",
         repr=False,
-        metadata={"help": "Credential presented to a trainer that listens beyond loopback."},
+        metadata={"help": "The trainer's internal credential ($TUNEWIRE_INTERNAL_TOKEN)."},
+    )
+    credential_file: Path | None = field(
+        default=None,
+        metadata={
+            "help": "Where to read the credential when internal_token is '' (the trainer's "
+            "$TUNEWIRE_HOME/internal-token; re-read until it appears)."
+        },
     )
     rate_per_second: float = field(
         default=50.0,
@@ -165,6 +176,7 @@ def parse_args(argv: list[str] | None = None, environ=os.environ) -> GatewayConf
                 k for k in (environ.get(v, "").strip() for v in API_KEY_ENV_VARIABLES) if k
             ),
             internal_token=environ.get(INTERNAL_TOKEN_ENV, ""),
+            credential_file=credential_path(default_home(environ)),
             rate_per_second=args.rate,
             rate_burst=args.burst,
             max_streams_per_key=args.max_streams,

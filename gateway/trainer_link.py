@@ -1,15 +1,19 @@
 """The gateway's one channel to the trainer, and what its errors mean to a client.
 
 Calls carry bytes in and out (no decode/encode on the gRPC path) and the
-caller's identity as metadata built here and nowhere else: the client's own
-metadata is never passed on, so nobody can claim another identity.
+caller's identity as metadata built here and nowhere else, with the trainer's
+internal credential: the client's own metadata is never passed on, so nobody
+can claim another identity.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 from google.rpc import status_pb2
@@ -17,7 +21,7 @@ from google.rpc import status_pb2
 from tunewire.errors import Reason, ServiceError, build_status
 from tunewire.gateway.config import GatewayConfig
 from tunewire.gateway.methods import Method
-from tunewire.identity import Principal, identity_metadata
+from tunewire.identity import Principal, identity_metadata, read_credential_file
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 # The trainer's own limit; responses such as a long job list can be big.
@@ -31,11 +35,47 @@ _BARE_CODE_REASONS = {
 }
 
 
+log = logging.getLogger(__name__)
+
+
+class CredentialSource:
+    """The trainer's internal credential: the one configured, else the trainer's
+    file, read again (at most once a second) while it is missing or changes, so a
+    gateway may start before its trainer has made it."""
+
+    CHECK_SECONDS = 1.0
+
+    def __init__(self, token: str, path: Path | None, clock=time.monotonic):
+        self._token = token
+        self._path = path
+        self._clock = clock
+        self._next_check = 0.0
+        if not token and path is not None:
+            self._token_from_file = read_credential_file(path)
+            if not self._token_from_file:
+                log.warning(
+                    "no internal credential yet (%s is missing): the trainer refuses calls "
+                    "until it has made it, or set TUNEWIRE_INTERNAL_TOKEN",
+                    path,
+                )
+        else:
+            self._token_from_file = ""
+
+    def current(self) -> str:
+        if self._token or self._path is None:
+            return self._token
+        now = self._clock()
+        if now >= self._next_check:
+            self._next_check = now + self.CHECK_SECONDS
+            self._token_from_file = read_credential_file(self._path)
+        return self._token_from_file
+
+
 class TrainerLink:
     def __init__(self, config: GatewayConfig):
         self.address = config.trainer
         self._retry_seconds = config.unavailable_retry_seconds
-        self._token = config.internal_token
+        self._credential = CredentialSource(config.internal_token, config.credential_file)
         self.channel = grpc.aio.insecure_channel(
             config.trainer,
             options=[
@@ -49,14 +89,15 @@ class TrainerLink:
             ],
         )
         self._callables: dict[str, object] = {}
-        self._metadata: dict[Principal, tuple[tuple[str, str], ...]] = {}
+        self._metadata: dict[tuple[Principal, str], tuple[tuple[str, str], ...]] = {}
         self._open_streams: set = set()
         self.stopping = False
 
     def metadata(self, principal: Principal) -> tuple[tuple[str, str], ...]:
-        md = self._metadata.get(principal)
+        credential = self._credential.current()
+        md = self._metadata.get((principal, credential))
         if md is None:
-            md = self._metadata[principal] = identity_metadata(principal, self._token)
+            md = self._metadata[principal, credential] = identity_metadata(principal, credential)
         return md
 
     def _callable(self, method: Method):

@@ -28,7 +28,11 @@ class TrainerConfig:
     )
     internal_token: str = field(
         default="",
-        metadata={"help": "Shared secret the gateway presents; required for non-loopback binds."},
+        repr=False,
+        metadata={
+            "help": "Credential every call must present (the gateway does); '': the home's "
+            "internal-token file, made at the first start. Required for non-loopback binds."
+        },
     )
     max_running_jobs: int = field(default=1, metadata={"help": "Jobs training at once."})
     cancel_grace_seconds: float = field(

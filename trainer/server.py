@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tunewire import addresses, reflection
+from tunewire.identity import ensure_credential
 from tunewire.trainer import capabilities
 from tunewire.trainer.api.datasets import DatasetService
 from tunewire.trainer.api.training import TrainingService
 from tunewire.trainer.api.training import register as register_training_service
 from tunewire.trainer.config import TrainerConfig
+from tunewire.trainer.identity import CredentialInterceptor
 from tunewire.trainer.jobs.data import JobDataPreparer
 from tunewire.trainer.jobs.event_bus import EventBus
 from tunewire.trainer.jobs.manager import JobManager
@@ -54,6 +57,11 @@ class TrainerServer:
     capabilities: asyncio.Future
     _conn: object
 
+    @property
+    def credential(self) -> str:
+        """What every caller must present as x-tunewire-internal-token."""
+        return self.config.internal_token
+
     async def stop(self, grace: float | None = None) -> None:
         """SIGTERM path: refuse new work, let running jobs checkpoint, then exit."""
         grace = self.config.shutdown_grace_seconds if grace is None else grace
@@ -80,6 +88,11 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
             f"refusing to listen on {address}: other hosts could reach the trainer. "
             "Set TUNEWIRE_INTERNAL_TOKEN (the gateway presents it) or listen on loopback / a unix socket"
         )
+    if not config.internal_token:
+        try:
+            config = replace(config, internal_token=ensure_credential(config.home))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot make the internal credential: {exc}") from None
     for directory in (config.home, config.jobs_dir, config.datasets_dir):
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -92,12 +105,13 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
     caps = asyncio.ensure_future(capabilities.probe(config.python))
 
     server = grpc.aio.server(
+        interceptors=[CredentialInterceptor(config.internal_token)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             # A second daemon on the same port must fail, not share it silently.
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     register_training_service(TrainingService(config, jobs, caps), server)
     dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(
@@ -118,6 +132,9 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
             f"cannot listen on {address}: the address is in use or not available here"
         )
     await server.start()
+    if address.is_unix:
+        # Only this user may even connect (the credential is still required).
+        Path(address.path).chmod(0o600)
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 

@@ -33,6 +33,7 @@ __all__ = [
     "handles_errors",
     "invalid_argument",
     "not_found",
+    "refusing_handler",
     "status_from_exception",
 ]
 
@@ -159,6 +160,29 @@ async def grpc_abort(context: grpc.aio.ServicerContext, exc: BaseException) -> N
     if not isinstance(exc, ServiceError):
         log.exception("unexpected error in RPC", exc_info=exc)
     await context.abort_with_status(rpc_status.to_status(status_from_exception(exc)))
+
+
+def refusing_handler(
+    request_streaming: bool, response_streaming: bool, status: status_pb2.Status
+) -> grpc.RpcMethodHandler:
+    """A method handler of the given shape that only answers `status`: what a server
+    interceptor returns to refuse a call before its real handler runs."""
+    grpc_status = rpc_status.to_status(status)
+
+    async def refuse(_request, context):
+        await context.abort_with_status(grpc_status)
+
+    async def refuse_stream(_request, context):
+        await context.abort_with_status(grpc_status)
+        yield  # pragma: no cover - makes this an async generator
+
+    if response_streaming:
+        if request_streaming:
+            return grpc.stream_stream_rpc_method_handler(refuse_stream)
+        return grpc.unary_stream_rpc_method_handler(refuse_stream)
+    if request_streaming:
+        return grpc.stream_unary_rpc_method_handler(refuse)
+    return grpc.unary_unary_rpc_method_handler(refuse)
 
 
 def handles_errors(method):

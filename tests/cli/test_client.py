@@ -1,6 +1,6 @@
 """`tunewire.client.Client` against the real services: through the gateway with a
-key and straight to the trainer without one, errors decoded from
-google.rpc.Status, uploads streamed in chunks, watch with replay."""
+key and straight to the trainer with its internal credential, errors decoded
+from google.rpc.Status, uploads streamed in chunks, watch with replay."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import grpc
 import pytest
 
 from tunewire.client import Client, TunewireError, Violation
+from tunewire.identity import read_credential
 from tunewire.v1 import training_job_pb2 as job_pb
 
 from .services import API_KEY, free_port
@@ -76,8 +77,19 @@ def test_not_found_and_unauthenticated_carry_their_details(services):
     assert down.value.unreachable and down.value.connection_problem == "connection refused"
 
 
-def test_the_trainer_directly_needs_no_key_and_agrees_with_the_gateway(services, tiny_model_dir):
-    with Client(f"127.0.0.1:{services.trainer_port}", api_key="") as direct:
+def test_the_trainer_directly_needs_its_credential_and_agrees_with_the_gateway(
+    services, tiny_model_dir
+):
+    trainer = f"127.0.0.1:{services.trainer_port}"
+    # No anonymous local admin: without the credential the trainer refuses, even
+    # when the caller claims to be someone.
+    with Client(trainer, api_key="", credential="") as anonymous:
+        with pytest.raises(TunewireError) as refused:
+            anonymous.list_jobs()
+    assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
+    assert refused.value.reason == "INTERNAL_TOKEN_REQUIRED"
+
+    with Client(trainer, api_key="", credential=read_credential(services.home)) as direct:
         assert direct.server_info().service == "tunewire-trainer"
         job = direct.create_job(
             job_pb.TrainingJobSpec(

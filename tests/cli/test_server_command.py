@@ -89,7 +89,10 @@ def test_server_runs_both_with_a_development_key_and_stops_on_ctrl_c(tmp_path, p
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
         assert f"gateway gRPC  127.0.0.1:{ports['grpc']}" in banner
         assert f"gateway HTTP  http://127.0.0.1:{ports['http']}" in banner
-        assert f"trainer       127.0.0.1:{ports['trainer']}   (this host only)" in banner
+        assert (
+            f"trainer       127.0.0.1:{ports['trainer']}   (this host only, internal credential required)"
+            in banner
+        )
         assert key.startswith("tw_dev_") and key in banner
         assert "export TUNEWIRE_API_KEY=$(cat .tunewire/dev-key)" in banner
 
@@ -112,6 +115,36 @@ def test_server_runs_both_with_a_development_key_and_stops_on_ctrl_c(tmp_path, p
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(url, timeout=10)
         assert refused.value.code == 401
+
+        # The trainer port takes only its internal credential, the owner-only file the
+        # trainer made in the home: the CLI of the same user and home gets in by
+        # itself, a home without it (another user, another checkout) does not.
+        credential = tmp_path / ".tunewire" / "internal-token"
+        assert stat.S_IMODE(credential.stat().st_mode) == 0o600
+        trainer = f"127.0.0.1:{ports['trainer']}"
+        direct = subprocess.run(
+            [*CLI, "jobs", "--address", trainer],
+            check=False,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert direct.returncode == 0 and "no jobs yet" in direct.stdout, direct.stderr
+        stranger = subprocess.run(
+            [*CLI, "jobs", "--address", trainer],
+            check=False,
+            cwd=tmp_path,
+            env={**env, "TUNEWIRE_HOME": str(tmp_path / "elsewhere")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        [line] = stranger.stderr.strip().splitlines()
+        assert (
+            stranger.returncode == 1 and "accepts calls only with its internal credential" in line
+        )
 
         # A second server on the same ports is refused with one clear line.
         second = subprocess.run(

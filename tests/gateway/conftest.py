@@ -128,6 +128,8 @@ async def start_stack(
         internal_token=trainer_token,
     )
     trainer = await start_trainer(trainer_config)
+    # As `tunewire server` does: the gateway is handed the trainer's credential.
+    gateway_options.setdefault("internal_token", trainer.credential)
     config = GatewayConfig(
         trainer=trainer.address,
         grpc_listen="127.0.0.1:0",

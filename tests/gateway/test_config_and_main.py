@@ -11,11 +11,16 @@ import grpc
 import pytest
 
 from tunewire.addresses import DEFAULT_GATEWAY_GRPC, DEFAULT_GATEWAY_HTTP, DEFAULT_TRAINER
-from tunewire.gateway.config import parse_args
+from tunewire.gateway.config import GatewayConfig, parse_args
+from tunewire.gateway.keys import add_key
+from tunewire.gateway.server import start_gateway
+from tunewire.identity import credential_path
+from tunewire.trainer.config import TrainerConfig
+from tunewire.trainer.server import start_trainer
 from tunewire.v1 import training_service_pb2 as svc
 from tunewire.v1 import training_service_pb2_grpc
 
-from .conftest import start_stack
+from .conftest import start_stack, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -30,6 +35,7 @@ def test_defaults_are_loopback_and_keys_live_in_tunewire_home(tmp_path):
     assert DEFAULT_GATEWAY_GRPC == "127.0.0.1:50051" and DEFAULT_GATEWAY_HTTP == "127.0.0.1:8200"
     assert config.api_keys == () and config.internal_token == ""
     assert config.keys_file == tmp_path.resolve() / "keys.yaml"
+    assert config.credential_file == tmp_path.resolve() / "internal-token"
 
 
 def test_flags_and_environment(tmp_path, monkeypatch):
@@ -56,14 +62,14 @@ def test_flags_and_environment(tmp_path, monkeypatch):
         environ={
             "MLX_TRAINING_API_KEY": "old-client-key",
             "TUNEWIRE_API_KEY": "new-key",
-            "TUNEWIRE_INTERNAL_TOKEN": "tok",
+            "TUNEWIRE_INTERNAL_TOKEN": "s3cret-tok",
         },
     )
     assert config.trainer == "unix:/tmp/t.sock" and config.keys_file == tmp_path / "k.yaml"
     assert (config.rate_per_second, config.rate_burst, config.max_streams_per_key) == (5, 7, 3)
     assert config.max_upload_bytes == 10 << 20
-    assert set(config.api_keys) == {"old-client-key", "new-key"} and config.internal_token == "tok"
-    assert "new-key" not in repr(config) and "tok" not in repr(config)
+    assert set(config.api_keys) == {"old-client-key", "new-key"} and config.internal_token == "s3cret-tok"
+    assert "new-key" not in repr(config) and "s3cret-tok" not in repr(config)
 
 
 def test_bad_flags_name_the_value():
@@ -123,6 +129,50 @@ async def test_the_single_user_key_is_an_admin(tmp_path, tiny_model_dir):
         assert [j.id for j in listed.jobs] == [job.id]
     finally:
         await stack.close()
+
+
+async def test_a_gateway_started_before_its_trainer_reads_the_credential_once_made(
+    tmp_path, tiny_model_dir
+):
+    """A standalone gateway on the trainer's home: the credential file does not exist
+    yet when it starts; it is read as soon as the trainer has made it."""
+    home = tmp_path / "home"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        trainer_address = f"127.0.0.1:{s.getsockname()[1]}"
+    keys_file = tmp_path / "keys.yaml"
+    key = add_key(keys_file, "alice", "member")
+    gateway = await start_gateway(
+        GatewayConfig(
+            trainer=trainer_address,
+            grpc_listen="127.0.0.1:0",
+            http_listen="127.0.0.1:0",
+            keys_file=keys_file,
+            credential_file=credential_path(home),
+        )
+    )
+    trainer = await start_trainer(TrainerConfig(home=home, listen=trainer_address))
+    try:
+        await wait_for(lambda: gateway.trainer_health.serving, "the gateway to see the trainer")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+            stub = training_service_pb2_grpc.TrainingServiceStub(channel)
+            listed = await wait_for(
+                lambda: _listed(stub, key), "the gateway to present the new credential"
+            )
+        assert listed.total_size == 0
+    finally:
+        await gateway.stop(grace=0.5)
+        await trainer.stop(grace=2)
+
+
+async def _listed(stub, key: str):
+    try:
+        return await stub.ListTrainingJobs(
+            svc.ListTrainingJobsRequest(), metadata=(("x-api-key", key),)
+        )
+    except grpc.aio.AioRpcError as err:
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED, err
+        return None
 
 
 async def test_the_internal_token_lets_the_gateway_and_nobody_else_in(tmp_path, tiny_model_dir):

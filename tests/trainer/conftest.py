@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import grpc
 import pytest
 
+from tunewire.client.trainer_channel import trainer_channel
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.server import start_trainer
 from tunewire.v1 import dataset_service_pb2_grpc, training_service_pb2_grpc
@@ -85,7 +85,7 @@ async def trainer(tmp_path, data_dir):
 
 @pytest.fixture
 async def channel(trainer):
-    async with grpc.aio.insecure_channel(trainer.address) as ch:
+    async with trainer_channel(trainer.address, trainer.credential) as ch:
         yield ch
 
 

@@ -16,6 +16,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tunewire.client.trainer_channel import trainer_channel
+from tunewire.identity import read_credential
 from tunewire.v1 import training_service_pb2 as svc_pb
 from tunewire.v1 import training_service_pb2_grpc as svc_grpc
 
@@ -118,7 +120,7 @@ async def test_kill_9_mid_job_then_restart_resumes_with_identical_losses(
         tiny_model_dir, data_dir / "alpaca.json", max_steps=60, checkpoint_every=4, batch_size=4
     )
     spec.distributed.world_size = ranks
-    async with grpc.aio.insecure_channel(daemon.address) as ch:
+    async with trainer_channel(daemon.address, read_credential(daemon.home)) as ch:
         jobs = svc_grpc.TrainingServiceStub(ch)
         job = (await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))).job
         before = []
@@ -138,7 +140,7 @@ async def test_kill_9_mid_job_then_restart_resumes_with_identical_losses(
     assert on_disk and on_disk[-1] < 60
 
     await daemon.start()
-    async with grpc.aio.insecure_channel(daemon.address) as ch:
+    async with trainer_channel(daemon.address, read_credential(daemon.home)) as ch:
         jobs = svc_grpc.TrainingServiceStub(ch)
         after = await watch_all(jobs, job.id, after=before[-1].sequence)
         reference_job = (
@@ -163,7 +165,7 @@ async def test_sigterm_checkpoints_and_the_job_resumes_at_the_next_start(
     daemon, tiny_model_dir, data_dir
 ):
     spec = tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=10, checkpoint_every=100)
-    async with grpc.aio.insecure_channel(daemon.address) as ch:
+    async with trainer_channel(daemon.address, read_credential(daemon.home)) as ch:
         jobs = svc_grpc.TrainingServiceStub(ch)
         job = (await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))).job
         before = []
@@ -178,7 +180,7 @@ async def test_sigterm_checkpoints_and_the_job_resumes_at_the_next_start(
     assert 3 <= stopped_at < 10
 
     await daemon.start()
-    async with grpc.aio.insecure_channel(daemon.address) as ch:
+    async with trainer_channel(daemon.address, read_credential(daemon.home)) as ch:
         jobs = svc_grpc.TrainingServiceStub(ch)
         events = await watch_all(jobs, job.id)
     assert states(events)[-1] == "JOB_STATE_SUCCEEDED"

@@ -1,12 +1,15 @@
 """The daemon as users start it: no mlx in its process, unix sockets, health and reflection."""
 
+import stat
 import subprocess
 import sys
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from tunewire.client.trainer_channel import trainer_channel
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.server import ConfigError, start_trainer
 from tunewire.v1 import training_service_pb2 as svc_pb
@@ -44,6 +47,13 @@ async def test_unix_socket_with_health_reflection_and_server_info(tmp_path):
                 "tunewire.v1.DatasetService",
                 "grpc.health.v1.Health",
             } <= names
+            # Health and reflection are open; everything else needs the credential,
+            # on a unix socket too, and only this user may connect to the socket at all.
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await svc_grpc.TrainingServiceStub(ch).GetServerInfo(svc_pb.GetServerInfoRequest())
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert stat.S_IMODE((tmp_path / "home" / "trainer.sock").stat().st_mode) == 0o600
+        async with trainer_channel(trainer.address, trainer.credential) as ch:
             info = await svc_grpc.TrainingServiceStub(ch).GetServerInfo(
                 svc_pb.GetServerInfoRequest()
             )

@@ -7,6 +7,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tunewire.client.trainer_channel import trainer_channel
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.server import start_trainer
 from tunewire.v1 import dataset_pb2
@@ -153,7 +154,7 @@ async def test_size_limits(tmp_path):
     )
     trainer = await start_trainer(config)
     try:
-        async with grpc.aio.insecure_channel(trainer.address) as ch:
+        async with trainer_channel(trainer.address, trainer.credential) as ch:
             stub = ds_grpc.DatasetServiceStub(ch)
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.UploadDataset(_chunks(b"x" * 5000, 300))

@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 import grpc
 
-from tunewire.client import Client, SpecError, TunewireError, default_address
+from tunewire.client import DEFAULT_ADDRESS, Client, SpecError, TunewireError, default_address
+from tunewire.reasons import Reason
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -124,6 +125,13 @@ def describe(error: TunewireError) -> str:
         return (
             f"cannot reach the tunewire server at {where} ({error.connection_problem}); "
             "start it with `tunewire server`, or point --address / TUNEWIRE_ADDRESS at it"
+        )
+    if code == grpc.StatusCode.UNAUTHENTICATED and error.reason == Reason.INTERNAL_TOKEN_REQUIRED:
+        return (
+            f"{where} is a trainer, which accepts calls only with its internal credential; "
+            "use the gateway (--address, default "
+            f"{DEFAULT_ADDRESS}), or set TUNEWIRE_HOME to the trainer's state directory "
+            "as the user who owns it (its internal-token file is read from there)"
         )
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return (

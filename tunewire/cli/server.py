@@ -208,13 +208,14 @@ async def serve(options: ServerOptions) -> None:
     from tunewire.trainer.server import start_trainer
 
     env_keys, dev_key = choose_keys(options)
-    internal_token = os.environ.get(INTERNAL_TOKEN_ENV, "")
+    # With no token set, the trainer makes its own (the home's internal-token file)
+    # and the gateway in this process is handed it.
     trainer = await start_trainer(
         TrainerConfig(
             home=options.home,
             listen=options.trainer_listen,
             data_roots=options.data_roots,
-            internal_token=internal_token,
+            internal_token=os.environ.get(INTERNAL_TOKEN_ENV, ""),
             max_running_jobs=options.max_running_jobs,
             wandb_api_key=os.environ.get("WANDB_API_KEY", ""),
         )
@@ -227,7 +228,7 @@ async def serve(options: ServerOptions) -> None:
                 http_listen=options.http_listen,
                 keys_file=options.keys_file,
                 api_keys=env_keys + ((dev_key,) if dev_key else ()),
-                internal_token=internal_token,
+                internal_token=trainer.credential,
                 cors_origins=options.cors_origins,
             )
         )
@@ -264,7 +265,8 @@ def banner(
         f"tunewire server is up (state in {options.home})",
         f"  gateway gRPC  {grpc}   (clients, buf curl, grpcurl)",
         f"  gateway HTTP  http://{http}   (curl, browsers)",
-        f"  trainer       {trainer}   ({'this host only' if is_local_only(trainer) else 'internal token required'})",
+        f"  trainer       {trainer}   ({'this host only, ' if is_local_only(trainer) else ''}"
+        "internal credential required)",
     ]
     if dev_key:
         lines += [

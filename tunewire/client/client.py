@@ -9,8 +9,9 @@
         for event in tw.watch(job.id):             # reconnects by itself
             print(event)
 
-Works against the gateway (with a key) and against the trainer directly (no
-key needed on its loopback port). Every failure is a `TunewireError`.
+Works against the gateway (with a key) and against the trainer directly (with
+the trainer's internal credential, found by itself on the trainer's host).
+Every failure is a `TunewireError`.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tunewire import addresses
-from tunewire.client.dev_key import resolve_api_key
+from tunewire.client.dev_key import resolve_api_key, resolve_credential
 from tunewire.client.download import ArtifactDownloader, Downloaded
 from tunewire.client.errors import TunewireError, Violation, from_rpc_error
 from tunewire.client.spec import SpecError, spec_from_dict
 from tunewire.client.watch import watch_events
-from tunewire.identity import AUTHORIZATION_HEADER
+from tunewire.identity import AUTHORIZATION_HEADER, INTERNAL_TOKEN_HEADER
 from tunewire.v1 import dataset_pb2 as ds_pb
 from tunewire.v1 import dataset_service_pb2 as ds_svc
 from tunewire.v1 import dataset_service_pb2_grpc as ds_grpc
@@ -67,6 +68,9 @@ class Client:
     api_key: default $TUNEWIRE_API_KEY (or $MLX_TRAINING_API_KEY), else the
         development key of a `tunewire server` on this machine; "" sends none.
     timeout: seconds for each unary call (generation and uploads get longer).
+    credential: the trainer's internal credential, for calls to the trainer
+        itself; default $TUNEWIRE_INTERNAL_TOKEN, else $TUNEWIRE_HOME/internal-token
+        for an address on this host; "" sends none.
     """
 
     def __init__(
@@ -75,11 +79,15 @@ class Client:
         api_key: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
+        credential: str | None = None,
     ):
         self.address = address or default_address()
         self.timeout = timeout
         key = resolve_api_key(api_key, self.address)
+        token = resolve_credential(credential, self.address)
         self._metadata = ((AUTHORIZATION_HEADER, f"Bearer {key}"),) if key else ()
+        if token:
+            self._metadata += ((INTERNAL_TOKEN_HEADER, token),)
         self._channel = grpc.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
         self._training = svc_grpc.TrainingServiceStub(self._channel)
         self._datasets = ds_grpc.DatasetServiceStub(self._channel)

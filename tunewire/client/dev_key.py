@@ -1,9 +1,14 @@
-"""The development key of a local `tunewire server`, and which key a client sends.
+"""The development key of a local `tunewire server`, and which credentials a client sends.
 
 `tunewire server`, started on loopback with no keys configured, makes one
 random admin key and keeps it in `$TUNEWIRE_HOME/dev-key` (mode 0600), so a
 new user's first commands work without any set-up. Clients on the same
 machine find it there; a key in the environment always wins.
+
+A client pointed at the trainer itself (not the gateway) must present the
+trainer's internal credential, as the gateway does: it comes from
+$TUNEWIRE_INTERNAL_TOKEN, else from `$TUNEWIRE_HOME/internal-token`, which only
+its owner can read and which is sent only to addresses on this host.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tunewire.addresses import is_local_only
-from tunewire.identity import API_KEY_ENV_VARIABLES
+from tunewire.identity import API_KEY_ENV_VARIABLES, INTERNAL_TOKEN_ENV, read_credential
 
 DEV_KEY_FILE = "dev-key"
 
@@ -67,4 +72,19 @@ def resolve_api_key(
             return environ[name].strip()
     if is_local_only(address):
         return read_dev_key(tunewire_home(environ))
+    return ""
+
+
+def resolve_credential(
+    explicit: str | None, address: str, environ: Mapping[str, str] = os.environ
+) -> str:
+    """The trainer credential to present: the explicit one ('' for none), else
+    $TUNEWIRE_INTERNAL_TOKEN, else the local home's (only for an address on this
+    host). A gateway ignores it: it never passes a client's metadata on."""
+    if explicit is not None:
+        return explicit
+    if environ.get(INTERNAL_TOKEN_ENV, "").strip():
+        return environ[INTERNAL_TOKEN_ENV].strip()
+    if is_local_only(address):
+        return read_credential(tunewire_home(environ))
     return ""
