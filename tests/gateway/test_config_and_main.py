@@ -68,7 +68,10 @@ def test_flags_and_environment(tmp_path, monkeypatch):
     assert config.trainer == "unix:/tmp/t.sock" and config.keys_file == tmp_path / "k.yaml"
     assert (config.rate_per_second, config.rate_burst, config.max_streams_per_key) == (5, 7, 3)
     assert config.max_upload_bytes == 10 << 20
-    assert set(config.api_keys) == {"old-client-key", "new-key"} and config.internal_token == "s3cret-tok"
+    assert (
+        set(config.api_keys) == {"old-client-key", "new-key"}
+        and config.internal_token == "s3cret-tok"
+    )
     assert "new-key" not in repr(config) and "s3cret-tok" not in repr(config)
 
 

@@ -78,6 +78,7 @@ def openai_stack(tmp_path_factory, tiny_model_dir):
         gateway = await start_gateway(
             GatewayConfig(
                 trainer=trainer.address,
+                internal_token=trainer.credential,
                 grpc_listen="127.0.0.1:0",
                 http_listen="127.0.0.1:0",
                 keys_file=keys_file,

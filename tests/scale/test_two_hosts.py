@@ -18,6 +18,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tunewire.client.trainer_channel import trainer_channel
+from tunewire.identity import read_credential
 from tunewire.v1 import training_service_pb2 as svc_pb
 from tunewire.v1 import training_service_pb2_grpc
 
@@ -102,6 +104,7 @@ async def test_two_ranks_on_two_hosts_give_the_one_rank_losses(
     before = two_hosts.link_bytes()
     async with grpc.aio.insecure_channel(address) as channel:
         await _serving(channel)
+    async with trainer_channel(address, read_credential(home)) as channel:
         jobs = training_service_pb2_grpc.TrainingServiceStub(channel)
         one = tiny_spec(tiny_model_dir, data, max_steps=6, batch_size=4, seed=3)
         two = tiny_spec(tiny_model_dir, data, max_steps=6, batch_size=4, seed=3)

@@ -9,9 +9,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import grpc
 import pytest
 
+from tunewire.client.trainer_channel import trainer_channel
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.server import start_trainer
 from tunewire.v1 import training_job_pb2 as job_pb
@@ -70,7 +70,7 @@ async def run_job(tmp_path, data_dir, tiny_model_dir, mode: str):
     )
     server = await start_trainer(config)
     try:
-        async with grpc.aio.insecure_channel(server.address) as channel:
+        async with trainer_channel(server.address, server.credential) as channel:
             jobs = training_service_pb2_grpc.TrainingServiceStub(channel)
             spec = tiny_spec(tiny_model_dir, data_dir / "alpaca.json")
             job = (await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))).job
