@@ -171,45 +171,32 @@ def worker_config(
     report_every: int,
     rank: int = 8,
     world_size: int = 1,
-    **extra,
-) -> dict:
-    """A worker config as the daemon writes it (every field the daemon sets)."""
+    **spec_overrides,
+):
+    """The worker config the daemon would hand a job of `job_spec(...)` (plus
+    `spec_overrides`, keys of the spec nested as in the proto) whose normalized data is
+    `train_path`, built and written by the daemon's own functions."""
+    from tunewire.client.spec import spec_from_dict
+    from tunewire.trainer.jobs import handoff
+
+    spec = job_spec(
+        model,
+        train_path,
+        method,
+        steps=steps,
+        batch_size=batch_size,
+        seq_length=seq_length,
+        report_every=report_every,
+        rank=rank,
+        world_size=world_size,
+    )
+    if spec_overrides:
+        spec.MergeFrom(spec_from_dict(spec_overrides))
     job_dir.mkdir(parents=True, exist_ok=True)
-    config = {
-        "job_id": job_dir.name,
-        "job_dir": str(job_dir),
-        "model": str(model),
-        "method": method,
-        "train_path": str(train_path),
-        "validation_path": None,
-        "lora": {
-            "rank": rank,
-            "alpha": 2.0 * rank,
-            "dropout": 0.0,
-            "target_modules": [],
-            "num_layers": -1,
-        },
-        "quantization": {"bits": 4, "group_size": 64},
-        "hyperparameters": {
-            "max_steps": steps,
-            "batch_size": batch_size,
-            "learning_rate": 1e-4,
-            "optimizer": "adamw",
-            "weight_decay": 0.01,
-            "max_seq_length": seq_length,
-            "seed": 0,
-        },
-        "loss_masking": "all",
-        "checkpointing": {"interval_steps": 10**9, "keep_last": 1},
-        "report_interval_steps": report_every,
-        "distributed": {"world_size": world_size, "backend": "ring", "hosts": []},
-    }
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
-            config[key] = {**config[key], **value}
-        else:
-            config[key] = value
-    (job_dir / "worker_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    config = handoff.config_from_spec(
+        spec, job_id=job_dir.name, job_dir=job_dir, train_path=train_path
+    )
+    handoff.write_config(job_dir, config)
     return config
 
 
@@ -236,19 +223,14 @@ def job_spec(
     rank: int = 8,
     world_size: int = 1,
 ):
-    """The TrainingJobSpec matching `worker_config` (same model, data and settings)."""
+    """The spec of the benchmarks' jobs (a worker config from it: `worker_config`)."""
+    from tunewire import enum_words
     from tunewire.v1 import training_job_pb2 as job_pb
 
-    methods = {
-        "lora": job_pb.TRAINING_METHOD_LORA,
-        "qlora": job_pb.TRAINING_METHOD_QLORA,
-        "dora": job_pb.TRAINING_METHOD_DORA,
-        "full": job_pb.TRAINING_METHOD_FULL,
-    }
     return job_pb.TrainingJobSpec(
         model=str(model),
         dataset=job_pb.DatasetSource(path=str(data)),
-        method=methods[method],
+        method=enum_words.number(job_pb.TrainingMethod, method),
         lora=job_pb.LoraConfig(rank=rank, alpha=2.0 * rank, num_layers=-1),
         hyperparameters=job_pb.Hyperparameters(
             max_steps=steps,

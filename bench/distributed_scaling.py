@@ -48,7 +48,8 @@ VARIANTS = (
 
 
 def run_job(method: str, world: int, threads: int | None, data: Path, args, scratch: Path) -> dict:
-    from tunewire.trainer.processes.launch import rank_commands
+    from tunewire.trainer.jobs.handoff import CONFIG_FILE
+    from tunewire.trainer.processes.launch import rank_commands, worker_argv
 
     job_dir = Path(tempfile.mkdtemp(prefix=f"{method}-{world}-", dir=scratch))
     config = common.worker_config(
@@ -62,7 +63,12 @@ def run_job(method: str, world: int, threads: int | None, data: Path, args, scra
         report_every=args.report_every,
         world_size=world,
     )
-    commands = rank_commands(config, job_dir, base_env=common.bench_env(threads=threads))
+    commands = rank_commands(
+        config.distributed,
+        job_dir,
+        worker_argv(job_dir / CONFIG_FILE, python=common.PYTHON),
+        base_env=common.bench_env(threads=threads),
+    )
     (argv0, env0), others = commands[0], commands[1:]
     rank0 = processes.WorkerProcess(argv0, env0, job_dir)
     ranks = []
@@ -124,11 +130,9 @@ def allreduce_child(sizes: list[int], repeats: int) -> dict:
 
 def measure_allreduce(sizes: list[int], repeats: int, scratch: Path) -> dict[int, float]:
     from tunewire.trainer.processes.launch import rank_commands
+    from tunewire.trainer.protocol.config import DistributedSettings
 
     job_dir = Path(tempfile.mkdtemp(prefix="allreduce-", dir=scratch))
-    commands = rank_commands(
-        {"distributed": {"world_size": 2, "backend": "ring"}}, job_dir, base_env=common.bench_env()
-    )
     argv = [
         common.PYTHON,
         "-m",
@@ -138,16 +142,18 @@ def measure_allreduce(sizes: list[int], repeats: int, scratch: Path) -> dict[int
         "--repeats",
         str(repeats),
     ]
+    two_ranks = DistributedSettings(world_size=2, backend="ring", hosts=[])
+    commands = rank_commands(two_ranks, job_dir, argv, base_env=common.bench_env())
     procs = [
         subprocess.Popen(
-            argv,
+            rank_argv,
             cwd=common.REPO,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _, env in commands
+        for rank_argv, env in commands
     ]
     outputs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outputs):

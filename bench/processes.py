@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from bench.common import PYTHON
+from tunewire.trainer.processes.launch import with_events_fd, worker_argv
 from tunewire.trainer.protocol import events as protocol
 
 
@@ -29,7 +30,7 @@ class WorkerProcess:
         self.log_path = Path(job_dir) / log_name
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [*argv, "--events-fd", str(write_fd)],
+                with_events_fd(argv, write_fd),
                 cwd=job_dir,
                 env=env,
                 stdin=subprocess.PIPE,
@@ -44,15 +45,12 @@ class WorkerProcess:
         self.rusage = None
 
     @classmethod
-    def start(cls, config: dict, env: dict) -> WorkerProcess:
-        argv = [
-            PYTHON,
-            "-m",
-            "tunewire.trainer.worker",
-            "--config",
-            str(Path(config["job_dir"]) / "worker_config.json"),
-        ]
-        return cls(argv, env, Path(config["job_dir"]))
+    def start(cls, config, env: dict) -> WorkerProcess:
+        """The worker of `config` (a `WorkerConfig` that `bench.common.worker_config` wrote)."""
+        from tunewire.trainer.jobs.handoff import CONFIG_FILE
+
+        job_dir = Path(config.job_dir)
+        return cls(worker_argv(job_dir / CONFIG_FILE, python=PYTHON), env, job_dir)
 
     def next_event(self, timeout: float) -> protocol.Event | None:
         """The next event; None when the worker closed the pipe (it exited)."""

@@ -38,6 +38,7 @@ import tempfile
 from pathlib import Path
 
 from bench import common, processes
+from tunewire.trainer.jobs.handoff import CONFIG_FILE
 
 MODEL = "qwen2.5-0.5b"
 METHODS = ("full", "lora", "dora", "qlora")
@@ -155,7 +156,7 @@ def explain(model: Path, data: Path, method: str, args, scratch: Path) -> dict:
             "-m",
             "bench.trainer_memory",
             "--explain-child",
-            str(job_dir / "worker_config.json"),
+            str(job_dir / CONFIG_FILE),
         ],
         cwd=common.REPO,
         env=common.bench_env(),

@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 from bench import common
+from tunewire.trainer.jobs.handoff import CONFIG_FILE
 
 WARMUP = 5
 BATCH, SEQ, RANK = 4, 256, 8
@@ -151,7 +152,7 @@ def run_model(name: str, steps: int, scratch: Path) -> dict:
             "-m",
             "bench.trainer_step_ab",
             "--child",
-            str(job_dir / "worker_config.json"),
+            str(job_dir / CONFIG_FILE),
             "--steps",
             str(steps),
         ],

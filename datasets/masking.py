@@ -15,7 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-MODES = ("all_assistant", "last_assistant", "all")
+# The modes are the words of the proto's LossMasking (`tunewire.enum_words`; what a
+# job's worker config carries), spelt out because this library imports no protobuf;
+# a test keeps them equal. The short names the library took first still work.
+LOSS_MASKING_WORDS = ("all_assistant_turns", "last_assistant_turn", "all_tokens")
+_SHORT = dict(zip(("all_assistant", "last_assistant", "all"), LOSS_MASKING_WORDS))
+MODES = (*LOSS_MASKING_WORDS, *_SHORT)
 START_MARK, END_MARK = "<<<", ">>>"
 
 
@@ -25,7 +30,7 @@ def _plain(messages: Sequence[Mapping]) -> list[dict]:
 
 def _trained_indices(messages: Sequence[Mapping], mode: str) -> list[int]:
     trained = [i for i, m in enumerate(messages) if m.get("trainable", m["role"] == "assistant")]
-    return trained[-1:] if mode == "last_assistant" else trained
+    return trained[-1:] if mode == "last_assistant_turn" else trained
 
 
 def render_template(
@@ -63,9 +68,10 @@ def _spans(tokenizer: Any, messages: Sequence[Mapping], tools, mode: str, tokeni
     """The whole rendering and the [start, end) spans of trained messages in it."""
     if mode not in MODES:
         raise ValueError(f"loss masking mode {mode!r} is not one of {', '.join(MODES)}")
+    mode = _SHORT.get(mode, mode)
     plain = _plain(messages)
     full = render_template(tokenizer, plain, tools, tokenize, False)
-    if mode == "all":
+    if mode == "all_tokens":
         return full, [(0, len(full))]
     spans = []
     for i in _trained_indices(messages, mode):

@@ -50,10 +50,11 @@ def word(enum: EnumType, number: int) -> str:
 
 
 def number(enum: EnumType, text: str) -> int:
-    """The value a word names, in any case; the full value name works too. ValueError otherwise."""
+    """The value a word names, in any case; a full value name (UNSPECIFIED too) works as
+    well. ValueError otherwise."""
     d = _descriptor(enum)
     name = text.strip().upper()
-    if name in d.values_by_name and not name.endswith("_UNSPECIFIED"):
+    if name in d.values_by_name:
         return d.values_by_name[name].number
     full = _prefix(d) + name
     if full in d.values_by_name and not full.endswith("_UNSPECIFIED"):

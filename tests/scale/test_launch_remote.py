@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from tunewire.trainer.processes.launch import is_local, rank_commands
+from tunewire.trainer.processes.launch import is_local, rank_commands, worker_argv
+from tunewire.trainer.protocol.config import DistributedSettings
 
 REMOTE = "192.0.2.7"  # TEST-NET-1: never an address of this machine, never contacted
 
@@ -36,7 +37,10 @@ def test_an_address_of_one_of_this_machines_interfaces_is_this_host():
 
 
 def test_a_remote_rank_runs_over_ssh_with_the_config_and_the_workers_environment(tmp_path):
-    config = {"distributed": {"world_size": 2, "hosts": ["127.0.0.1:5000", f"{REMOTE}:5001"]}}
+    distributed = DistributedSettings(
+        world_size=2, backend="ring", hosts=["127.0.0.1:5000", f"{REMOTE}:5001"]
+    )
+    worker = worker_argv(tmp_path / "worker_config.json")
     env = {
         "PATH": "/usr/bin",
         "LD_PRELOAD": "/usr/lib/libopenblas.so.0",
@@ -45,7 +49,9 @@ def test_a_remote_rank_runs_over_ssh_with_the_config_and_the_workers_environment
         "TUNEWIRE_SSH_CONFIG": str(tmp_path / "ssh_config"),
         "SECRET_TOKEN": "not for the remote host",
     }
-    (local_argv, local_env), (remote_argv, _) = rank_commands(config, tmp_path, base_env=env)
+    (local_argv, local_env), (remote_argv, _) = rank_commands(
+        distributed, tmp_path, worker, base_env=env
+    )
     assert local_env["MLX_RANK"] == "0" and local_argv[1:3] == ["-m", "tunewire.trainer.worker"]
     assert remote_argv[:5] == ["ssh", "-F", str(tmp_path / "ssh_config"), "-o", "BatchMode=yes"]
     assert remote_argv[5] == REMOTE

@@ -9,10 +9,12 @@ import os
 import pytest
 
 from tunewire.reasons import Reason
+from tunewire.trainer.jobs import handoff
 from tunewire.trainer.protocol import codec, commands
 from tunewire.trainer.protocol import events as protocol
 from tunewire.trainer.protocol.commands import Command
 from tunewire.trainer.worker.events import EventWriter
+from tunewire.v1 import training_job_pb2 as job_pb
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -27,49 +29,68 @@ LORA = protocol.LoraDetails(
     total_parameters=1000,
     trainable_percent=10.0,
 )
-ONE_OF_EACH: list[protocol.Event] = [
-    protocol.State(state=protocol.WorkerState.STARTING, reason="loading"),
-    protocol.Setup(
-        total_steps=12,
-        total_epochs=6.0,
-        lora_details=LORA,
-        dataset_details=protocol.DatasetCounts(
-            train_records=8, validation_records=0, train_tokens=96
+
+
+@pytest.fixture(scope="module")
+def config(tiny_model_dir, tmp_path_factory):
+    """A worker config as the daemon builds one (the setup record carries it)."""
+    spec = job_pb.TrainingJobSpec(
+        model=str(tiny_model_dir), dataset=job_pb.DatasetSource(path="/data/train.jsonl")
+    )
+    job_dir = tmp_path_factory.mktemp("job")
+    return handoff.config_from_spec(
+        spec, job_id="job-1", job_dir=job_dir, train_path=job_dir / "train.jsonl"
+    )
+
+
+def one_of_each(config) -> list[protocol.Event]:
+    return [
+        protocol.State(state=protocol.WorkerState.STARTING, reason="loading"),
+        protocol.Setup(
+            total_steps=12,
+            total_epochs=6.0,
+            lora_details=LORA,
+            dataset_details=protocol.DatasetCounts(
+                train_records=8, validation_records=0, train_tokens=96
+            ),
+            resumed_from_step=0,
+            world_size=1,
+            config=config,
         ),
-        resumed_from_step=0,
-        world_size=1,
-    ),
-    protocol.Metrics(
-        step=1,
-        epoch=0.5,
-        loss=math.nan,
-        learning_rate=math.inf,
-        tokens_per_second=-math.inf,
-        iterations_per_second=1.0,
-        trained_tokens=48,
-        peak_memory_bytes=1 << 20,
-        rss_bytes=1 << 24,
-        all_reduce_seconds_per_step=0.0,
-    ),
-    protocol.Evaluation(step=2, validation_loss=800.0, perplexity=math.inf, seconds=0.1),
-    protocol.Checkpoint(
-        step=2,
-        path="/jobs/j/checkpoints/00000002",
-        train_loss=None,
-        validation_loss=math.nan,
-        best=True,
-        size_bytes=10,
-        removed=[],
-    ),
-    protocol.Log(level=protocol.LogLevel.WARNING, message="ünïcode\nand a newline", rank=1),
-    protocol.Done(
-        outcome=protocol.Outcome.EARLY_STOPPED,
-        step=2,
-        artifacts=protocol.Artifacts(adapter_path="/a", model_path=None, wandb_dir=None),
-        best_checkpoint_step=2,
-    ),
-    protocol.Error(reason=Reason.OUT_OF_MEMORY, message="out of memory"),
-]
+        protocol.Metrics(
+            step=1,
+            epoch=0.5,
+            loss=math.nan,
+            learning_rate=math.inf,
+            tokens_per_second=-math.inf,
+            iterations_per_second=1.0,
+            trained_tokens=48,
+            peak_memory_bytes=1 << 20,
+            rss_bytes=1 << 24,
+            all_reduce_seconds_per_step=0.0,
+        ),
+        protocol.Evaluation(step=2, validation_loss=800.0, perplexity=math.inf, seconds=0.1),
+        protocol.Checkpoint(
+            step=2,
+            path="/jobs/j/checkpoints/00000002",
+            train_loss=None,
+            validation_loss=math.nan,
+            best=True,
+            size_bytes=10,
+            removed=[],
+        ),
+        protocol.Log(level=protocol.LogLevel.WARNING, message="ünïcode\nand a newline", rank=1),
+        protocol.Done(
+            outcome=protocol.Outcome.EARLY_STOPPED,
+            step=2,
+            artifacts=protocol.Artifacts(adapter_path="/a", model_path=None, wandb_dir=None),
+            best_checkpoint_step=2,
+        ),
+        protocol.Error(reason=Reason.OUT_OF_MEMORY, message="out of memory"),
+    ]
+
+
+KINDS = ["state", "setup", "metrics", "evaluation", "checkpoint", "log", "done", "error"]
 
 
 def same(a: object, b: object) -> bool:
@@ -83,8 +104,9 @@ def same(a: object, b: object) -> bool:
     return a == b
 
 
-@pytest.mark.parametrize("event", ONE_OF_EACH, ids=lambda e: e.kind)
-def test_every_kind_round_trips_with_nan_and_infinities_intact(event):
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_round_trips_with_nan_and_infinities_intact(kind, config):
+    (event,) = [e for e in one_of_each(config) if e.kind == kind]
     line = protocol.encode(event)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     back = protocol.decode(line)
@@ -92,16 +114,19 @@ def test_every_kind_round_trips_with_nan_and_infinities_intact(event):
     assert same(protocol.to_dict(back), protocol.to_dict(event))
 
 
-def test_the_writer_and_the_reader_agree_over_a_real_pipe():
+def test_the_writer_and_the_reader_agree_over_a_real_pipe(config):
+    sent = one_of_each(config)
     read_fd, write_fd = os.pipe()
     writer = EventWriter(write_fd, echo=None)
-    for event in ONE_OF_EACH:
+    for event in sent:
         writer.emit(event)
     writer.close()
     with os.fdopen(read_fd, "rb") as pipe:
         reader = protocol.Reader()
         decoded = [e for e in (reader.feed(line) for line in pipe) if e is not None]
-    assert [type(e) for e in decoded] == [type(e) for e in ONE_OF_EACH]
+    assert [type(e) for e in decoded] == [type(e) for e in sent]
+    setup = next(e for e in decoded if isinstance(e, protocol.Setup))
+    assert setup.config == config
     metrics = next(e for e in decoded if isinstance(e, protocol.Metrics))
     assert math.isnan(metrics.loss)
     assert metrics.learning_rate == math.inf and metrics.tokens_per_second == -math.inf

@@ -1,5 +1,6 @@
 """Fixtures for the training worker's tests: a tiny dataset, and the worker as a real subprocess.
 
+`make_config(...)` builds a worker config through the daemon's own spec path;
 `start_worker(config)` launches `python -m tunewire.trainer.worker` the way the
 daemon does (cwd = job dir, events on an inherited pipe fd, commands on stdin,
 OpenBLAS preloaded) and returns a `WorkerProcess` to read events from and send
@@ -9,21 +10,25 @@ of a distributed job from `launch.rank_commands`, as the daemon's supervisor doe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import select
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tunewire.client.spec import spec_from_dict
+from tunewire.trainer.jobs import handoff
 from tunewire.trainer.processes.blas import worker_env
-from tunewire.trainer.processes.launch import rank_commands
+from tunewire.trainer.processes.launch import rank_commands, with_events_fd, worker_argv
 from tunewire.trainer.protocol import commands
 from tunewire.trainer.protocol import events as protocol
 from tunewire.trainer.protocol.commands import Command
+from tunewire.trainer.protocol.config import WorkerConfig
+from tunewire.v1 import training_job_pb2 as job_pb
 
 # Four short conversations, repeated: a tiny model learns them in a few steps.
 CONVERSATIONS = [
@@ -63,52 +68,63 @@ def validation_file(tmp_path_factory) -> Path:
     return write_jsonl(tmp_path_factory.mktemp("data") / "validation.jsonl", records)
 
 
+# The spec of a short LoRA job on the tiny model; `make_config` overrides nest.
+BASE_SPEC = {
+    "method": "lora",
+    "lora": {"rank": 4, "alpha": 8.0, "num_layers": -1},
+    "hyperparameters": {
+        "max_steps": 12,
+        "batch_size": 4,
+        "learning_rate": 0.05,
+        "max_seq_length": 64,
+        "optimizer": "adam",
+        "seed": 0,
+    },
+    "checkpointing": {"interval_steps": 100},
+    "report_interval_steps": 1,
+}
+
+
+def merged(base: dict, overrides: dict) -> dict:
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and key in out else value
+    return out
+
+
 @pytest.fixture
 def make_config(tiny_model_dir, train_file, tmp_path):
-    """A worker config for a short LoRA job on the tiny model; `overrides` nest."""
+    """The worker config the daemon would hand a job of BASE_SPEC + `overrides` (the keys
+    of a spec, nested as in the proto), built by the daemon's own functions. `model` and
+    `train_path` replace the paths the daemon resolved: the worker then meets what the
+    daemon would have refused (a missing model, too little data)."""
 
-    def make(job_name: str = "job", **overrides) -> dict:
+    def make(
+        job_name: str = "job",
+        *,
+        validation_path: str | None = None,
+        model: str | None = None,
+        train_path: str | None = None,
+        **overrides,
+    ) -> WorkerConfig:
         job_dir = tmp_path / job_name
         job_dir.mkdir(exist_ok=True)
-        config = {
-            "job_id": job_name,
-            "job_dir": str(job_dir),
-            "model": str(tiny_model_dir),
-            "method": "lora",
-            "train_path": str(train_file),
-            "validation_path": None,
-            "lora": {
-                "rank": 4,
-                "alpha": 8.0,
-                "dropout": 0.0,
-                "target_modules": [],
-                "num_layers": -1,
-            },
-            "hyperparameters": {
-                "max_steps": 12,
-                "batch_size": 4,
-                "learning_rate": 0.05,
-                "max_seq_length": 64,
-                "optimizer": "adam",
-                "seed": 0,
-            },
-            "checkpointing": {"interval_steps": 100, "keep_last": 0},
-            "report_interval_steps": 1,
-        }
-        for key, value in overrides.items():
-            if isinstance(value, dict) and isinstance(config.get(key), dict):
-                config[key] = {**config[key], **value}
-            else:
-                config[key] = value
-        return config
+        spec = spec_from_dict(merged(BASE_SPEC, overrides))
+        spec.model = str(tiny_model_dir)
+        spec.dataset.path = str(train_file)
+        if validation_path:
+            spec.validation_dataset.path = validation_path
+        config = handoff.config_from_spec(
+            spec,
+            job_id=job_name,
+            job_dir=job_dir,
+            train_path=Path(train_path or train_file),
+            validation_path=Path(validation_path) if validation_path else None,
+            wandb_online_allowed=spec.wandb.mode == job_pb.WANDB_MODE_ONLINE,
+        )
+        return dataclasses.replace(config, model=model) if model else config
 
     return make
-
-
-def write_config(config: dict) -> Path:
-    path = Path(config["job_dir"]) / "worker_config.json"
-    path.write_text(json.dumps(config), encoding="utf-8")
-    return path
 
 
 class WorkerProcess:
@@ -121,7 +137,7 @@ class WorkerProcess:
         self.log_path = self.job_dir / log_name
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [*argv, "--events-fd", str(write_fd)],
+                with_events_fd(argv, write_fd),
                 cwd=self.job_dir,
                 env=env,
                 stdin=subprocess.PIPE,
@@ -199,15 +215,9 @@ def start_worker():
     """Starts single-process workers; any still running at the end of the test is killed."""
     started: list[WorkerProcess] = []
 
-    def start(config: dict) -> WorkerProcess:
-        argv = [
-            sys.executable,
-            "-m",
-            "tunewire.trainer.worker",
-            "--config",
-            str(write_config(config)),
-        ]
-        worker = WorkerProcess(Path(config["job_dir"]), argv, subprocess_env())
+    def start(config: WorkerConfig, resume_from: str | None = None) -> WorkerProcess:
+        argv = worker_argv(handoff.write_config(config.job_dir, config), resume_from=resume_from)
+        worker = WorkerProcess(Path(config.job_dir), argv, subprocess_env())
         started.append(worker)
         return worker
 
@@ -225,10 +235,10 @@ def start_ranks():
     """
     processes: list = []
 
-    def start(config: dict) -> tuple[WorkerProcess, list[subprocess.Popen]]:
-        job_dir = Path(config["job_dir"])
-        write_config(config)
-        commands = rank_commands(config, job_dir, base_env=subprocess_env())
+    def start(config: WorkerConfig) -> tuple[WorkerProcess, list[subprocess.Popen]]:
+        job_dir = Path(config.job_dir)
+        argv = worker_argv(handoff.write_config(job_dir, config))
+        commands = rank_commands(config.distributed, job_dir, argv, base_env=subprocess_env())
         (argv0, env0), others = commands[0], commands[1:]
         rank0 = WorkerProcess(job_dir, argv0, env0)
         processes.append(rank0.proc)
@@ -258,8 +268,8 @@ def start_ranks():
 def run_worker(start_worker):
     """Runs a worker to its end; returns it with every event read and its exit code."""
 
-    def run(config: dict, timeout: float = 120) -> WorkerProcess:
-        worker = start_worker(config)
+    def run(config: WorkerConfig, timeout: float = 120, resume_from: str | None = None):
+        worker = start_worker(config, resume_from=resume_from)
         worker.returncode = worker.finish(timeout)
         return worker
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import mlx.core as mx
 import pytest
 
-from tunewire.trainer.processes.launch import HOSTFILE_NAME, rank_commands
+from tunewire.trainer.processes.launch import HOSTFILE_NAME, rank_commands, worker_argv
+from tunewire.trainer.protocol.config import DistributedSettings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,7 +49,7 @@ def test_two_ranks_give_the_loss_curve_of_one_rank_with_the_same_global_batch(
     )
     rank0, (rank1,) = start_ranks(config)
     assert rank0.finish() == 0, rank0.log()
-    assert rank1.wait(timeout=60) == 0, (Path(config["job_dir"]) / "train.rank1.log").read_text()
+    assert rank1.wait(timeout=60) == 0, (Path(config.job_dir) / "train.rank1.log").read_text()
 
     (setup,) = rank0.of_type("setup")
     assert setup.world_size == 2 and setup.total_steps == 8
@@ -79,8 +80,8 @@ def test_two_ranks_give_the_loss_curve_of_one_rank_with_the_same_global_batch(
 
 
 def test_rank_commands_give_each_rank_its_place_in_the_ring(tmp_path):
-    config = {"distributed": {"world_size": 3, "backend": "ring", "hosts": []}}
-    commands = rank_commands(config, tmp_path, base_env={"PATH": "/usr/bin"})
+    worker = worker_argv(tmp_path / "worker_config.json")
+    commands = rank_commands(ranks(3), tmp_path, worker, base_env={"PATH": "/usr/bin"})
     assert len(commands) == 3
     hosts = json.loads((tmp_path / HOSTFILE_NAME).read_text())
     assert len(hosts) == 3 and all(h[0].startswith("127.0.0.1:") for h in hosts)
@@ -91,15 +92,15 @@ def test_rank_commands_give_each_rank_its_place_in_the_ring(tmp_path):
         assert env["PATH"] == "/usr/bin"
 
     remote = rank_commands(
-        {"distributed": {"world_size": 2, "hosts": ["127.0.0.1:5000", "10.0.0.2:5001"]}},
-        tmp_path,
-        base_env={},
+        ranks(2, ["127.0.0.1:5000", "10.0.0.2:5001"]), tmp_path, worker, base_env={}
     )
     assert remote[1][0][:3] == ["ssh", "-o", "BatchMode=yes"] and remote[1][0][3] == "10.0.0.2"
     assert "export MLX_RANK=1;" in remote[1][0][4]
     with pytest.raises(ValueError, match="needs a port"):
-        rank_commands(
-            {"distributed": {"world_size": 2, "hosts": ["127.0.0.1", "10.0.0.2"]}}, tmp_path
-        )
-    single = rank_commands({"distributed": {"world_size": 1}}, tmp_path, base_env={})
+        rank_commands(ranks(2, ["127.0.0.1", "10.0.0.2"]), tmp_path, worker)
+    single = rank_commands(ranks(1), tmp_path, worker, base_env={})
     assert len(single) == 1 and "MLX_RANK" not in single[0][1]
+
+
+def ranks(world_size: int, hosts: list[str] | None = None) -> DistributedSettings:
+    return DistributedSettings(world_size=world_size, backend="ring", hosts=hosts or [])

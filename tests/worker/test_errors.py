@@ -17,7 +17,11 @@ def single_error(worker) -> dict:
 
 
 def test_unknown_target_module_is_named_with_the_valid_ones(make_config, run_worker):
-    worker = run_worker(make_config(lora={"target_modules": ["q_proj", "qkv_proj"]}))
+    # The daemon refuses unknown names; a worker whose model has other blocks than the
+    # daemon inspected still names what it found.
+    config = make_config()
+    config.lora.target_modules = ["q_proj", "qkv_proj"]
+    worker = run_worker(config)
     error = single_error(worker)
     assert error.reason == "UNKNOWN_TARGET_MODULE"
     assert "'qkv_proj'" in error.message
@@ -60,7 +64,9 @@ def test_a_dataset_smaller_than_the_batch_is_an_error_event(make_config, run_wor
 
 
 def test_a_config_the_worker_cannot_read_is_an_error_event(make_config, run_worker):
-    worker = run_worker(make_config(hyperparameters={"optimizer": "lion"}))
+    config = make_config()
+    config.hyperparameters.optimizer = "lion"  # a word the proto does not have
+    worker = run_worker(config)
     error = single_error(worker)
     assert error.reason == "INVALID_CONFIG"
     assert "hyperparameters.optimizer" in error.message and "'lion'" in error.message

@@ -48,8 +48,7 @@ def test_same_seed_gives_the_same_losses_and_another_seed_does_not(make_config, 
     lr = {m.step: m.learning_rate for m in first.of_type("metrics")}
     assert lr[1] == 0.0 and math.isclose(lr[5], 0.05, rel_tol=1e-6)
     assert all(lr[s + 1] < lr[s] for s in range(6, 16)) and lr[16] > 0.001
-    other = make_config("other", **EXACTING)
-    other["hyperparameters"]["seed"] = 4
+    other = make_config("other", **{**EXACTING, "hyperparameters": {"seed": 4}})
     assert run_worker(other).losses() != first.losses()
 
 
@@ -79,7 +78,7 @@ def test_stop_then_resume_matches_an_uninterrupted_run(
     assert optimizer["step"].item() == stop_step
     assert not [p for p in checkpoint_dir.parent.iterdir() if p.name.startswith(".tmp")]
 
-    resumed = run_worker(make_config("resumed", **settings, resume_from=str(checkpoint_dir)))
+    resumed = run_worker(make_config("resumed", **settings), resume_from=str(checkpoint_dir))
     assert resumed.done().outcome == "succeeded", resumed.log()
     (setup,) = resumed.of_type("setup")
     assert setup.resumed_from_step == stop_step

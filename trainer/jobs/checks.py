@@ -1,23 +1,25 @@
 """Checks a job spec before it is queued: every problem that would stop the job
 from running becomes a field violation, all of them at once.
 
-Dataset contents are checked by `job_data`; this module checks the model, the
-numbers and their combinations.
+`check_spec` sees the spec with every default applied (`spec.py` runs it after
+`apply_defaults`), so it checks the values the job will really run with and
+never repeats a default. Dataset contents are checked by `data.py`; this module
+checks the model, the numbers and their combinations.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 from tunewire.errors import FieldViolation
 from tunewire.trainer import model_inspect
 from tunewire.trainer.capabilities import distributed_backends
-from tunewire.trainer.jobs.spec import ADAPTER_METHODS
 from tunewire.trainer.model_inspect import ModelInfo, ModelUnusable
 from tunewire.trainer.paths import confine
-from tunewire.trainer.processes.hostfile import HostfileError, read_hosts
+from tunewire.trainer.processes.hostfile import HostfileError
+from tunewire.trainer.processes.hostfile import read_hosts as read_hostfile
 from tunewire.trainer.processes.launch import is_local
 from tunewire.v1 import training_job_pb2 as job_pb
 
@@ -34,46 +36,85 @@ QUANT_BITS = (4, 8)
 QUANT_GROUPS = (32, 64, 128)
 _HOST = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)(:(\d{1,5}))?$")
 
-
-@dataclass
-class SpecCheck:
-    violations: list[FieldViolation]
-    model: ModelInfo | None
-    target_modules: list[str]
-    # One "host[:port]" per rank, from distributed.hosts or the hostfile.
-    hosts: list[str]
+Spec = job_pb.TrainingJobSpec
+Bad = Callable[[str, str], None]
 
 
-def _enum_ok(enum_type, value: int) -> bool:
-    return value in enum_type.values_by_number
+def _collector() -> tuple[list[FieldViolation], Bad]:
+    found: list[FieldViolation] = []
+
+    def bad(field: str, why: str) -> None:
+        found.append(FieldViolation(f"spec.{field}", why))
+
+    return found, bad
+
+
+def _enum_ok(enum_type: object, value: int) -> bool:
+    return value in enum_type.DESCRIPTOR.values_by_number  # type: ignore[attr-defined]
+
+
+def inspect(spec: Spec) -> tuple[ModelInfo | None, list[FieldViolation]]:
+    """The model as the daemon can know it (config and weight headers, no mlx)."""
+    found, bad = _collector()
+    if not spec.model:
+        bad("model", "is required: a Hugging Face hub id or a local model directory")
+        return None, found
+    try:
+        return model_inspect.inspect_model(spec.model), found
+    except ModelUnusable as exc:
+        bad("model", str(exc))
+        return None, found
+
+
+def read_hosts(spec: Spec, roots: tuple[Path, ...]) -> tuple[list[str], list[FieldViolation]]:
+    """One "host[:port]" per rank, from distributed.hosts or the hostfile (may be empty).
+    A hostfile outside the data roots is PERMISSION_DENIED, raised by confine()."""
+    found, bad = _collector()
+    dist = spec.distributed
+    if dist.hostfile and not dist.hosts:
+        path = confine(dist.hostfile, roots, "spec.distributed.hostfile")
+        try:
+            return read_hostfile(path), found
+        except HostfileError as exc:
+            bad("distributed.hostfile", str(exc))
+            return [], found
+    return list(dist.hosts), found
 
 
 def check_spec(
-    spec: job_pb.TrainingJobSpec, *, wandb_online_allowed: bool, roots: tuple[Path, ...] = ()
-) -> SpecCheck:
-    v: list[FieldViolation] = []
+    spec: Spec, model: ModelInfo | None, hosts: list[str], *, wandb_online_allowed: bool
+) -> list[FieldViolation]:
+    """Every violation of a spec whose defaults are applied."""
+    found, bad = _collector()
+    _check_method(spec, model, bad)
+    _check_data(spec, bad)
+    if spec.HasField("lora"):
+        _check_lora(spec.lora, model, bad)
+    if spec.method == job_pb.TRAINING_METHOD_QLORA:
+        q = spec.quantization
+        if q.bits not in QUANT_BITS:
+            bad("quantization.bits", f"must be 4 or 8, got {q.bits}")
+        if q.group_size not in QUANT_GROUPS:
+            bad("quantization.group_size", f"must be 32, 64 or 128, got {q.group_size}")
+    _check_hyperparameters(spec.hyperparameters, model, bad)
+    if not _enum_ok(job_pb.LossMasking, spec.loss_masking):
+        bad("loss_masking", f"unknown loss masking {spec.loss_masking}")
+    _check_evaluation(spec, bad)
+    _check_distributed(spec, hosts, bad)
+    _check_labels(spec, wandb_online_allowed, bad)
+    return found
 
-    def bad(field: str, why: str) -> None:
-        v.append(FieldViolation(f"spec.{field}", why))
 
-    model: ModelInfo | None = None
-    if not spec.model:
-        bad("model", "is required: a Hugging Face hub id or a local model directory")
-    else:
-        try:
-            model = model_inspect.inspect_model(spec.model)
-        except ModelUnusable as exc:
-            bad("model", str(exc))
-
-    if not _enum_ok(job_pb.TrainingMethod.DESCRIPTOR, spec.method):
+def _check_method(spec: Spec, model: ModelInfo | None, bad: Bad) -> None:
+    if not _enum_ok(job_pb.TrainingMethod, spec.method):
         bad("method", f"unknown method {spec.method}; use LORA, QLORA, DORA or FULL")
-    method = spec.method or job_pb.TRAINING_METHOD_LORA
-    adapter = method in ADAPTER_METHODS
-    if model is not None and model.quantized and method == job_pb.TRAINING_METHOD_FULL:
+    if model is not None and model.quantized and spec.method == job_pb.TRAINING_METHOD_FULL:
         bad(
             "method", "FULL fine-tuning needs a float model, but this model is quantized; use QLORA"
         )
 
+
+def _check_data(spec: Spec, bad: Bad) -> None:
     if not spec.HasField("dataset") or spec.dataset.WhichOneof("source") is None:
         bad("dataset", "is required: set dataset.dataset_id or dataset.path")
     if not 0.0 <= spec.validation_fraction <= 0.5:
@@ -83,57 +124,45 @@ def check_spec(
             "validation_fraction", "give either validation_dataset or validation_fraction, not both"
         )
 
-    target_modules: list[str] = []
-    lora = spec.lora
-    if adapter:
-        if lora.HasField("rank") and not 1 <= lora.rank <= MAX_RANK:
-            bad("lora.rank", f"must be between 1 and {MAX_RANK}, got {lora.rank}")
-        if lora.HasField("alpha") and not lora.alpha > 0:
-            bad("lora.alpha", f"must be positive, got {lora.alpha:g}")
-        if not 0.0 <= lora.dropout < 1.0:
-            bad("lora.dropout", f"must be in [0, 1), got {lora.dropout:g}")
-        if lora.num_layers < -1:
-            bad(
-                "lora.num_layers",
-                f"must be -1 (all), 0 (default) or a positive count, got {lora.num_layers}",
-            )
-        elif model is not None and model.num_layers and lora.num_layers > model.num_layers:
-            bad(
-                "lora.num_layers", f"the model has {model.num_layers} blocks, got {lora.num_layers}"
-            )
-        if lora.target_modules and model is not None:
-            target_modules, unknown = model_inspect.resolve_target_modules(
-                list(lora.target_modules), model.block_linear_modules
-            )
-            if unknown:
-                valid = ", ".join(
-                    sorted({m.rsplit(".", 1)[-1] for m in model.block_linear_modules})
-                )
-                bad(
-                    "lora.target_modules",
-                    f"unknown module(s) {', '.join(map(repr, unknown))}; this model has: {valid}",
-                )
-    if method == job_pb.TRAINING_METHOD_QLORA:
-        q = spec.quantization
-        if q.bits and q.bits not in QUANT_BITS:
-            bad("quantization.bits", f"must be 4 or 8, got {q.bits}")
-        if q.group_size and q.group_size not in QUANT_GROUPS:
-            bad("quantization.group_size", f"must be 32, 64 or 128, got {q.group_size}")
 
-    hp = spec.hyperparameters
+def _check_lora(lora: job_pb.LoraConfig, model: ModelInfo | None, bad: Bad) -> None:
+    rank_ok = 1 <= lora.rank <= MAX_RANK
+    if not rank_ok:
+        bad("lora.rank", f"must be between 1 and {MAX_RANK}, got {lora.rank}")
+    if rank_ok and not lora.alpha > 0:  # a bad rank would only repeat itself in its alpha
+        bad("lora.alpha", f"must be positive, got {lora.alpha:g}")
+    if not 0.0 <= lora.dropout < 1.0:
+        bad("lora.dropout", f"must be in [0, 1), got {lora.dropout:g}")
+    if lora.num_layers < -1:
+        bad(
+            "lora.num_layers",
+            f"must be -1 (all), 0 (default) or a positive count, got {lora.num_layers}",
+        )
+    elif model is not None and model.num_layers and lora.num_layers > model.num_layers:
+        bad("lora.num_layers", f"the model has {model.num_layers} blocks, got {lora.num_layers}")
+    if lora.target_modules and model is not None:
+        _, unknown = model_inspect.resolve_target_modules(
+            list(lora.target_modules), model.block_linear_modules
+        )
+        if unknown:
+            valid = ", ".join(sorted({m.rsplit(".", 1)[-1] for m in model.block_linear_modules}))
+            bad(
+                "lora.target_modules",
+                f"unknown module(s) {', '.join(map(repr, unknown))}; this model has: {valid}",
+            )
+
+
+def _check_hyperparameters(hp: job_pb.Hyperparameters, model: ModelInfo | None, bad: Bad) -> None:
     if hp.max_steps < 0 or hp.max_steps > MAX_STEPS:
         bad("hyperparameters.max_steps", f"must be between 0 and {MAX_STEPS}, got {hp.max_steps}")
     if hp.HasField("epochs") and not 1 <= hp.epochs <= MAX_EPOCHS:
         bad("hyperparameters.epochs", f"must be between 1 and {MAX_EPOCHS}, got {hp.epochs}")
-    if hp.HasField("batch_size") and not 1 <= hp.batch_size <= MAX_BATCH:
+    if not 1 <= hp.batch_size <= MAX_BATCH:
         bad("hyperparameters.batch_size", f"must be between 1 and {MAX_BATCH}, got {hp.batch_size}")
-    if hp.HasField("learning_rate") and not 0.0 < hp.learning_rate <= 1.0:
+    lr_ok = 0.0 < hp.learning_rate <= 1.0
+    if not lr_ok:
         bad("hyperparameters.learning_rate", f"must be in (0, 1], got {hp.learning_rate:g}")
-    if (
-        not 0.0
-        <= hp.min_learning_rate
-        <= (hp.learning_rate if hp.HasField("learning_rate") else 1.0)
-    ):
+    if not 0.0 <= hp.min_learning_rate <= (hp.learning_rate if lr_ok else 1.0):
         bad(
             "hyperparameters.min_learning_rate",
             f"must be between 0 and learning_rate, got {hp.min_learning_rate:g}",
@@ -145,42 +174,35 @@ def check_spec(
             "hyperparameters.warmup_steps",
             f"must be less than max_steps ({hp.max_steps}), got {hp.warmup_steps}",
         )
-    if not _enum_ok(job_pb.LearningRateSchedule.DESCRIPTOR, hp.learning_rate_schedule):
+    if not _enum_ok(job_pb.LearningRateSchedule, hp.learning_rate_schedule):
         bad(
             "hyperparameters.learning_rate_schedule",
             f"unknown schedule {hp.learning_rate_schedule}",
         )
-    if not _enum_ok(job_pb.Optimizer.DESCRIPTOR, hp.optimizer):
+    if not _enum_ok(job_pb.Optimizer, hp.optimizer):
         bad("hyperparameters.optimizer", f"unknown optimizer {hp.optimizer}")
-    if hp.HasField("weight_decay") and hp.weight_decay < 0:
+    if hp.weight_decay < 0:
         bad("hyperparameters.weight_decay", f"must be at least 0, got {hp.weight_decay:g}")
-    if (
-        hp.HasField("gradient_accumulation_steps")
-        and not 1 <= hp.gradient_accumulation_steps <= MAX_ACCUMULATION
-    ):
+    if not 1 <= hp.gradient_accumulation_steps <= MAX_ACCUMULATION:
         bad(
             "hyperparameters.gradient_accumulation_steps",
             f"must be between 1 and {MAX_ACCUMULATION}, got {hp.gradient_accumulation_steps}",
         )
-    if hp.HasField("max_seq_length"):
-        if not MIN_SEQ <= hp.max_seq_length <= MAX_SEQ:
-            bad(
-                "hyperparameters.max_seq_length",
-                f"must be between {MIN_SEQ} and {MAX_SEQ}, got {hp.max_seq_length}",
-            )
-        elif (
-            model is not None and model.context_length and hp.max_seq_length > model.context_length
-        ):
-            bad(
-                "hyperparameters.max_seq_length",
-                f"the model's context is {model.context_length} tokens, got {hp.max_seq_length}",
-            )
+    if not MIN_SEQ <= hp.max_seq_length <= MAX_SEQ:
+        bad(
+            "hyperparameters.max_seq_length",
+            f"must be between {MIN_SEQ} and {MAX_SEQ}, got {hp.max_seq_length}",
+        )
+    elif model is not None and model.context_length and hp.max_seq_length > model.context_length:
+        bad(
+            "hyperparameters.max_seq_length",
+            f"the model's context is {model.context_length} tokens, got {hp.max_seq_length}",
+        )
     if hp.max_grad_norm < 0:
         bad("hyperparameters.max_grad_norm", f"must be at least 0, got {hp.max_grad_norm:g}")
 
-    if not _enum_ok(job_pb.LossMasking.DESCRIPTOR, spec.loss_masking):
-        bad("loss_masking", f"unknown loss masking {spec.loss_masking}")
 
+def _check_evaluation(spec: Spec, bad: Bad) -> None:
     ev = spec.evaluation
     has_validation = spec.HasField("validation_dataset") or spec.validation_fraction > 0
     if ev.interval_steps < 0:
@@ -202,7 +224,6 @@ def check_spec(
             "evaluation.early_stopping.min_delta",
             f"must be at least 0, got {ev.early_stopping.min_delta:g}",
         )
-
     if spec.checkpointing.interval_steps < 0:
         bad(
             "checkpointing.interval_steps",
@@ -213,39 +234,14 @@ def check_spec(
     if spec.report_interval_steps < 0:
         bad("report_interval_steps", f"must be at least 0, got {spec.report_interval_steps}")
 
-    hosts = _check_distributed(spec, bad, roots)
 
-    if spec.wandb.mode == job_pb.WANDB_MODE_ONLINE and not wandb_online_allowed:
-        bad(
-            "wandb.mode", "ONLINE needs a WandB API key on the trainer (WANDB_API_KEY); use OFFLINE"
-        )
-    if not _enum_ok(job_pb.WandbMode.DESCRIPTOR, spec.wandb.mode):
-        bad("wandb.mode", f"unknown mode {spec.wandb.mode}")
-    if len(spec.metadata) > MAX_METADATA:
-        bad("metadata", f"at most {MAX_METADATA} entries, got {len(spec.metadata)}")
-    for key, value in spec.metadata.items():
-        if len(key) > MAX_TEXT or len(value) > MAX_TEXT:
-            bad(f"metadata[{key[:40]!r}]", f"keys and values are at most {MAX_TEXT} characters")
-    if len(spec.display_name) > MAX_TEXT:
-        bad("display_name", f"at most {MAX_TEXT} characters, got {len(spec.display_name)}")
-    return SpecCheck(violations=v, model=model, target_modules=target_modules, hosts=hosts)
-
-
-def _check_distributed(spec: job_pb.TrainingJobSpec, bad, roots: tuple[Path, ...]) -> list[str]:
+def _check_distributed(spec: Spec, hosts: list[str], bad: Bad) -> None:
     dist = spec.distributed
-    hosts = list(dist.hosts)
-    if dist.hostfile and not dist.hosts:
-        # Outside the data roots is PERMISSION_DENIED, raised from confine().
-        path = confine(dist.hostfile, roots, "spec.distributed.hostfile")
-        try:
-            hosts = read_hosts(path)
-        except HostfileError as exc:
-            bad("distributed.hostfile", str(exc))
-    world = dist.world_size or (len(hosts) if dist.hostfile else 1)
-    if not 0 <= dist.world_size <= MAX_WORLD:
-        bad("distributed.world_size", f"must be between 1 and {MAX_WORLD}, got {dist.world_size}")
-        return []
-    batch = spec.hyperparameters.batch_size if spec.hyperparameters.HasField("batch_size") else 4
+    world = dist.world_size
+    if not 1 <= world <= MAX_WORLD:
+        bad("distributed.world_size", f"must be between 1 and {MAX_WORLD}, got {world}")
+        return
+    batch = spec.hyperparameters.batch_size
     if world > 1 and batch % world:
         bad(
             "hyperparameters.batch_size",
@@ -273,7 +269,7 @@ def _check_distributed(spec: job_pb.TrainingJobSpec, bad, roots: tuple[Path, ...
     if hosts and len(hosts) != world:
         field = "distributed.hosts" if dist.hosts else "distributed.hostfile"
         bad(field, f"one host per rank: world_size is {world}, got {len(hosts)} hosts")
-    if not _enum_ok(job_pb.DistributedBackend.DESCRIPTOR, dist.backend):
+    if not _enum_ok(job_pb.DistributedBackend, dist.backend):
         bad("distributed.backend", f"unknown backend {dist.backend}")
     elif (
         world > 1
@@ -287,4 +283,19 @@ def _check_distributed(spec: job_pb.TrainingJobSpec, bad, roots: tuple[Path, ...
         and "nccl" not in distributed_backends()
     ):
         bad("distributed.backend", "NCCL needs CUDA GPUs, which this host does not have; use RING")
-    return hosts or ["localhost"] * world
+
+
+def _check_labels(spec: Spec, wandb_online_allowed: bool, bad: Bad) -> None:
+    if spec.wandb.mode == job_pb.WANDB_MODE_ONLINE and not wandb_online_allowed:
+        bad(
+            "wandb.mode", "ONLINE needs a WandB API key on the trainer (WANDB_API_KEY); use OFFLINE"
+        )
+    if not _enum_ok(job_pb.WandbMode, spec.wandb.mode):
+        bad("wandb.mode", f"unknown mode {spec.wandb.mode}")
+    if len(spec.metadata) > MAX_METADATA:
+        bad("metadata", f"at most {MAX_METADATA} entries, got {len(spec.metadata)}")
+    for key, value in spec.metadata.items():
+        if len(key) > MAX_TEXT or len(value) > MAX_TEXT:
+            bad(f"metadata[{key[:40]!r}]", f"keys and values are at most {MAX_TEXT} characters")
+    if len(spec.display_name) > MAX_TEXT:
+        bad("display_name", f"at most {MAX_TEXT} characters, got {len(spec.display_name)}")

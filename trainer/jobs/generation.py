@@ -63,9 +63,8 @@ def model_for_job(job: job_pb.TrainingJob) -> tuple[str, str | None]:
         return job.artifacts.model_path, None
     adapter = job.artifacts.adapter_path
     if adapter and Path(adapter, "adapters.safetensors").is_file():
-        config = Path(job.artifacts.output_dir, "worker_config.json")
-        model = json.loads(config.read_text())["model"] if config.is_file() else job.spec.model
-        return model, adapter
+        # The base the adapter was trained on, as the job resolved it at creation.
+        return job.resolved.model_path or job.spec.model, adapter
     state = job_pb.JobState.Name(job.state).removeprefix("JOB_STATE_")
     raise ServiceError(
         grpc.StatusCode.FAILED_PRECONDITION,

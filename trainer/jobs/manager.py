@@ -19,11 +19,10 @@ from tunewire.errors import FieldViolation, ServiceError, invalid_argument, not_
 from tunewire.identity import Principal
 from tunewire.reasons import Reason
 from tunewire.trainer.config import TrainerConfig
-from tunewire.trainer.jobs import spec as spec_defaults
-from tunewire.trainer.jobs.checks import check_spec
+from tunewire.trainer.jobs import spec as spec_path
 from tunewire.trainer.jobs.data import JobDataPreparer
 from tunewire.trainer.jobs.event_bus import EventBus
-from tunewire.trainer.jobs.runner import JobRunner, state_event, write_json_atomic
+from tunewire.trainer.jobs.runner import JobRunner, state_event
 from tunewire.trainer.store.jobs import TERMINAL_STATES, JobStore, now_timestamp
 from tunewire.v1 import training_event_pb2 as event_pb
 from tunewire.v1 import training_job_pb2 as job_pb
@@ -85,54 +84,39 @@ class JobManager:
             if earlier is not None:
                 return self._with_queue_position(earlier)
 
-        wandb_online = bool(self._config.wandb_api_key)
-        check = await asyncio.to_thread(
-            check_spec, spec, wandb_online_allowed=wandb_online, roots=self._config.allowed_roots
-        )
-        violations = list(check.violations)
         job_id = f"job-{secrets.token_hex(6)}"
         job_dir = self._config.jobs_dir / job_id
-        full_spec = spec_defaults.with_defaults(
-            spec, check.model, wandb_online=wandb_online, hosts=check.hosts
+        resolved = await asyncio.to_thread(
+            spec_path.resolve,
+            spec,
+            job_id=job_id,
+            wandb_online_allowed=bool(self._config.wandb_api_key),
+            roots=self._config.allowed_roots,
         )
+        violations = list(resolved.violations)
         prepared = None
         if spec.HasField("dataset") and spec.dataset.WhichOneof("source"):
-            prepared, data_violations = await self._data.prepare(who, full_spec, job_dir / "data")
+            prepared, data_violations = await self._data.prepare(
+                who, resolved.spec, job_dir / "data"
+            )
             violations += data_violations
-        if violations:
+        if violations or prepared is None:
             shutil.rmtree(job_dir, ignore_errors=True)
             raise invalid_argument(violations, _summary(violations))
 
-        job = job_pb.TrainingJob(
-            id=job_id,
-            spec=full_spec,
-            state=job_pb.JOB_STATE_QUEUED,
-            owner=who.name,
-            request_id=request_id,
-            create_time=now_timestamp(),
+        job = spec_path.new_job(
+            resolved,
+            job_id=job_id,
+            job_dir=job_dir,
+            train_path=prepared.train_path,
+            validation_path=prepared.validation_path,
         )
-        job.spec.display_name = job.spec.display_name or job_id
+        job.state = job_pb.JOB_STATE_QUEUED
+        job.owner = who.name
+        job.request_id = request_id
+        job.create_time.CopyFrom(now_timestamp())
         job.update_time.CopyFrom(job.create_time)
         job.dataset_details.CopyFrom(prepared.details)
-        job.artifacts.output_dir = str(job_dir)
-        job.artifacts.log_path = str(job_dir / "train.log")
-        job.distributed.world_size = len(check.hosts)
-        job.distributed.backend = full_spec.distributed.backend
-        job.distributed.hosts.extend(check.hosts)
-        write_json_atomic(
-            job_dir / "worker_config.json",
-            spec_defaults.worker_config(
-                job_id,
-                str(job_dir),
-                job.spec,
-                model_path=str(check.model.path),
-                train_path=str(prepared.train_path),
-                validation_path=str(prepared.validation_path) if prepared.validation_path else None,
-                target_modules=check.target_modules,
-                hosts=list(job.distributed.hosts),
-                resume_from=None,
-            ),
-        )
         try:
             self._store.insert(
                 job,

@@ -8,7 +8,6 @@ event in one transaction and only then publishes the event to subscribers.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -21,11 +20,14 @@ from google.rpc import code_pb2, status_pb2
 from tunewire.errors import build_status
 from tunewire.reasons import Reason
 from tunewire.trainer.config import TrainerConfig
+from tunewire.trainer.jobs import handoff
 from tunewire.trainer.jobs.event_bus import EventBus
+from tunewire.trainer.jobs.spec import LOG_FILE
 from tunewire.trainer.jobs.worker_events import log_event, translate
 from tunewire.trainer.processes import blas, launch, supervisor
 from tunewire.trainer.protocol import events as protocol
 from tunewire.trainer.protocol.commands import Command
+from tunewire.trainer.protocol.config import WorkerConfig
 from tunewire.trainer.protocol.events import Outcome
 from tunewire.trainer.store.jobs import ACTIVE_STATES, TERMINAL_STATES, JobStore, now_timestamp
 from tunewire.v1 import training_event_pb2 as event_pb
@@ -33,7 +35,6 @@ from tunewire.v1 import training_job_pb2 as job_pb
 
 log = logging.getLogger(__name__)
 
-WORKER_MODULE = "tunewire.trainer.worker"
 _JOB_STATES = {
     protocol.WorkerState.STARTING: job_pb.JOB_STATE_STARTING,
     protocol.WorkerState.RUNNING: job_pb.JOB_STATE_RUNNING,
@@ -56,13 +57,6 @@ def state_event(previous: int, state: int, reason: str, error: status_pb2.Status
     if error is not None:
         change.error.CopyFrom(error)
     return event_pb.TrainingEvent(state_change=change)
-
-
-def write_json_atomic(path: Path, value: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2))
-    os.replace(tmp, path)
 
 
 def latest_checkpoint_dir(job_dir: Path) -> Path | None:
@@ -153,12 +147,12 @@ class JobRunner:
         job_dir = self._config.jobs_dir / job_id
         resume = latest_checkpoint_dir(job_dir)
         try:
-            # Written at creation; only the resume point changes from start to start.
-            config_path = job_dir / "worker_config.json"
-            worker_config = json.loads(config_path.read_text())
-            worker_config["resume_from"] = str(resume) if resume else None
-            write_json_atomic(config_path, worker_config)
-            commands = self._rank_commands(job, job_dir, config_path, worker_config)
+            # The config is the stored job's, written afresh at every start; the resume
+            # point is an argument, so nothing in the file changes between starts.
+            config = handoff.worker_config(job)
+            config_path = handoff.write_config(job_dir, config)
+            argv = launch.worker_argv(config_path, python=self._config.python, resume_from=resume)
+            commands = self._rank_commands(config, job_dir, argv)
             group = await supervisor.start_group(
                 job_id, job_dir, commands, lambda ev, _id=job_id: self._on_worker_event(_id, ev)
             )
@@ -196,10 +190,9 @@ class JobRunner:
         task.add_done_callback(self._grace_tasks.discard)
 
     def _rank_commands(
-        self, job: job_pb.TrainingJob, job_dir: Path, config_path: Path, worker_config: dict
+        self, config: WorkerConfig, job_dir: Path, argv: list[str]
     ) -> list[supervisor.RankCommand]:
-        world = max(1, job.spec.distributed.world_size)
-        hosts = list(job.distributed.hosts) or ["localhost"] * world
+        hosts = config.distributed.hosts or ["localhost"] * max(1, config.distributed.world_size)
         local_ranks = sum(1 for host in hosts if launch.is_local(host.rsplit(":", 1)[0]))
         # Processes sharing this host (ranks, jobs side by side) share its CPUs:
         # each gets its part of the BLAS threads instead of all fighting over every core.
@@ -207,17 +200,12 @@ class JobRunner:
         threads = max(1, (os.cpu_count() or 1) // sharers) if sharers > 1 else None
         env = blas.worker_env(dict(os.environ), threads=threads)
         env["PYTHONUNBUFFERED"] = "1"
-        if world == 1:
-            argv = [self._config.python, "-m", WORKER_MODULE, "--config", str(config_path)]
-            return [supervisor.RankCommand(argv, env, job_dir / "train.log")]
         return [
             supervisor.RankCommand(
-                argv, rank_env, job_dir / ("train.log" if rank == 0 else f"train.rank{rank}.log")
+                rank_argv, rank_env, job_dir / (LOG_FILE if rank == 0 else f"train.rank{rank}.log")
             )
-            for rank, (argv, rank_env) in enumerate(
-                launch.rank_commands(
-                    worker_config, job_dir, python=self._config.python, base_env=env
-                )
+            for rank, (rank_argv, rank_env) in enumerate(
+                launch.rank_commands(config.distributed, job_dir, argv, base_env=env)
             )
         ]
 

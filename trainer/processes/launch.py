@@ -1,7 +1,10 @@
-"""How to start the ranks of a job, the way `mlx.launch` starts them for the ring backend.
+"""The worker's command line, and how to start the ranks of a job the way `mlx.launch` does.
 
-`rank_commands(config, job_dir)` returns one (argv, env) per rank. The trainer
-daemon runs them (rank 0 with `--events-fd`); nothing here starts a process.
+`worker_argv(config_path, ...)` is the one builder of the worker's command
+line (the runner, the ranks, benchmarks and tests use it; `with_events_fd`
+adds the events pipe for rank 0). `rank_commands(distributed, job_dir, argv)`
+returns one (argv, env) per rank. The trainer daemon runs them; nothing here
+starts a process.
 Every rank gets `MLX_RANK` and `MLX_HOSTFILE`, a JSON file listing each rank's
 "ip:port" (`[["127.0.0.1:5000"], ["127.0.0.1:5001"]]`), which is what
 `mx.distributed.init(backend="ring")` reads.
@@ -25,7 +28,11 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from tunewire.trainer.protocol.config import DistributedSettings
+
 HOSTFILE_NAME = "mlx_hostfile.json"
+WORKER_MODULE = "tunewire.trainer.worker"
+EVENTS_FD_FLAG = "--events-fd"
 LOCAL_NAMES = {"", "localhost", "127.0.0.1", "::1"}
 
 
@@ -84,35 +91,46 @@ def ring_hosts(world_size: int, hosts: list[str]) -> list[str]:
     return out
 
 
+def worker_argv(
+    config_path: str | os.PathLike[str],
+    *,
+    python: str = sys.executable,
+    resume_from: str | os.PathLike[str] | None = None,
+) -> list[str]:
+    """`python -m tunewire.trainer.worker --config PATH [--resume-from CHECKPOINT]`."""
+    argv = [python, "-m", WORKER_MODULE, "--config", str(config_path)]
+    if resume_from is not None:
+        argv += ["--resume-from", str(resume_from)]
+    return argv
+
+
+def with_events_fd(argv: list[str], fd: int) -> list[str]:
+    """Rank 0's command: the worker's, writing its events to the inherited `fd`."""
+    return [*argv, EVENTS_FD_FLAG, str(fd)]
+
+
 def rank_commands(
-    config: Mapping,
-    job_dir: str | os.PathLike,
+    distributed: DistributedSettings,
+    job_dir: str | os.PathLike[str],
+    worker: list[str],
     *,
     base_env: Mapping[str, str] | None = None,
-    python: str = sys.executable,
 ) -> list[tuple[list[str], dict[str, str]]]:
-    """(argv, env) for every rank of the job whose worker config is `config` (a dict).
+    """(argv, env) for every rank of a job with these distributed settings; `worker` is
+    the command every rank runs (`worker_argv`).
 
     Writes the hostfile into `job_dir`. A single-rank job gets the plain worker
     command. `base_env` is the environment to extend (the daemon passes
     `tunewire.trainer.processes.blas.worker_env()`); default: this process's.
     """
     job_dir = Path(job_dir)
-    dist = config.get("distributed") or {}
-    world_size = int(dist.get("world_size") or 1)
-    backend = dist.get("backend") or "ring"
+    world_size = max(1, distributed.world_size)
+    backend = distributed.backend
     env = dict(os.environ if base_env is None else base_env)
-    worker = [
-        python,
-        "-m",
-        "tunewire.trainer.worker",
-        "--config",
-        str(job_dir / "worker_config.json"),
-    ]
     if world_size <= 1:
-        return [(worker, env)]
+        return [(list(worker), env)]
 
-    hosts = ring_hosts(world_size, list(dist.get("hosts") or []))
+    hosts = ring_hosts(world_size, list(distributed.hosts))
     hostfile = job_dir / HOSTFILE_NAME
     hostfile.write_text(json.dumps([[h] for h in hosts]), encoding="utf-8")
     master_ip, master_port = _split_host(hosts[0])

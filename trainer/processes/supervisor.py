@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunewire.reasons import Reason
+from tunewire.trainer.processes import launch
 from tunewire.trainer.protocol import commands
 from tunewire.trainer.protocol import events as protocol
 from tunewire.trainer.protocol.commands import Command
@@ -99,7 +100,7 @@ async def start_group(
             argv = list(cmd.argv)
             pass_fds: tuple[int, ...] = ()
             if rank == 0:
-                argv += ["--events-fd", str(write_fd)]
+                argv = launch.with_events_fd(argv, write_fd)
                 pass_fds = (write_fd,)
             cmd.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(cmd.log_path, "ab") as log_file:

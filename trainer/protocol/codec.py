@@ -18,7 +18,6 @@ import enum
 import json
 import types
 import typing
-from functools import cache
 from typing import Any, TypeVar
 
 from tunewire import enum_words
@@ -74,9 +73,14 @@ def decode(cls: type[T], data: Any, path: str = "") -> T:
     return cls(**values)
 
 
-@cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """A record's field types, resolved once (`from __future__ import annotations`)."""
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
 
 
 def _value(hint: Any, value: Any, path: str, metadata: typing.Mapping[str, Any]) -> Any:

@@ -6,7 +6,7 @@ the daemon reads them (`trainer/processes/supervisor.py`) and turns them into jo
 a reader that meets another version (or no header) stops with `ProtocolMismatch`, which
 names both versions. Every later line is `{"kind": ..., "time": ..., <the record's fields>}`.
 
-    setup        the model and data are ready: steps, adapter, dataset counts, the config in use
+    setup        the model and data are ready: steps, adapter, dataset counts, the config it runs
     state        the worker moved to STARTING or RUNNING
     metrics      training metrics of one report interval
     evaluation   one pass over the validation data
@@ -28,6 +28,7 @@ from typing import ClassVar, TypeAlias
 from tunewire.reasons import Reason
 from tunewire.trainer.protocol import codec
 from tunewire.trainer.protocol.codec import PROTOCOL_VERSION, DecodeError
+from tunewire.trainer.protocol.config import WorkerConfig
 
 HEADER_KEY = "tunewire_worker_protocol"
 
@@ -96,6 +97,7 @@ class Setup:
     dataset_details: DatasetCounts
     resumed_from_step: int
     world_size: int
+    config: WorkerConfig  # what the worker runs with, as it read it
     time: float = field(default_factory=_now)
 
 

@@ -1,4 +1,5 @@
-"""The training worker: `python -m tunewire.trainer.worker --config worker_config.json --events-fd N`.
+"""The training worker: `python -m tunewire.trainer.worker --config worker_config.json
+[--resume-from CHECKPOINT_DIR] --events-fd N` (built by `trainer/processes/launch.worker_argv`).
 
 Started by the trainer daemon, one process per rank, with cwd = JOB_DIR and
 stdout/stderr going to the job's log. Writes the protocol's events
@@ -27,11 +28,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Run one tunewire training job (one rank).",
     )
     parser.add_argument("--config", required=True, help="path of worker_config.json")
+    parser.add_argument("--resume-from", default=None, help="checkpoint directory to continue from")
     parser.add_argument(
         "--events-fd",
         type=int,
         default=None,
-        help="file descriptor to write JSON-line events to (rank 0)",
+        help="file descriptor to write the protocol's events to (rank 0)",
     )
     return parser.parse_args(argv)
 
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         # mlx and mlx-lm load here, after STARTING is out: the import takes seconds.
         from tunewire.trainer.worker.job import run_job
 
-        run_job(config, events, control)
+        run_job(config, events, control, resume_from=args.resume_from)
         return 0
     except Exception as exc:
         failure = _failure(exc)

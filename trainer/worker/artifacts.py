@@ -41,7 +41,7 @@ def adapter_config(
         "iters": total_steps,
         "learning_rate": hp.learning_rate,
         "lora_parameters": setup.lora_parameters(),
-        "mask_prompt": config.loss_masking != "all",
+        "mask_prompt": config.loss_masking != "all_tokens",
         "max_seq_length": hp.max_seq_length,
         "model": config.model,
         "num_layers": setup.num_layers,
@@ -55,13 +55,13 @@ def adapter_config(
         "tunewire": {
             "job_id": config.job_id,
             "method": config.method,
-            "lora_alpha": config.lora.alpha,
+            "lora_alpha": config.lora.alpha if config.lora else None,
             "loss_masking": config.loss_masking,
             # The adapter was trained against this quantization of the base; mlx-lm
             # loads it onto whatever base it is given.
             "quantization": (
                 {"bits": config.quantization.bits, "group_size": config.quantization.group_size}
-                if quantized_at_load
+                if quantized_at_load and config.quantization
                 else None
             ),
         },

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import IO, BinaryIO
 
-from tunewire.trainer.protocol import codec, commands
+from tunewire.trainer.protocol import commands
 from tunewire.trainer.protocol import events as protocol
 from tunewire.trainer.protocol.commands import Command
 from tunewire.trainer.protocol.events import Event, Log, LogLevel, ProtocolError
@@ -65,12 +65,12 @@ class EventWriter:
 
 
 def summary(event: Event) -> str:
-    """The log's line for an event: `key=value` pairs; the setup record whole, as JSON
-    (what the worker runs with is then on record next to what it did)."""
+    """The log's line for an event: `key=value` pairs; the setup record whole, as its
+    protocol line (what the worker runs with is then on record next to what it did)."""
+    if isinstance(event, protocol.Setup):
+        return protocol.encode(event).decode().rstrip("\n")
     values = protocol.to_dict(event)
     del values["kind"], values["time"]
-    if isinstance(event, protocol.Setup):
-        return codec.dumps(values)
     return " ".join(f"{k}={v}" for k, v in values.items())
 
 

@@ -40,8 +40,14 @@ def _load_data(
     return data
 
 
-def run_job(config: WorkerConfig, events: EventWriter, control: ControlReader) -> None:
-    """Trains and emits every event up to "done"; WorkerError for failures a user can fix."""
+def run_job(
+    config: WorkerConfig,
+    events: EventWriter,
+    control: ControlReader,
+    resume_from: str | None = None,
+) -> None:
+    """Trains (from the checkpoint `resume_from`, when given) and emits every event up to
+    `done`; WorkerError for failures a user can fix."""
     hp = config.hyperparameters
     world = init_world(config.distributed)
     if world.is_main:
@@ -59,12 +65,12 @@ def run_job(config: WorkerConfig, events: EventWriter, control: ControlReader) -
     steps = total_steps(hp, probe.batches_per_epoch)
     optimizer = build_optimizer(hp, steps)
     state = checkpoint.TrainState()
-    if config.resume_from:
+    if resume_from:
         try:
-            state = restore(config.resume_from, loaded.model, optimizer)
+            state = restore(resume_from, loaded.model, optimizer)
         except (FileNotFoundError, ValueError) as exc:
             raise WorkerError(
-                Reason.CHECKPOINT_UNUSABLE, f"cannot resume from {config.resume_from}: {exc}"
+                Reason.CHECKPOINT_UNUSABLE, f"cannot resume from {resume_from}: {exc}"
             ) from None
     batches = TrainBatches(
         train,
@@ -87,6 +93,7 @@ def run_job(config: WorkerConfig, events: EventWriter, control: ControlReader) -
             ),
             resumed_from_step=state.step,
             world_size=world.size,
+            config=config,
         )
     )
     wandb = WandbLogger(config, events, enabled=world.is_main)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from tunewire import enum_words
 from tunewire.v1 import training_job_pb2 as job_pb
 
 _INTS = {
@@ -51,24 +52,13 @@ def suggest(word: str, choices) -> str:
 
 
 def enum_short_names(enum: EnumDescriptor) -> dict[str, int]:
-    """{'lora': 1, ...}: value names without the enum's prefix, lower case, without UNSPECIFIED."""
-    prefix = _enum_prefix(enum)
-    return {
-        v.name.removeprefix(prefix).lower(): v.number
-        for v in enum.values
-        if not v.name.endswith("_UNSPECIFIED")
-    }
+    """{'lora': 1, ...}: every value by its word (`tunewire.enum_words`), UNSPECIFIED left out."""
+    return {w: enum_words.number(enum, w) for w in enum_words.words(enum)}
 
 
 def enum_short_name(enum: EnumDescriptor, number: int) -> str:
     """'running' for JOB_STATE_RUNNING; the number itself when unknown."""
-    value = enum.values_by_number.get(number)
-    return value.name.removeprefix(_enum_prefix(enum)).lower() if value else str(number)
-
-
-def _enum_prefix(enum: EnumDescriptor) -> str:
-    unspecified = next((v.name for v in enum.values if v.name.endswith("_UNSPECIFIED")), "")
-    return unspecified.removesuffix("UNSPECIFIED")
+    return enum_words.display_word(enum, number)
 
 
 def spec_from_dict(data: Mapping) -> job_pb.TrainingJobSpec:
@@ -214,16 +204,15 @@ def scalar(fd: FieldDescriptor, value, where: str, problems):
 
 
 def _enum(enum: EnumDescriptor, value, where: str, problems):
-    short = enum_short_names(enum)
+    short = enum_words.words(enum)
     if isinstance(value, int) and not isinstance(value, bool):
         if value in enum.values_by_number:
             return value
     elif isinstance(value, str):
-        name = value.strip()
-        if name.upper() in enum.values_by_name:
-            return enum.values_by_name[name.upper()].number
-        if name.lower() in short:
-            return short[name.lower()]
+        try:
+            return enum_words.number(enum, value)
+        except ValueError:
+            pass
     choices = ", ".join(short)
     problems.append(
         (where, f"must be one of {choices}, got {value!r}" + suggest(str(value).lower(), short))
