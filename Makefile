@@ -84,6 +84,7 @@ lint-proto:
 lint: $(INSTALLED) lint-proto
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
+	$(PY) scripts/typecheck.py
 
 test: setup scale-packages
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -9,6 +9,7 @@ duplicates, even across crashes and restarts.
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
@@ -173,14 +174,15 @@ class JobStore:
         offset: int = 0,
         limit: int = 50,
     ) -> JobPage:
-        where, args = [], []
+        where: list[str] = []
+        args: list[str | int] = []
         if owner is not None:
             where.append("owner = ?")
             args.append(owner)
-        states = [s for s in states if s]
-        if states:
-            where.append(f"state IN ({','.join('?' * len(states))})")
-            args.extend(states)
+        wanted = [s for s in states if s]
+        if wanted:
+            where.append(f"state IN ({','.join('?' * len(wanted))})")
+            args.extend(wanted)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         total = self._conn.execute(f"SELECT COUNT(*) FROM jobs {clause}", args).fetchone()[0]
         rows = self._conn.execute(
@@ -191,7 +193,7 @@ class JobStore:
         more = offset + len(jobs) < total
         return JobPage(jobs=jobs, next_offset=offset + len(jobs) if more else None, total=total)
 
-    def queued_ids(self) -> list[str]:
+    def queued_ids(self) -> builtins.list[str]:
         """Ids of QUEUED jobs in the order they will start."""
         rows = self._conn.execute(
             "SELECT id FROM jobs WHERE state = ? ORDER BY queue_order", (job_pb.JOB_STATE_QUEUED,)
@@ -201,11 +203,12 @@ class JobStore:
     def count(self, states: Iterable[int]) -> int:
         """Jobs in any of `states`, counted without reading them (server info, /health)."""
         states = list(states)
-        return self._conn.execute(
+        count = self._conn.execute(
             f"SELECT COUNT(*) FROM jobs WHERE state IN ({','.join('?' * len(states))})", states
         ).fetchone()[0]
+        return int(count)
 
-    def in_states(self, states: Iterable[int]) -> list[job_pb.TrainingJob]:
+    def in_states(self, states: Iterable[int]) -> builtins.list[job_pb.TrainingJob]:
         """Jobs in any of `states`, oldest first (queue order)."""
         states = list(states)
         rows = self._conn.execute(
@@ -218,7 +221,7 @@ class JobStore:
 
     def events_after(
         self, job_id: str, after_sequence: int, limit: int = 1000
-    ) -> list[event_pb.TrainingEvent]:
+    ) -> builtins.list[event_pb.TrainingEvent]:
         rows = self._conn.execute(
             "SELECT event FROM job_events WHERE job_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
             (job_id, after_sequence, limit),
@@ -240,7 +243,7 @@ class JobStore:
                 "DELETE FROM checkpoints WHERE job_id = ? AND step = ?", (job_id, step)
             )
 
-    def checkpoints(self, job_id: str) -> list[job_pb.Checkpoint]:
+    def checkpoints(self, job_id: str) -> builtins.list[job_pb.Checkpoint]:
         rows = self._conn.execute(
             "SELECT checkpoint FROM checkpoints WHERE job_id = ? ORDER BY step", (job_id,)
         ).fetchall()

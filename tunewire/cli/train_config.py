@@ -5,10 +5,10 @@ Two vocabularies are accepted in one file:
 * tunewire's own: the keys of `tunewire.v1.TrainingJobSpec`, nested as in the
   proto (`hyperparameters: {batch_size: 4}`, `method: qlora`);
 * the keys of an `mlx_lm.lora` config (`--config`), so a file written for
-  mlx-lm trains here too: model, data, fine_tune_type, lora_parameters,
-  num_layers, batch_size, iters, learning_rate, max_seq_length, ... (table
-  below). `data` is a local file, or a folder with train.jsonl (and
-  valid.jsonl), that `tunewire train` uploads.
+  mlx-lm trains here too: every key of mlx-lm's config is known
+  (`tunewire/cli/mlx_lm_keys.py`), null meaning absent. `data` is a local
+  file, or a folder with train.jsonl (and valid.jsonl), that `tunewire train`
+  uploads.
 
 Keys left out get tunewire's defaults (the server fills them in; `tunewire
 jobs show` prints them), not mlx-lm's. An unknown key is an error naming it,
@@ -22,54 +22,9 @@ from pathlib import Path
 
 import yaml
 
+from tunewire.cli import mlx_lm_keys
 from tunewire.client.spec import SpecError, field_names, spec_from_dict, suggest
 from tunewire.v1 import training_job_pb2 as job_pb
-
-# mlx_lm.lora key → the spec field it sets (dotted path).
-MLX_LM_FIELDS = {
-    "batch_size": "hyperparameters.batch_size",
-    "iters": "hyperparameters.max_steps",
-    "learning_rate": "hyperparameters.learning_rate",
-    "max_seq_length": "hyperparameters.max_seq_length",
-    "grad_checkpoint": "hyperparameters.gradient_checkpointing",
-    "grad_accumulation_steps": "hyperparameters.gradient_accumulation_steps",
-    "seed": "hyperparameters.seed",
-    "num_layers": "lora.num_layers",
-    "steps_per_report": "report_interval_steps",
-    "steps_per_eval": "evaluation.interval_steps",
-    "save_every": "checkpointing.interval_steps",
-    "project_name": "wandb.project",
-}
-# mlx_lm.lora keys with their own translation (see `_translate`).
-MLX_LM_SPECIAL = (
-    "data",
-    "fine_tune_type",
-    "lora_parameters",
-    "optimizer",
-    "optimizer_config",
-    "lr_schedule",
-    "mask_prompt",
-    "val_batches",
-    "report_to",
-)
-# Keys that mean something only to mlx-lm's own command line: accepted, not used.
-MLX_LM_IGNORED = {
-    "train": "training is what `tunewire train` does",
-    "test": "run a test pass yourself with `tunewire generate`",
-    "test_batches": "there is no test pass",
-    "adapter_path": "the server keeps the adapter in the job's directory (`tunewire jobs show JOB`)",
-    "clear_cache_threshold": "the worker manages its memory cache",
-    "trust_remote_code": "tunewire loads only models mlx-lm supports natively",
-    "config": "this file is the config",
-}
-MLX_LM_UNSUPPORTED = {
-    "resume_adapter_file": "resuming from an adapter file is not supported; jobs resume from their own checkpoints",
-    "hf_dataset": "Hugging Face datasets are not fetched; download the data and point `data` at the folder",
-}
-LORA_PARAMETER_KEYS = ("rank", "scale", "alpha", "dropout", "keys")
-MLX_LM_RANK_DEFAULT = 8
-SCHEDULES = {"cosine_decay": "cosine", "linear_schedule": "linear"}
-OPTIMIZERS = ("adam", "adamw", "sgd", "adafactor")
 
 
 class ConfigError(ValueError):
@@ -161,7 +116,7 @@ def _key_lines(node, prefix: str = "") -> dict[str, int]:
 def _translate(data: dict, config: TrainConfig, where) -> list[str]:
     native_keys = set(field_names(job_pb.TrainingJobSpec.DESCRIPTOR))
     native_keys |= {f.json_name for f in job_pb.TrainingJobSpec.DESCRIPTOR.fields}
-    known = sorted(native_keys | set(MLX_LM_FIELDS) | set(MLX_LM_SPECIAL) | set(MLX_LM_IGNORED))
+    known = sorted(native_keys | set(mlx_lm_keys.KEYS))
     spec, problems, setters = config.spec, [], config.origins
 
     def put(dotted: str, value, key: str, replace: bool = False) -> None:
@@ -180,9 +135,10 @@ def _translate(data: dict, config: TrainConfig, where) -> list[str]:
                 return
         target[leaf] = value
 
-    # lr_schedule last: its first argument replaces learning_rate, as in mlx-lm.
-    for key, value in sorted(data.items(), key=lambda kv: kv[0] == "lr_schedule"):
+    for key, value in sorted(data.items(), key=lambda kv: kv[0] in mlx_lm_keys.LAST):
         key = str(key)
+        if value is None and (key in native_keys or key in mlx_lm_keys.KEYS):
+            continue  # `key: null` is the key left out, in mlx-lm's configs as here
         if key in native_keys:
             if key == "wandb" and isinstance(value, str):  # older mlx-lm: `wandb: PROJECT`
                 value = {"project": value}
@@ -190,14 +146,14 @@ def _translate(data: dict, config: TrainConfig, where) -> list[str]:
                 _leaf_paths(value, key) if isinstance(value, dict) else [(key, value)]
             ):
                 put(dotted, leaf, dotted)
-        elif key in MLX_LM_FIELDS:
-            put(MLX_LM_FIELDS[key], value, key)
-        elif key in MLX_LM_SPECIAL:
-            problems += _special(key, value, put, config, where)
-        elif key in MLX_LM_IGNORED:
-            config.notes.append(f"{where(key)}: ignored {key!r}: {MLX_LM_IGNORED[key]}")
-        elif key in MLX_LM_UNSUPPORTED:
-            problems.append(f"{where(key)}: {key!r}: {MLX_LM_UNSUPPORTED[key]}")
+        elif key in mlx_lm_keys.FIELDS:
+            put(mlx_lm_keys.FIELDS[key], value, key)
+        elif key in mlx_lm_keys.SPECIAL:
+            problems += mlx_lm_keys.translate(key, value, put, config, where, spec)
+        elif key in mlx_lm_keys.IGNORED:
+            config.notes.append(f"{where(key)}: ignored {key!r}: {mlx_lm_keys.IGNORED[key]}")
+        elif key in mlx_lm_keys.UNSUPPORTED:
+            problems.append(f"{where(key)}: {key!r}: {mlx_lm_keys.UNSUPPORTED[key]}")
         else:
             problems.append(f"{where(key)}: unknown key {key!r}{suggest(key, known)}")
     if config.upload_train and "dataset" in spec:
@@ -236,159 +192,3 @@ def _leaf_paths(value: dict, prefix: str):
         path = f"{prefix}.{k}"
         out += _leaf_paths(v, path) if isinstance(v, dict) and v else [(path, v)]
     return out
-
-
-def _special(key: str, value, put, config: TrainConfig, where) -> list[str]:
-    here = where(key)
-    if key == "data":
-        return _data(value, config, here)
-    if key == "fine_tune_type":
-        if value not in ("lora", "dora", "full"):
-            return [f"{here}: fine_tune_type must be lora, dora or full, got {value!r}"]
-        put("method", value, key)
-    elif key == "lora_parameters":
-        return _lora_parameters(value, put, where)
-    elif key == "optimizer":
-        if str(value).lower() not in OPTIMIZERS:
-            return [
-                f"{here}: optimizer must be one of {', '.join(OPTIMIZERS)}, got {value!r}"
-                + suggest(str(value).lower(), OPTIMIZERS)
-            ]
-        put("hyperparameters.optimizer", str(value).lower(), key)
-    elif key == "optimizer_config":
-        return _optimizer_config(value, put, here)
-    elif key == "lr_schedule":
-        return _schedule(value, put, here)
-    elif key == "mask_prompt":
-        if not isinstance(value, bool):
-            return [f"{here}: mask_prompt must be true or false, got {value!r}"]
-        # mlx-lm: true trains the last message only; false trains every token.
-        put("loss_masking", "last_assistant_turn" if value else "all_tokens", key)
-    elif key == "val_batches":
-        if not isinstance(value, int) or isinstance(value, bool) or value < -1:
-            return [f"{here}: val_batches must be -1 (all) or a count, got {value!r}"]
-        put("evaluation.max_batches", max(value, 0), key)
-    elif key == "report_to":
-        services = [s.strip() for s in str(value or "").split(",") if s.strip()]
-        unknown = [s for s in services if s != "wandb"]
-        if unknown:
-            return [f"{here}: report_to supports only 'wandb', got {', '.join(map(repr, unknown))}"]
-    return []
-
-
-def _data(value, config: TrainConfig, here: str) -> list[str]:
-    if not isinstance(value, str) or not value:
-        return [f"{here}: data must be a path to a file or a folder, got {value!r}"]
-    path = Path(value).expanduser()
-    if path.is_dir():
-        train, valid = path / "train.jsonl", path / "valid.jsonl"
-        if not train.is_file():
-            return [
-                f"{here}: data folder {value!r} has no train.jsonl (mlx-lm's layout: train.jsonl, valid.jsonl)"
-            ]
-        config.upload_train = train
-        config.upload_validation = valid if valid.is_file() else None
-    elif path.is_file():
-        config.upload_train = path
-    else:
-        return [
-            (
-                f"{here}: data {value!r} is not a local file or folder (Hugging Face datasets are not fetched: "
-                "download the data and point `data` at the file or folder)"
-            )
-        ]
-    return []
-
-
-def _lora_parameters(value, put, where) -> list[str]:
-    here = where("lora_parameters")
-    if not isinstance(value, dict):
-        return [f"{here}: lora_parameters must be a mapping (rank, scale, dropout, keys)"]
-    problems = []
-    for k in value:
-        if k not in LORA_PARAMETER_KEYS:
-            problems.append(
-                f"{where('lora_parameters.' + str(k))}: unknown key 'lora_parameters.{k}'"
-                + suggest(str(k), LORA_PARAMETER_KEYS)
-            )
-    if "scale" in value and "alpha" in value:
-        problems.append(f"{here}: give scale (mlx-lm) or alpha (PEFT), not both")
-    if problems:
-        return problems
-    rank = value.get("rank")
-    if rank is not None:
-        put("lora.rank", rank, "lora_parameters")
-    if "scale" in value:
-        # mlx-lm multiplies the update by `scale`; tunewire by alpha / rank (PEFT's convention).
-        scale, r = value["scale"], rank if rank is not None else MLX_LM_RANK_DEFAULT
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not isinstance(r, int):
-            return [f"{here}: scale and rank must be numbers, got scale {scale!r}, rank {r!r}"]
-        if rank is None:
-            put("lora.rank", r, "lora_parameters")
-        put("lora.alpha", float(scale) * r, "lora_parameters.scale")
-    if "alpha" in value:
-        put("lora.alpha", value["alpha"], "lora_parameters.alpha")
-    if "dropout" in value:
-        put("lora.dropout", value["dropout"], "lora_parameters.dropout")
-    if "keys" in value:
-        put("lora.target_modules", value["keys"], "lora_parameters.keys")
-    return []
-
-
-def _optimizer_config(value, put, here: str) -> list[str]:
-    if not isinstance(value, dict):
-        return [f"{here}: optimizer_config must be a mapping of optimizer name to settings"]
-    problems = []
-    for name, settings in value.items():
-        if name not in OPTIMIZERS:
-            problems.append(
-                f"{here}: optimizer_config.{name}: unknown optimizer"
-                + suggest(str(name), OPTIMIZERS)
-            )
-            continue
-        for setting, v in (settings or {}).items():
-            if setting == "weight_decay":
-                put("hyperparameters.weight_decay", v, f"optimizer_config.{name}.weight_decay")
-            else:
-                problems.append(
-                    f"{here}: optimizer_config.{name}.{setting} is not supported "
-                    "(only weight_decay; tunewire sets the other optimizer settings)"
-                )
-    return problems
-
-
-def _schedule(value, put, here: str) -> list[str]:
-    if not isinstance(value, dict) or "name" not in value:
-        return [f"{here}: lr_schedule must be a mapping with name, arguments and optionally warmup"]
-    unknown = set(value) - {"name", "arguments", "warmup", "warmup_init"}
-    if unknown:
-        return [
-            f"{here}: unknown key 'lr_schedule.{min(unknown)}'"
-            + suggest(min(unknown), ("name", "arguments", "warmup", "warmup_init"))
-        ]
-    name = value["name"]
-    if name not in SCHEDULES:
-        return [
-            f"{here}: lr_schedule {name!r} is not supported; use cosine_decay or linear_schedule"
-            + suggest(str(name), SCHEDULES)
-        ]
-    args = value.get("arguments") or []
-    if not isinstance(args, list) or not args:
-        return [f"{here}: lr_schedule.arguments must be a list starting with the learning rate"]
-    if value.get("warmup_init", 0) not in (0, 0.0):
-        return [f"{here}: lr_schedule.warmup_init must be 0 (warmup starts from 0 here)"]
-    put("hyperparameters.learning_rate_schedule", SCHEDULES[name], "lr_schedule")
-    put("hyperparameters.learning_rate", args[0], "lr_schedule.arguments", replace=True)
-    # cosine_decay(init, decay_steps, end=0); linear_schedule(init, end, steps)
-    end = (
-        args[2]
-        if name == "cosine_decay" and len(args) > 2
-        else args[1]
-        if name == "linear_schedule" and len(args) > 1
-        else None
-    )
-    if end is not None:
-        put("hyperparameters.min_learning_rate", end, "lr_schedule.arguments")
-    if value.get("warmup"):
-        put("hyperparameters.warmup_steps", value["warmup"], "lr_schedule.warmup")
-    return []
