@@ -14,9 +14,9 @@ VENDORED_PROTOS := $(wildcard protos/google/*/*.proto)
 DESCRIPTORS := gen/tunewire/v1/descriptors.binpb
 PYTEST_ARGS ?=
 
-.PHONY: setup protos proto-deps blas scale-packages model smollm2 node-client lint lint-proto test run bench clean
+.PHONY: setup protos proto-deps blas scale-packages model smollm2 node-client console-assets lint lint-proto test run bench clean
 
-setup: $(INSTALLED) blas model smollm2 node-client
+setup: $(INSTALLED) blas model smollm2 node-client console-assets
 
 # Code generation needs grpcio-tools before the package can be installed
 # (tunewire.v1 lives in gen/), so the venv is bootstrapped in two steps.
@@ -70,6 +70,17 @@ $(NODE_CLIENT): clients/node/package.json clients/node/package-lock.json clients
 		cd clients/node && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build; \
 	else echo "npm not found: the Node client is not built"; fi
 
+# The web console's third-party files (uPlot), from the npm registry into
+# gateway/console/static/vendor (git-ignored); without npm the console runs without charts.
+CONSOLE_VENDOR := gateway/console/static/vendor/uPlot.iife.min.js
+console-assets: $(CONSOLE_VENDOR)
+$(CONSOLE_VENDOR): gateway/console/package.json gateway/console/package-lock.json
+	@if command -v npm >/dev/null; then \
+		cd gateway/console && npm ci --no-audit --no-fund --loglevel=error && mkdir -p static/vendor && \
+		cp node_modules/uplot/dist/uPlot.iife.min.js node_modules/uplot/dist/uPlot.min.css \
+			node_modules/uplot/LICENSE static/vendor/; \
+	else echo "npm not found: the console's charts (uPlot) are not built"; fi
+
 # Refreshes the vendored googleapis protos (protos/google) from the installed
 # googleapis-common-protos; a maintainer's step, nothing else depends on it.
 proto-deps: | $(VENV)/bin/python
@@ -96,5 +107,5 @@ bench: setup
 	$(PY) -m bench.run_all
 
 clean:
-	rm -rf gen build dist clients/node/dist clients/node/src/gen clients/node/node_modules *.egg-info .pytest_cache .ruff_cache bench/.work
+	rm -rf gen build dist clients/node/dist clients/node/src/gen clients/node/node_modules gateway/console/node_modules gateway/console/static/vendor *.egg-info .pytest_cache .ruff_cache bench/.work
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

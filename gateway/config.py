@@ -82,6 +82,10 @@ class GatewayConfig:
     health_retry_seconds: float = field(
         default=0.5, metadata={"help": "Delay between checks of a trainer that is down."}
     )
+    console_session_seconds: float = field(
+        default=8 * 3600.0,
+        metadata={"help": "Lifetime of a web console session (its cookie's Max-Age)."},
+    )
     cors_origins: tuple[str, ...] = field(
         default=(),
         metadata={"help": "Origins whose pages may call the HTTP API cross-origin; '*': any."},
@@ -97,6 +101,11 @@ class GatewayConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 60 <= self.console_session_seconds <= 30 * 86400:
+            raise ValueError(
+                "console_session_seconds must be between 60 and 2592000 (30 days), "
+                f"got {self.console_session_seconds}"
+            )
         if self.rate_per_second < 0:
             raise ValueError(
                 f"rate_per_second must be 0 (off) or positive, got {self.rate_per_second}"

@@ -17,6 +17,7 @@ from tunewire import addresses, reflection
 from tunewire.gateway import legacy
 from tunewire.gateway.auth import Authenticator, AuthInterceptor, http_auth_middleware
 from tunewire.gateway.config import GatewayConfig
+from tunewire.gateway.console import Console
 from tunewire.gateway.cors import CorsPolicy
 from tunewire.gateway.forward import Forwarder
 from tunewire.gateway.health import TrainerHealth
@@ -133,10 +134,12 @@ async def start_gateway(config: GatewayConfig, keyring: KeyRing | None = None) -
         )
 
     cors = CorsPolicy(config.cors_origins)
+    console = Console(authenticator, config.console_session_seconds)
     app = web.Application(
         middlewares=[
             error_middleware(link.status_of),
             cors.preflight_middleware(),
+            console.middleware(),
             http_auth_middleware(authenticator),
         ],
         client_max_size=config.max_message_bytes,
@@ -155,6 +158,7 @@ async def start_gateway(config: GatewayConfig, keyring: KeyRing | None = None) -
         max_upload_bytes=config.max_upload_bytes,
         upload_chunk_bytes=config.upload_chunk_bytes,
     )
+    console.add_routes(app)
     cors.add_headers_to(app)
     # handler_cancellation: a client that disconnects cancels its handler, and
     # with it the trainer call it was waiting on.
