@@ -167,6 +167,12 @@ def parse_args(argv: list[str] | None = None, environ=os.environ) -> GatewayConf
         help="largest upload in MiB (default %(default)s)",
     )
     parser.add_argument(
+        "--console-session-hours",
+        type=float,
+        default=8.0,
+        help="lifetime of a web console sign-in (default %(default)s)",
+    )
+    parser.add_argument(
         "--cors-origin",
         action="append",
         default=[],
@@ -191,6 +197,7 @@ def parse_args(argv: list[str] | None = None, environ=os.environ) -> GatewayConf
             max_streams_per_key=args.max_streams,
             max_upload_bytes=args.max_upload_mb << 20,
             cors_origins=tuple(args.cors_origin),
+            console_session_seconds=args.console_session_hours * 3600,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -15,9 +15,9 @@ from urllib.parse import quote
 import grpc
 from aiohttp import web
 
+import tunewire.gateway.console.session as sessions
 from tunewire.errors import FieldViolation, Reason, ServiceError, invalid_argument
 from tunewire.gateway.auth import Authenticator
-from tunewire.gateway.console import session as sessions
 from tunewire.gateway.console.yaml_spec import spec_from_yaml
 
 STATIC = Path(__file__).resolve().parent / "static"

@@ -1,5 +1,5 @@
 """A pasted training YAML → a job spec, with the keys `tunewire train` takes
-(tunewire.cli.train_config owns that vocabulary; nothing here repeats it).
+(tunewire.client.train_config owns that vocabulary; nothing here repeats it).
 
 In the browser the data is a dataset uploaded through the console, so a
 top-level `data:` (a path on the user's machine for `tunewire train`) is set
@@ -14,7 +14,7 @@ import re
 import yaml
 from google.protobuf import json_format
 
-from tunewire.cli.train_config import ConfigError, parse_config
+from tunewire.client.train_config import ConfigError, parse_config
 from tunewire.errors import FieldViolation, invalid_argument
 
 SOURCE = "config"

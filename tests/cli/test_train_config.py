@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tunewire.cli.train_config import ConfigError, parse_config
 from tunewire.client import SpecError, spec_from_dict
+from tunewire.client.train_config import ConfigError, parse_config
 from tunewire.v1 import training_job_pb2 as job_pb
 
 pytestmark = pytest.mark.timeout(30)

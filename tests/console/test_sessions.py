@@ -179,3 +179,11 @@ def test_sessions_expire():
     assert store.get(token) is session and store.get("other") is None
     now[0] += 61
     assert store.get(token) is None
+
+
+def test_the_session_lifetime_is_a_flag_within_bounds():
+    from tunewire.gateway.config import GatewayConfig, parse_args
+
+    assert parse_args(["--console-session-hours", "2"]).console_session_seconds == 7200
+    with pytest.raises(ValueError, match="console_session_seconds"):
+        GatewayConfig(console_session_seconds=10)

@@ -3,7 +3,7 @@
     tunewire train CONFIG.yaml [--watch | --json] [--name NAME] [--request-id ID] [-q] [--dry-run]
 
 The file uses the job spec's keys or an `mlx_lm.lora` config's keys (see
-tunewire.cli.train_config). Local data (`data:`) is uploaded first and
+tunewire.client.train_config). Local data (`data:`) is uploaded first and
 validated on arrival; an invalid file stops here with its report.
 """
 
@@ -14,9 +14,9 @@ import sys
 
 from tunewire.cli.common import EXIT_USAGE, CliError, add_connection_flags, run_client_command
 from tunewire.cli.render import report_text, state_name, to_json
-from tunewire.cli.train_config import ConfigError, load_config
 from tunewire.cli.watch import watch_job
 from tunewire.client import Client
+from tunewire.client.train_config import ConfigError, load_config
 
 PROG = "tunewire train"
 
