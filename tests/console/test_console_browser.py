@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -166,6 +167,14 @@ async def test_console_end_to_end(tmp_path, tiny_model_dir, browser_page):
         await wait_until(lambda: _equals(points(page), STEPS), "every step's point")
         assert await steps(page) == list(range(1, STEPS + 1))
         await shot("05-job-done")
+
+        # The adapter downloads from the job page, with the session cookie.
+        async with page.expect_download() as download:
+            await page.click("#download-artifact")
+        saved = tmp_path / "adapter.tar"
+        await (await download.value).save_as(saved)
+        with tarfile.open(saved) as tar:
+            assert any(name.endswith("adapters.safetensors") for name in tar.getnames())
 
         # The playground: the same prompt to the base model and to the adapter.
         await page.click("#nav a[data-view=playground]")

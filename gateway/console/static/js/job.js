@@ -97,7 +97,10 @@ export async function render(container, { params: [jobId] }) {
         h('dt', {}, 'Learning rate'), h('dd', {}, number(spec.hyperparameters?.learning_rate)),
         h('dt', {}, 'Sequence length'), h('dd', {}, spec.hyperparameters?.max_seq_length),
         h('dt', {}, 'Adapter'), h('dd', {}, lora.rank ? `rank ${lora.rank}, alpha ${number(lora.alpha)}, ${number(lora.trainable_parameters)} of ${number(lora.total_parameters)} parameters (${number(lora.trainable_percent, 3)}%), ${(lora.target_modules || []).join(', ')}` : '–'),
-        h('dt', {}, 'Artifacts'), h('dd', {}, artifacts.adapter_path || artifacts.model_path || '–'),
+        h('dt', {}, 'Artifacts'), h('dd', {}, (artifacts.adapter_path || artifacts.model_path) && ['SUCCEEDED', 'CANCELLED'].includes(state(job))
+          ? h('a', { href: `/v1/jobs/${encodeURIComponent(job.id)}/artifact`, download: `${job.id}.tar`, id: 'download-artifact' },
+            artifacts.model_path ? 'Download the model (.tar)' : 'Download the adapter (.tar)')
+          : 'when the job has finished'),
       )),
       h('section', { class: 'card', 'aria-labelledby': 'data-h' }, h('h2', { id: 'data-h' }, 'Data'), h('dl', { class: 'facts' },
         h('dt', {}, 'Dataset'), h('dd', {}, data.dataset_id || spec.dataset?.dataset_id || spec.dataset?.path || ''),
@@ -125,8 +128,9 @@ export async function render(container, { params: [jobId] }) {
       const rows = (reply.checkpoints || []).map((c) => [
         c.best ? h('span', { class: 'best', title: 'best by validation loss' }, `★ ${c.step}`, h('span', { class: 'sr-only' }, ' (best)')) : String(c.step),
         number(c.train_loss), c.validation_loss === undefined ? '' : number(c.validation_loss), bytes(c.size_bytes), time(c.create_time),
+        h('a', { href: `/v1/jobs/${encodeURIComponent(jobId)}/artifact?kind=ARTIFACT_KIND_CHECKPOINT&checkpoint_step=${c.step}`, download: `${jobId}-step-${c.step}.tar`, 'aria-label': `Download the checkpoint at step ${c.step}` }, 'download'),
       ]);
-      checkpoints.replaceChildren(rows.length ? table(['Step', 'Train loss', 'Validation loss', 'Size', 'Written'], rows, { caption: 'Checkpoints', numeric: [1, 2, 3] }) : h('p', { class: 'muted' }, 'No checkpoint yet.'));
+      checkpoints.replaceChildren(rows.length ? table(['Step', 'Train loss', 'Validation loss', 'Size', 'Written', ''], rows, { caption: 'Checkpoints', numeric: [1, 2, 3] }) : h('p', { class: 'muted' }, 'No checkpoint yet.'));
     } catch (error) {
       checkpoints.replaceChildren(h('p', { class: 'error' }, error.message));
     }
