@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tunewire import tiny_model, tiny_tokenizer
-from tunewire.cli.train_config import ConfigError, parse_config
+from tunewire.client.train_config import ConfigError, parse_config
 from tunewire.v1 import training_job_pb2 as job_pb
 
 pytestmark = pytest.mark.timeout(300)

@@ -6,7 +6,7 @@ Two vocabularies are accepted in one file:
   proto (`hyperparameters: {batch_size: 4}`, `method: qlora`);
 * the keys of an `mlx_lm.lora` config (`--config`), so a file written for
   mlx-lm trains here too: every key of mlx-lm's config is known
-  (`tunewire/cli/mlx_lm_keys.py`), null meaning absent. `data` is a local
+  (`tunewire/client/mlx_lm_keys.py`), null meaning absent. `data` is a local
   file, or a folder with train.jsonl (and valid.jsonl), that `tunewire train`
   uploads.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from tunewire.cli import mlx_lm_keys
+from tunewire.client import mlx_lm_keys
 from tunewire.client.spec import SpecError, field_names, spec_from_dict, suggest
 from tunewire.v1 import training_job_pb2 as job_pb
 
