@@ -1,8 +1,11 @@
 """gRPC status ↔ HTTP: the one table, and google.rpc.Status as JSON.
 
 The table is grpc-gateway's (runtime/errors.go, HTTPStatusFromCode), so clients
-that know grpc-gateway see the statuses they expect. Everything the gateway
-answers over HTTP with an error goes through `status_response`.
+that know grpc-gateway see the statuses they expect; a few reasons have an HTTP
+status of their own (a body over the limit is 413, not a 429 "slow down").
+Everything the gateway answers over HTTP with an error goes through
+`status_response`: a RetryInfo becomes Retry-After, UNAUTHENTICATED carries
+WWW-Authenticate.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 
-from tunewire.errors import Reason, ServiceError, status_from_exception
+from tunewire.errors import Reason, ServiceError, reason_of, status_from_exception
 
 # gRPC code → HTTP status, exactly as grpc-gateway maps them.
 HTTP_STATUS = {
@@ -39,6 +42,15 @@ HTTP_STATUS = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DATA_LOSS: 500,
 }
+# Reasons whose HTTP status says more than their code's.
+HTTP_STATUS_BY_REASON = {
+    Reason.REQUEST_TOO_LARGE: 413,
+    Reason.UPLOAD_TOO_LARGE: 413,
+    Reason.METHOD_NOT_ALLOWED: 405,
+}
+# The challenge of a 401 (RFC 9110 11.6.1): keys are bearer tokens (RFC 6750);
+# X-API-Key is accepted as well.
+WWW_AUTHENTICATE = 'Bearer realm="tunewire"'
 _CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 log = logging.getLogger(__name__)
 RETRY_INFO_TYPE = error_details_pb2.RetryInfo.DESCRIPTOR.full_name
@@ -56,6 +68,25 @@ def http_status(code: int | grpc.StatusCode) -> int:
     if isinstance(code, int):
         code = _CODE_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
     return HTTP_STATUS.get(code, 500)
+
+
+def http_status_of(status: status_pb2.Status) -> int:
+    """The HTTP status an error status is answered with."""
+    return HTTP_STATUS_BY_REASON.get(reason_of(status)) or http_status(status.code)
+
+
+def error_headers(status: status_pb2.Status) -> dict[str, str]:
+    """Retry-After from a RetryInfo; WWW-Authenticate on UNAUTHENTICATED (with
+    error="invalid_token" when the key sent was refused, as RFC 6750 says)."""
+    headers = {}
+    retry = retry_after_seconds(status)
+    if retry is not None:
+        headers["Retry-After"] = str(retry)
+    if status.code == grpc.StatusCode.UNAUTHENTICATED.value[0]:
+        headers["WWW-Authenticate"] = WWW_AUTHENTICATE + (
+            ', error="invalid_token"' if reason_of(status) == Reason.INVALID_API_KEY else ""
+        )
+    return headers
 
 
 def status_to_dict(status: status_pb2.Status) -> dict:
@@ -82,15 +113,11 @@ def status_response(status: status_pb2.Status, *, legacy: bool = False) -> web.R
     body = status_to_dict(status)
     if legacy:
         body["detail"] = status.message
-    headers = {}
-    retry = retry_after_seconds(status)
-    if retry is not None:
-        headers["Retry-After"] = str(retry)
     return web.Response(
-        status=http_status(status.code),
+        status=http_status_of(status),
         text=json.dumps(body),
         content_type="application/json",
-        headers=headers,
+        headers=error_headers(status),
     )
 
 
@@ -108,7 +135,9 @@ _HTTP_REFUSALS = {
 }
 
 
-def service_error_from_http(status: int, message: str) -> ServiceError:
+def service_error_from_http(
+    status: int, message: str, metadata: dict[str, str] | None = None
+) -> ServiceError:
     """aiohttp's own refusals (no route, wrong method, body too large) in our error form."""
     code, reason = _HTTP_REFUSALS.get(
         status,
@@ -116,7 +145,7 @@ def service_error_from_http(status: int, message: str) -> ServiceError:
         if 400 <= status < 500
         else (grpc.StatusCode.INTERNAL, Reason.INTERNAL),
     )
-    return ServiceError(code, message, reason=reason)
+    return ServiceError(code, message, reason=reason, metadata=metadata or {})
 
 
 def error_middleware(status_of):
@@ -132,12 +161,13 @@ def error_middleware(status_of):
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
+            metadata = {"limit_bytes": str(request.client_max_size)} if exc.status == 413 else None
             response = error_response(
-                service_error_from_http(exc.status, _http_message(request, exc)), legacy=legacy
+                service_error_from_http(exc.status, _http_message(request, exc), metadata),
+                legacy=legacy,
             )
             if exc.status == 405:
                 # As grpc-gateway: code UNIMPLEMENTED, but HTTP keeps its own 405 and Allow.
-                response.set_status(405)
                 response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
             return response
         except ServiceError as exc:

@@ -39,7 +39,9 @@ from tunewire.identity import Principal
 from tunewire.v1 import dataset_service_pb2 as ds_svc
 from tunewire.v1 import training_service_pb2 as svc
 
-HEALTH_TIMEOUT_SECONDS = 5.0
+# Long enough for a trainer's first server info (it waits for a one-off probe of
+# mlx, seconds on a loaded machine); a trainer that is down answers at once.
+HEALTH_TIMEOUT_SECONDS = 20.0
 MAX_LIST = 1000
 
 

@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 
 from tunewire import addresses, reflection
 from tunewire.gateway import legacy
+from tunewire.gateway.access_log import RedactingAccessLogger
 from tunewire.gateway.auth import Authenticator, AuthInterceptor, http_auth_middleware
 from tunewire.gateway.config import GatewayConfig
 from tunewire.gateway.console import Console
@@ -162,7 +163,12 @@ async def start_gateway(config: GatewayConfig, keyring: KeyRing | None = None) -
     cors.add_headers_to(app)
     # handler_cancellation: a client that disconnects cancels its handler, and
     # with it the trainer call it was waiting on.
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=2.0)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        shutdown_timeout=2.0,
+        access_log_class=RedactingAccessLogger,
+    )
     await runner.setup()
     try:
         sock = _http_socket(http_listen)

@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 from google.rpc import status_pb2
 
-from tunewire.errors import Reason, ServiceError, build_status
+from tunewire.errors import Reason, ServiceError, build_status, reason_of
 from tunewire.gateway.config import GatewayConfig
 from tunewire.gateway.methods import Method
 from tunewire.identity import Principal, identity_metadata, read_credential_file
@@ -165,13 +165,33 @@ class TrainerLink:
         for key, value in err.trailing_metadata() or ():
             if key == STATUS_DETAILS_KEY:
                 status = status_pb2.Status.FromString(value)
-                if status.code == err.code().value[0]:
-                    return status
+                if status.code != err.code().value[0]:
+                    break
+                if reason_of(status) == Reason.INTERNAL_TOKEN_REQUIRED:
+                    return self._credential_refused()
+                return status
         if err.code() == grpc.StatusCode.UNAVAILABLE:
             return self.unavailable_status()
         # gRPC's own refusal (deadline, size limit, ...): it sent no ErrorInfo.
         reason = _BARE_CODE_REASONS.get(err.code(), Reason.INTERNAL)
         return build_status(err.code(), err.details() or err.code().name.lower(), reason)
+
+    def _credential_refused(self) -> status_pb2.Status:
+        """The trainer refused this gateway's credential: the operator's problem, not
+        the client's, so not a 401 (which would ask the client for another key)."""
+        log.error(
+            "the trainer at %s refused this gateway's internal credential: set the trainer's "
+            "TUNEWIRE_INTERNAL_TOKEN here too, or TUNEWIRE_HOME to the trainer's state directory",
+            self.address,
+        )
+        seconds = self._retry_seconds
+        return build_status(
+            grpc.StatusCode.UNAVAILABLE,
+            "the gateway cannot reach the trainer right now (it is not set up to be trusted "
+            f"by it; see the gateway's log); retry in {seconds:g} s",
+            Reason.TRAINER_UNAVAILABLE,
+            retry_after_seconds=seconds,
+        )
 
     def unavailable_status(self) -> status_pb2.Status:
         """The trainer cannot be reached (it sent no status of its own)."""

@@ -33,6 +33,7 @@ __all__ = [
     "handles_errors",
     "invalid_argument",
     "not_found",
+    "reason_of",
     "refusing_handler",
     "status_from_exception",
 ]
@@ -93,6 +94,16 @@ def build_status(
         delay = duration_pb2.Duration(seconds=int(seconds), nanos=int((seconds % 1) * 1e9))
         status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
     return status
+
+
+def reason_of(status: status_pb2.Status) -> str:
+    """The ErrorInfo reason of a status ('' when it carries none)."""
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason
+    return ""
 
 
 @dataclass

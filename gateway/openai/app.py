@@ -10,7 +10,7 @@ import grpc
 from aiohttp import web
 
 from tunewire.errors import ServiceError
-from tunewire.gateway.auth import PRINCIPAL, Authenticator, presented_key
+from tunewire.gateway.auth import PRINCIPAL, Authenticator, http_credentials
 from tunewire.gateway.http_errors import service_error_from_http
 from tunewire.gateway.limits import StreamLimiter
 from tunewire.gateway.methods import Method
@@ -34,7 +34,7 @@ def _middleware(authenticator: Authenticator, link: TrainerLink):
         try:
             if getattr(request.match_info, "http_exception", None) is None:
                 request[PRINCIPAL] = authenticator.authenticate(
-                    presented_key(request.headers.items()), public=False
+                    http_credentials(request), public=False
                 )
             return await handler(request)
         except web.HTTPException as exc:

@@ -17,7 +17,7 @@ from aiohttp import web
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from tunewire.errors import ServiceError, build_status, status_from_exception
-from tunewire.gateway.http_errors import http_status, retry_after_seconds
+from tunewire.gateway.http_errors import WWW_AUTHENTICATE, http_status, retry_after_seconds
 from tunewire.reasons import Reason
 
 # tunewire reasons whose OpenAI `code` is known to OpenAI's clients.
@@ -101,7 +101,7 @@ def error_body(status: status_pb2.Status, param: str | None = None) -> tuple[int
     retryable = http in (408, 429) or http >= 500
     headers["x-should-retry"] = "true" if retryable else "false"
     if http == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="tunewire"'
+        headers["WWW-Authenticate"] = WWW_AUTHENTICATE
     return http, body, headers
 
 

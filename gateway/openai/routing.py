@@ -12,6 +12,6 @@ def authenticated_here(handler):
     async def route(request):
         return await handler(request)
 
-    route.tunewire_public = True  # for the parent's middleware: not its to check
+    route.tunewire_authenticated_elsewhere = True  # the parent's middleware leaves it to us
     route.__name__ = getattr(handler, "__name__", "route")
     return route

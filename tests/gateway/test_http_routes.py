@@ -284,7 +284,7 @@ async def test_upload_streams_the_request_body(tmp_path, tiny_model_dir, http):
         await stack.close()
 
 
-async def test_uploads_over_the_limit_are_429(tmp_path, tiny_model_dir, http):
+async def test_uploads_over_the_limit_are_413(tmp_path, tiny_model_dir, http):
     stack = await start_stack(
         tmp_path, tiny_model_dir, max_upload_bytes=500, upload_chunk_bytes=256
     )
@@ -294,7 +294,7 @@ async def test_uploads_over_the_limit_are_429(tmp_path, tiny_model_dir, http):
             async with http.post(
                 f"{stack.url}/v1/datasets:upload", data=body, headers=stack.headers("alice")
             ) as r:
-                assert r.status == 429
+                assert r.status == 413
                 payload = await r.json()
                 assert payload["details"][0]["reason"] == "UPLOAD_TOO_LARGE"
     finally:
@@ -329,7 +329,7 @@ async def test_json_requests_may_not_exceed_the_message_limit(tmp_path, tiny_mod
         async with http.post(
             f"{stack.url}/v1/jobs", data=b" " * 10000, headers=stack.headers("alice")
         ) as r:
-            assert r.status == 429
+            assert r.status == 413
             assert "too large" in (await r.json())["message"]
     finally:
         await stack.close()
