@@ -148,9 +148,9 @@ def write_chat_data(path: Path, records: int = 64, words: int = 400, seed: int =
 
 def canonical_data(raw: Path) -> Path:
     """`raw` validated and normalized by the function the daemon uses for a job's data."""
-    from tunewire.trainer.datasets.ops import normalize_and_split
+    from tunewire.datasets.api import normalize_file
 
-    result = normalize_and_split(raw, raw.parent / (raw.stem + "-canonical"), "train", 0.0, 0)
+    result = normalize_file(raw, raw.parent / (raw.stem + "-canonical") / "train")
     if result.report.errors:
         raise RuntimeError(f"benchmark data {raw} did not validate: {result.report.errors[:3]}")
     return Path(result.train_path)

@@ -1,7 +1,9 @@
 """Conversions between the library's report types and the `tunewire.v1` dataset messages.
 
 The only module of the library that imports protobuf (generated code, no
-grpc): the DatasetService servicer and `tunewire validate --json` use it.
+grpc); reached through api.py, which loads it on first use. Request options
+are converted by the trainer (trainer/datasets/options.py), which knows the
+service's limits.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import json
 from tunewire.datasets.issues import Issue, Severity, severity_of
 from tunewire.datasets.report import DatasetFormat, RecordPreview, Statistics, ValidationReport
 from tunewire.datasets.source import Layout
-from tunewire.datasets.validate import ValidationOptions
 from tunewire.v1 import dataset_pb2 as pb
 
 # The proto's enum values carry the library's names: DatasetFormat.ALPACA is DATASET_FORMAT_ALPACA.
@@ -25,10 +26,6 @@ LAYOUTS = {
     Layout.JSONL: pb.FILE_LAYOUT_JSONL,
 }
 SEVERITIES = {Severity.ERROR: pb.ISSUE_SEVERITY_ERROR, Severity.WARNING: pb.ISSUE_SEVERITY_WARNING}
-
-# The proto's documented ranges and defaults (0 means "not set" in proto3).
-_MAX_ISSUES = (100, 10_000)
-_PREVIEW_RECORDS = (3, 100)
 
 
 def issue_to_proto(issue: Issue) -> pb.DatasetIssue:
@@ -96,38 +93,3 @@ def report_to_proto(report: ValidationReport) -> pb.ValidationReport:
         statistics=statistics_to_proto(report.statistics),
         size_bytes=report.size_bytes,
     )
-
-
-def options_from_proto(message, **settings) -> ValidationOptions:
-    """Library options from a request's `tunewire.v1.ValidationOptions` (or None): unset fields
-    take their defaults.
-
-    Raises ValueError naming the field, the value and its range, for the
-    servicer to turn into INVALID_ARGUMENT. `settings` adds server-side
-    options (e.g. workers, max_line_bytes).
-    """
-    max_issues = _ranged("options.max_issues", getattr(message, "max_issues", 0), *_MAX_ISSUES)
-    preview_records = _ranged(
-        "options.preview_records", getattr(message, "preview_records", 0), *_PREVIEW_RECORDS
-    )
-    tokenizer = getattr(message, "tokenizer", "")
-    max_tokens = getattr(message, "max_tokens", 0)
-    if max_tokens < 0:
-        raise ValueError(f"options.max_tokens must be 0 (off) or positive, got {max_tokens}")
-    if max_tokens and not tokenizer:
-        raise ValueError("options.max_tokens needs options.tokenizer to count tokens with")
-    return ValidationOptions(
-        max_issues=max_issues,
-        preview_records=preview_records,
-        tokenizer=tokenizer or None,
-        max_tokens=max_tokens,
-        **settings,
-    )
-
-
-def _ranged(name: str, value: int, default: int, high: int) -> int:
-    if value == 0:
-        return default
-    if not 0 < value <= high:
-        raise ValueError(f"{name} must be between 0 and {high:,}, got {value}")
-    return value

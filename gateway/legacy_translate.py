@@ -217,12 +217,19 @@ def job_status(job: job_pb.TrainingJob) -> dict:
     }
 
 
+def format_word(fmt: int) -> str | None:
+    """The seed's lower-case format word ("alpaca"); None when the format is not known."""
+    if not fmt:
+        return None
+    return ds_pb.DatasetFormat.Name(fmt).removeprefix("DATASET_FORMAT_").lower()
+
+
 def dataset_info(job: job_pb.TrainingJob) -> dict:
     ds = job.dataset_details
     return {
         "dataset_path": job.spec.dataset.path or None,
         "dataset_id": ds.dataset_id or job.spec.dataset.dataset_id or None,
-        "format": ds.format,
+        "format": format_word(ds.format) or "",
         "train_records": ds.train_records,
         "validation_records": ds.validation_records,
         "train_tokens": ds.train_tokens,
@@ -246,11 +253,10 @@ def validation_result(report: ds_pb.ValidationReport, file_path: str) -> dict:
             "message": i.message,
         }
 
-    fmt = ds_pb.DatasetFormat.Name(report.format).removeprefix("DATASET_FORMAT_").lower()
     return {
         "valid": report.valid,
         "file_path": file_path,
-        "format": None if fmt == "unspecified" else fmt,
+        "format": format_word(report.format),
         "total_samples": report.total_samples,
         "valid_samples": report.valid_samples,
         "error_count": report.error_count,

@@ -17,6 +17,7 @@ from tunewire.trainer.api.datasets import DatasetService
 from tunewire.trainer.api.training import TrainingService
 from tunewire.trainer.api.training import register as register_training_service
 from tunewire.trainer.config import TrainerConfig
+from tunewire.trainer.datasets.manager import DatasetManager
 from tunewire.trainer.identity import CredentialInterceptor
 from tunewire.trainer.jobs.data import JobDataPreparer
 from tunewire.trainer.jobs.event_bus import EventBus
@@ -98,7 +99,7 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
 
     conn = db.connect(config.db_path)
     store = JobStore(conn)
-    datasets = DatasetStore(conn)
+    datasets = DatasetManager(config, DatasetStore(conn))
     bus = EventBus()
     runner = JobRunner(config, store, bus)
     jobs = JobManager(config, store, bus, runner, JobDataPreparer(config, datasets))

@@ -1,14 +1,12 @@
-"""The report as tunewire.v1 messages, every field filled; request options with their limits."""
+"""The report as tunewire.v1 messages, every field filled."""
 
 import json
 
 import pytest
 from google.protobuf import json_format
 
-from tunewire.datasets.api import ValidationOptions, report_to_proto, validate_bytes
-from tunewire.datasets.report_proto import options_from_proto
+from tunewire.datasets.api import report_to_proto, validate_bytes
 from tunewire.v1 import dataset_pb2 as pb
-from tunewire.v1.dataset_service_pb2 import ValidationOptions as ProtoOptions
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,17 +78,3 @@ def test_the_report_converts_with_issues_counts_preview_and_statistics():
         json_format.MessageToJson(message, always_print_fields_with_no_presence=True)
     )
     assert as_json["valid"] is False and as_json["errors"][0]["field"] == "conversations[1].from"
-
-
-def test_request_options_take_defaults_and_their_limits():
-    assert options_from_proto(None) == ValidationOptions()
-    options = options_from_proto(ProtoOptions(max_issues=5, preview_records=10), workers=1)
-    assert (options.max_issues, options.preview_records, options.workers) == (5, 10, 1)
-    with pytest.raises(
-        ValueError, match=r"options\.max_issues must be between 0 and 10,000, got 20000"
-    ):
-        options_from_proto(ProtoOptions(max_issues=20000))
-    with pytest.raises(ValueError, match=r"options\.preview_records"):
-        options_from_proto(ProtoOptions(preview_records=-1))
-    with pytest.raises(ValueError, match=r"options\.tokenizer"):
-        options_from_proto(ProtoOptions(max_tokens=100))

@@ -5,6 +5,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from tunewire.v1 import dataset_pb2
 from tunewire.v1 import training_job_pb2 as job_pb
 from tunewire.v1 import training_service_pb2 as svc_pb
 
@@ -102,7 +103,8 @@ async def test_request_id_makes_create_idempotent(jobs, tiny_model_dir, data_dir
     assert [j.id for j in listed.jobs] == [first.id]
     assert first.spec.hyperparameters.learning_rate == pytest.approx(1e-3)
     assert first.spec.loss_masking == job_pb.LOSS_MASKING_ALL_ASSISTANT_TURNS
-    assert first.dataset_details.format == "alpaca" and first.dataset_details.train_records == 16
+    assert first.dataset_details.format == dataset_pb2.DATASET_FORMAT_ALPACA
+    assert first.dataset_details.train_records == 16
 
 
 async def test_hostfile_in_mlx_launch_form_sets_the_ranks(jobs, tiny_model_dir, data_dir):

@@ -1,24 +1,27 @@
 """Turns a job's dataset sources into the normalized files its worker reads.
 
-Runs at CreateTrainingJob: the data is validated and normalized before the job
-is queued, so a job that would fail on its data is refused with every problem
-(line, field, reason) instead of failing later.
+Runs at CreateTrainingJob, before the job is queued, so a job that would fail
+on its data is refused with every problem (line, field, reason) instead of
+failing later. A stored dataset was validated and normalized at upload: its
+canonical file is split (or, unsplit, shared), never read from its raw bytes
+again. A file given by path is validated and normalized here, once for the job.
 """
 
 from __future__ import annotations
 
-import asyncio
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
+from tunewire.datasets.api import ValidationOptions
 from tunewire.errors import FieldViolation, ServiceError
 from tunewire.identity import Principal
 from tunewire.trainer.config import TrainerConfig
-from tunewire.trainer.datasets import ops as dataset_ops
+from tunewire.trainer.datasets import files
+from tunewire.trainer.datasets.manager import DatasetManager
 from tunewire.trainer.paths import confine
-from tunewire.trainer.store.datasets import DatasetStore
 from tunewire.v1 import dataset_pb2
 from tunewire.v1 import training_job_pb2 as job_pb
 
@@ -32,74 +35,100 @@ class PreparedData:
     details: job_pb.DatasetDetails
 
 
+@dataclass
+class _Source:
+    """A resolved dataset source: a stored dataset, or a confined path."""
+
+    field: str  # "spec.dataset.dataset_id" or "spec.dataset.path", for violations
+    dataset: dataset_pb2.Dataset | None = None
+    path: Path | None = None
+
+
+@dataclass
+class _Data:
+    report: dataset_pb2.ValidationReport
+    train_path: Path
+    validation_path: Path | None
+    train_records: int
+    validation_records: int
+
+
 class JobDataPreparer:
-    def __init__(self, config: TrainerConfig, datasets: DatasetStore):
+    def __init__(self, config: TrainerConfig, datasets: DatasetManager):
         self._config = config
         self._datasets = datasets
 
-    def _raw_path(
+    def _resolve(
         self, who: Principal, source: job_pb.DatasetSource, field: str
-    ) -> tuple[Path | None, str, list[FieldViolation]]:
-        """The file behind a source, the dataset id (when stored) and any violation."""
+    ) -> tuple[_Source | None, list[FieldViolation]]:
         kind = source.WhichOneof("source")
         if kind == "dataset_id":
-            dataset = self._datasets.visible(who, source.dataset_id)
-            if dataset is None:
-                return (
-                    None,
-                    "",
-                    [FieldViolation(f"{field}.dataset_id", f"no dataset {source.dataset_id!r}")],
-                )
-            return Path(dataset.raw_path), dataset.id, []
+            where = f"{field}.dataset_id"
+            try:
+                dataset = self._datasets.visible(who, source.dataset_id, where)
+            except ServiceError as exc:
+                if exc.code == grpc.StatusCode.NOT_FOUND:
+                    return None, [FieldViolation(where, f"no dataset {source.dataset_id!r}")]
+                if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+                    return None, exc.violations
+                raise
+            return _Source(where, dataset=dataset), []
+        where = f"{field}.path"
         try:
-            return confine(source.path, self._config.allowed_roots, f"{field}.path"), "", []
+            return _Source(where, path=confine(source.path, self._config.allowed_roots, where)), []
         except ServiceError as exc:
             if exc.code == grpc.StatusCode.PERMISSION_DENIED:
                 raise
-            return None, "", exc.violations or [FieldViolation(f"{field}.path", exc.message)]
+            return None, exc.violations or [FieldViolation(where, exc.message)]
 
     async def prepare(
         self, who: Principal, spec: job_pb.TrainingJobSpec, out_dir: Path
     ) -> tuple[PreparedData | None, list[FieldViolation]]:
         violations: list[FieldViolation] = []
-        train_raw, dataset_id, v = self._raw_path(who, spec.dataset, "spec.dataset")
+        train_source, v = self._resolve(who, spec.dataset, "spec.dataset")
         violations += v
-        valid_raw = None
+        valid_source = None
         if spec.HasField("validation_dataset") and spec.validation_dataset.WhichOneof("source"):
-            valid_raw, _, v = self._raw_path(
-                who, spec.validation_dataset, "spec.validation_dataset"
-            )
+            valid_source, v = self._resolve(who, spec.validation_dataset, "spec.validation_dataset")
             violations += v
-        if train_raw is None:
+        if train_source is None:
             return None, violations
 
-        out_dir.mkdir(parents=True, exist_ok=True)
+        created = not out_dir.exists()
+        try:
+            return await self._prepare(spec, out_dir, train_source, valid_source, violations)
+        except Exception as exc:
+            if created:  # the job's data directory (and its job directory, if we made it)
+                shutil.rmtree(out_dir, ignore_errors=True)
+                _remove_if_empty(out_dir.parent)
+            if files.is_disk_full(exc):
+                raise files.no_space(out_dir.parent, "this job's data") from exc
+            raise
+
+    async def _prepare(
+        self,
+        spec: job_pb.TrainingJobSpec,
+        out_dir: Path,
+        train_source: _Source,
+        valid_source: _Source | None,
+        violations: list[FieldViolation],
+    ) -> tuple[PreparedData | None, list[FieldViolation]]:
         seed = spec.hyperparameters.seed
-        train = await asyncio.to_thread(
-            dataset_ops.normalize_and_split,
-            train_raw,
-            out_dir,
-            "train",
-            spec.validation_fraction if valid_raw is None else 0.0,
-            seed,
-        )
-        violations += _data_violations(train.report, _field(spec.dataset, "spec.dataset"))
+        fraction = spec.validation_fraction if valid_source is None else 0.0
+        train = await self._data(train_source, out_dir / "train", fraction, seed)
+        violations += _data_violations(train.report, train_source.field)
         validation_path = train.validation_path
-        validation_records = train.statistics.validation_records
-        if valid_raw is not None:
-            valid = await asyncio.to_thread(
-                dataset_ops.normalize_and_split, valid_raw, out_dir, "validation", 0.0, seed
-            )
-            violations += _data_violations(
-                valid.report, _field(spec.validation_dataset, "spec.validation_dataset")
-            )
+        validation_records = train.validation_records
+        if valid_source is not None:
+            valid = await self._data(valid_source, out_dir / "validation", 0.0, seed)
+            violations += _data_violations(valid.report, valid_source.field)
             validation_path = valid.train_path
-            validation_records = valid.statistics.train_records
-            if train.report.valid and valid.report.valid and valid.statistics.train_records == 0:
+            validation_records = valid.train_records
+            if train.report.valid and valid.report.valid and valid.train_records == 0:
                 violations.append(FieldViolation("spec.validation_dataset", "has no valid records"))
 
         batch = spec.hyperparameters.batch_size
-        records = train.statistics.train_records
+        records = train.train_records
         if train.report.valid and records < batch:
             violations.append(
                 FieldViolation(
@@ -110,7 +139,7 @@ class JobDataPreparer:
         if (
             train.report.valid
             and spec.validation_fraction > 0
-            and valid_raw is None
+            and valid_source is None
             and validation_records == 0
         ):
             violations.append(
@@ -121,20 +150,44 @@ class JobDataPreparer:
                 )
             )
         details = job_pb.DatasetDetails(
-            dataset_id=dataset_id,
-            format=dataset_pb2.DatasetFormat.Name(train.report.format)
-            .removeprefix("DATASET_FORMAT_")
-            .lower()
-            if train.report.format
-            else "",
+            dataset_id=train_source.dataset.id if train_source.dataset else "",
+            format=train.report.format,
             train_records=records,
             validation_records=validation_records,
         )
         return PreparedData(train.train_path, validation_path, details), violations
 
+    async def _data(self, source: _Source, out_dir: Path, fraction: float, seed: int) -> _Data:
+        """The source's valid records under out_dir, split by `fraction`, and its report."""
+        if source.dataset is not None:
+            dataset = source.dataset
+            if not dataset.report.valid:  # refused below with the upload's report
+                return _Data(dataset.report, out_dir / files.TRAIN_FILE, None, 0, 0)
+            split = await self._datasets.split(dataset, out_dir, fraction, seed)
+            return _Data(
+                dataset.report,
+                split.train_path,
+                split.validation_path,
+                split.train_records,
+                split.validation_records,
+            )
+        done = await self._datasets.library.normalize(
+            source.path, out_dir, fraction, seed, ValidationOptions()
+        )
+        return _Data(
+            done.report,
+            done.train_path,
+            done.validation_path,
+            done.statistics.train_records,
+            done.statistics.validation_records,
+        )
 
-def _field(source: job_pb.DatasetSource, base: str) -> str:
-    return f"{base}.{source.WhichOneof('source') or 'path'}"
+
+def _remove_if_empty(directory: Path) -> None:
+    try:
+        directory.rmdir()
+    except OSError:
+        pass
 
 
 def _data_violations(report: dataset_pb2.ValidationReport, field: str) -> list[FieldViolation]:

@@ -18,6 +18,7 @@ import grpc
 from tunewire.errors import FieldViolation, ServiceError, invalid_argument, not_found
 from tunewire.identity import Principal
 from tunewire.reasons import Reason
+from tunewire.trainer.api import paging
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.jobs import spec as spec_path
 from tunewire.trainer.jobs.data import JobDataPreparer
@@ -27,28 +28,8 @@ from tunewire.trainer.store.jobs import TERMINAL_STATES, JobStore, now_timestamp
 from tunewire.v1 import training_event_pb2 as event_pb
 from tunewire.v1 import training_job_pb2 as job_pb
 
-MAX_PAGE_SIZE = 1000
-DEFAULT_PAGE_SIZE = 50
 MAX_REQUEST_ID = 128
 REPLAY_PAGE = 500
-
-
-def _page_offset(token: str) -> int:
-    if not token:
-        return 0
-    if not token.isdigit() or len(token) > 12:
-        raise invalid_argument(
-            [FieldViolation("page_token", "is not a token returned by a previous page")]
-        )
-    return int(token)
-
-
-def _page_size(size: int) -> int:
-    if size < 0 or size > MAX_PAGE_SIZE:
-        raise invalid_argument(
-            [FieldViolation("page_size", f"must be between 0 and {MAX_PAGE_SIZE}, got {size}")]
-        )
-    return size or DEFAULT_PAGE_SIZE
 
 
 class JobManager:
@@ -159,18 +140,14 @@ class JobManager:
         for i, state in enumerate(states):
             if state not in job_pb.JobState.values():
                 raise invalid_argument([FieldViolation(f"states[{i}]", f"unknown state {state}")])
-        page = self._store.list(
-            owner=None if who.admin else who.name,
-            states=states,
-            offset=_page_offset(page_token),
-            limit=_page_size(page_size),
-        )
+        owner = None if who.admin else who.name
+        asked = paging.page(page_size, page_token, "jobs", owner, sorted(states))
+        page = self._store.list(owner=owner, states=states, offset=asked.offset, limit=asked.limit)
         queued = self._store.queued_ids()
         for job in page.jobs:
             if job.state == job_pb.JOB_STATE_QUEUED and job.id in queued:
                 job.queue_position = queued.index(job.id) + 1
-        token = str(page.next_offset) if page.next_offset is not None else ""
-        return page.jobs, token, page.total
+        return page.jobs, asked.next_token(page.next_offset is not None), page.total
 
     def count_in_states(self, states) -> int:
         return self._store.count(states)

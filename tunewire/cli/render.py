@@ -122,7 +122,8 @@ def job_details(job: job_pb.TrainingJob) -> str:
     if job.HasField("dataset_details"):
         d = job.dataset_details
         lines.append(
-            f"data       {d.format or 'unknown format'}: {d.train_records:,} training, "
+            f"data       {format_name(d.format) if d.format else 'unknown format'}: "
+            f"{d.train_records:,} training, "
             f"{d.validation_records:,} validation records"
             + (f", {d.train_tokens:,} tokens" if d.train_tokens else "")
         )
