@@ -20,6 +20,7 @@ _UINT32 = "L" if array("L").itemsize == 4 else "I"
 _MAX_LINE = 4294967295  # lines are kept as uint32
 _NUMPY_BATCH = 512  # batches at least this large are probed with numpy
 _WINDOW = 8  # slots numpy looks at per key and pass
+_REHASH_BATCH = 1 << 16  # old slots moved to a grown table per numpy pass
 
 
 class SeenRecords:
@@ -50,9 +51,18 @@ class SeenRecords:
             ]
         return self._first_lines_numpy(keys, lines)
 
-    def tables(self) -> tuple[bytes, bytes]:
-        """The raw slots (int64 hash, 0 if empty; uint32 first line), to merge across processes."""
-        return self._hashes.tobytes(), self._lines.tobytes()
+    def save_sorted(self, keys_path: str, lines_path: str) -> None:
+        """The remembered hashes in ascending order (int64) and their first lines (uint32), as
+        two raw files: what parallel.py merges across processes (12 bytes a record)."""
+        import numpy as np
+
+        hashes = np.frombuffer(self._hashes, dtype=np.int64)
+        used = np.flatnonzero(hashes)
+        keys = hashes[used]
+        order = np.argsort(keys)
+        keys[order].tofile(keys_path)
+        del keys
+        np.frombuffer(self._lines, dtype=np.uint32)[used[order]].tofile(lines_path)
 
     def _first_line(self, key: int, line: int) -> int:
         key = key or 1
@@ -138,72 +148,74 @@ class SeenRecords:
         hashes = np.frombuffer(self._hashes, dtype=np.int64)
         firsts = np.frombuffer(self._lines, dtype=np.uint32)
         lines = np.minimum(lines, _MAX_LINE).astype(np.uint32)
-        earlier = np.zeros(len(keys), dtype=np.int64)
-        pending = np.arange(len(keys))
-        slots = keys & self._mask
-        steps = np.arange(_WINDOW)
-        while len(pending):
-            window = (slots[:, None] + steps) & self._mask
-            held = hashes[window]
-            same = held == keys[pending][:, None]  # a copy placed before
-            stop = same | (held == 0)
-            rows = np.flatnonzero(stop.any(axis=1))
-            at = stop[rows].argmax(axis=1)
-            chosen = window[rows, at]
-            copy = same[rows, at]
-            earlier[pending[rows[copy]]] = firsts[chosen[copy]]
-            # Keys that reach the same free slot: written last to first, so the first stays.
-            free_rows, free_slots = rows[~copy], chosen[~copy]
-            hashes[free_slots[::-1]] = keys[pending[free_rows[::-1]]]
-            firsts[free_slots[::-1]] = lines[pending[free_rows[::-1]]]
-            won = (hashes[free_slots] == keys[pending[free_rows]]) & (
-                firsts[free_slots] == lines[pending[free_rows]]
-            )
-            self.size += int(won.sum())
-            # The others probe on: from the slot they lost (now taken), or past the window.
-            slots = slots + _WINDOW
-            slots[rows] = chosen
-            going_on = np.ones(len(pending), dtype=bool)
-            going_on[rows[copy]] = False
-            going_on[free_rows[won]] = False
-            pending = pending[going_on]
-            slots = slots[going_on] & self._mask
+        earlier, placed = _place(hashes, firsts, self._mask, keys, lines)
+        self.size += placed
         return earlier
 
     def _grow(self, slots_needed: int) -> None:
         """At least twice the slots (and more than `slots_needed`), filled with numpy.
 
-        Linear probing puts each key at the first free slot from its home
-        (hash & mask) on; placing keys in order of home does that at once: a
-        key's slot is the larger of its home and the slot after the previous
-        key's. The few pushed past the end wrap to the start, placed one by one.
+        The old table's keys move over a batch at a time, so what growing
+        costs beyond the old and the new table is one batch: at the 4-million
+        record limit the table is 96 MB, and growing to it needs 144 MB.
         """
         import numpy as np
 
-        keys = np.frombuffer(self._hashes, dtype=np.int64)
-        lines = np.frombuffer(self._lines, dtype=np.uint32)
-        used = keys != 0
-        keys, lines = keys[used], lines[used]
         capacity = 2 * (self._mask + 1)
         while capacity <= slots_needed:
             capacity *= 2
-        mask = capacity - 1
-        home = keys & mask
-        order = np.argsort(home, kind="stable")
-        keys, lines, home = keys[order], lines[order], home[order]
-        rank = np.arange(len(keys), dtype=np.int64)
-        slots = np.maximum.accumulate(home - rank) + rank
-        inside = slots < capacity
-        hashes = np.zeros(capacity, dtype=np.int64)
-        firsts = np.zeros(capacity, dtype=np.uint32)
-        hashes[slots[inside]] = keys[inside]
-        firsts[slots[inside]] = lines[inside]
-        for key, line in zip(keys[~inside].tolist(), lines[~inside].tolist()):
-            i = 0
-            while hashes[i]:
-                i += 1
-            hashes[i] = key
-            firsts[i] = line
-        self._hashes = array("q", hashes.tobytes())
-        self._lines = array(_UINT32, firsts.tobytes())
-        self._mask = mask
+        old_hashes = np.frombuffer(self._hashes, dtype=np.int64)
+        old_firsts = np.frombuffer(self._lines, dtype=np.uint32)
+        # `array * n` allocates the zeros once (no temporary bytes object of the same size).
+        self._hashes = array("q", [0]) * capacity
+        self._lines = array(_UINT32, [0]) * capacity
+        self._mask = capacity - 1
+        hashes = np.frombuffer(self._hashes, dtype=np.int64)
+        firsts = np.frombuffer(self._lines, dtype=np.uint32)
+        for start in range(0, len(old_hashes), _REHASH_BATCH):
+            keys = old_hashes[start : start + _REHASH_BATCH]
+            used = np.flatnonzero(keys)
+            if len(used):
+                batch_firsts = old_firsts[start : start + _REHASH_BATCH][used]
+                _place(hashes, firsts, self._mask, keys[used], batch_firsts)
+
+
+def _place(hashes, firsts, mask: int, keys, lines):
+    """Linear probing for a batch of keys at once: each key not in the table goes to its first
+    free slot (a later copy of a key in `keys` is not added). Returns, per key, 0 or, for a key
+    found, its first line; and how many keys were placed.
+    """
+    import numpy as np
+
+    earlier = np.zeros(len(keys), dtype=np.int64)
+    placed = 0
+    pending = np.arange(len(keys))
+    slots = keys & mask
+    steps = np.arange(_WINDOW)
+    while len(pending):
+        window = (slots[:, None] + steps) & mask
+        held = hashes[window]
+        same = held == keys[pending][:, None]  # a copy placed before
+        stop = same | (held == 0)
+        rows = np.flatnonzero(stop.any(axis=1))
+        at = stop[rows].argmax(axis=1)
+        chosen = window[rows, at]
+        copy = same[rows, at]
+        earlier[pending[rows[copy]]] = firsts[chosen[copy]]
+        # Keys that reach the same free slot: written last to first, so the first stays.
+        free_rows, free_slots = rows[~copy], chosen[~copy]
+        hashes[free_slots[::-1]] = keys[pending[free_rows[::-1]]]
+        firsts[free_slots[::-1]] = lines[pending[free_rows[::-1]]]
+        won = (hashes[free_slots] == keys[pending[free_rows]]) & (
+            firsts[free_slots] == lines[pending[free_rows]]
+        )
+        placed += int(won.sum())
+        # The others probe on: from the slot they lost (now taken), or past the window.
+        slots = slots + _WINDOW
+        slots[rows] = chosen
+        going_on = np.ones(len(pending), dtype=bool)
+        going_on[rows[copy]] = False
+        going_on[free_rows[won]] = False
+        pending = pending[going_on]
+        slots = slots[going_on] & mask
+    return earlier, placed

@@ -8,9 +8,9 @@ other records were valid.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
-import shutil
 import tempfile
 from array import array
 from itertools import compress
@@ -21,6 +21,7 @@ from tunewire.datasets.canonical import render
 
 _MASK64 = (1 << 64) - 1
 _WRITEBACK_BYTES = 8 << 20
+_APPEND_STEP = 64 << 20  # at most this much of a part is on disk twice while it is appended
 
 
 def mix64(value: int) -> int:
@@ -58,6 +59,25 @@ def start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
         os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
+def _copy_range(src: int, dst: int, src_offset: int, dst_offset: int, count: int) -> None:
+    """count bytes of src from src_offset to dst at dst_offset (copy_file_range on Linux)."""
+    while count > 0:
+        try:
+            copied = os.copy_file_range(src, dst, count, src_offset, dst_offset)
+        except (AttributeError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+                raise
+            copied = 0  # not Linux, or not between these files: copy in user space
+        if copied == 0:
+            data = os.pread(src, min(count, 1 << 22), src_offset)
+            if not data:
+                raise OSError(errno.EIO, "a part file ended early", None)
+            copied = os.pwrite(dst, data, dst_offset)
+        src_offset += copied
+        dst_offset += copied
+        count -= copied
+
+
 def open_output(path: str | os.PathLike) -> BinaryIO:
     """A buffered file for canonical lines, its writing to disk started as it grows."""
     return io.BufferedWriter(_WritebackFile(path, "wb"), buffer_size=1 << 20)
@@ -80,24 +100,25 @@ class AtomicFile:
         return open_output(self.temp)
 
     def append(self, part: Path) -> None:
-        """Appends a file's bytes (a worker's part), copied in the kernel where it can be."""
-        with open(part, "rb") as source, open(self.temp, "r+b") as out:
-            out.seek(0, os.SEEK_END)
-            remaining = os.fstat(source.fileno()).st_size
-            try:
-                while remaining > 0:
-                    copied = os.copy_file_range(source.fileno(), out.fileno(), remaining)
-                    if copied == 0:
-                        break
-                    remaining -= copied
-            except (AttributeError, OSError):
-                pass  # not Linux, or not on this file system: copy in user space below
-            if remaining > 0:
-                source.seek(-remaining, os.SEEK_END)
-                out.seek(0, os.SEEK_END)
-                shutil.copyfileobj(source, out, 1 << 22)
-                out.flush()
-            start_writeback(out.fileno())
+        """Moves a file's bytes (a worker's part) to the end of this one and removes it.
+
+        Never both copies of a block on disk: this file is extended first
+        (sparse), then filled from the part's end backwards, the part cut
+        shorter after each step. Copied in the kernel where it can be.
+        """
+        with open(part, "r+b") as source, open(self.temp, "r+b") as out:
+            src, dst = source.fileno(), out.fileno()
+            size = os.fstat(src).st_size
+            base = os.fstat(dst).st_size
+            os.ftruncate(dst, base + size)
+            end = size
+            while end > 0:
+                start = max(0, end - _APPEND_STEP)
+                _copy_range(src, dst, start, base + start, end - start)
+                os.ftruncate(src, start)
+                end = start
+            start_writeback(dst)
+        part.unlink()
 
     def commit(self) -> None:
         with open(self.temp, "rb+") as f:

@@ -137,7 +137,9 @@ def run(plan: Plan, options: ValidationOptions, normalize=None) -> ValidationRep
     import secrets
     import subprocess
 
-    with tempfile.TemporaryDirectory(prefix="tunewire-datasets-") as work:
+    # Next to the output when there is one: workers' tables and results stay on that disk.
+    near = normalize[0].temp.parent if normalize is not None else None
+    with tempfile.TemporaryDirectory(prefix=".tunewire-datasets-", dir=near) as work:
         jobs = _jobs(plan, options, Path(work), normalize)
         env = {**os.environ, "PYTHONHASHSEED": str(secrets.randbelow(1 << 32))}
         procs = [
@@ -163,7 +165,7 @@ def run(plan: Plan, options: ValidationOptions, normalize=None) -> ValidationRep
                 for part in (job["train"], job["validation"]):
                     if part:
                         Path(part).unlink(missing_ok=True)
-    merged, counts = _merge(results, options)
+        merged, counts = _merge(results, jobs, options)
     report = build_report(merged, Layout.JSONL, plan.size, options, None)
     report.statistics.train_records, report.statistics.validation_records = counts
     return report
@@ -245,7 +247,9 @@ def _read_int(proc: subprocess.Popen) -> int:
         ) from None
 
 
-def _merge(results: list[dict], options) -> tuple[Partial, tuple[int, int]]:
+def _merge(
+    results: list[dict], jobs: list[dict], options: ValidationOptions
+) -> tuple[Partial, tuple[int, int]]:
     """One Partial for the whole file, from the workers' in file order."""
     parts: list[Partial] = [r["partial"] for r in results]
     limit = options.max_issues
@@ -272,7 +276,7 @@ def _merge(results: list[dict], options) -> tuple[Partial, tuple[int, int]]:
         for found, line in part.other_formats.items():
             merged.other_formats[found] = min(line, merged.other_formats.get(found, line))
     log.errors = [_renamed(issue, merged) for issue in log.errors]
-    duplicates, count, first_line = _duplicates_across(results, limit)
+    duplicates, count, first_line = _duplicates_across(jobs, limit)
     # A worker named the first copy in its own range; name the file's first copy.
     for part in parts:
         for issue_line, earlier in part.duplicate_of.items():
@@ -306,33 +310,40 @@ def _renamed(issue: Issue, merged: Partial) -> Issue:
     )
 
 
-def _duplicates_across(results: list[dict], limit: int):
+def _duplicates_across(jobs: list[dict], limit: int):
     """DUPLICATE_RECORD for a range's records whose conversation an earlier range had.
 
-    Returns the first `limit` issues, their total, and `first_line(line)`: for a
-    record first seen in its range at `line`, the line of its earliest copy.
+    Each worker saved its remembered hashes sorted, with their first lines
+    (12 bytes a record, see dedupe.save_sorted); a range's hashes are looked
+    up in each earlier range's, earliest first, so a record is named as a
+    copy of the file's first. Returns the first `limit` issues, their total,
+    and `first_line(line)`: for a record first seen in its range at `line`,
+    the line of its earliest copy.
     """
     import numpy as np
 
-    seen_keys = np.empty(0, dtype=np.int64)
-    seen_lines = np.empty(0, dtype=np.int64)
+    def load(job):
+        path = job["result"]
+        return np.fromfile(path + ".keys", dtype=np.int64), np.fromfile(
+            path + ".lines", dtype=np.uint32
+        )
+
+    ranges = [load(job) for job in jobs]
     later_lines, earlier_lines = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
-    for result in results:
-        keys = np.frombuffer(result["hashes"], dtype=np.int64)
-        lines = np.frombuffer(result["lines"], dtype=np.uint32).astype(np.int64)
-        used = keys != 0
-        keys, lines = keys[used], lines[used]
-        fresh = np.ones(len(keys), dtype=bool)
-        if seen_keys.size and keys.size:
-            at = np.minimum(np.searchsorted(seen_keys, keys), seen_keys.size - 1)
-            hit = seen_keys[at] == keys
-            fresh = ~hit
-            later_lines.append(lines[hit])
-            earlier_lines.append(seen_lines[at[hit]])
-        seen_keys = np.concatenate([seen_keys, keys[fresh]])
-        seen_lines = np.concatenate([seen_lines, lines[fresh]])
-        order = np.argsort(seen_keys, kind="stable")
-        seen_keys, seen_lines = seen_keys[order], seen_lines[order]
+    for k in range(1, len(ranges)):
+        keys, lines = ranges[k]
+        first = np.zeros(len(keys), dtype=np.int64)  # the earliest copy's line; 0: none
+        for earlier_keys, earlier_firsts in ranges[:k]:
+            if not len(keys) or not len(earlier_keys):
+                continue
+            at = np.minimum(np.searchsorted(earlier_keys, keys), len(earlier_keys) - 1)
+            hit = np.flatnonzero((earlier_keys[at] == keys) & (first == 0))
+            first[hit] = earlier_firsts[at[hit]]
+            del at
+        found = np.flatnonzero(first)
+        later_lines.append(lines[found].astype(np.int64))
+        earlier_lines.append(first[found])
+    del ranges
     later, earlier = np.concatenate(later_lines), np.concatenate(earlier_lines)
     order = np.argsort(later, kind="stable")
     later, earlier = later[order], earlier[order]

@@ -66,13 +66,8 @@ def main() -> int:
         part = scanner.run(
             read_jsonl(_chunks(path, start, end), first_line, options.max_line_bytes)
         )
-    hashes, lines = scanner.seen.tables()
-    result = {
-        "partial": part,
-        "hashes": hashes,
-        "lines": lines,
-        "counts": writer.counts if writer else [0, 0],
-    }
+    scanner.seen.save_sorted(job["result"] + ".keys", job["result"] + ".lines")
+    result = {"partial": part, "counts": writer.counts if writer else [0, 0]}
     with open(job["result"], "wb") as f:
         pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
     return 0

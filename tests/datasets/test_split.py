@@ -73,3 +73,29 @@ def test_a_file_that_is_not_canonical_is_refused_and_leaves_nothing(tmp_path):
     assert list(out.iterdir()) == []
     with pytest.raises(ValueError, match="validation_fraction"):
         split_canonical(bad, out, 1.0)
+
+
+def test_a_workers_part_is_moved_to_the_output_step_by_step(tmp_path, monkeypatch):
+    """Appending a part never holds a whole second copy: it is cut shorter as it is copied."""
+    from tunewire.datasets import output
+
+    monkeypatch.setattr(output, "_APPEND_STEP", 7)
+    target = output.AtomicFile(tmp_path / "train.jsonl")
+    with target.open() as f:
+        f.write(b"first part\n")
+    part = tmp_path / "part"
+    part.write_bytes(bytes(range(256)) * 3)
+    sizes = []
+    real_truncate = output.os.ftruncate
+
+    def truncate(fd, length):
+        if length < 768:  # the part's (the output is first extended to 779)
+            sizes.append(length)
+        real_truncate(fd, length)
+
+    monkeypatch.setattr(output.os, "ftruncate", truncate)
+    target.append(part)
+    target.commit()
+    assert (tmp_path / "train.jsonl").read_bytes() == b"first part\n" + bytes(range(256)) * 3
+    assert not part.exists()
+    assert sizes == [*range(768 - 7, 0, -7), 0]

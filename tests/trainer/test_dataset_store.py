@@ -264,7 +264,7 @@ async def test_a_full_disk_during_a_split_leaves_no_split(idle_trainer, monkeypa
 
 
 def test_a_database_from_before_per_owner_names_keeps_them(tmp_path):
-    from tunewire.trainer.identity import Principal
+    from tunewire.identity import Principal
     from tunewire.trainer.store import db
     from tunewire.trainer.store.datasets import DatasetStore, Ownership
 

@@ -27,6 +27,7 @@ from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.datasets import files
 from tunewire.trainer.datasets.files import DatasetFiles
 from tunewire.trainer.datasets.library import DatasetLibrary
+from tunewire.trainer.datasets.memory import release_freed_memory
 from tunewire.trainer.datasets.options import validation_options
 from tunewire.trainer.datasets.uploads import receive
 from tunewire.trainer.store.datasets import DatasetStore, Ownership, dataset_id_for
@@ -86,6 +87,7 @@ class DatasetManager:
             raise
         finally:
             upload.unlink(missing_ok=True)
+            release_freed_memory()  # the chunks' buffers, freed in several threads' arenas
 
     async def _ingest(
         self, upload: Path, dataset_id: str, sha256: str, options: ValidationOptions
