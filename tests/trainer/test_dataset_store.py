@@ -264,7 +264,7 @@ async def test_a_full_disk_during_a_split_leaves_no_split(idle_trainer, monkeypa
 
 
 def test_a_database_from_before_per_owner_names_keeps_them(tmp_path):
-    from tunewire.identity import Principal
+    from tunewire.identity import ADMIN, Principal
     from tunewire.trainer.store import db
     from tunewire.trainer.store.datasets import DatasetStore, Ownership
 
@@ -280,12 +280,12 @@ def test_a_database_from_before_per_owner_names_keeps_them(tmp_path):
     conn.execute("INSERT INTO dataset_owners VALUES ('ds-1', 'alice')")
     store = DatasetStore(conn)
     store.add_owner("ds-1", Ownership("bob", "bob's name", 1_800_000_000.5))
-    seen = store.visible(Principal("alice", admin=False), "ds-1")
+    seen = store.visible(Principal("alice"), "ds-1")
     assert (seen.display_name, seen.create_time.seconds) == ("first name", 1_700_000_000)
-    seen = store.visible(Principal("bob", admin=False), "ds-1")
+    seen = store.visible(Principal("bob"), "ds-1")
     assert (seen.display_name, seen.create_time.ToNanoseconds()) == (
         "bob's name",
         1_800_000_000_500_000_000,
     )
-    assert store.visible(Principal("carol", admin=False), "ds-1") is None
-    assert store.visible(Principal("root", admin=True), "ds-1").owner == "alice"
+    assert store.visible(Principal("carol"), "ds-1") is None
+    assert store.visible(Principal("root", ADMIN), "ds-1").owner == "alice"
