@@ -21,7 +21,7 @@ from tunewire.datasets.canonical import render
 
 _MASK64 = (1 << 64) - 1
 _WRITEBACK_BYTES = 8 << 20
-_APPEND_STEP = 64 << 20  # at most this much of a part is on disk twice while it is appended
+_APPEND_STEP = 16 << 20  # at most this much of a part is on disk twice while it is appended
 
 
 def mix64(value: int) -> int:

@@ -154,6 +154,8 @@ def run(plan: Plan, options: ValidationOptions, normalize=None) -> ValidationRep
         ]
         try:
             results = _exchange(procs, jobs)
+            # Merged first: the workers' tables leave the disk before the parts are appended.
+            merged, counts = _merge(results, jobs, options)
             if normalize is not None:
                 _append_parts(jobs, normalize[0], normalize[1])
         finally:
@@ -165,7 +167,6 @@ def run(plan: Plan, options: ValidationOptions, normalize=None) -> ValidationRep
                 for part in (job["train"], job["validation"]):
                     if part:
                         Path(part).unlink(missing_ok=True)
-        merged, counts = _merge(results, jobs, options)
     report = build_report(merged, Layout.JSONL, plan.size, options, None)
     report.statistics.train_records, report.statistics.validation_records = counts
     return report
@@ -323,10 +324,12 @@ def _duplicates_across(jobs: list[dict], limit: int):
     import numpy as np
 
     def load(job):
-        path = job["result"]
-        return np.fromfile(path + ".keys", dtype=np.int64), np.fromfile(
-            path + ".lines", dtype=np.uint32
-        )
+        tables = []
+        for suffix, dtype in ((".keys", np.int64), (".lines", np.uint32)):
+            path = Path(job["result"] + suffix)
+            tables.append(np.fromfile(path, dtype=dtype))
+            path.unlink()
+        return tables
 
     ranges = [load(job) for job in jobs]
     later_lines, earlier_lines = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]

@@ -289,3 +289,23 @@ def test_a_database_from_before_per_owner_names_keeps_them(tmp_path):
     )
     assert store.visible(Principal("carol"), "ds-1") is None
     assert store.visible(Principal("root", ADMIN), "ds-1").owner == "alice"
+
+
+async def test_a_job_whose_data_finds_the_disk_full_leaves_no_job_behind(
+    idle_trainer, data_dir, tiny_model_dir, monkeypatch
+):
+    server, datasets, training = idle_trainer
+    dataset = (await datasets.UploadDataset(chunks(short_records(200)))).dataset
+    from tunewire.datasets import output
+
+    _fail_writes_after(monkeypatch, output._WritebackFile, "write", 0)
+    by_path = tiny_spec(tiny_model_dir, data_dir / "alpaca.json")
+    by_id = tiny_spec(tiny_model_dir, "", validation_fraction=0.2)
+    by_id.dataset.CopyFrom(job_pb.DatasetSource(dataset_id=dataset.id))
+    for spec in (by_path, by_id):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await training.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert reason_and_free(err.value)[0] == "NO_SPACE"
+    assert list(server.config.jobs_dir.iterdir()) == []
+    assert (await training.ListTrainingJobs(svc_pb.ListTrainingJobsRequest())).jobs == []

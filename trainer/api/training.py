@@ -8,6 +8,7 @@ from collections import OrderedDict
 import grpc
 from google.protobuf import timestamp_pb2
 
+from tunewire.datasets.api import DatasetFormat
 from tunewire.errors import handles_errors
 from tunewire.trainer.artifacts import download as artifact_download
 from tunewire.trainer.capabilities import Capabilities
@@ -25,7 +26,7 @@ GENERATE_TIMEOUT_SECONDS = 600
 # Serialized watch responses kept for subscribers that are a little behind.
 WIRE_CACHE_SIZE = 4096
 FEATURES = ("lora", "qlora", "dora", "full", "distributed", "wandb")
-DATASET_FORMATS = ("alpaca", "sharegpt", "messages")
+DATASET_FORMATS = tuple(found.value for found in DatasetFormat)  # the library's, in its order
 
 
 class TrainingService(svc_grpc.TrainingServiceServicer):

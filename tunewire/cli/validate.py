@@ -35,16 +35,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-issues",
         type=int,
-        default=100,
+        default=ValidationOptions.max_issues,
         metavar="N",
-        help="errors and warnings listed (default: 100)",
+        help="errors and warnings listed (default: %(default)s)",
     )
     parser.add_argument(
         "--preview",
         type=int,
         default=None,
         metavar="N",
-        help="normalized records to show (default: 3 with --json, otherwise 0)",
+        help=f"normalized records to show (default: {ValidationOptions.preview_records} with --json, "
+        "otherwise 0)",
     )
     parser.add_argument(
         "--tokenizer",
@@ -68,7 +69,9 @@ def run_validate(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse has printed usage and the error (or --help)
         return int(exit_.code or 0)
-    preview = args.preview if args.preview is not None else (3 if args.json else 0)
+    # JSON output shows the library's preview; text output none unless asked.
+    default_preview = ValidationOptions.preview_records if args.json else 0
+    preview = args.preview if args.preview is not None else default_preview
     try:
         options = ValidationOptions(
             max_issues=args.max_issues,
