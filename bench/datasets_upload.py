@@ -123,9 +123,7 @@ class Sampler(threading.Thread):
         self.join()
 
 
-async def upload(address: str, path: Path):
-    import grpc
-
+async def upload(daemon: Daemon, path: Path):
     from tunewire.v1 import dataset_service_pb2 as ds_pb
     from tunewire.v1 import dataset_service_pb2_grpc as ds_grpc
 
@@ -135,8 +133,7 @@ async def upload(address: str, path: Path):
             while chunk := f.read(CHUNK):
                 yield ds_pb.UploadDatasetRequest(chunk=chunk)
 
-    options = [("grpc.max_send_message_length", 64 << 20)]
-    async with grpc.aio.insecure_channel(address, options=options) as channel:
+    async with daemon.channel() as channel:
         reply = await ds_grpc.DatasetServiceStub(channel).UploadDataset(parts(), timeout=3600)
     return reply.dataset
 
@@ -151,13 +148,13 @@ async def measure(path: Path, records: int) -> dict:
         # what a large one keeps: warm up with a small file in each path first.
         for name, data in (("warm.jsonl", WARM_UP), ("warm.jsonl.gz", gzip.compress(WARM_UP))):
             (WORK / name).write_bytes(data)
-            await upload(daemon.address, WORK / name)
+            await upload(daemon, WORK / name)
         await asyncio.sleep(2)
         before = rss_kb(daemon.proc.pid)
         sampler = Sampler(daemon.proc.pid, home / "datasets")
         sampler.start()
         start = time.perf_counter()
-        dataset = await upload(daemon.address, path)
+        dataset = await upload(daemon, path)
         seconds = time.perf_counter() - start
         await asyncio.sleep(5)
         sampler.stop()

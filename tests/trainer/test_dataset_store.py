@@ -10,6 +10,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from tunewire.client.trainer_channel import trainer_channel
 from tunewire.datasets.api import normalize_file
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.datasets import library, uploads
@@ -50,7 +51,7 @@ async def idle_trainer(tmp_path, data_dir):
         max_running_jobs=0,
     )
     server = await start_trainer(config)
-    async with grpc.aio.insecure_channel(server.address) as channel:
+    async with trainer_channel(server.address, server.credential) as channel:
         yield server, ds_grpc.DatasetServiceStub(channel), svc_grpc.TrainingServiceStub(channel)
     await server.stop(grace=2)
 
