@@ -225,26 +225,26 @@ def job_spec(
 ):
     """The spec of the benchmarks' jobs (a worker config from it: `worker_config`)."""
     from tunewire import enum_words
-    from tunewire.v1 import training_job_pb2 as job_pb
+    from tunewire.v1 import training_job_pb2 as training_job_pb
 
-    return job_pb.TrainingJobSpec(
+    return training_job_pb.TrainingJobSpec(
         model=str(model),
-        dataset=job_pb.DatasetSource(path=str(data)),
-        method=enum_words.number(job_pb.TrainingMethod, method),
-        lora=job_pb.LoraConfig(rank=rank, alpha=2.0 * rank, num_layers=-1),
-        hyperparameters=job_pb.Hyperparameters(
+        dataset=training_job_pb.DatasetSource(path=str(data)),
+        method=enum_words.number(training_job_pb.TrainingMethod, method),
+        lora=training_job_pb.LoraConfig(rank=rank, alpha=2.0 * rank, num_layers=-1),
+        hyperparameters=training_job_pb.Hyperparameters(
             max_steps=steps,
             batch_size=batch_size,
             learning_rate=1e-4,
-            optimizer=job_pb.OPTIMIZER_ADAMW,
+            optimizer=training_job_pb.OPTIMIZER_ADAMW,
             weight_decay=0.01,
             max_seq_length=seq_length,
             seed=0,
         ),
-        loss_masking=job_pb.LOSS_MASKING_ALL_TOKENS,
-        checkpointing=job_pb.CheckpointConfig(interval_steps=10**9, keep_last=1),
+        loss_masking=training_job_pb.LOSS_MASKING_ALL_TOKENS,
+        checkpointing=training_job_pb.CheckpointConfig(interval_steps=10**9, keep_last=1),
         report_interval_steps=report_every,
-        distributed=job_pb.DistributedConfig(world_size=world_size),
+        distributed=training_job_pb.DistributedConfig(world_size=world_size),
     )
 
 

@@ -124,17 +124,21 @@ class Sampler(threading.Thread):
 
 
 async def upload(daemon: Daemon, path: Path):
-    from tunewire.v1 import dataset_service_pb2 as ds_pb
-    from tunewire.v1 import dataset_service_pb2_grpc as ds_grpc
+    from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
+    from tunewire.v1 import dataset_service_pb2_grpc as dataset_service_grpc
 
     def parts():
-        yield ds_pb.UploadDatasetRequest(metadata=ds_pb.UploadMetadata(display_name=path.name))
+        yield dataset_service_pb.UploadDatasetRequest(
+            metadata=dataset_service_pb.UploadMetadata(display_name=path.name)
+        )
         with open(path, "rb") as f:
             while chunk := f.read(CHUNK):
-                yield ds_pb.UploadDatasetRequest(chunk=chunk)
+                yield dataset_service_pb.UploadDatasetRequest(chunk=chunk)
 
     async with daemon.channel() as channel:
-        reply = await ds_grpc.DatasetServiceStub(channel).UploadDataset(parts(), timeout=3600)
+        reply = await dataset_service_grpc.DatasetServiceStub(channel).UploadDataset(
+            parts(), timeout=3600
+        )
     return reply.dataset
 
 

@@ -38,7 +38,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tunewire.gateway.keys import add_key
 from tunewire.identity import INTERNAL_TOKEN_HEADER, read_credential
-from tunewire.v1 import training_service_pb2 as svc
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 METHOD = "/tunewire.v1.TrainingService/GetServerInfo"
 CONCURRENCY = (1, 32)
@@ -120,7 +120,7 @@ def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
 async def run_round(address: str, metadata, concurrency: int, seconds: float, pids: dict[str, int]):
     """Calls GetServerInfo from `concurrency` callers for `seconds`: per-call latencies
     in ms, the elapsed time, and the CPU seconds each process spent meanwhile."""
-    request = svc.GetServerInfoRequest().SerializeToString()
+    request = training_service_pb.GetServerInfoRequest().SerializeToString()
     async with grpc.aio.insecure_channel(address) as channel:
         call = channel.unary_unary(METHOD)
         for _ in range(WARMUP_CALLS // concurrency + 1):

@@ -168,8 +168,8 @@ class Daemon:
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-        from tunewire.v1 import training_service_pb2 as svc
-        from tunewire.v1 import training_service_pb2_grpc as svc_grpc
+        from tunewire.v1 import training_service_pb2 as training_service_pb
+        from tunewire.v1 import training_service_pb2_grpc as training_service_grpc
 
         deadline = time.monotonic() + timeout
         async with grpc.aio.insecure_channel(self.address) as channel:
@@ -189,8 +189,8 @@ class Daemon:
                     )
                 await asyncio.sleep(0.2)
         async with self.channel() as channel:
-            await svc_grpc.TrainingServiceStub(channel).GetServerInfo(
-                svc.GetServerInfoRequest(), timeout=timeout
+            await training_service_grpc.TrainingServiceStub(channel).GetServerInfo(
+                training_service_pb.GetServerInfoRequest(), timeout=timeout
             )
 
     def channel(self):

@@ -151,9 +151,9 @@ async def daemon_round(
     daemon: processes.Daemon, raw_data: Path, model: Path, setting: Setting
 ) -> dict:
 
-    from tunewire.v1 import training_job_pb2 as job_pb
-    from tunewire.v1 import training_service_pb2 as svc
-    from tunewire.v1 import training_service_pb2_grpc as svc_grpc
+    from tunewire.v1 import training_job_pb2 as training_job_pb
+    from tunewire.v1 import training_service_pb2 as training_service_pb
+    from tunewire.v1 import training_service_pb2_grpc as training_service_grpc
 
     spec = common.job_spec(
         model,
@@ -166,10 +166,14 @@ async def daemon_round(
         rank=setting.rank,
     )
     async with daemon.channel() as channel:
-        stub = svc_grpc.TrainingServiceStub(channel)
-        job = (await stub.CreateTrainingJob(svc.CreateTrainingJobRequest(spec=spec))).job
+        stub = training_service_grpc.TrainingServiceStub(channel)
+        job = (
+            await stub.CreateTrainingJob(training_service_pb.CreateTrainingJobRequest(spec=spec))
+        ).job
         metrics, cpu, final = [], [], None
-        async for message in stub.WatchTrainingJob(svc.WatchTrainingJobRequest(job_id=job.id)):
+        async for message in stub.WatchTrainingJob(
+            training_service_pb.WatchTrainingJobRequest(job_id=job.id)
+        ):
             event = message.event
             if event.HasField("training_metrics"):
                 m = event.training_metrics
@@ -181,9 +185,11 @@ async def daemon_round(
                 cpu.append((m.step, sum(processes.process_cpu_seconds(p) for p in pids)))
             if event.HasField("state_change"):
                 final = event.state_change
-        if final is None or final.state != job_pb.JOB_STATE_SUCCEEDED:
+        if final is None or final.state != training_job_pb.JOB_STATE_SUCCEEDED:
             raise SystemExit(f"job {job.id} did not succeed: {final}")
-        job = (await stub.GetTrainingJob(svc.GetTrainingJobRequest(job_id=job.id))).job
+        job = (
+            await stub.GetTrainingJob(training_service_pb.GetTrainingJobRequest(job_id=job.id))
+        ).job
     reports = [m[:3] for m in metrics]
     rate = common.steady_rate(reports, setting.report_every)
     expected = rate.steps * setting.batch_size * setting.seq_length

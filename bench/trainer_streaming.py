@@ -38,12 +38,12 @@ TARGET_SLOWDOWN = 0.02
 
 
 async def subscribe(daemon: processes.Daemon, job_id: str, delays: list, ready: list) -> None:
-    from tunewire.v1 import training_service_pb2 as svc
-    from tunewire.v1 import training_service_pb2_grpc as svc_grpc
+    from tunewire.v1 import training_service_pb2 as training_service_pb
+    from tunewire.v1 import training_service_pb2_grpc as training_service_grpc
 
     async with daemon.channel() as channel:
-        stub = svc_grpc.TrainingServiceStub(channel)
-        stream = stub.WatchTrainingJob(svc.WatchTrainingJobRequest(job_id=job_id))
+        stub = training_service_grpc.TrainingServiceStub(channel)
+        stream = stub.WatchTrainingJob(training_service_pb.WatchTrainingJobRequest(job_id=job_id))
         async for message in stream:
             now = time.time()
             if not ready:
@@ -54,14 +54,20 @@ async def subscribe(daemon: processes.Daemon, job_id: str, delays: list, ready: 
 
 
 async def run_job(daemon: processes.Daemon, spec, subscribers: int) -> dict:
-    from tunewire.v1 import training_job_pb2 as job_pb
-    from tunewire.v1 import training_service_pb2 as svc
-    from tunewire.v1 import training_service_pb2_grpc as svc_grpc
+    from tunewire.v1 import training_job_pb2 as training_job_pb
+    from tunewire.v1 import training_service_pb2 as training_service_pb
+    from tunewire.v1 import training_service_pb2_grpc as training_service_grpc
 
-    terminal = {job_pb.JOB_STATE_SUCCEEDED, job_pb.JOB_STATE_FAILED, job_pb.JOB_STATE_CANCELLED}
+    terminal = {
+        training_job_pb.JOB_STATE_SUCCEEDED,
+        training_job_pb.JOB_STATE_FAILED,
+        training_job_pb.JOB_STATE_CANCELLED,
+    }
     async with daemon.channel() as channel:
-        stub = svc_grpc.TrainingServiceStub(channel)
-        job = (await stub.CreateTrainingJob(svc.CreateTrainingJobRequest(spec=spec))).job
+        stub = training_service_grpc.TrainingServiceStub(channel)
+        job = (
+            await stub.CreateTrainingJob(training_service_pb.CreateTrainingJobRequest(spec=spec))
+        ).job
         client_cpu, daemon_cpu, began = time.process_time(), daemon.cpu_seconds(), time.time()
         delays: list[float] = []
         if subscribers:
@@ -74,12 +80,18 @@ async def run_job(daemon: processes.Daemon, spec, subscribers: int) -> dict:
             connect_seconds = 0.0
             while job.state not in terminal:
                 await asyncio.sleep(2)
-                job = (await stub.GetTrainingJob(svc.GetTrainingJobRequest(job_id=job.id))).job
+                job = (
+                    await stub.GetTrainingJob(
+                        training_service_pb.GetTrainingJobRequest(job_id=job.id)
+                    )
+                ).job
         client_cpu = time.process_time() - client_cpu
         daemon_cpu = daemon.cpu_seconds() - daemon_cpu
         # The job's own record of its reports, read back after it ended.
         reports, final = [], None
-        async for message in stub.WatchTrainingJob(svc.WatchTrainingJobRequest(job_id=job.id)):
+        async for message in stub.WatchTrainingJob(
+            training_service_pb.WatchTrainingJobRequest(job_id=job.id)
+        ):
             event = message.event
             if event.HasField("training_metrics"):
                 m = event.training_metrics
@@ -87,9 +99,9 @@ async def run_job(daemon: processes.Daemon, spec, subscribers: int) -> dict:
                     reports.append((m.step, processes.event_seconds(event), m.trained_tokens))
             if event.HasField("state_change"):
                 final = event.state_change.state
-        if final != job_pb.JOB_STATE_SUCCEEDED:
+        if final != training_job_pb.JOB_STATE_SUCCEEDED:
             raise SystemExit(
-                f"job {job.id} ended {job_pb.JobState.Name(final or 0)}; see {daemon.home}"
+                f"job {job.id} ended {training_job_pb.JobState.Name(final or 0)}; see {daemon.home}"
             )
     return {
         "subscribers": subscribers,

@@ -13,23 +13,29 @@ import json
 from tunewire.datasets.issues import Issue, Severity, severity_of
 from tunewire.datasets.report import DatasetFormat, RecordPreview, Statistics, ValidationReport
 from tunewire.datasets.source import Layout
-from tunewire.v1 import dataset_pb2 as pb
+from tunewire.v1 import dataset_pb2 as dataset_pb
 
 # The proto's enum values carry the library's names: DatasetFormat.ALPACA is DATASET_FORMAT_ALPACA.
 FORMATS = {
-    None: pb.DATASET_FORMAT_UNSPECIFIED,
-    **{found: pb.DatasetFormat.Value(f"DATASET_FORMAT_{found.name}") for found in DatasetFormat},
+    None: dataset_pb.DATASET_FORMAT_UNSPECIFIED,
+    **{
+        found: dataset_pb.DatasetFormat.Value(f"DATASET_FORMAT_{found.name}")
+        for found in DatasetFormat
+    },
 }
 LAYOUTS = {
-    None: pb.FILE_LAYOUT_UNSPECIFIED,
-    Layout.JSON_ARRAY: pb.FILE_LAYOUT_JSON_ARRAY,
-    Layout.JSONL: pb.FILE_LAYOUT_JSONL,
+    None: dataset_pb.FILE_LAYOUT_UNSPECIFIED,
+    Layout.JSON_ARRAY: dataset_pb.FILE_LAYOUT_JSON_ARRAY,
+    Layout.JSONL: dataset_pb.FILE_LAYOUT_JSONL,
 }
-SEVERITIES = {Severity.ERROR: pb.ISSUE_SEVERITY_ERROR, Severity.WARNING: pb.ISSUE_SEVERITY_WARNING}
+SEVERITIES = {
+    Severity.ERROR: dataset_pb.ISSUE_SEVERITY_ERROR,
+    Severity.WARNING: dataset_pb.ISSUE_SEVERITY_WARNING,
+}
 
 
-def issue_to_proto(issue: Issue) -> pb.DatasetIssue:
-    return pb.DatasetIssue(
+def issue_to_proto(issue: Issue) -> dataset_pb.DatasetIssue:
+    return dataset_pb.DatasetIssue(
         line=issue.line,
         column=issue.column,
         field=issue.field,
@@ -39,12 +45,12 @@ def issue_to_proto(issue: Issue) -> pb.DatasetIssue:
     )
 
 
-def conversation_to_proto(record: dict) -> pb.CanonicalConversation:
+def conversation_to_proto(record: dict) -> dataset_pb.CanonicalConversation:
     """A canonical record (as written by normalize_file) as a CanonicalConversation."""
     tools = record.get("tools")
-    return pb.CanonicalConversation(
+    return dataset_pb.CanonicalConversation(
         messages=[
-            pb.CanonicalMessage(
+            dataset_pb.CanonicalMessage(
                 role=m["role"], content=m["content"], trainable=bool(m.get("trainable"))
             )
             for m in record["messages"]
@@ -54,8 +60,8 @@ def conversation_to_proto(record: dict) -> pb.CanonicalConversation:
     )
 
 
-def preview_to_proto(preview: RecordPreview) -> pb.RecordPreview:
-    return pb.RecordPreview(
+def preview_to_proto(preview: RecordPreview) -> dataset_pb.RecordPreview:
+    return dataset_pb.RecordPreview(
         conversation=conversation_to_proto(preview.conversation),
         rendered=preview.rendered,
         tokens=preview.tokens,
@@ -63,8 +69,8 @@ def preview_to_proto(preview: RecordPreview) -> pb.RecordPreview:
     )
 
 
-def statistics_to_proto(statistics: Statistics) -> pb.DatasetStatistics:
-    return pb.DatasetStatistics(
+def statistics_to_proto(statistics: Statistics) -> dataset_pb.DatasetStatistics:
+    return dataset_pb.DatasetStatistics(
         records=statistics.records,
         turns=statistics.turns,
         characters=statistics.characters,
@@ -74,8 +80,8 @@ def statistics_to_proto(statistics: Statistics) -> pb.DatasetStatistics:
     )
 
 
-def report_to_proto(report: ValidationReport) -> pb.ValidationReport:
-    return pb.ValidationReport(
+def report_to_proto(report: ValidationReport) -> dataset_pb.ValidationReport:
+    return dataset_pb.ValidationReport(
         valid=report.valid,
         format=FORMATS[report.format],
         layout=LAYOUTS[report.layout],
@@ -86,7 +92,7 @@ def report_to_proto(report: ValidationReport) -> pb.ValidationReport:
         errors=[issue_to_proto(issue) for issue in report.errors],
         warnings=[issue_to_proto(issue) for issue in report.warnings],
         issue_counts=[
-            pb.IssueCount(code=code, count=count, severity=SEVERITIES[severity_of(code)])
+            dataset_pb.IssueCount(code=code, count=count, severity=SEVERITIES[severity_of(code)])
             for code, count in sorted(report.issue_counts.items())
         ],
         sample_preview=[preview_to_proto(p) for p in report.sample_preview],

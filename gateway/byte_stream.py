@@ -26,7 +26,7 @@ from tunewire.gateway.http_errors import StatusError
 from tunewire.gateway.http_rules import HttpRoute, build_request
 from tunewire.gateway.limits import StreamLimiter
 from tunewire.gateway.trainer_link import TrainerLink
-from tunewire.v1 import artifact_pb2
+from tunewire.v1 import artifact_pb2 as artifact_pb
 
 _RANGE = re.compile(r"bytes=(\d{1,18})-(\d{0,18})")
 
@@ -38,11 +38,11 @@ def is_byte_stream(method) -> bool:
     return (
         method.server_streaming
         and info is not None
-        and info.message_type is artifact_pb2.FileInfo.DESCRIPTOR
+        and info.message_type is artifact_pb.FileInfo.DESCRIPTOR
         and chunk is not None
         and chunk.type == pb_descriptor.FieldDescriptor.TYPE_BYTES
         and byte_range is not None
-        and byte_range.message_type is artifact_pb2.ByteRange.DESCRIPTOR
+        and byte_range.message_type is artifact_pb.ByteRange.DESCRIPTOR
     )
 
 
@@ -59,11 +59,11 @@ def parse_range(header: str | None) -> tuple[int, int] | None:
     return start, (int(end) - start + 1) if end else 0
 
 
-def etag_of(info: artifact_pb2.FileInfo) -> str:
+def etag_of(info: artifact_pb.FileInfo) -> str:
     return f'"{info.sha256}"'
 
 
-def _headers(info: artifact_pb2.FileInfo, partial: bool) -> dict[str, str]:
+def _headers(info: artifact_pb.FileInfo, partial: bool) -> dict[str, str]:
     digest = base64.b64encode(bytes.fromhex(info.sha256)).decode()
     headers = {
         "Content-Type": info.content_type or "application/octet-stream",

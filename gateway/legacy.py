@@ -36,8 +36,8 @@ from tunewire.gateway.legacy_translate import (
 from tunewire.gateway.methods import Method
 from tunewire.gateway.trainer_link import TrainerLink
 from tunewire.identity import Principal
-from tunewire.v1 import dataset_service_pb2 as ds_svc
-from tunewire.v1 import training_service_pb2 as svc
+from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 # Long enough for a trainer's first server info (it waits for a one-off probe of
 # mlx, seconds on a loaded machine); a trainer that is down answers at once.
@@ -92,7 +92,7 @@ class LegacyApi:
         return await self._call("TrainingService", name, message, principal, timeout)
 
     @staticmethod
-    def _features(info: svc.GetServerInfoResponse) -> dict:
+    def _features(info: training_service_pb.GetServerInfoResponse) -> dict:
         features = {
             name: name in info.features
             for name in ("lora", "qlora", "dora", "full", "distributed", "wandb")
@@ -103,7 +103,7 @@ class LegacyApi:
         try:
             info = await self._training(
                 "GetServerInfo",
-                svc.GetServerInfoRequest(),
+                training_service_pb.GetServerInfoRequest(),
                 request[PRINCIPAL],
                 HEALTH_TIMEOUT_SECONDS,
             )
@@ -130,13 +130,17 @@ class LegacyApi:
 
     async def status(self, request: web.Request) -> web.Response:
         principal = request[PRINCIPAL]
-        info = await self._training("GetServerInfo", svc.GetServerInfoRequest(), principal)
+        info = await self._training(
+            "GetServerInfo", training_service_pb.GetServerInfoRequest(), principal
+        )
         words = list(STATES_BY_OLD_STATUS)
         pages = await asyncio.gather(
             *(
                 self._training(
                     "ListTrainingJobs",
-                    svc.ListTrainingJobsRequest(page_size=1, states=STATES_BY_OLD_STATUS[w]),
+                    training_service_pb.ListTrainingJobsRequest(
+                        page_size=1, states=STATES_BY_OLD_STATUS[w]
+                    ),
                     principal,
                 )
                 for w in words
@@ -162,7 +166,9 @@ class LegacyApi:
         spec, given, warnings = train_request_to_spec(await _json_body(request))
         try:
             reply = await self._training(
-                "CreateTrainingJob", svc.CreateTrainingJobRequest(spec=spec), request[PRINCIPAL]
+                "CreateTrainingJob",
+                training_service_pb.CreateTrainingJobRequest(spec=spec),
+                request[PRINCIPAL],
             )
         except grpc.aio.AioRpcError as err:
             raise StatusError(with_old_field_names(self._link.status_of(err))) from None
@@ -215,7 +221,7 @@ class LegacyApi:
             )
         page = await self._training(
             "ListTrainingJobs",
-            svc.ListTrainingJobsRequest(
+            training_service_pb.ListTrainingJobsRequest(
                 page_size=int(limit), states=STATES_BY_OLD_STATUS.get(word, [])
             ),
             request[PRINCIPAL],
@@ -227,7 +233,7 @@ class LegacyApi:
     async def train_status(self, request: web.Request) -> web.Response:
         reply = await self._training(
             "GetTrainingJob",
-            svc.GetTrainingJobRequest(job_id=request.match_info["job_id"]),
+            training_service_pb.GetTrainingJobRequest(job_id=request.match_info["job_id"]),
             request[PRINCIPAL],
         )
         return web.json_response(job_status(reply.job))
@@ -236,7 +242,9 @@ class LegacyApi:
         force = request.query.get("force", "false").lower() in ("1", "true")
         reply = await self._training(
             "CancelTrainingJob",
-            svc.CancelTrainingJobRequest(job_id=request.match_info["job_id"], force=force),
+            training_service_pb.CancelTrainingJobRequest(
+                job_id=request.match_info["job_id"], force=force
+            ),
             request[PRINCIPAL],
         )
         status = job_status(reply.job)
@@ -265,8 +273,8 @@ class LegacyApi:
         reply = await self._call(
             "DatasetService",
             "ValidateDataset",
-            ds_svc.ValidateDatasetRequest(
-                path=path, options=ds_svc.ValidationOptions(preview_records=3)
+            dataset_service_pb.ValidateDatasetRequest(
+                path=path, options=dataset_service_pb.ValidationOptions(preview_records=3)
             ),
             request[PRINCIPAL],
         )
@@ -286,7 +294,7 @@ class LegacyApi:
             )
         if not isinstance(prompt, str) or not prompt:
             raise invalid_argument([FieldViolation("prompt", "is required: the text to continue")])
-        message = svc.GenerateRequest(prompt=prompt)
+        message = training_service_pb.GenerateRequest(prompt=prompt)
         if model.startswith(FINE_TUNED_PREFIX):
             message.job_id = model.removeprefix(FINE_TUNED_PREFIX)
         else:

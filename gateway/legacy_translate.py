@@ -13,18 +13,18 @@ from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from tunewire.errors import FieldViolation, invalid_argument
-from tunewire.v1 import dataset_pb2 as ds_pb
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import dataset_pb2 as dataset_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 # Old status words by state; anything not finished and not queued is "running".
 OLD_STATUS = {
-    job_pb.JOB_STATE_QUEUED: "queued",
-    job_pb.JOB_STATE_STARTING: "running",
-    job_pb.JOB_STATE_RUNNING: "running",
-    job_pb.JOB_STATE_CANCELLING: "running",
-    job_pb.JOB_STATE_SUCCEEDED: "completed",
-    job_pb.JOB_STATE_FAILED: "failed",
-    job_pb.JOB_STATE_CANCELLED: "cancelled",
+    training_job_pb.JOB_STATE_QUEUED: "queued",
+    training_job_pb.JOB_STATE_STARTING: "running",
+    training_job_pb.JOB_STATE_RUNNING: "running",
+    training_job_pb.JOB_STATE_CANCELLING: "running",
+    training_job_pb.JOB_STATE_SUCCEEDED: "completed",
+    training_job_pb.JOB_STATE_FAILED: "failed",
+    training_job_pb.JOB_STATE_CANCELLED: "cancelled",
 }
 STATES_BY_OLD_STATUS = {
     word: [state for state, w in OLD_STATUS.items() if w == word]
@@ -97,7 +97,7 @@ def _read(section: dict, table: dict, prefix: str, warnings: list[str]) -> dict:
     return values
 
 
-def _assign(spec: job_pb.TrainingJobSpec, path: str, value) -> None:
+def _assign(spec: training_job_pb.TrainingJobSpec, path: str, value) -> None:
     *parents, leaf = path.split(".")
     target = spec
     for name in parents:
@@ -108,7 +108,7 @@ def _assign(spec: job_pb.TrainingJobSpec, path: str, value) -> None:
         setattr(target, leaf, value)
 
 
-def train_request_to_spec(body: dict) -> tuple[job_pb.TrainingJobSpec, dict, list[str]]:
+def train_request_to_spec(body: dict) -> tuple[training_job_pb.TrainingJobSpec, dict, list[str]]:
     """(spec, old values worth reporting, warnings) for a `POST /train/start` body."""
     warnings: list[str] = []
     top = _read(body, _TOP, "", warnings)
@@ -133,18 +133,18 @@ def train_request_to_spec(body: dict) -> tuple[job_pb.TrainingJobSpec, dict, lis
     if missing:
         raise invalid_argument(missing)
 
-    spec = job_pb.TrainingJobSpec()
+    spec = training_job_pb.TrainingJobSpec()
     for table, values in ((_TOP, top), (_LORA, lora), (_DATASET, data)):
         for name, value in values.items():
             target = table[name][1]
             if target:
                 _assign(spec, target, value)
     if lora.get("use_qlora"):
-        spec.method = job_pb.TRAINING_METHOD_QLORA
+        spec.method = training_job_pb.TRAINING_METHOD_QLORA
     elif lora.get("use_lora", True):
-        spec.method = job_pb.TRAINING_METHOD_LORA
+        spec.method = training_job_pb.TRAINING_METHOD_LORA
     else:
-        spec.method = job_pb.TRAINING_METHOD_FULL
+        spec.method = training_job_pb.TRAINING_METHOD_FULL
     if "experiment_name" in top:
         spec.metadata["experiment_name"] = top["experiment_name"]
     if "output_dir" in top:
@@ -159,17 +159,17 @@ def _time(ts: timestamp_pb2.Timestamp) -> str | None:
     return ts.ToJsonString() if ts.seconds or ts.nanos else None
 
 
-def job_status(job: job_pb.TrainingJob) -> dict:
+def job_status(job: training_job_pb.TrainingJob) -> dict:
     """A job as `GET /train/{job_id}/status` answered it."""
-    adapter = job.spec.method != job_pb.TRAINING_METHOD_FULL
+    adapter = job.spec.method != training_job_pb.TRAINING_METHOD_FULL
     m, ev, lo, p = job.latest_metrics, job.latest_evaluation, job.lora_details, job.progress
     return {
         "job_id": job.id,
         "experiment_name": job.spec.display_name,
         "status": OLD_STATUS.get(job.state, "queued"),
-        "state": job_pb.JobState.Name(job.state),
+        "state": training_job_pb.JobState.Name(job.state),
         "model_name": job.spec.model,
-        "method": job_pb.TrainingMethod.Name(job.spec.method)
+        "method": training_job_pb.TrainingMethod.Name(job.spec.method)
         .removeprefix("TRAINING_METHOD_")
         .lower(),
         "lora_enabled": adapter,
@@ -221,10 +221,10 @@ def format_word(fmt: int) -> str | None:
     """The seed's lower-case format word ("alpaca"); None when the format is not known."""
     if not fmt:
         return None
-    return ds_pb.DatasetFormat.Name(fmt).removeprefix("DATASET_FORMAT_").lower()
+    return dataset_pb.DatasetFormat.Name(fmt).removeprefix("DATASET_FORMAT_").lower()
 
 
-def dataset_info(job: job_pb.TrainingJob) -> dict:
+def dataset_info(job: training_job_pb.TrainingJob) -> dict:
     ds = job.dataset_details
     return {
         "dataset_path": job.spec.dataset.path or None,
@@ -236,15 +236,15 @@ def dataset_info(job: job_pb.TrainingJob) -> dict:
     }
 
 
-def validation_result(report: ds_pb.ValidationReport, file_path: str) -> dict:
+def validation_result(report: dataset_pb.ValidationReport, file_path: str) -> dict:
     """A validation report as `POST /datasets/validate` answered it: errors and
     warnings as readable lines, and the same issues with their fields."""
 
-    def line(issue: ds_pb.DatasetIssue) -> str:
+    def line(issue: dataset_pb.DatasetIssue) -> str:
         field = f", field {issue.field}" if issue.field else ""
         return f"line {issue.line}{field}: {issue.code}: {issue.message}"
 
-    def issue(i: ds_pb.DatasetIssue) -> dict:
+    def issue(i: dataset_pb.DatasetIssue) -> dict:
         return {
             "line": i.line,
             "column": i.column,

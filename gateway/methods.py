@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from google.protobuf import descriptor as pb_descriptor
 from google.protobuf import message_factory
 
-from tunewire.v1 import dataset_service_pb2, training_service_pb2
+from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 SERVICES: tuple[pb_descriptor.ServiceDescriptor, ...] = (
-    training_service_pb2.DESCRIPTOR.services_by_name["TrainingService"],
-    dataset_service_pb2.DESCRIPTOR.services_by_name["DatasetService"],
+    training_service_pb.DESCRIPTOR.services_by_name["TrainingService"],
+    dataset_service_pb.DESCRIPTOR.services_by_name["DatasetService"],
 )
 # Calls anyone may make without a key (health and reflection are not forwarded
 # and need none either).

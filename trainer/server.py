@@ -26,17 +26,15 @@ from tunewire.trainer.jobs.runner import JobRunner
 from tunewire.trainer.store import db
 from tunewire.trainer.store.datasets import DatasetStore
 from tunewire.trainer.store.jobs import JobStore
-from tunewire.v1 import (
-    dataset_service_pb2,
-    dataset_service_pb2_grpc,
-    training_service_pb2,
-)
+from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
+from tunewire.v1 import dataset_service_pb2_grpc as dataset_service_grpc
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
-    training_service_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name,
-    dataset_service_pb2.DESCRIPTOR.services_by_name["DatasetService"].full_name,
+    training_service_pb.DESCRIPTOR.services_by_name["TrainingService"].full_name,
+    dataset_service_pb.DESCRIPTOR.services_by_name["DatasetService"].full_name,
 )
 MAX_MESSAGE_BYTES = 64 << 20
 
@@ -115,7 +113,7 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
         ],
     )
     register_training_service(TrainingService(config, jobs, caps), server)
-    dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(
+    dataset_service_grpc.add_DatasetServiceServicer_to_server(
         DatasetService(config, datasets), server
     )
     health_servicer = health.aio.HealthServicer()

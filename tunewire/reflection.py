@@ -18,7 +18,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, text_format
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2 as messages
 
-from tunewire.v1 import training_service_pb2
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 V1ALPHA = "grpc.reflection.v1alpha.ServerReflection"
 V1 = "grpc.reflection.v1.ServerReflection"
@@ -49,7 +49,7 @@ def load_descriptor_set() -> descriptor_pb2.FileDescriptorSet:
     protos of the grpc libraries (whose copies carry no comments)."""
     # Beside the generated modules (tunewire.v1 is a namespace package, which
     # importlib.resources cannot read from in an editable install).
-    data = Path(training_service_pb2.__file__).with_name(DESCRIPTOR_SET).read_bytes()
+    data = Path(training_service_pb.__file__).with_name(DESCRIPTOR_SET).read_bytes()
     files = descriptor_pb2.FileDescriptorSet.FromString(data)
     known = {f.name for f in files.file}
     for extra in (_library_file(health_pb2), _library_file(messages), _v1_reflection_file()):

@@ -19,12 +19,16 @@ from typing import Any, Protocol
 
 from google.protobuf.message import Message
 
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
-Spec = job_pb.TrainingJobSpec
+Spec = training_job_pb.TrainingJobSpec
 
 ADAPTER_METHODS = frozenset(
-    {job_pb.TRAINING_METHOD_LORA, job_pb.TRAINING_METHOD_QLORA, job_pb.TRAINING_METHOD_DORA}
+    {
+        training_job_pb.TRAINING_METHOD_LORA,
+        training_job_pb.TRAINING_METHOD_QLORA,
+        training_job_pb.TRAINING_METHOD_DORA,
+    }
 )
 DEFAULT_ADAPTER_LR = 1e-4
 DEFAULT_FULL_LR = 1e-5
@@ -68,7 +72,7 @@ def uses_adapters(spec: Spec) -> bool:
 
 
 def _qlora(spec: Spec) -> bool:
-    return spec.method == job_pb.TRAINING_METHOD_QLORA
+    return spec.method == training_job_pb.TRAINING_METHOD_QLORA
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ def _const(path: str, value: Any, doc: str, applies: Callable[[Spec], bool] = _a
 
 def default_learning_rate(method: int) -> float:
     """The learning rate a job of `method` gets when it sets none (an unset method is LoRA)."""
-    if method in ADAPTER_METHODS or method == job_pb.TRAINING_METHOD_UNSPECIFIED:
+    if method in ADAPTER_METHODS or method == training_job_pb.TRAINING_METHOD_UNSPECIFIED:
         return DEFAULT_ADAPTER_LR
     return DEFAULT_FULL_LR
 
@@ -111,17 +115,21 @@ def _max_seq_length(_spec: Spec, ctx: Context) -> int:
 
 
 def _weight_decay(spec: Spec, _ctx: Context) -> float:
-    adamw = spec.hyperparameters.optimizer == job_pb.OPTIMIZER_ADAMW
+    adamw = spec.hyperparameters.optimizer == training_job_pb.OPTIMIZER_ADAMW
     return ADAMW_WEIGHT_DECAY if adamw else 0.0
 
 
 def _wandb_mode(_spec: Spec, ctx: Context) -> int:
-    return job_pb.WANDB_MODE_ONLINE if ctx.wandb_online else job_pb.WANDB_MODE_OFFLINE
+    return (
+        training_job_pb.WANDB_MODE_ONLINE
+        if ctx.wandb_online
+        else training_job_pb.WANDB_MODE_OFFLINE
+    )
 
 
 # In the order they apply: a rule may read fields defaulted above it.
 DEFAULTS: tuple[Default, ...] = (
-    _const("method", job_pb.TRAINING_METHOD_LORA, "LORA"),
+    _const("method", training_job_pb.TRAINING_METHOD_LORA, "LORA"),
     _const("lora.rank", 8, "8", uses_adapters),
     Default("lora.alpha", "2 × rank (scale 2.0)", lambda s, _c: 2.0 * s.lora.rank, uses_adapters),
     _const("lora.dropout", 0.0, "0", uses_adapters),
@@ -150,11 +158,13 @@ DEFAULTS: tuple[Default, ...] = (
         lambda s, _c: default_learning_rate(s.method),
     ),
     _const(
-        "hyperparameters.learning_rate_schedule", job_pb.LEARNING_RATE_SCHEDULE_CONSTANT, "CONSTANT"
+        "hyperparameters.learning_rate_schedule",
+        training_job_pb.LEARNING_RATE_SCHEDULE_CONSTANT,
+        "CONSTANT",
     ),
     _const("hyperparameters.warmup_steps", 0, "0"),
     _const("hyperparameters.min_learning_rate", 0.0, "0"),
-    _const("hyperparameters.optimizer", job_pb.OPTIMIZER_ADAMW, "ADAMW"),
+    _const("hyperparameters.optimizer", training_job_pb.OPTIMIZER_ADAMW, "ADAMW"),
     Default(
         "hyperparameters.weight_decay",
         f"{ADAMW_WEIGHT_DECAY:g} for ADAMW, 0 for the others",
@@ -169,7 +179,7 @@ DEFAULTS: tuple[Default, ...] = (
     _const("hyperparameters.gradient_checkpointing", False, "false"),
     _const("hyperparameters.seed", 0, "0"),
     _const("hyperparameters.max_grad_norm", 0.0, "0 (no clipping)"),
-    _const("loss_masking", job_pb.LOSS_MASKING_ALL_ASSISTANT_TURNS, "ALL_ASSISTANT_TURNS"),
+    _const("loss_masking", training_job_pb.LOSS_MASKING_ALL_ASSISTANT_TURNS, "ALL_ASSISTANT_TURNS"),
     _const("validation_fraction", 0.0, "0"),
     _const("evaluation.interval_steps", 0, "0 (once, at the end)"),
     _const("evaluation.max_batches", 0, "0 (the whole validation set)"),
@@ -183,7 +193,7 @@ DEFAULTS: tuple[Default, ...] = (
         "the number of hosts, or 1",
         lambda _s, c: len(c.hosts) if c.hosts else 1,
     ),
-    _const("distributed.backend", job_pb.DISTRIBUTED_BACKEND_RING, "RING"),
+    _const("distributed.backend", training_job_pb.DISTRIBUTED_BACKEND_RING, "RING"),
     Default("wandb.mode", "OFFLINE, or ONLINE when the server has a WandB API key", _wandb_mode),
     Default("display_name", "the job's id", lambda _s, c: c.job_id),
     Default("wandb.name", "the job's display name", lambda s, _c: s.display_name),

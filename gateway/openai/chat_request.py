@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from tunewire.gateway.openai import body as fields
 from tunewire.gateway.openai.errors import bad_request
-from tunewire.v1 import training_service_pb2 as svc
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 HONOURED = {
     "model",
@@ -72,7 +72,7 @@ MAX_TOKENS = 4096
 @dataclass
 class ChatRequest:
     model: str
-    generate: svc.GenerateRequest
+    generate: training_service_pb.GenerateRequest
     stream: bool
     include_usage: bool
     stop: list[str]
@@ -99,7 +99,7 @@ def _content(message: dict, where: str) -> str:
     return "".join(texts)
 
 
-def _messages(body: dict) -> list[svc.ChatMessage]:
+def _messages(body: dict) -> list[training_service_pb.ChatMessage]:
     items = fields.array(body, "messages", max_len=MAX_MESSAGES)
     if not items:
         raise bad_request("Missing required parameter: 'messages'.", "messages")
@@ -116,7 +116,9 @@ def _messages(body: dict) -> list[svc.ChatMessage]:
             )
         if message.get("tool_calls"):
             raise bad_request(f"{where}.tool_calls: tools are not supported", f"{where}.tool_calls")
-        out.append(svc.ChatMessage(role=ROLES[role], content=_content(message, where)))
+        out.append(
+            training_service_pb.ChatMessage(role=ROLES[role], content=_content(message, where))
+        )
     return out
 
 
@@ -159,7 +161,7 @@ def chat_request(body: dict) -> ChatRequest:
     include_usage = bool(
         fields.boolean(options, "include_usage", param="stream_options.include_usage")
     )
-    generate = svc.GenerateRequest(
+    generate = training_service_pb.GenerateRequest(
         messages=_messages(body),
         # Without a limit OpenAI generates until the model stops: here at most
         # MAX_TOKENS, the most one request may ask for.

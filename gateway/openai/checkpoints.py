@@ -12,11 +12,11 @@ from tunewire.gateway.openai.calls import TrainerCalls
 from tunewire.gateway.openai.errors import bad_request
 from tunewire.gateway.openai.pages import page_body
 from tunewire.gateway.openai.routing import authenticated_here
-from tunewire.v1 import training_job_pb2 as job_pb
-from tunewire.v1 import training_service_pb2 as svc
+from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 
-def checkpoint_object(job: job_pb.TrainingJob, c: job_pb.Checkpoint) -> dict:
+def checkpoint_object(job: training_job_pb.TrainingJob, c: training_job_pb.Checkpoint) -> dict:
     valid = c.validation_loss if c.HasField("validation_loss") else None
     # An evaluation without max_batches covers the whole validation set: then
     # the valid loss is also OpenAI's "full" one.
@@ -51,11 +51,11 @@ class CheckpointRoutes:
         limit = fields.query_limit(request, default=10, high=100)
         job = (
             await self._calls.training(
-                "GetTrainingJob", svc.GetTrainingJobRequest(job_id=job_id), who
+                "GetTrainingJob", training_service_pb.GetTrainingJobRequest(job_id=job_id), who
             )
         ).job
         reply = await self._calls.training(
-            "ListCheckpoints", svc.ListCheckpointsRequest(job_id=job.id), who
+            "ListCheckpoints", training_service_pb.ListCheckpointsRequest(job_id=job.id), who
         )
         newest_first = sorted(reply.checkpoints, key=lambda c: c.step, reverse=True)
         after = request.query.get("after", "")

@@ -20,32 +20,32 @@ from tunewire.gateway.openai.calls import TRAINING, TrainerCalls
 from tunewire.gateway.openai.errors import bad_request
 from tunewire.gateway.openai.pages import page_body
 from tunewire.gateway.openai.routing import authenticated_here
-from tunewire.v1 import training_event_pb2 as event_pb
-from tunewire.v1 import training_job_pb2 as job_pb
-from tunewire.v1 import training_service_pb2 as svc
+from tunewire.v1 import training_event_pb2 as training_event_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 LEVELS = {
-    event_pb.LOG_LEVEL_WARNING: "warn",
-    event_pb.LOG_LEVEL_ERROR: "error",
+    training_event_pb.LOG_LEVEL_WARNING: "warn",
+    training_event_pb.LOG_LEVEL_ERROR: "error",
 }
 STATE_MESSAGES = {
-    job_pb.JOB_STATE_QUEUED: "Fine-tuning job created and queued",
-    job_pb.JOB_STATE_STARTING: "Fine-tuning job started: loading the model and data",
-    job_pb.JOB_STATE_RUNNING: "Training is running",
-    job_pb.JOB_STATE_CANCELLING: "Cancelling: the current step finishes and a checkpoint is written",
-    job_pb.JOB_STATE_SUCCEEDED: "The job has successfully completed",
-    job_pb.JOB_STATE_CANCELLED: "The job was cancelled",
+    training_job_pb.JOB_STATE_QUEUED: "Fine-tuning job created and queued",
+    training_job_pb.JOB_STATE_STARTING: "Fine-tuning job started: loading the model and data",
+    training_job_pb.JOB_STATE_RUNNING: "Training is running",
+    training_job_pb.JOB_STATE_CANCELLING: "Cancelling: the current step finishes and a checkpoint is written",
+    training_job_pb.JOB_STATE_SUCCEEDED: "The job has successfully completed",
+    training_job_pb.JOB_STATE_CANCELLED: "The job was cancelled",
 }
 
 
-def _state_message(change: event_pb.StateChange) -> tuple[str, str]:
-    if change.state == job_pb.JOB_STATE_FAILED:
+def _state_message(change: training_event_pb.StateChange) -> tuple[str, str]:
+    if change.state == training_job_pb.JOB_STATE_FAILED:
         return "error", f"The job failed: {change.error.message or change.reason}".splitlines()[0]
-    text = STATE_MESSAGES.get(change.state, job_pb.JobState.Name(change.state))
+    text = STATE_MESSAGES.get(change.state, training_job_pb.JobState.Name(change.state))
     return "info", f"{text} ({change.reason})" if change.reason else text
 
 
-def event_object(event: event_pb.TrainingEvent, total_steps: int) -> dict:
+def event_object(event: training_event_pb.TrainingEvent, total_steps: int) -> dict:
     kind = event.WhichOneof("payload")
     level, message, data, type_ = "info", "", None, "message"
     if kind == "state_change":
@@ -92,7 +92,7 @@ class EventRoutes:
         limit = fields.query_limit(request, default=20, high=1000)
         job = (
             await self._calls.training(
-                "GetTrainingJob", svc.GetTrainingJobRequest(job_id=job_id), who
+                "GetTrainingJob", training_service_pb.GetTrainingJobRequest(job_id=job_id), who
             )
         ).job
         newest = job.last_event_sequence
@@ -103,12 +103,14 @@ class EventRoutes:
                 raise bad_request(f"after: {after!r} is not an event of job {job.id}", "after")
             newest = min(newest, sequence - 1)
         oldest = max(1, newest - limit + 1)
-        events: list[event_pb.TrainingEvent] = []
+        events: list[training_event_pb.TrainingEvent] = []
         if newest >= 1:
             stream = self._calls.stream(
                 TRAINING,
                 "WatchTrainingJob",
-                svc.WatchTrainingJobRequest(job_id=job.id, after_sequence=oldest - 1),
+                training_service_pb.WatchTrainingJobRequest(
+                    job_id=job.id, after_sequence=oldest - 1
+                ),
                 who,
             )
             async for reply in stream:

@@ -26,10 +26,10 @@ from tunewire.gateway.openai.pages import cursor_page, page_body
 from tunewire.gateway.openai.results import results_csv
 from tunewire.gateway.openai.routing import authenticated_here
 from tunewire.reasons import Reason
-from tunewire.v1 import dataset_pb2 as ds_pb
-from tunewire.v1 import dataset_service_pb2 as ds_svc
-from tunewire.v1 import training_job_pb2 as job_pb
-from tunewire.v1 import training_service_pb2 as svc
+from tunewire.v1 import dataset_pb2 as dataset_pb
+from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 PURPOSE = "fine-tune"
 RESULTS_PURPOSE = "fine-tune-results"
@@ -37,7 +37,7 @@ LIST_PAGE = 1000
 ISSUES_IN_MESSAGE = 5
 
 
-def file_object(dataset: ds_pb.Dataset) -> dict:
+def file_object(dataset: dataset_pb.Dataset) -> dict:
     return {
         "id": dataset.id,
         "object": "file",
@@ -49,7 +49,7 @@ def file_object(dataset: ds_pb.Dataset) -> dict:
         "status_details": None,
         "expires_at": None,
         "tunewire": {
-            "format": ds_pb.DatasetFormat.Name(dataset.format)
+            "format": dataset_pb.DatasetFormat.Name(dataset.format)
             .removeprefix("DATASET_FORMAT_")
             .lower(),
             "records": dataset.report.valid_samples,
@@ -59,7 +59,7 @@ def file_object(dataset: ds_pb.Dataset) -> dict:
     }
 
 
-def result_file_object(job: job_pb.TrainingJob, size: int) -> dict:
+def result_file_object(job: training_job_pb.TrainingJob, size: int) -> dict:
     return {
         "id": names.result_file_id(job.id),
         "object": "file",
@@ -73,12 +73,12 @@ def result_file_object(job: job_pb.TrainingJob, size: int) -> dict:
     }
 
 
-def _issue_line(issue: ds_pb.DatasetIssue) -> str:
+def _issue_line(issue: dataset_pb.DatasetIssue) -> str:
     where = f"line {issue.line}" + (f", field {issue.field}" if issue.field else "")
     return f"{where}: {issue.code}: {issue.message}"
 
 
-def invalid_file_error(report: ds_pb.ValidationReport, filename: str):
+def invalid_file_error(report: dataset_pb.ValidationReport, filename: str):
     shown = "; ".join(_issue_line(i) for i in report.errors[:ISSUES_IN_MESSAGE])
     more = report.error_count - min(len(report.errors), ISSUES_IN_MESSAGE)
     tail = f" (and {more} more error(s))" if more > 0 else ""
@@ -97,13 +97,15 @@ class FileRoutes:
         self._chunk = chunk_bytes
 
     async def _chunks(self, part: BodyPartReader, filename: str) -> AsyncIterator:
-        yield ds_svc.UploadDatasetRequest(metadata=ds_svc.UploadMetadata(display_name=filename))
+        yield dataset_service_pb.UploadDatasetRequest(
+            metadata=dataset_service_pb.UploadMetadata(display_name=filename)
+        )
         total = 0
         while chunk := await part.read_chunk(self._chunk):
             total += len(chunk)
             if total > self._max_upload:
                 raise upload_too_large(self._max_upload)
-            yield ds_svc.UploadDatasetRequest(chunk=chunk)
+            yield dataset_service_pb.UploadDatasetRequest(chunk=chunk)
 
     async def create(self, request: web.Request) -> web.Response:
         who = request[PRINCIPAL]
@@ -146,12 +148,12 @@ class FileRoutes:
             raise invalid_file_error(dataset.report, filename)
         return web.json_response(file_object(dataset))
 
-    async def _all(self, who: Principal) -> AsyncIterator[ds_pb.Dataset]:
+    async def _all(self, who: Principal) -> AsyncIterator[dataset_pb.Dataset]:
         token = ""
         while True:
             page = await self._calls.datasets(
                 "ListDatasets",
-                ds_svc.ListDatasetsRequest(page_size=LIST_PAGE, page_token=token),
+                dataset_service_pb.ListDatasetsRequest(page_size=LIST_PAGE, page_token=token),
                 who,
             )
             for dataset in page.datasets:
@@ -184,22 +186,24 @@ class FileRoutes:
         )
         return web.json_response(page_body([file_object(d) for d in datasets], more))
 
-    async def _dataset(self, who: Principal, file_id: str) -> ds_pb.Dataset:
+    async def _dataset(self, who: Principal, file_id: str) -> dataset_pb.Dataset:
         reply = await self._calls.datasets(
-            "GetDataset", ds_svc.GetDatasetRequest(dataset_id=file_id), who
+            "GetDataset", dataset_service_pb.GetDatasetRequest(dataset_id=file_id), who
         )
         if not reply.dataset.report.valid:
             raise not_found_error("file", file_id, "file_id")
         return reply.dataset
 
-    async def _results(self, who: Principal, file_id: str) -> tuple[job_pb.TrainingJob, bytes]:
+    async def _results(
+        self, who: Principal, file_id: str
+    ) -> tuple[training_job_pb.TrainingJob, bytes]:
         job_id = names.job_of_result_file(file_id)
         job = (
             await self._calls.training(
-                "GetTrainingJob", svc.GetTrainingJobRequest(job_id=job_id), who
+                "GetTrainingJob", training_service_pb.GetTrainingJobRequest(job_id=job_id), who
             )
         ).job
-        if job.state != job_pb.JOB_STATE_SUCCEEDED:
+        if job.state != training_job_pb.JOB_STATE_SUCCEEDED:
             raise not_found_error("file", file_id, "file_id")
         return job, base64.b64encode(await results_csv(self._calls, who, job))
 

@@ -21,7 +21,7 @@ from tunewire.gateway.openai.errors import bad_request
 from tunewire.gateway.openai.names import MAX_SUFFIX, SUFFIX_CHARS
 from tunewire.reasons import Reason
 from tunewire.spec_defaults import default_learning_rate
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 KNOWN = {
     "model",
@@ -67,7 +67,7 @@ def auto_epochs(train_records: int) -> int:
 class Requested:
     """The spec to create, with the hyperparameters still "auto"."""
 
-    spec: job_pb.TrainingJobSpec
+    spec: training_job_pb.TrainingJobSpec
     auto_epochs: bool
     auto_batch_size: bool
     multiplier: float | None
@@ -113,7 +113,7 @@ def _hyperparameters(body: dict) -> tuple[dict, str]:
     return hp, where
 
 
-def _metadata(body: dict, spec: job_pb.TrainingJobSpec) -> None:
+def _metadata(body: dict, spec: training_job_pb.TrainingJobSpec) -> None:
     metadata = fields.obj(body, "metadata") or {}
     if len(metadata) > MAX_METADATA:
         raise bad_request(
@@ -131,7 +131,7 @@ def _metadata(body: dict, spec: job_pb.TrainingJobSpec) -> None:
         spec.metadata[key] = value
 
 
-def _integrations(body: dict, spec: job_pb.TrainingJobSpec) -> None:
+def _integrations(body: dict, spec: training_job_pb.TrainingJobSpec) -> None:
     for i, item in enumerate(fields.array(body, "integrations", max_len=1) or []):
         where = f"integrations[{i}]"
         if not isinstance(item, dict):
@@ -155,7 +155,7 @@ def _integrations(body: dict, spec: job_pb.TrainingJobSpec) -> None:
         spec.wandb.tags.extend(tags)
 
 
-def _tunewire(body: dict, spec: job_pb.TrainingJobSpec) -> None:
+def _tunewire(body: dict, spec: training_job_pb.TrainingJobSpec) -> None:
     extra = fields.obj(body, "tunewire")
     if not extra:
         return
@@ -173,7 +173,7 @@ def _tunewire(body: dict, spec: job_pb.TrainingJobSpec) -> None:
 
 def requested_spec(body: dict) -> Requested:
     fields.refuse_unknown(body, KNOWN)
-    spec = job_pb.TrainingJobSpec()
+    spec = training_job_pb.TrainingJobSpec()
     spec.model = fields.string(body, "model", required=True, max_len=4096)
     spec.dataset.dataset_id = fields.string(body, "training_file", required=True, max_len=256)
     validation = fields.string(body, "validation_file", max_len=256)
@@ -214,7 +214,7 @@ def requested_spec(body: dict) -> Requested:
     )
 
 
-def resolve(requested: Requested, train_records: int | None) -> job_pb.TrainingJobSpec:
+def resolve(requested: Requested, train_records: int | None) -> training_job_pb.TrainingJobSpec:
     """The spec with "auto" resolved as OpenAI resolves it: epochs and batch size from
     the training file's valid records (when known; the trainer's defaults otherwise),
     the learning rate as the multiplier times the method's default learning rate."""

@@ -15,20 +15,20 @@ from google.protobuf import json_format
 from tunewire.gateway.openai import names
 from tunewire.gateway.openai.errors import details
 from tunewire.spec_defaults import default_learning_rate
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 # OpenAI's status words. A job being cancelled is "cancelled" at once, as
 # OpenAI answers a cancel; `tunewire.state` still says CANCELLING.
 STATUS = {
-    job_pb.JOB_STATE_QUEUED: "queued",
-    job_pb.JOB_STATE_STARTING: "running",
-    job_pb.JOB_STATE_RUNNING: "running",
-    job_pb.JOB_STATE_CANCELLING: "cancelled",
-    job_pb.JOB_STATE_SUCCEEDED: "succeeded",
-    job_pb.JOB_STATE_FAILED: "failed",
-    job_pb.JOB_STATE_CANCELLED: "cancelled",
+    training_job_pb.JOB_STATE_QUEUED: "queued",
+    training_job_pb.JOB_STATE_STARTING: "running",
+    training_job_pb.JOB_STATE_RUNNING: "running",
+    training_job_pb.JOB_STATE_CANCELLING: "cancelled",
+    training_job_pb.JOB_STATE_SUCCEEDED: "succeeded",
+    training_job_pb.JOB_STATE_FAILED: "failed",
+    training_job_pb.JOB_STATE_CANCELLED: "cancelled",
 }
-PAUSED_STATE = getattr(job_pb, "JOB_STATE_PAUSED", None)
+PAUSED_STATE = getattr(training_job_pb, "JOB_STATE_PAUSED", None)
 if PAUSED_STATE is not None:
     STATUS[PAUSED_STATE] = "paused"
 # tunewire's spec fields in a trainer error, as the OpenAI parameter that set them.
@@ -58,7 +58,7 @@ def _seconds(ts) -> int | None:
     return ts.seconds if ts.seconds or ts.nanos else None
 
 
-def hyperparameters(job: job_pb.TrainingJob) -> dict:
+def hyperparameters(job: training_job_pb.TrainingJob) -> dict:
     hp = job.spec.hyperparameters
     if hp.HasField("epochs") and not hp.max_steps:
         epochs = hp.epochs
@@ -72,8 +72,8 @@ def hyperparameters(job: job_pb.TrainingJob) -> dict:
     }
 
 
-def _error(job: job_pb.TrainingJob) -> dict | None:
-    if job.state != job_pb.JOB_STATE_FAILED or not job.HasField("error"):
+def _error(job: training_job_pb.TrainingJob) -> dict | None:
+    if job.state != training_job_pb.JOB_STATE_FAILED or not job.HasField("error"):
         return None
     reason, violations = details(job.error)
     field = violations[0]["field"] if violations else ""
@@ -84,7 +84,7 @@ def _error(job: job_pb.TrainingJob) -> dict | None:
     }
 
 
-def _integrations(job: job_pb.TrainingJob) -> list[dict] | None:
+def _integrations(job: training_job_pb.TrainingJob) -> list[dict] | None:
     w = job.spec.wandb
     if not w.project:
         return None
@@ -101,20 +101,20 @@ def _integrations(job: job_pb.TrainingJob) -> list[dict] | None:
     ]
 
 
-def _estimated_finish(job: job_pb.TrainingJob) -> int | None:
+def _estimated_finish(job: training_job_pb.TrainingJob) -> int | None:
     if STATUS.get(job.state) != "running" or not job.progress.HasField("eta"):
         return None
     return int(time.time() + job.progress.eta.seconds)
 
 
-def tunewire_extras(job: job_pb.TrainingJob) -> dict:
+def tunewire_extras(job: training_job_pb.TrainingJob) -> dict:
     """What a tunewire client wants beyond OpenAI's fields (proto JSON names)."""
 
     def js(message) -> dict:
         return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
     return {
-        "state": job_pb.JobState.Name(job.state),
+        "state": training_job_pb.JobState.Name(job.state),
         "queue_position": job.queue_position,
         "spec": js(job.spec),
         "progress": js(job.progress),
@@ -127,8 +127,8 @@ def tunewire_extras(job: job_pb.TrainingJob) -> dict:
     }
 
 
-def job_object(job: job_pb.TrainingJob) -> dict:
-    succeeded = job.state == job_pb.JOB_STATE_SUCCEEDED
+def job_object(job: training_job_pb.TrainingJob) -> dict:
+    succeeded = job.state == training_job_pb.JOB_STATE_SUCCEEDED
     hp = hyperparameters(job)
     training_file = (
         job.spec.dataset.dataset_id or job.dataset_details.dataset_id or (job.spec.dataset.path)

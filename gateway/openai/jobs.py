@@ -23,9 +23,9 @@ from tunewire.gateway.openai.job_create import requested_spec, resolve
 from tunewire.gateway.openai.job_object import job_object, openai_param
 from tunewire.gateway.openai.pages import cursor_page, page_body
 from tunewire.gateway.openai.routing import authenticated_here
-from tunewire.v1 import dataset_service_pb2 as ds_svc
-from tunewire.v1 import training_job_pb2 as job_pb
-from tunewire.v1 import training_service_pb2 as svc
+from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 MAX_REQUEST_ID = 128
 LIST_PAGE = 200
@@ -42,12 +42,14 @@ def request_id_from(request: web.Request) -> str:
 
 async def all_jobs(
     calls: TrainerCalls, who: Principal, states=()
-) -> AsyncIterator[job_pb.TrainingJob]:
+) -> AsyncIterator[training_job_pb.TrainingJob]:
     token = ""
     while True:
         page = await calls.training(
             "ListTrainingJobs",
-            svc.ListTrainingJobsRequest(page_size=LIST_PAGE, page_token=token, states=states),
+            training_service_pb.ListTrainingJobsRequest(
+                page_size=LIST_PAGE, page_token=token, states=states
+            ),
             who,
         )
         for job in page.jobs:
@@ -69,16 +71,16 @@ class JobRoutes:
     def __init__(self, calls: TrainerCalls):
         self._calls = calls
 
-    async def _job(self, who: Principal, job_id: str) -> job_pb.TrainingJob:
+    async def _job(self, who: Principal, job_id: str) -> training_job_pb.TrainingJob:
         reply = await self._calls.training(
-            "GetTrainingJob", svc.GetTrainingJobRequest(job_id=job_id), who
+            "GetTrainingJob", training_service_pb.GetTrainingJobRequest(job_id=job_id), who
         )
         return reply.job
 
     async def _train_records(self, who: Principal, dataset_id: str) -> int | None:
         try:
             reply = await self._calls.datasets(
-                "GetDataset", ds_svc.GetDatasetRequest(dataset_id=dataset_id), who
+                "GetDataset", dataset_service_pb.GetDatasetRequest(dataset_id=dataset_id), who
             )
         except grpc.aio.AioRpcError:
             return None  # CreateTrainingJob says what is wrong with the file
@@ -94,7 +96,9 @@ class JobRoutes:
         try:
             reply = await self._calls.training(
                 "CreateTrainingJob",
-                svc.CreateTrainingJobRequest(spec=spec, request_id=request_id_from(request)),
+                training_service_pb.CreateTrainingJobRequest(
+                    spec=spec, request_id=request_id_from(request)
+                ),
                 who,
             )
         except grpc.aio.AioRpcError as err:
@@ -126,7 +130,7 @@ class JobRoutes:
     async def cancel(self, request: web.Request) -> web.Response:
         reply = await self._calls.training(
             "CancelTrainingJob",
-            svc.CancelTrainingJobRequest(job_id=request.match_info["job_id"]),
+            training_service_pb.CancelTrainingJobRequest(job_id=request.match_info["job_id"]),
             request[PRINCIPAL],
         )
         return web.json_response(job_object(reply.job))

@@ -17,8 +17,8 @@ from tunewire.gateway.openai.jobs import all_jobs
 from tunewire.gateway.openai.pages import page_body
 from tunewire.gateway.openai.routing import authenticated_here
 from tunewire.reasons import Reason
-from tunewire.v1 import training_job_pb2 as job_pb
-from tunewire.v1 import training_service_pb2 as svc
+from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 BASE_OWNER = "tunewire"
 
@@ -36,11 +36,11 @@ def model_not_found(name: str) -> OpenAIError:
 
 async def fine_tuned_job(
     calls: TrainerCalls, who: Principal, ref: names.ModelRef
-) -> job_pb.TrainingJob:
+) -> training_job_pb.TrainingJob:
     """The succeeded job a `ft:` name stands for; the whole name must match."""
     try:
         reply = await calls.training(
-            "GetTrainingJob", svc.GetTrainingJobRequest(job_id=ref.job_id), who
+            "GetTrainingJob", training_service_pb.GetTrainingJobRequest(job_id=ref.job_id), who
         )
     except grpc.aio.AioRpcError as err:
         if err.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
@@ -48,7 +48,7 @@ async def fine_tuned_job(
         raise
     job = reply.job
     expected = names.checkpoint_model(job, ref.step) if ref.step else names.fine_tuned_model(job)
-    if job.state != job_pb.JOB_STATE_SUCCEEDED or ref.name != expected:
+    if job.state != training_job_pb.JOB_STATE_SUCCEEDED or ref.name != expected:
         raise model_not_found(ref.name)
     return job
 
@@ -65,7 +65,7 @@ class ModelRoutes:
         fine_tuned, bases = [], {}
         async for job in all_jobs(self._calls, who):
             bases.setdefault(job.spec.model, job.create_time.seconds)
-            if job.state == job_pb.JOB_STATE_SUCCEEDED:
+            if job.state == training_job_pb.JOB_STATE_SUCCEEDED:
                 fine_tuned.append(
                     _model(names.fine_tuned_model(job), job.end_time.seconds, job.owner)
                 )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 JOB_PREFIX = "job-"
 EVENT_PREFIX = "ftevent-"
@@ -31,7 +31,7 @@ def base_name(model: str) -> str:
     return _UNSAFE.sub("-", last).strip("-") or "model"
 
 
-def suffix_of(job: job_pb.TrainingJob) -> str:
+def suffix_of(job: training_job_pb.TrainingJob) -> str:
     """The job's display name as a model-name suffix; the server's default (the id) is none."""
     name = job.spec.display_name
     if not name or name == job.id:
@@ -39,11 +39,11 @@ def suffix_of(job: job_pb.TrainingJob) -> str:
     return _UNSAFE.sub("-", name).strip("-")[:MAX_SUFFIX]
 
 
-def fine_tuned_model(job: job_pb.TrainingJob) -> str:
+def fine_tuned_model(job: training_job_pb.TrainingJob) -> str:
     return f"ft:{base_name(job.spec.model)}:{suffix_of(job)}:{job.id}"
 
 
-def checkpoint_model(job: job_pb.TrainingJob, step: int) -> str:
+def checkpoint_model(job: training_job_pb.TrainingJob, step: int) -> str:
     return f"{fine_tuned_model(job)}:ckpt-step-{step}"
 
 

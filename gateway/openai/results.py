@@ -16,8 +16,8 @@ import io
 
 from tunewire.gateway.keys import Principal
 from tunewire.gateway.openai.calls import TRAINING, TrainerCalls
-from tunewire.v1 import training_job_pb2 as job_pb
-from tunewire.v1 import training_service_pb2 as svc
+from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 HEADER = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
 
@@ -26,11 +26,16 @@ def _number(value: float | None) -> str:
     return "" if value is None else f"{value:.5f}"
 
 
-async def results_csv(calls: TrainerCalls, who: Principal, job: job_pb.TrainingJob) -> bytes:
+async def results_csv(
+    calls: TrainerCalls, who: Principal, job: training_job_pb.TrainingJob
+) -> bytes:
     train: dict[int, float] = {}
     valid: dict[int, float] = {}
     async for reply in calls.stream(
-        TRAINING, "WatchTrainingJob", svc.WatchTrainingJobRequest(job_id=job.id), who
+        TRAINING,
+        "WatchTrainingJob",
+        training_service_pb.WatchTrainingJobRequest(job_id=job.id),
+        who,
     ):
         event = reply.event
         if event.HasField("training_metrics"):

@@ -9,7 +9,7 @@ import pytest
 
 from tunewire.client import Client, TunewireError, Violation
 from tunewire.identity import read_credential
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 from .services import API_KEY, free_port
 
@@ -92,10 +92,12 @@ def test_the_trainer_directly_needs_its_credential_and_agrees_with_the_gateway(
     with Client(trainer, api_key="", credential=read_credential(services.home)) as direct:
         assert direct.server_info().service == "tunewire-trainer"
         job = direct.create_job(
-            job_pb.TrainingJobSpec(
+            training_job_pb.TrainingJobSpec(
                 model=str(tiny_model_dir),
-                dataset=job_pb.DatasetSource(path=str(services.root / "alpaca_example.json")),
-                hyperparameters=job_pb.Hyperparameters(
+                dataset=training_job_pb.DatasetSource(
+                    path=str(services.root / "alpaca_example.json")
+                ),
+                hyperparameters=training_job_pb.Hyperparameters(
                     max_steps=4, batch_size=2, max_seq_length=64, learning_rate=1e-3
                 ),
                 report_interval_steps=1,
@@ -105,7 +107,7 @@ def test_the_trainer_directly_needs_its_credential_and_agrees_with_the_gateway(
         again = direct.create_job(job.spec, request_id="direct-1")
         assert again.id == job.id  # idempotent on request_id
         finished = direct.wait(job.id)
-        assert finished.state == job_pb.JOB_STATE_SUCCEEDED and finished.owner == "local"
+        assert finished.state == training_job_pb.JOB_STATE_SUCCEEDED and finished.owner == "local"
 
     # The trainer's local caller is an admin; through the gateway the env key is one too.
     with Client(services.address, API_KEY) as gateway:

@@ -14,7 +14,7 @@ import pytest
 
 from tunewire import tiny_model, tiny_tokenizer
 from tunewire.client.train_config import ConfigError, parse_config
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -119,8 +119,8 @@ def test_the_example_maps_onto_the_spec_key_by_key(data_folder, tmp_path):
         assert any(f"ignored {key!r}" in note for note in config.notes), key
     spec = config.to_spec("ds-train", "ds-valid")
     hp = spec.hyperparameters
-    assert spec.method == job_pb.TRAINING_METHOD_LORA
-    assert hp.optimizer == job_pb.OPTIMIZER_ADAMW and hp.seed == 0
+    assert spec.method == training_job_pb.TRAINING_METHOD_LORA
+    assert hp.optimizer == training_job_pb.OPTIMIZER_ADAMW and hp.seed == 0
     assert (hp.batch_size, hp.max_steps, hp.max_seq_length) == (4, 1000, 2048)
     assert hp.learning_rate == pytest.approx(1e-5) and hp.gradient_accumulation_steps == 1
     assert not hp.gradient_checkpointing
@@ -134,8 +134,8 @@ def test_every_key_of_mlx_lms_config_at_its_default_is_accepted(data_folder, tmp
     text = MLX_LM_DEFAULTS.format(model=tmp_path / "model", data=data_folder)
     config = parse_config(text, "defaults.yaml")
     spec = config.to_spec("ds-train", "ds-valid")
-    assert spec.hyperparameters.optimizer == job_pb.OPTIMIZER_ADAM
-    assert spec.loss_masking == job_pb.LOSS_MASKING_ALL_TOKENS  # mask_prompt: false
+    assert spec.hyperparameters.optimizer == training_job_pb.OPTIMIZER_ADAM
+    assert spec.loss_masking == training_job_pb.LOSS_MASKING_ALL_TOKENS  # mask_prompt: false
     assert spec.lora.alpha == 160.0 and not spec.wandb.project
     assert not any("optimizer_config" in note for note in config.notes)  # all empty
 
@@ -178,13 +178,14 @@ def test_the_example_trains_as_it_is(services, sixteen_blocks, data_folder):
         deadline = time.monotonic() + 180
         job = client.get_job(job_id)
         while job.latest_metrics.step < 10:  # the first report (steps_per_report: 10)
-            assert job.state not in (job_pb.JOB_STATE_FAILED, job_pb.JOB_STATE_CANCELLED), (
-                job.error.message
-            )
+            assert job.state not in (
+                training_job_pb.JOB_STATE_FAILED,
+                training_job_pb.JOB_STATE_CANCELLED,
+            ), job.error.message
             assert time.monotonic() < deadline, "no training report within 180 s"
             time.sleep(0.5)
             job = client.get_job(job_id)
-        assert job.state == job_pb.JOB_STATE_RUNNING and job.progress.total_steps == 1000
+        assert job.state == training_job_pb.JOB_STATE_RUNNING and job.progress.total_steps == 1000
         assert job.latest_metrics.loss > 0 and job.dataset_details.validation_records == 4
         details = job.lora_details
         assert (details.rank, details.num_layers, details.scale) == (8, 16, 20.0)

@@ -8,8 +8,8 @@ import io
 import pytest
 
 from tunewire.cli.progress import CLEAR_LINE, ProgressView
-from tunewire.v1 import training_event_pb2 as ev
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_event_pb2 as training_event_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -21,10 +21,10 @@ class Terminal(io.StringIO):
         return True
 
 
-def metrics(seq: int, step: int, loss: float) -> ev.TrainingEvent:
-    return ev.TrainingEvent(
+def metrics(seq: int, step: int, loss: float) -> training_event_pb.TrainingEvent:
+    return training_event_pb.TrainingEvent(
         sequence=seq,
-        training_metrics=job_pb.TrainingMetrics(
+        training_metrics=training_job_pb.TrainingMetrics(
             step=step,
             loss=loss,
             tokens_per_second=1500.0,
@@ -36,30 +36,35 @@ def metrics(seq: int, step: int, loss: float) -> ev.TrainingEvent:
     )
 
 
-def state(seq: int, value: int, reason: str = "") -> ev.TrainingEvent:
-    return ev.TrainingEvent(sequence=seq, state_change=ev.StateChange(state=value, reason=reason))
+def state(seq: int, value: int, reason: str = "") -> training_event_pb.TrainingEvent:
+    return training_event_pb.TrainingEvent(
+        sequence=seq, state_change=training_event_pb.StateChange(state=value, reason=reason)
+    )
 
 
 def run(view: ProgressView) -> None:
     view.set_total(10)
-    view.event(state(1, job_pb.JOB_STATE_RUNNING, "training started"))
+    view.event(state(1, training_job_pb.JOB_STATE_RUNNING, "training started"))
     view.event(metrics(2, 4, 2.5))
     view.event(
-        ev.TrainingEvent(
+        training_event_pb.TrainingEvent(
             sequence=3,
-            evaluation_metrics=job_pb.EvaluationMetrics(
+            evaluation_metrics=training_job_pb.EvaluationMetrics(
                 step=4, validation_loss=2.75, perplexity=15.64
             ),
         )
     )
     view.event(metrics(4, 8, 2.0))
     view.event(
-        ev.TrainingEvent(
-            sequence=5, log=ev.LogLine(level=ev.LOG_LEVEL_WARNING, message="slow disk")
+        training_event_pb.TrainingEvent(
+            sequence=5,
+            log=training_event_pb.LogLine(
+                level=training_event_pb.LOG_LEVEL_WARNING, message="slow disk"
+            ),
         )
     )
     view.event(metrics(6, 10, 1.5))
-    view.event(state(7, job_pb.JOB_STATE_SUCCEEDED, "finished"))
+    view.event(state(7, training_job_pb.JOB_STATE_SUCCEEDED, "finished"))
 
 
 def test_on_a_terminal_the_bar_is_redrawn_in_place(monkeypatch):
@@ -111,12 +116,14 @@ def test_elsewhere_every_report_is_a_plain_line():
 def test_summary_has_losses_memory_and_the_adapter():
     view = ProgressView(io.StringIO(), tty=False)
     run(view)
-    job = job_pb.TrainingJob(
+    job = training_job_pb.TrainingJob(
         id="job-1",
-        state=job_pb.JOB_STATE_SUCCEEDED,
-        progress=job_pb.Progress(step=10, total_steps=10),
-        latest_metrics=job_pb.TrainingMetrics(peak_memory_bytes=48 << 20, rss_bytes=300 << 20),
-        lora_details=job_pb.LoraDetails(
+        state=training_job_pb.JOB_STATE_SUCCEEDED,
+        progress=training_job_pb.Progress(step=10, total_steps=10),
+        latest_metrics=training_job_pb.TrainingMetrics(
+            peak_memory_bytes=48 << 20, rss_bytes=300 << 20
+        ),
+        lora_details=training_job_pb.LoraDetails(
             rank=8,
             alpha=16,
             scale=2,
@@ -126,7 +133,7 @@ def test_summary_has_losses_memory_and_the_adapter():
             total_parameters=100_000,
             trainable_percent=1.024,
         ),
-        artifacts=job_pb.Artifacts(adapter_path="/h/jobs/job-1/adapters"),
+        artifacts=training_job_pb.Artifacts(adapter_path="/h/jobs/job-1/adapters"),
     )
     job.start_time.FromSeconds(100)
     job.end_time.FromSeconds(165)

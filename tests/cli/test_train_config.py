@@ -7,7 +7,7 @@ import pytest
 
 from tunewire.client import SpecError, spec_from_dict
 from tunewire.client.train_config import ConfigError, parse_config
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -64,7 +64,7 @@ lora_parameters:
     assert (
         spec.dataset.dataset_id == "ds-train" and spec.validation_dataset.dataset_id == "ds-valid"
     )
-    assert spec.method == job_pb.TRAINING_METHOD_DORA
+    assert spec.method == training_job_pb.TRAINING_METHOD_DORA
     assert (spec.lora.rank, spec.lora.alpha, spec.lora.num_layers) == (
         16,
         32.0,
@@ -74,13 +74,16 @@ lora_parameters:
     assert list(spec.lora.target_modules) == ["self_attn.q_proj", "self_attn.v_proj"]
     assert (hp.batch_size, hp.max_steps, hp.max_seq_length, hp.seed) == (4, 600, 1024, 7)
     assert hp.gradient_checkpointing and hp.gradient_accumulation_steps == 2
-    assert hp.optimizer == job_pb.OPTIMIZER_ADAMW and hp.weight_decay == pytest.approx(0.05)
+    assert hp.optimizer == training_job_pb.OPTIMIZER_ADAMW and hp.weight_decay == pytest.approx(
+        0.05
+    )
     # lr_schedule wins over learning_rate, as in mlx-lm.
     assert hp.learning_rate == pytest.approx(2e-5) and hp.min_learning_rate == pytest.approx(1e-7)
     assert (
-        hp.learning_rate_schedule == job_pb.LEARNING_RATE_SCHEDULE_COSINE and hp.warmup_steps == 50
+        hp.learning_rate_schedule == training_job_pb.LEARNING_RATE_SCHEDULE_COSINE
+        and hp.warmup_steps == 50
     )
-    assert spec.loss_masking == job_pb.LOSS_MASKING_LAST_ASSISTANT_TURN
+    assert spec.loss_masking == training_job_pb.LOSS_MASKING_LAST_ASSISTANT_TURN
     assert spec.report_interval_steps == 20
     assert (spec.evaluation.interval_steps, spec.evaluation.max_batches) == (100, 0)
     assert spec.checkpointing.interval_steps == 200
@@ -104,12 +107,17 @@ metadata: {team: nlp, run: 3}
     spec = config.to_spec()
     assert config.upload_train is None and spec.dataset.path == "data/train.jsonl"
     assert spec.validation_fraction == pytest.approx(0.1)
-    assert spec.method == job_pb.TRAINING_METHOD_QLORA and spec.quantization.bits == 8
+    assert spec.method == training_job_pb.TRAINING_METHOD_QLORA and spec.quantization.bits == 8
     assert spec.hyperparameters.epochs == 3
-    assert spec.hyperparameters.learning_rate_schedule == job_pb.LEARNING_RATE_SCHEDULE_LINEAR
-    assert spec.hyperparameters.optimizer == job_pb.OPTIMIZER_ADAFACTOR
-    assert spec.loss_masking == job_pb.LOSS_MASKING_ALL_TOKENS
-    assert spec.wandb.mode == job_pb.WANDB_MODE_OFFLINE and list(spec.wandb.tags) == ["a", "b"]
+    assert (
+        spec.hyperparameters.learning_rate_schedule == training_job_pb.LEARNING_RATE_SCHEDULE_LINEAR
+    )
+    assert spec.hyperparameters.optimizer == training_job_pb.OPTIMIZER_ADAFACTOR
+    assert spec.loss_masking == training_job_pb.LOSS_MASKING_ALL_TOKENS
+    assert spec.wandb.mode == training_job_pb.WANDB_MODE_OFFLINE and list(spec.wandb.tags) == [
+        "a",
+        "b",
+    ]
     assert dict(spec.metadata) == {"team": "nlp", "run": "3"}
 
 
@@ -117,7 +125,7 @@ def test_a_quantization_section_alone_means_qlora():
     spec = parse_config(
         "model: m\ndataset: {dataset_id: ds-1}\nquantization: {bits: 4}\n"
     ).to_spec()
-    assert spec.method == job_pb.TRAINING_METHOD_QLORA
+    assert spec.method == training_job_pb.TRAINING_METHOD_QLORA
 
 
 def test_a_local_model_folder_is_sent_as_an_absolute_path(tmp_path, monkeypatch):
@@ -210,6 +218,6 @@ def test_spec_from_dict_accepts_json_names_and_numbers_written_as_text():
         spec.hyperparameters.learning_rate == pytest.approx(1e-4)
         and spec.hyperparameters.max_steps == 20
     )
-    assert spec.method == job_pb.TRAINING_METHOD_FULL and list(spec.lora.target_modules) == [
-        "q_proj"
-    ]
+    assert spec.method == training_job_pb.TRAINING_METHOD_FULL and list(
+        spec.lora.target_modules
+    ) == ["q_proj"]

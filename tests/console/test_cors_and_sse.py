@@ -96,9 +96,9 @@ async def test_configured_origins_get_preflights_and_headers(tmp_path, tiny_mode
 
 
 def _cancel(job_id: str):
-    from tunewire.v1 import training_service_pb2
+    from tunewire.v1 import training_service_pb2 as training_service_pb
 
-    return training_service_pb2.CancelTrainingJobRequest(job_id=job_id)
+    return training_service_pb.CancelTrainingJobRequest(job_id=job_id)
 
 
 def _frames(text: str) -> list[dict]:

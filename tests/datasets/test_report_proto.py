@@ -6,7 +6,7 @@ import pytest
 from google.protobuf import json_format
 
 from tunewire.datasets.api import report_to_proto, validate_bytes
-from tunewire.v1 import dataset_pb2 as pb
+from tunewire.v1 import dataset_pb2 as dataset_pb
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,7 +37,10 @@ def test_the_report_converts_with_issues_counts_preview_and_statistics():
     ).encode()
     message = report_to_proto(validate_bytes(data))
     assert message.valid is False
-    assert message.format == pb.DATASET_FORMAT_SHAREGPT and message.layout == pb.FILE_LAYOUT_JSONL
+    assert (
+        message.format == dataset_pb.DATASET_FORMAT_SHAREGPT
+        and message.layout == dataset_pb.FILE_LAYOUT_JSONL
+    )
     assert (
         message.total_samples,
         message.valid_samples,
@@ -49,16 +52,16 @@ def test_the_report_converts_with_issues_counts_preview_and_statistics():
         2,
         "conversations[1].from",
         "UNKNOWN_ROLE",
-        pb.ISSUE_SEVERITY_ERROR,
+        dataset_pb.ISSUE_SEVERITY_ERROR,
     )
     assert (invalid_json.line, invalid_json.column, invalid_json.code) == (3, 37, "INVALID_JSON")
     assert [(w.code, w.severity) for w in message.warnings] == [
-        ("SHORT_OUTPUT", pb.ISSUE_SEVERITY_WARNING)
+        ("SHORT_OUTPUT", dataset_pb.ISSUE_SEVERITY_WARNING)
     ]
     assert [(c.code, c.count, c.severity) for c in message.issue_counts] == [
-        ("INVALID_JSON", 1, pb.ISSUE_SEVERITY_ERROR),
-        ("SHORT_OUTPUT", 1, pb.ISSUE_SEVERITY_WARNING),
-        ("UNKNOWN_ROLE", 1, pb.ISSUE_SEVERITY_ERROR),
+        ("INVALID_JSON", 1, dataset_pb.ISSUE_SEVERITY_ERROR),
+        ("SHORT_OUTPUT", 1, dataset_pb.ISSUE_SEVERITY_WARNING),
+        ("UNKNOWN_ROLE", 1, dataset_pb.ISSUE_SEVERITY_ERROR),
     ]
     first = message.sample_preview[0].conversation
     assert [(m.role, m.content, m.trainable) for m in first.messages] == [

@@ -11,7 +11,7 @@ from google.rpc import code_pb2, error_details_pb2
 
 from tunewire.errors import ERROR_DOMAIN, FieldViolation, ServiceError, build_status
 from tunewire.reasons import Reason
-from tunewire.v1 import errors_pb2
+from tunewire.v1 import errors_pb2 as errors_pb
 
 ERRORS_PROTO = Path(__file__).resolve().parents[2] / "protos" / "tunewire" / "v1" / "errors.proto"
 
@@ -33,7 +33,7 @@ def details(status) -> dict[str, object]:
 
 
 def test_the_python_catalogue_and_the_proto_enum_name_the_same_reasons():
-    proto_names = [n for n in errors_pb2.ErrorReason.keys() if n != "ERROR_REASON_UNSPECIFIED"]
+    proto_names = [n for n in errors_pb.ErrorReason.keys() if n != "ERROR_REASON_UNSPECIFIED"]
     assert [r.value for r in Reason] == proto_names  # same names, same order
     assert all(r.name == r.value for r in Reason)
 

@@ -195,3 +195,32 @@ def test_code_outside_datasets_uses_only_its_door():
             if t.startswith("tunewire.datasets.") and t != "tunewire.datasets.api"
         ]
     assert through_the_side == []
+
+
+def test_generated_modules_have_one_alias_each():
+    """tunewire.v1's modules are imported as `from tunewire.v1 import X_pb2 as X_pb` (and
+    `X_pb2_grpc as X_grpc`): a short name that always means the same module."""
+    wrong = []
+    roots = [*FOLDERS, "bench", "tests", "scripts"]
+    for root in roots:
+        for path in sorted((REPO / root).rglob("*.py")):
+            if "__pycache__" in path.parts:
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            for node in ast.walk(tree):
+                where = f"{path.relative_to(REPO)}:{getattr(node, 'lineno', 0)}"
+                if isinstance(node, ast.Import):
+                    wrong += [where for a in node.names if a.name.startswith("tunewire.v1.")]
+                if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith(
+                    "tunewire.v1"
+                ):
+                    continue
+                if node.module != "tunewire.v1":
+                    wrong.append(f"{where}: import the module, not names from it")
+                    continue
+                for alias in node.names:
+                    stem = alias.name.removesuffix("_pb2_grpc").removesuffix("_pb2")
+                    kind = "_grpc" if alias.name.endswith("_pb2_grpc") else "_pb"
+                    if alias.asname != stem + kind:
+                        wrong.append(f"{where}: {alias.name} as {alias.asname}, not {stem + kind}")
+    assert wrong == []

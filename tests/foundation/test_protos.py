@@ -3,18 +3,16 @@
 import pytest
 from google.api import annotations_pb2
 
-from tunewire.v1 import (
-    dataset_service_pb2,
-    dataset_service_pb2_grpc,
-    training_service_pb2,
-    training_service_pb2_grpc,
-)
+from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
+from tunewire.v1 import dataset_service_pb2_grpc as dataset_service_grpc
+from tunewire.v1 import training_service_pb2 as training_service_pb
+from tunewire.v1 import training_service_pb2_grpc as training_service_grpc
 
 pytestmark = pytest.mark.timeout(30)
 
 SERVICES = {
     "TrainingService": (
-        training_service_pb2,
+        training_service_pb,
         {
             "CreateTrainingJob",
             "GetTrainingJob",
@@ -27,7 +25,7 @@ SERVICES = {
         },
     ),
     "DatasetService": (
-        dataset_service_pb2,
+        dataset_service_pb,
         {
             "UploadDataset",
             "ValidateDataset",
@@ -46,13 +44,13 @@ def http_rules():
 
 
 def test_grpc_stubs_and_servicers_are_generated():
-    for module in (training_service_pb2_grpc, dataset_service_pb2_grpc):
+    for module in (training_service_grpc, dataset_service_grpc):
         for service_name in SERVICES:
             if hasattr(module, f"{service_name}Stub"):
                 assert hasattr(module, f"{service_name}Servicer")
                 assert callable(getattr(module, f"add_{service_name}Servicer_to_server"))
-    assert hasattr(training_service_pb2_grpc, "TrainingServiceStub")
-    assert hasattr(dataset_service_pb2_grpc, "DatasetServiceStub")
+    assert hasattr(training_service_grpc, "TrainingServiceStub")
+    assert hasattr(dataset_service_grpc, "DatasetServiceStub")
 
 
 def test_services_have_the_rpcs_of_the_design():

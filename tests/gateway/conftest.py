@@ -22,12 +22,10 @@ from tunewire.gateway.keys import add_key
 from tunewire.gateway.server import GatewayServer, start_gateway
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.server import TrainerServer, start_trainer
-from tunewire.v1 import (
-    dataset_service_pb2_grpc,
-    training_job_pb2,
-    training_service_pb2,
-    training_service_pb2_grpc,
-)
+from tunewire.v1 import dataset_service_pb2_grpc as dataset_service_grpc
+from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
+from tunewire.v1 import training_service_pb2_grpc as training_service_grpc
 
 QA = [
     ("What is a learning rate?", "The step size of each update."),
@@ -62,11 +60,11 @@ class Stack:
         self.channels.append(channel)
         return channel
 
-    def training(self) -> training_service_pb2_grpc.TrainingServiceStub:
-        return training_service_pb2_grpc.TrainingServiceStub(self.channel())
+    def training(self) -> training_service_grpc.TrainingServiceStub:
+        return training_service_grpc.TrainingServiceStub(self.channel())
 
-    def datasets(self) -> dataset_service_pb2_grpc.DatasetServiceStub:
-        return dataset_service_pb2_grpc.DatasetServiceStub(self.channel())
+    def datasets(self) -> dataset_service_grpc.DatasetServiceStub:
+        return dataset_service_grpc.DatasetServiceStub(self.channel())
 
     def md(self, who: str) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.keys[who]}"),)
@@ -78,17 +76,17 @@ class Stack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.gateway.http_port}"
 
-    def spec(self, **hyper) -> training_job_pb2.TrainingJobSpec:
-        spec = training_job_pb2.TrainingJobSpec(model=str(self.model_dir))
+    def spec(self, **hyper) -> training_job_pb.TrainingJobSpec:
+        spec = training_job_pb.TrainingJobSpec(model=str(self.model_dir))
         spec.dataset.path = str(self.data_dir / "alpaca.json")
         spec.hyperparameters.batch_size = 2
         spec.hyperparameters.max_seq_length = 64
         spec.hyperparameters.max_steps = hyper.get("max_steps", 2)
         return spec
 
-    async def create_job(self, who: str) -> training_job_pb2.TrainingJob:
+    async def create_job(self, who: str) -> training_job_pb.TrainingJob:
         reply = await self.training().CreateTrainingJob(
-            training_service_pb2.CreateTrainingJobRequest(spec=self.spec()), metadata=self.md(who)
+            training_service_pb.CreateTrainingJobRequest(spec=self.spec()), metadata=self.md(who)
         )
         return reply.job
 

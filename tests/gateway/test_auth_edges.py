@@ -14,7 +14,7 @@ from grpc_status import rpc_status
 from multidict import CIMultiDict
 
 from tunewire.gateway.access_log import redact_url
-from tunewire.v1 import training_service_pb2 as svc
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 from .conftest import start_stack
 
@@ -69,10 +69,10 @@ async def test_two_different_credentials_over_grpc_are_refused_as_conflicting(st
         (("authorization", f"Bearer {bob}"), ("authorization", f"Bearer {alice}")),
     ):
         for call, request in (
-            (stub.ListTrainingJobs, svc.ListTrainingJobsRequest()),
+            (stub.ListTrainingJobs, training_service_pb.ListTrainingJobsRequest()),
             (
                 stub.GetServerInfo,
-                svc.GetServerInfoRequest(),
+                training_service_pb.GetServerInfoRequest(),
             ),  # public: a key sent must still be one
         ):
             with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -166,7 +166,7 @@ async def test_a_trainer_refusing_the_gateway_is_503_not_401(tmp_path, tiny_mode
             assert "not-the-trainers" not in await r.text()
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stack.training().ListTrainingJobs(
-                svc.ListTrainingJobsRequest(), metadata=stack.md("alice")
+                training_service_pb.ListTrainingJobsRequest(), metadata=stack.md("alice")
             )
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert reason_of(refused.value) == "TRAINER_UNAVAILABLE"

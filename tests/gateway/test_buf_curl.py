@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from tunewire.v1 import training_service_pb2 as svc
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -89,7 +89,7 @@ async def test_buf_curl_lists_creates_and_watches(stack):
 
     # Cancel it (this trainer never starts jobs), then watch: the whole log, ending with CANCELLED.
     await stack.training().CancelTrainingJob(
-        svc.CancelTrainingJobRequest(job_id=job_id), metadata=stack.md("alice")
+        training_service_pb.CancelTrainingJobRequest(job_id=job_id), metadata=stack.md("alice")
     )
     events = json_documents(
         await buf_curl(

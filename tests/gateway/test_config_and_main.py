@@ -17,8 +17,8 @@ from tunewire.gateway.server import start_gateway
 from tunewire.identity import credential_path
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.server import start_trainer
-from tunewire.v1 import training_service_pb2 as svc
-from tunewire.v1 import training_service_pb2_grpc
+from tunewire.v1 import training_service_pb2 as training_service_pb
+from tunewire.v1 import training_service_pb2_grpc as training_service_grpc
 
 from .conftest import start_stack, wait_for
 
@@ -127,7 +127,7 @@ async def test_the_single_user_key_is_an_admin(tmp_path, tiny_model_dir):
     try:
         job = await stack.create_job("alice")
         listed = await stack.training().ListTrainingJobs(
-            svc.ListTrainingJobsRequest(), metadata=(("x-api-key", "dev-key-123"),)
+            training_service_pb.ListTrainingJobsRequest(), metadata=(("x-api-key", "dev-key-123"),)
         )
         assert [j.id for j in listed.jobs] == [job.id]
     finally:
@@ -158,7 +158,7 @@ async def test_a_gateway_started_before_its_trainer_reads_the_credential_once_ma
     try:
         await wait_for(lambda: gateway.trainer_health.serving, "the gateway to see the trainer")
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
-            stub = training_service_pb2_grpc.TrainingServiceStub(channel)
+            stub = training_service_grpc.TrainingServiceStub(channel)
             listed = await wait_for(
                 lambda: _listed(stub, key), "the gateway to present the new credential"
             )
@@ -171,7 +171,7 @@ async def test_a_gateway_started_before_its_trainer_reads_the_credential_once_ma
 async def _listed(stub, key: str):
     try:
         return await stub.ListTrainingJobs(
-            svc.ListTrainingJobsRequest(), metadata=(("x-api-key", key),)
+            training_service_pb.ListTrainingJobsRequest(), metadata=(("x-api-key", key),)
         )
     except grpc.aio.AioRpcError as err:
         # Until the gateway has read the new credential the trainer refuses it: the
@@ -189,8 +189,8 @@ async def test_the_internal_token_lets_the_gateway_and_nobody_else_in(tmp_path, 
         assert job.owner == "alice"
         async with grpc.aio.insecure_channel(stack.trainer.address) as direct:
             with pytest.raises(grpc.aio.AioRpcError) as info:
-                await training_service_pb2_grpc.TrainingServiceStub(direct).ListTrainingJobs(
-                    svc.ListTrainingJobsRequest(),
+                await training_service_grpc.TrainingServiceStub(direct).ListTrainingJobs(
+                    training_service_pb.ListTrainingJobsRequest(),
                     metadata=(("x-tunewire-principal", "root"), ("x-tunewire-role", "admin")),
                 )
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -5,14 +5,16 @@ import asyncio
 
 import pytest
 
-from tunewire.v1 import dataset_service_pb2 as ds_pb
+from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def upload(data: bytes, name: str):
-    yield ds_pb.UploadDatasetRequest(metadata=ds_pb.UploadMetadata(display_name=name))
-    yield ds_pb.UploadDatasetRequest(chunk=data)
+    yield dataset_service_pb.UploadDatasetRequest(
+        metadata=dataset_service_pb.UploadMetadata(display_name=name)
+    )
+    yield dataset_service_pb.UploadDatasetRequest(chunk=data)
 
 
 async def test_a_second_uploader_never_sees_the_first_ones_name_or_time(stack, http):
@@ -31,11 +33,13 @@ async def test_a_second_uploader_never_sees_the_first_ones_name_or_time(stack, h
 
     got = (
         await datasets.GetDataset(
-            ds_pb.GetDatasetRequest(dataset_id=bob.id), metadata=stack.md("bob")
+            dataset_service_pb.GetDatasetRequest(dataset_id=bob.id), metadata=stack.md("bob")
         )
     ).dataset
     listed = (
-        await datasets.ListDatasets(ds_pb.ListDatasetsRequest(), metadata=stack.md("bob"))
+        await datasets.ListDatasets(
+            dataset_service_pb.ListDatasetsRequest(), metadata=stack.md("bob")
+        )
     ).datasets
     async with http.get(f"{stack.url}/v1/datasets/{bob.id}", headers=stack.headers("bob")) as r:
         assert r.status == 200
@@ -54,12 +58,14 @@ async def test_a_second_uploader_never_sees_the_first_ones_name_or_time(stack, h
     await datasets.UploadDataset(upload(data, "renamed?"), metadata=stack.md("alice"))
     mine = (
         await datasets.GetDataset(
-            ds_pb.GetDatasetRequest(dataset_id=alice.id), metadata=stack.md("alice")
+            dataset_service_pb.GetDatasetRequest(dataset_id=alice.id), metadata=stack.md("alice")
         )
     ).dataset
     assert (mine.display_name, mine.create_time) == ("alice-board-minutes", alice.create_time)
     # An admin sees the dataset once, through its first uploader.
     everyone = (
-        await datasets.ListDatasets(ds_pb.ListDatasetsRequest(), metadata=stack.md("root"))
+        await datasets.ListDatasets(
+            dataset_service_pb.ListDatasetsRequest(), metadata=stack.md("root")
+        )
     ).datasets
     assert [(d.id, d.owner) for d in everyone] == [(alice.id, "alice")]

@@ -12,8 +12,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from tunewire.gateway.methods import forwarded_methods
-from tunewire.v1 import training_job_pb2 as job_pb
-from tunewire.v1 import training_service_pb2 as svc
+from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -86,7 +86,7 @@ async def test_every_rpc_with_a_right_key_reaches_the_trainer(stack):
 async def test_jobs_belong_to_their_key_and_are_not_found_by_others(stack):
     training = stack.training()
     job = await stack.create_job("alice")
-    assert job.owner == "alice" and job.state == job_pb.JOB_STATE_QUEUED
+    assert job.owner == "alice" and job.state == training_job_pb.JOB_STATE_QUEUED
 
     async def expect_not_found(coro):
         with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -99,36 +99,46 @@ async def test_jobs_belong_to_their_key_and_are_not_found_by_others(stack):
 
     bob = stack.md("bob")
     await expect_not_found(
-        training.GetTrainingJob(svc.GetTrainingJobRequest(job_id=job.id), metadata=bob)
+        training.GetTrainingJob(
+            training_service_pb.GetTrainingJobRequest(job_id=job.id), metadata=bob
+        )
     )
     await expect_not_found(
-        training.CancelTrainingJob(svc.CancelTrainingJobRequest(job_id=job.id), metadata=bob)
+        training.CancelTrainingJob(
+            training_service_pb.CancelTrainingJobRequest(job_id=job.id), metadata=bob
+        )
     )
     await expect_not_found(
-        training.ListCheckpoints(svc.ListCheckpointsRequest(job_id=job.id), metadata=bob)
+        training.ListCheckpoints(
+            training_service_pb.ListCheckpointsRequest(job_id=job.id), metadata=bob
+        )
     )
     await expect_not_found(
-        training.Generate(svc.GenerateRequest(job_id=job.id, prompt="hi"), metadata=bob)
+        training.Generate(
+            training_service_pb.GenerateRequest(job_id=job.id, prompt="hi"), metadata=bob
+        )
     )
 
     async def watch_first():
         async for reply in training.WatchTrainingJob(
-            svc.WatchTrainingJobRequest(job_id=job.id), metadata=bob
+            training_service_pb.WatchTrainingJobRequest(job_id=job.id), metadata=bob
         ):
             return reply
 
     await expect_not_found(watch_first())
-    listed = await training.ListTrainingJobs(svc.ListTrainingJobsRequest(), metadata=bob)
+    listed = await training.ListTrainingJobs(
+        training_service_pb.ListTrainingJobsRequest(), metadata=bob
+    )
     assert [j.id for j in listed.jobs] == [] and listed.total_size == 0
 
     # The owner and an admin see it.
     for who in ("alice", "root"):
         got = await training.GetTrainingJob(
-            svc.GetTrainingJobRequest(job_id=job.id), metadata=stack.md(who)
+            training_service_pb.GetTrainingJobRequest(job_id=job.id), metadata=stack.md(who)
         )
         assert got.job.id == job.id
         listed = await training.ListTrainingJobs(
-            svc.ListTrainingJobsRequest(), metadata=stack.md(who)
+            training_service_pb.ListTrainingJobsRequest(), metadata=stack.md(who)
         )
         assert [j.id for j in listed.jobs] == [job.id]
 
@@ -138,13 +148,13 @@ async def test_client_supplied_identity_metadata_is_ignored(stack):
     forged = (*stack.md("bob"), ("x-tunewire-principal", "alice"), ("x-tunewire-role", "admin"))
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stack.training().GetTrainingJob(
-            svc.GetTrainingJobRequest(job_id=job.id), metadata=forged
+            training_service_pb.GetTrainingJobRequest(job_id=job.id), metadata=forged
         )
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     # Without a key, claiming to be an admin is still no key at all.
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stack.training().ListTrainingJobs(
-            svc.ListTrainingJobsRequest(),
+            training_service_pb.ListTrainingJobsRequest(),
             metadata=(("x-tunewire-principal", "root"), ("x-tunewire-role", "admin")),
         )
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -152,10 +162,12 @@ async def test_client_supplied_identity_metadata_is_ignored(stack):
 
 async def test_server_info_needs_no_key_but_refuses_a_wrong_one(stack):
     training = stack.training()
-    info = await training.GetServerInfo(svc.GetServerInfoRequest())
+    info = await training.GetServerInfo(training_service_pb.GetServerInfoRequest())
     assert info.version and "lora" in info.features
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await training.GetServerInfo(svc.GetServerInfoRequest(), metadata=(("x-api-key", "nope"),))
+        await training.GetServerInfo(
+            training_service_pb.GetServerInfoRequest(), metadata=(("x-api-key", "nope"),)
+        )
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -165,7 +177,7 @@ async def test_trainer_errors_are_relayed_with_their_details(stack):
     spec.hyperparameters.max_seq_length = 3
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stack.training().CreateTrainingJob(
-            svc.CreateTrainingJobRequest(spec=spec), metadata=stack.md("alice")
+            training_service_pb.CreateTrainingJobRequest(spec=spec), metadata=stack.md("alice")
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     status = rpc_status.from_call(info.value)
@@ -182,7 +194,7 @@ async def test_keys_never_reach_the_logs(stack, http, caplog):
     for key in (stack.keys["alice"], wrong):
         with contextlib.suppress(grpc.aio.AioRpcError):
             await training.ListTrainingJobs(
-                svc.ListTrainingJobsRequest(), metadata=(("x-api-key", key),)
+                training_service_pb.ListTrainingJobsRequest(), metadata=(("x-api-key", key),)
             )
         async with http.get(
             f"{stack.url}/v1/jobs", headers={"Authorization": f"Bearer {key}"}

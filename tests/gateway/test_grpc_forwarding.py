@@ -15,9 +15,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
-from tunewire.v1 import dataset_service_pb2 as ds_svc
-from tunewire.v1 import training_job_pb2 as job_pb
-from tunewire.v1 import training_service_pb2 as svc
+from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 from .conftest import restart_trainer, start_stack, wait_for
 
@@ -74,7 +74,7 @@ async def test_health_follows_the_trainer_down_and_back(stack, http):
     training = stack.training()
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await training.GetTrainingJob(
-            svc.GetTrainingJobRequest(job_id=job.id), metadata=stack.md("alice")
+            training_service_pb.GetTrainingJobRequest(job_id=job.id), metadata=stack.md("alice")
         )
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert detail(info.value, error_details_pb2.RetryInfo) is not None
@@ -93,7 +93,7 @@ async def test_health_follows_the_trainer_down_and_back(stack, http):
 
     await wait_for(serving, "health to recover", timeout=20)
     got = await training.GetTrainingJob(
-        svc.GetTrainingJobRequest(job_id=job.id), metadata=stack.md("alice")
+        training_service_pb.GetTrainingJobRequest(job_id=job.id), metadata=stack.md("alice")
     )
     assert got.job.id == job.id  # same home: the job survived the restart
 
@@ -102,10 +102,12 @@ async def test_a_short_deadline_ends_the_watch_and_its_trainer_subscription(stac
     job = await stack.create_job("alice")  # stays QUEUED: its watch never ends by itself
     training = stack.training()
     call = training.WatchTrainingJob(
-        svc.WatchTrainingJobRequest(job_id=job.id), metadata=stack.md("alice"), timeout=1.0
+        training_service_pb.WatchTrainingJobRequest(job_id=job.id),
+        metadata=stack.md("alice"),
+        timeout=1.0,
     )
     first = await call.read()
-    assert first.event.state_change.state == job_pb.JOB_STATE_QUEUED
+    assert first.event.state_change.state == training_job_pb.JOB_STATE_QUEUED
     assert stack.trainer.bus.subscriber_count(job.id) == 1
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call.read()
@@ -120,7 +122,7 @@ async def test_a_short_deadline_ends_the_watch_and_its_trainer_subscription(stac
 async def test_a_client_that_leaves_cancels_the_trainer_call(stack):
     job = await stack.create_job("alice")
     call = stack.training().WatchTrainingJob(
-        svc.WatchTrainingJobRequest(job_id=job.id), metadata=stack.md("alice")
+        training_service_pb.WatchTrainingJobRequest(job_id=job.id), metadata=stack.md("alice")
     )
     await call.read()
     assert stack.trainer.bus.subscriber_count(job.id) == 1
@@ -138,23 +140,24 @@ async def test_watch_relays_events_live_and_ends_after_the_terminal_one(stack):
     job = await stack.create_job("alice")
     training = stack.training()
     call = training.WatchTrainingJob(
-        svc.WatchTrainingJobRequest(job_id=job.id), metadata=stack.md("alice")
+        training_service_pb.WatchTrainingJobRequest(job_id=job.id), metadata=stack.md("alice")
     )
     first = await call.read()
     assert first.event.sequence == 1
     await training.CancelTrainingJob(
-        svc.CancelTrainingJobRequest(job_id=job.id), metadata=stack.md("alice")
+        training_service_pb.CancelTrainingJobRequest(job_id=job.id), metadata=stack.md("alice")
     )
     rest = []
     while (reply := await call.read()) is not grpc.aio.EOF:
         rest.append(reply)
-    assert rest[-1].event.state_change.state == job_pb.JOB_STATE_CANCELLED
+    assert rest[-1].event.state_change.state == training_job_pb.JOB_STATE_CANCELLED
     assert [r.event.sequence for r in rest] == list(range(2, 2 + len(rest)))
     # Resuming after the first event replays the rest, then ends.
     replay = [
         r
         async for r in training.WatchTrainingJob(
-            svc.WatchTrainingJobRequest(job_id=job.id, after_sequence=1), metadata=stack.md("alice")
+            training_service_pb.WatchTrainingJobRequest(job_id=job.id, after_sequence=1),
+            metadata=stack.md("alice"),
         )
     ]
     assert [r.event.sequence for r in replay] == [r.event.sequence for r in rest]
@@ -166,7 +169,7 @@ async def test_rate_limit_answers_resource_exhausted_with_retry_info(
     stack = await start_stack(tmp_path, tiny_model_dir, rate_per_second=0.5, rate_burst=3)
     try:
         training = stack.training()
-        request = svc.ListTrainingJobsRequest()
+        request = training_service_pb.ListTrainingJobsRequest()
         for _ in range(3):
             await training.ListTrainingJobs(request, metadata=stack.md("alice"))
         with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -190,7 +193,7 @@ async def test_too_many_streams_per_key_are_refused(tmp_path, tiny_model_dir):
     try:
         job = await stack.create_job("alice")
         training = stack.training()
-        request = svc.WatchTrainingJobRequest(job_id=job.id)
+        request = training_service_pb.WatchTrainingJobRequest(job_id=job.id)
         open_calls = [
             training.WatchTrainingJob(request, metadata=stack.md("alice")) for _ in range(2)
         ]
@@ -223,9 +226,11 @@ async def test_too_many_streams_per_key_are_refused(tmp_path, tiny_model_dir):
 
 
 async def upload_chunks(data: bytes, size: int, name: str = "upload.json"):
-    yield ds_svc.UploadDatasetRequest(metadata=ds_svc.UploadMetadata(display_name=name))
+    yield dataset_service_pb.UploadDatasetRequest(
+        metadata=dataset_service_pb.UploadMetadata(display_name=name)
+    )
     for i in range(0, len(data), size):
-        yield ds_svc.UploadDatasetRequest(chunk=data[i : i + size])
+        yield dataset_service_pb.UploadDatasetRequest(chunk=data[i : i + size])
 
 
 async def test_client_streaming_upload_is_forwarded_chunk_by_chunk(stack):
@@ -258,7 +263,8 @@ async def test_uploads_and_messages_over_the_limits_are_refused(tmp_path, tiny_m
         assert "500 bytes" in info.value.details()
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stack.datasets().ValidateDataset(
-                ds_svc.ValidateDatasetRequest(content=b"x" * 8192), metadata=stack.md("alice")
+                dataset_service_pb.ValidateDatasetRequest(content=b"x" * 8192),
+                metadata=stack.md("alice"),
             )
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     finally:
@@ -268,7 +274,7 @@ async def test_uploads_and_messages_over_the_limits_are_refused(tmp_path, tiny_m
 async def test_restarting_the_gateway_leaves_jobs_alone(stack):
     job = await stack.create_job("alice")
     watch = stack.training().WatchTrainingJob(
-        svc.WatchTrainingJobRequest(job_id=job.id), metadata=stack.md("alice")
+        training_service_pb.WatchTrainingJobRequest(job_id=job.id), metadata=stack.md("alice")
     )
     await watch.read()
     await stack.gateway.stop(grace=0.5)
@@ -288,9 +294,9 @@ async def test_restarting_the_gateway_leaves_jobs_alone(stack):
         lambda: stack.gateway.trainer_health.serving, "the new gateway to see the trainer"
     )
     got = await stack.training().GetTrainingJob(
-        svc.GetTrainingJobRequest(job_id=job.id), metadata=stack.md("alice")
+        training_service_pb.GetTrainingJobRequest(job_id=job.id), metadata=stack.md("alice")
     )
-    assert got.job.state == job_pb.JOB_STATE_QUEUED
+    assert got.job.state == training_job_pb.JOB_STATE_QUEUED
     assert got.job.last_event_sequence == job.last_event_sequence
 
 
@@ -298,7 +304,9 @@ async def test_concurrent_calls_from_many_clients_all_arrive(stack):
     training = stack.training()
     replies = await asyncio.gather(
         *(
-            training.ListTrainingJobs(svc.ListTrainingJobsRequest(), metadata=stack.md(who))
+            training.ListTrainingJobs(
+                training_service_pb.ListTrainingJobsRequest(), metadata=stack.md(who)
+            )
             for who in ("alice", "bob", "root") * 10
         )
     )

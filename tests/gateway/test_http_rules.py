@@ -16,8 +16,8 @@ from tunewire.gateway.http_rules import (
     routes_for,
 )
 from tunewire.gateway.methods import forwarded_methods
-from tunewire.v1 import training_job_pb2 as job_pb
-from tunewire.v1 import training_service_pb2 as svc_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -95,10 +95,14 @@ def test_query_parameters_fill_scalars_repeated_fields_and_enums_by_name():
         ),
         None,
     )
-    assert request == svc_pb.ListTrainingJobsRequest(
+    assert request == training_service_pb.ListTrainingJobsRequest(
         page_size=5,
         page_token="10",
-        states=[job_pb.JOB_STATE_RUNNING, job_pb.JOB_STATE_QUEUED, job_pb.JOB_STATE_CANCELLED],
+        states=[
+            training_job_pb.JOB_STATE_RUNNING,
+            training_job_pb.JOB_STATE_QUEUED,
+            training_job_pb.JOB_STATE_CANCELLED,
+        ],
     )
 
 
@@ -109,7 +113,7 @@ def test_path_variables_win_over_the_body():
         MultiDict(),
         b'{"job_id": "job-body", "force": true}',
     )
-    assert request == svc_pb.CancelTrainingJobRequest(job_id="job-path", force=True)
+    assert request == training_service_pb.CancelTrainingJobRequest(job_id="job-path", force=True)
 
 
 def test_body_star_is_parsed_as_the_whole_request_in_either_json_spelling():
@@ -121,10 +125,10 @@ def test_body_star_is_parsed_as_the_whole_request_in_either_json_spelling():
     assert request.spec.model == "m"
     assert request.spec.hyperparameters.batch_size == 2
     assert request.spec.hyperparameters.max_seq_length == 64
-    assert request.spec.method == job_pb.TRAINING_METHOD_QLORA
+    assert request.spec.method == training_job_pb.TRAINING_METHOD_QLORA
     assert request.request_id == "r1"
     empty = build_request(route("POST", "/v1/jobs/{job_id}:cancel"), {"v0": "j"}, MultiDict(), b"")
-    assert empty == svc_pb.CancelTrainingJobRequest(job_id="j")
+    assert empty == training_service_pb.CancelTrainingJobRequest(job_id="j")
 
 
 def invalid(route_, path_values, query, body) -> ServiceError:
@@ -172,13 +176,18 @@ def test_bad_bodies_are_invalid_argument_with_the_reason():
 
 
 def test_sequence_and_resume_fields_are_found_by_name():
-    assert field_path_named(svc_pb.WatchTrainingJobResponse.DESCRIPTOR, "sequence") == (
+    assert field_path_named(
+        training_service_pb.WatchTrainingJobResponse.DESCRIPTOR, "sequence"
+    ) == (
         "event",
         "sequence",
     )
     assert field_path_named(
-        svc_pb.WatchTrainingJobRequest.DESCRIPTOR, "after_sequence", depth=1
+        training_service_pb.WatchTrainingJobRequest.DESCRIPTOR, "after_sequence", depth=1
     ) == ("after_sequence",)
     assert (
-        field_path_named(svc_pb.GetTrainingJobRequest.DESCRIPTOR, "after_sequence", depth=1) is None
+        field_path_named(
+            training_service_pb.GetTrainingJobRequest.DESCRIPTOR, "after_sequence", depth=1
+        )
+        is None
     )

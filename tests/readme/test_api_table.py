@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from google.api import annotations_pb2
 
-from tunewire.v1 import dataset_service_pb2, training_service_pb2
+from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -31,7 +32,7 @@ def readme_rows() -> dict[str, tuple[str, str]]:
 
 def proto_routes() -> dict[str, tuple[str, str]]:
     routes = {}
-    for module in (training_service_pb2, dataset_service_pb2):
+    for module in (training_service_pb, dataset_service_pb):
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 rule = method.GetOptions().Extensions[annotations_pb2.http]

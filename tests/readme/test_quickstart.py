@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tunewire.client import Client, TunewireError
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -122,8 +122,8 @@ def test_every_quick_start_command_works_against_a_live_server(tmp_path, tiny_mo
         with Client("localhost:50051", key) as client:
             jobs = client.list_jobs()
         assert len(jobs) == 4
-        assert {job_pb.JobState.Name(j.state) for j in jobs} == {"JOB_STATE_SUCCEEDED"}
-        assert {job_pb.TrainingMethod.Name(j.spec.method) for j in jobs} == {
+        assert {training_job_pb.JobState.Name(j.state) for j in jobs} == {"JOB_STATE_SUCCEEDED"}
+        assert {training_job_pb.TrainingMethod.Name(j.spec.method) for j in jobs} == {
             "TRAINING_METHOD_LORA",
             "TRAINING_METHOD_QLORA",
             "TRAINING_METHOD_DORA",

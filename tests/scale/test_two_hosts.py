@@ -20,8 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tunewire.client.trainer_channel import trainer_channel
 from tunewire.identity import read_credential
-from tunewire.v1 import training_service_pb2 as svc_pb
-from tunewire.v1 import training_service_pb2_grpc
+from tunewire.v1 import training_service_pb2 as training_service_pb
+from tunewire.v1 import training_service_pb2_grpc as training_service_grpc
 
 from ..trainer.conftest import write_alpaca
 from ..trainer.jobs_helpers import losses, states, tiny_spec, watch_all
@@ -105,13 +105,17 @@ async def test_two_ranks_on_two_hosts_give_the_one_rank_losses(
     async with grpc.aio.insecure_channel(address) as channel:
         await _serving(channel)
     async with trainer_channel(address, read_credential(home)) as channel:
-        jobs = training_service_pb2_grpc.TrainingServiceStub(channel)
+        jobs = training_service_grpc.TrainingServiceStub(channel)
         one = tiny_spec(tiny_model_dir, data, max_steps=6, batch_size=4, seed=3)
         two = tiny_spec(tiny_model_dir, data, max_steps=6, batch_size=4, seed=3)
         two.distributed.world_size = 2
         two.distributed.hosts.extend([f"{ADDRESS_A}:41000", f"{ADDRESS_B}:41001"])
-        single = (await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=one))).job
-        pair = (await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=two))).job
+        single = (
+            await jobs.CreateTrainingJob(training_service_pb.CreateTrainingJobRequest(spec=one))
+        ).job
+        pair = (
+            await jobs.CreateTrainingJob(training_service_pb.CreateTrainingJobRequest(spec=two))
+        ).job
         single_events = await watch_all(jobs, single.id)
         pair_events = await watch_all(jobs, pair.id)
 

@@ -10,7 +10,8 @@ import pytest
 from tunewire.client.trainer_channel import trainer_channel
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.server import start_trainer
-from tunewire.v1 import dataset_service_pb2_grpc, training_service_pb2_grpc
+from tunewire.v1 import dataset_service_pb2_grpc as dataset_service_grpc
+from tunewire.v1 import training_service_pb2_grpc as training_service_grpc
 
 PRINCIPAL_HEADER = "x-tunewire-principal"
 
@@ -91,12 +92,12 @@ async def channel(trainer):
 
 @pytest.fixture
 def jobs(channel):
-    return training_service_pb2_grpc.TrainingServiceStub(channel)
+    return training_service_grpc.TrainingServiceStub(channel)
 
 
 @pytest.fixture
 def datasets_stub(channel):
-    return dataset_service_pb2_grpc.DatasetServiceStub(channel)
+    return dataset_service_grpc.DatasetServiceStub(channel)
 
 
 def as_user(name: str, admin: bool = False):

@@ -4,26 +4,32 @@ from __future__ import annotations
 
 import asyncio
 
-from tunewire.v1 import training_job_pb2 as job_pb
-from tunewire.v1 import training_service_pb2 as svc_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
-TERMINAL = {job_pb.JOB_STATE_SUCCEEDED, job_pb.JOB_STATE_FAILED, job_pb.JOB_STATE_CANCELLED}
+TERMINAL = {
+    training_job_pb.JOB_STATE_SUCCEEDED,
+    training_job_pb.JOB_STATE_FAILED,
+    training_job_pb.JOB_STATE_CANCELLED,
+}
 
 
-def tiny_spec(model_dir, data_path, **overrides) -> job_pb.TrainingJobSpec:
-    spec = job_pb.TrainingJobSpec(
+def tiny_spec(model_dir, data_path, **overrides) -> training_job_pb.TrainingJobSpec:
+    spec = training_job_pb.TrainingJobSpec(
         model=str(model_dir),
-        dataset=job_pb.DatasetSource(path=str(data_path)),
-        method=overrides.pop("method", job_pb.TRAINING_METHOD_LORA),
-        lora=job_pb.LoraConfig(rank=4, alpha=8),
-        hyperparameters=job_pb.Hyperparameters(
+        dataset=training_job_pb.DatasetSource(path=str(data_path)),
+        method=overrides.pop("method", training_job_pb.TRAINING_METHOD_LORA),
+        lora=training_job_pb.LoraConfig(rank=4, alpha=8),
+        hyperparameters=training_job_pb.Hyperparameters(
             max_steps=overrides.pop("max_steps", 6),
             batch_size=overrides.pop("batch_size", 2),
             learning_rate=1e-3,
             max_seq_length=64,
             seed=overrides.pop("seed", 0),
         ),
-        checkpointing=job_pb.CheckpointConfig(interval_steps=overrides.pop("checkpoint_every", 3)),
+        checkpointing=training_job_pb.CheckpointConfig(
+            interval_steps=overrides.pop("checkpoint_every", 3)
+        ),
         report_interval_steps=1,
     )
     for key, value in overrides.items():
@@ -37,7 +43,8 @@ async def watch_all(jobs_stub, job_id, after=0, metadata=None, timeout=240):
 
     async def read():
         async for msg in jobs_stub.WatchTrainingJob(
-            svc_pb.WatchTrainingJobRequest(job_id=job_id, after_sequence=after), metadata=metadata
+            training_service_pb.WatchTrainingJobRequest(job_id=job_id, after_sequence=after),
+            metadata=metadata,
         ):
             events.append(msg.event)
 
@@ -55,5 +62,7 @@ def losses(events):
 
 def states(events):
     return [
-        job_pb.JobState.Name(e.state_change.state) for e in events if e.HasField("state_change")
+        training_job_pb.JobState.Name(e.state_change.state)
+        for e in events
+        if e.HasField("state_change")
     ]

@@ -18,8 +18,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tunewire.client.trainer_channel import trainer_channel
 from tunewire.identity import read_credential
-from tunewire.v1 import training_service_pb2 as svc_pb
-from tunewire.v1 import training_service_pb2_grpc as svc_grpc
+from tunewire.v1 import training_service_pb2 as training_service_pb
+from tunewire.v1 import training_service_pb2_grpc as training_service_grpc
 
 from .jobs_helpers import losses, states, tiny_spec, watch_all
 
@@ -121,10 +121,14 @@ async def test_kill_9_mid_job_then_restart_resumes_with_identical_losses(
     )
     spec.distributed.world_size = ranks
     async with trainer_channel(daemon.address, read_credential(daemon.home)) as ch:
-        jobs = svc_grpc.TrainingServiceStub(ch)
-        job = (await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))).job
+        jobs = training_service_grpc.TrainingServiceStub(ch)
+        job = (
+            await jobs.CreateTrainingJob(training_service_pb.CreateTrainingJobRequest(spec=spec))
+        ).job
         before = []
-        async for msg in jobs.WatchTrainingJob(svc_pb.WatchTrainingJobRequest(job_id=job.id)):
+        async for msg in jobs.WatchTrainingJob(
+            training_service_pb.WatchTrainingJobRequest(job_id=job.id)
+        ):
             before.append(msg.event)
             if msg.event.HasField("training_metrics") and msg.event.training_metrics.step >= 6:
                 break
@@ -141,13 +145,15 @@ async def test_kill_9_mid_job_then_restart_resumes_with_identical_losses(
 
     await daemon.start()
     async with trainer_channel(daemon.address, read_credential(daemon.home)) as ch:
-        jobs = svc_grpc.TrainingServiceStub(ch)
+        jobs = training_service_grpc.TrainingServiceStub(ch)
         after = await watch_all(jobs, job.id, after=before[-1].sequence)
         reference_job = (
-            await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))
+            await jobs.CreateTrainingJob(training_service_pb.CreateTrainingJobRequest(spec=spec))
         ).job
         reference = await watch_all(jobs, reference_job.id)
-        resumed = (await jobs.GetTrainingJob(svc_pb.GetTrainingJobRequest(job_id=job.id))).job
+        resumed = (
+            await jobs.GetTrainingJob(training_service_pb.GetTrainingJobRequest(job_id=job.id))
+        ).job
 
     sequences = [e.sequence for e in before + after]
     assert sequences == list(range(1, len(sequences) + 1)), "the event log has a gap or a repeat"
@@ -166,10 +172,14 @@ async def test_sigterm_checkpoints_and_the_job_resumes_at_the_next_start(
 ):
     spec = tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=10, checkpoint_every=100)
     async with trainer_channel(daemon.address, read_credential(daemon.home)) as ch:
-        jobs = svc_grpc.TrainingServiceStub(ch)
-        job = (await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))).job
+        jobs = training_service_grpc.TrainingServiceStub(ch)
+        job = (
+            await jobs.CreateTrainingJob(training_service_pb.CreateTrainingJobRequest(spec=spec))
+        ).job
         before = []
-        async for msg in jobs.WatchTrainingJob(svc_pb.WatchTrainingJobRequest(job_id=job.id)):
+        async for msg in jobs.WatchTrainingJob(
+            training_service_pb.WatchTrainingJobRequest(job_id=job.id)
+        ):
             before.append(msg.event)
             if msg.event.HasField("training_metrics") and msg.event.training_metrics.step >= 3:
                 break
@@ -181,7 +191,7 @@ async def test_sigterm_checkpoints_and_the_job_resumes_at_the_next_start(
 
     await daemon.start()
     async with trainer_channel(daemon.address, read_credential(daemon.home)) as ch:
-        jobs = svc_grpc.TrainingServiceStub(ch)
+        jobs = training_service_grpc.TrainingServiceStub(ch)
         events = await watch_all(jobs, job.id)
     assert states(events)[-1] == "JOB_STATE_SUCCEEDED"
     assert any(

@@ -5,9 +5,9 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from tunewire.v1 import dataset_pb2
-from tunewire.v1 import training_job_pb2 as job_pb
-from tunewire.v1 import training_service_pb2 as svc_pb
+from tunewire.v1 import dataset_pb2 as dataset_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 from .jobs_helpers import tiny_spec
 
@@ -34,7 +34,7 @@ def violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
 
 async def create(jobs, spec, request_id=""):
     return await jobs.CreateTrainingJob(
-        svc_pb.CreateTrainingJobRequest(spec=spec, request_id=request_id)
+        training_service_pb.CreateTrainingJobRequest(spec=spec, request_id=request_id)
     )
 
 
@@ -99,11 +99,11 @@ async def test_request_id_makes_create_idempotent(jobs, tiny_model_dir, data_dir
     first = (await create(jobs, spec, "req-42")).job
     again = (await create(jobs, spec, "req-42")).job
     assert again.id == first.id
-    listed = await jobs.ListTrainingJobs(svc_pb.ListTrainingJobsRequest())
+    listed = await jobs.ListTrainingJobs(training_service_pb.ListTrainingJobsRequest())
     assert [j.id for j in listed.jobs] == [first.id]
     assert first.spec.hyperparameters.learning_rate == pytest.approx(1e-3)
-    assert first.spec.loss_masking == job_pb.LOSS_MASKING_ALL_ASSISTANT_TURNS
-    assert first.dataset_details.format == dataset_pb2.DATASET_FORMAT_ALPACA
+    assert first.spec.loss_masking == training_job_pb.LOSS_MASKING_ALL_ASSISTANT_TURNS
+    assert first.dataset_details.format == dataset_pb.DATASET_FORMAT_ALPACA
     assert first.dataset_details.train_records == 16
 
 
@@ -118,7 +118,9 @@ async def test_hostfile_in_mlx_launch_form_sets_the_ranks(jobs, tiny_model_dir, 
         "localhost",
         "localhost",
     ]
-    await jobs.CancelTrainingJob(svc_pb.CancelTrainingJobRequest(job_id=job.id, force=True))
+    await jobs.CancelTrainingJob(
+        training_service_pb.CancelTrainingJobRequest(job_id=job.id, force=True)
+    )
 
     (data_dir / "broken.json").write_text('{"hosts": [{"ips": ["10.0.0.1"]}]}')
     spec.distributed.hostfile = str(data_dir / "broken.json")

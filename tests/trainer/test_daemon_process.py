@@ -12,8 +12,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tunewire.client.trainer_channel import trainer_channel
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.server import ConfigError, start_trainer
-from tunewire.v1 import training_service_pb2 as svc_pb
-from tunewire.v1 import training_service_pb2_grpc as svc_grpc
+from tunewire.v1 import training_service_pb2 as training_service_pb
+from tunewire.v1 import training_service_pb2_grpc as training_service_grpc
 
 
 def test_the_daemon_never_imports_mlx():
@@ -50,12 +50,14 @@ async def test_unix_socket_with_health_reflection_and_server_info(tmp_path):
             # Health and reflection are open; everything else needs the credential,
             # on a unix socket too, and only this user may connect to the socket at all.
             with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await svc_grpc.TrainingServiceStub(ch).GetServerInfo(svc_pb.GetServerInfoRequest())
+                await training_service_grpc.TrainingServiceStub(ch).GetServerInfo(
+                    training_service_pb.GetServerInfoRequest()
+                )
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
             assert stat.S_IMODE((tmp_path / "home" / "trainer.sock").stat().st_mode) == 0o600
         async with trainer_channel(trainer.address, trainer.credential) as ch:
-            info = await svc_grpc.TrainingServiceStub(ch).GetServerInfo(
-                svc_pb.GetServerInfoRequest()
+            info = await training_service_grpc.TrainingServiceStub(ch).GetServerInfo(
+                training_service_pb.GetServerInfoRequest()
             )
             assert info.service == "tunewire-trainer" and "qlora" in info.features
             assert (
@@ -80,15 +82,15 @@ async def test_a_public_bind_needs_the_internal_token(tmp_path):
     try:
         address = f"127.0.0.1:{trainer.port}"
         async with grpc.aio.insecure_channel(address) as ch:
-            stub = svc_grpc.TrainingServiceStub(ch)
+            stub = training_service_grpc.TrainingServiceStub(ch)
             try:
-                await stub.ListTrainingJobs(svc_pb.ListTrainingJobsRequest())
+                await stub.ListTrainingJobs(training_service_pb.ListTrainingJobsRequest())
             except grpc.aio.AioRpcError as err:
                 assert err.code() == grpc.StatusCode.UNAUTHENTICATED
             else:
                 raise AssertionError("a call without the internal token was accepted")
             reply = await stub.ListTrainingJobs(
-                svc_pb.ListTrainingJobsRequest(),
+                training_service_pb.ListTrainingJobsRequest(),
                 metadata=(("x-tunewire-internal-token", "s3cret"),),
             )
             assert reply.total_size == 0

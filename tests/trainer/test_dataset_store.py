@@ -15,12 +15,12 @@ from tunewire.datasets.api import normalize_file
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.datasets import library, uploads
 from tunewire.trainer.server import start_trainer
-from tunewire.v1 import dataset_pb2
-from tunewire.v1 import dataset_service_pb2 as ds_pb
-from tunewire.v1 import dataset_service_pb2_grpc as ds_grpc
-from tunewire.v1 import training_job_pb2 as job_pb
-from tunewire.v1 import training_service_pb2 as svc_pb
-from tunewire.v1 import training_service_pb2_grpc as svc_grpc
+from tunewire.v1 import dataset_pb2 as dataset_pb
+from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
+from tunewire.v1 import dataset_service_pb2_grpc as dataset_service_grpc
+from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
+from tunewire.v1 import training_service_pb2_grpc as training_service_grpc
 
 from .conftest import as_user
 from .jobs_helpers import tiny_spec
@@ -29,9 +29,11 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def chunks(data: bytes, size: int = 1 << 20, display_name: str = ""):
-    yield ds_pb.UploadDatasetRequest(metadata=ds_pb.UploadMetadata(display_name=display_name))
+    yield dataset_service_pb.UploadDatasetRequest(
+        metadata=dataset_service_pb.UploadMetadata(display_name=display_name)
+    )
     for start in range(0, len(data), size):
-        yield ds_pb.UploadDatasetRequest(chunk=data[start : start + size])
+        yield dataset_service_pb.UploadDatasetRequest(chunk=data[start : start + size])
 
 
 def short_records(n: int) -> bytes:
@@ -52,7 +54,11 @@ async def idle_trainer(tmp_path, data_dir):
     )
     server = await start_trainer(config)
     async with trainer_channel(server.address, server.credential) as channel:
-        yield server, ds_grpc.DatasetServiceStub(channel), svc_grpc.TrainingServiceStub(channel)
+        yield (
+            server,
+            dataset_service_grpc.DatasetServiceStub(channel),
+            training_service_grpc.TrainingServiceStub(channel),
+        )
     await server.stop(grace=2)
 
 
@@ -88,7 +94,9 @@ async def test_jobs_and_normalize_split_the_stored_records_not_the_raw_upload(
     assert Path(dataset.normalized_path).read_bytes() == whole.train_path.read_bytes()
 
     split = await datasets.NormalizeDataset(
-        ds_pb.NormalizeDatasetRequest(dataset_id=dataset.id, validation_fraction=0.25, seed=11)
+        dataset_service_pb.NormalizeDatasetRequest(
+            dataset_id=dataset.id, validation_fraction=0.25, seed=11
+        )
     )
     assert Path(split.train_path).read_bytes() == same_split.train_path.read_bytes()
     assert Path(split.validation_path).read_bytes() == same_split.validation_path.read_bytes()
@@ -99,18 +107,22 @@ async def test_jobs_and_normalize_split_the_stored_records_not_the_raw_upload(
     assert split.statistics.turns == same_split.statistics.turns
 
     spec = tiny_spec(tiny_model_dir, "", seed=11, validation_fraction=0.25)
-    spec.dataset.CopyFrom(job_pb.DatasetSource(dataset_id=dataset.id))
-    job = (await training.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))).job
+    spec.dataset.CopyFrom(training_job_pb.DatasetSource(dataset_id=dataset.id))
+    job = (
+        await training.CreateTrainingJob(training_service_pb.CreateTrainingJobRequest(spec=spec))
+    ).job
     data = Path(job.artifacts.output_dir) / "data" / "train"
     assert (data / "train.jsonl").read_bytes() == same_split.train_path.read_bytes()
     assert (data / "valid.jsonl").read_bytes() == same_split.validation_path.read_bytes()
-    assert job.dataset_details.format == dataset_pb2.DATASET_FORMAT_SHAREGPT
+    assert job.dataset_details.format == dataset_pb.DATASET_FORMAT_SHAREGPT
     assert job.dataset_details.dataset_id == dataset.id
 
     # Unsplit, a job shares the stored file instead of copying it.
     unsplit = tiny_spec(tiny_model_dir, "", seed=11)
-    unsplit.dataset.CopyFrom(job_pb.DatasetSource(dataset_id=dataset.id))
-    job = (await training.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=unsplit))).job
+    unsplit.dataset.CopyFrom(training_job_pb.DatasetSource(dataset_id=dataset.id))
+    job = (
+        await training.CreateTrainingJob(training_service_pb.CreateTrainingJobRequest(spec=unsplit))
+    ).job
     shared = Path(job.artifacts.output_dir) / "data" / "train" / "train.jsonl"
     assert shared.stat().st_ino == Path(dataset.normalized_path).stat().st_ino
     assert shared.read_bytes() == whole.train_path.read_bytes()
@@ -124,12 +136,12 @@ async def test_page_tokens_are_opaque_and_bound_to_their_query(
     for n in (3, 4, 5):
         await datasets.UploadDataset(chunks(short_records(n)), metadata=as_user("alice"))
     first = await datasets.ListDatasets(
-        ds_pb.ListDatasetsRequest(page_size=2), metadata=as_user("alice")
+        dataset_service_pb.ListDatasetsRequest(page_size=2), metadata=as_user("alice")
     )
     assert len(first.datasets) == 2 and first.next_page_token
     assert not first.next_page_token.isdigit()
     rest = await datasets.ListDatasets(
-        ds_pb.ListDatasetsRequest(page_size=2, page_token=first.next_page_token),
+        dataset_service_pb.ListDatasetsRequest(page_size=2, page_token=first.next_page_token),
         metadata=as_user("alice"),
     )
     assert len(rest.datasets) == 1 and rest.next_page_token == ""
@@ -145,24 +157,28 @@ async def test_page_tokens_are_opaque_and_bound_to_their_query(
     # Another caller, a made-up offset, garbage.
     said = await refused(
         datasets.ListDatasets,
-        ds_pb.ListDatasetsRequest(page_size=2, page_token=first.next_page_token),
+        dataset_service_pb.ListDatasetsRequest(page_size=2, page_token=first.next_page_token),
         "bob",
     )
     assert "different query" in said
     for token in ("2", "bm90IGEgdG9rZW4", "é"):
-        await refused(datasets.ListDatasets, ds_pb.ListDatasetsRequest(page_token=token))
+        await refused(
+            datasets.ListDatasets, dataset_service_pb.ListDatasetsRequest(page_token=token)
+        )
 
     for _ in range(3):
         spec = tiny_spec(tiny_model_dir, data_dir / "alpaca.json")
-        await training.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))
-    queued = svc_pb.ListTrainingJobsRequest(page_size=2, states=[job_pb.JOB_STATE_QUEUED])
+        await training.CreateTrainingJob(training_service_pb.CreateTrainingJobRequest(spec=spec))
+    queued = training_service_pb.ListTrainingJobsRequest(
+        page_size=2, states=[training_job_pb.JOB_STATE_QUEUED]
+    )
     page = await training.ListTrainingJobs(queued)
     assert len(page.jobs) == 2 and page.next_page_token
     queued.page_token = page.next_page_token
     assert len((await training.ListTrainingJobs(queued)).jobs) == 1
     # The same token with a changed filter.
-    changed = svc_pb.ListTrainingJobsRequest(
-        page_size=2, page_token=page.next_page_token, states=[job_pb.JOB_STATE_FAILED]
+    changed = training_service_pb.ListTrainingJobsRequest(
+        page_size=2, page_token=page.next_page_token, states=[training_job_pb.JOB_STATE_FAILED]
     )
     assert "different query" in await refused(training.ListTrainingJobs, changed, "local")
 
@@ -198,7 +214,9 @@ async def test_gzip_goes_to_the_child_and_reports_as_the_plain_file(datasets_stu
     b = (await datasets_stub.UploadDataset(chunks(packed))).dataset
     assert a.id != b.id and b.report.valid
     assert Path(a.normalized_path).read_bytes() == Path(b.normalized_path).read_bytes()
-    inline = await datasets_stub.ValidateDataset(ds_pb.ValidateDatasetRequest(content=packed))
+    inline = await datasets_stub.ValidateDataset(
+        dataset_service_pb.ValidateDatasetRequest(content=packed)
+    )
     for report in (b.report, inline.report):
         assert (report.total_samples, report.valid_samples) == (8, 8)
         stats = report.statistics
@@ -242,7 +260,7 @@ async def test_a_full_disk_leaves_nothing_and_says_how_much_is_free(
     reason, free = reason_and_free(err.value)
     assert reason == "NO_SPACE" and int(free) > 0
     assert leftovers(server.config.home) == []
-    assert (await datasets.ListDatasets(ds_pb.ListDatasetsRequest())).datasets == []
+    assert (await datasets.ListDatasets(dataset_service_pb.ListDatasetsRequest())).datasets == []
 
     monkeypatch.undo()  # space again: the same upload works
     again = await datasets.UploadDataset(chunks(short_records(500), 1000))
@@ -257,7 +275,9 @@ async def test_a_full_disk_during_a_split_leaves_no_split(idle_trainer, monkeypa
     _fail_writes_after(monkeypatch, output._WritebackFile, "write", 0)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await datasets.NormalizeDataset(
-            ds_pb.NormalizeDatasetRequest(dataset_id=dataset.id, validation_fraction=0.1)
+            dataset_service_pb.NormalizeDatasetRequest(
+                dataset_id=dataset.id, validation_fraction=0.1
+            )
         )
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     splits = server.config.home / "datasets" / dataset.id / "splits"
@@ -270,7 +290,7 @@ def test_a_database_from_before_per_owner_names_keeps_them(tmp_path):
     from tunewire.trainer.store.datasets import DatasetStore, Ownership
 
     conn = db.connect(tmp_path / "state.db")
-    old = dataset_pb2.Dataset(id="ds-1", display_name="first name", owner="alice")
+    old = dataset_pb.Dataset(id="ds-1", display_name="first name", owner="alice")
     old.create_time.FromSeconds(1_700_000_000)
     conn.executescript(
         "CREATE TABLE datasets (id TEXT PRIMARY KEY, created REAL NOT NULL, dataset BLOB NOT NULL);"
@@ -302,11 +322,15 @@ async def test_a_job_whose_data_finds_the_disk_full_leaves_no_job_behind(
     _fail_writes_after(monkeypatch, output._WritebackFile, "write", 0)
     by_path = tiny_spec(tiny_model_dir, data_dir / "alpaca.json")
     by_id = tiny_spec(tiny_model_dir, "", validation_fraction=0.2)
-    by_id.dataset.CopyFrom(job_pb.DatasetSource(dataset_id=dataset.id))
+    by_id.dataset.CopyFrom(training_job_pb.DatasetSource(dataset_id=dataset.id))
     for spec in (by_path, by_id):
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await training.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))
+            await training.CreateTrainingJob(
+                training_service_pb.CreateTrainingJobRequest(spec=spec)
+            )
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert reason_and_free(err.value)[0] == "NO_SPACE"
     assert list(server.config.jobs_dir.iterdir()) == []
-    assert (await training.ListTrainingJobs(svc_pb.ListTrainingJobsRequest())).jobs == []
+    assert (
+        await training.ListTrainingJobs(training_service_pb.ListTrainingJobsRequest())
+    ).jobs == []

@@ -6,8 +6,8 @@ import signal
 
 import pytest
 
-from tunewire.v1 import training_job_pb2 as job_pb
-from tunewire.v1 import training_service_pb2 as svc_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 from .jobs_helpers import losses, states, tiny_spec, watch_all
 
@@ -27,14 +27,16 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def two_ranks(spec: job_pb.TrainingJobSpec) -> job_pb.TrainingJobSpec:
+def two_ranks(spec: training_job_pb.TrainingJobSpec) -> training_job_pb.TrainingJobSpec:
     spec.distributed.world_size = 2
     return spec
 
 
 async def test_two_rank_job_trains_and_reports_ranks_and_hosts(jobs, tiny_model_dir, data_dir):
     spec = two_ranks(tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=4, batch_size=4))
-    job = (await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))).job
+    job = (
+        await jobs.CreateTrainingJob(training_service_pb.CreateTrainingJobRequest(spec=spec))
+    ).job
     assert job.distributed.world_size == 2 and list(job.distributed.hosts) == [
         "localhost",
         "localhost",
@@ -47,7 +49,7 @@ async def test_two_rank_job_trains_and_reports_ranks_and_hosts(jobs, tiny_model_
     reasons = [e.state_change.reason for e in events if e.HasField("state_change")]
     assert "2 ranks started on localhost, localhost" in reasons
     assert any("on 2 ranks" in e.log.message for e in events if e.HasField("log"))
-    done = (await jobs.GetTrainingJob(svc_pb.GetTrainingJobRequest(job_id=job.id))).job
+    done = (await jobs.GetTrainingJob(training_service_pb.GetTrainingJobRequest(job_id=job.id))).job
     assert done.distributed.world_size == 2
     assert done.latest_metrics.tokens_per_second > 0
 
@@ -64,8 +66,12 @@ async def test_a_dying_rank_fails_the_job_naming_it_and_leaves_no_orphans(
             checkpoint_every=1000,
         )
     )
-    job = (await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))).job
-    async for msg in jobs.WatchTrainingJob(svc_pb.WatchTrainingJobRequest(job_id=job.id)):
+    job = (
+        await jobs.CreateTrainingJob(training_service_pb.CreateTrainingJobRequest(spec=spec))
+    ).job
+    async for msg in jobs.WatchTrainingJob(
+        training_service_pb.WatchTrainingJobRequest(job_id=job.id)
+    ):
         if msg.event.HasField("training_metrics"):
             break
     pids = trainer.runner.worker_pids(job.id)
@@ -73,7 +79,9 @@ async def test_a_dying_rank_fails_the_job_naming_it_and_leaves_no_orphans(
     os.kill(pids[1], signal.SIGKILL)
     events = await watch_all(jobs, job.id)
     assert states(events)[-1] == "JOB_STATE_FAILED"
-    failed = (await jobs.GetTrainingJob(svc_pb.GetTrainingJobRequest(job_id=job.id))).job
+    failed = (
+        await jobs.GetTrainingJob(training_service_pb.GetTrainingJobRequest(job_id=job.id))
+    ).job
     assert "rank 1" in failed.error.message and "SIGKILL" in failed.error.message, (
         failed.error.message
     )
@@ -91,12 +99,16 @@ async def test_cancel_stops_every_rank(trainer, jobs, tiny_model_dir, data_dir):
             checkpoint_every=1000,
         )
     )
-    job = (await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))).job
-    async for msg in jobs.WatchTrainingJob(svc_pb.WatchTrainingJobRequest(job_id=job.id)):
+    job = (
+        await jobs.CreateTrainingJob(training_service_pb.CreateTrainingJobRequest(spec=spec))
+    ).job
+    async for msg in jobs.WatchTrainingJob(
+        training_service_pb.WatchTrainingJobRequest(job_id=job.id)
+    ):
         if msg.event.HasField("training_metrics"):
             break
     pids = trainer.runner.worker_pids(job.id)
-    await jobs.CancelTrainingJob(svc_pb.CancelTrainingJobRequest(job_id=job.id))
+    await jobs.CancelTrainingJob(training_service_pb.CancelTrainingJobRequest(job_id=job.id))
     events = await watch_all(jobs, job.id)
     assert states(events)[-1] == "JOB_STATE_CANCELLED"
     await asyncio.sleep(0.5)

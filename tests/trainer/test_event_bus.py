@@ -3,11 +3,11 @@
 import asyncio
 
 from tunewire.trainer.jobs.event_bus import EventBus
-from tunewire.v1 import training_event_pb2 as event_pb
+from tunewire.v1 import training_event_pb2 as training_event_pb
 
 
-def _event(job_id: str, seq: int) -> event_pb.TrainingEvent:
-    return event_pb.TrainingEvent(job_id=job_id, sequence=seq)
+def _event(job_id: str, seq: int) -> training_event_pb.TrainingEvent:
+    return training_event_pb.TrainingEvent(job_id=job_id, sequence=seq)
 
 
 async def test_every_subscriber_gets_every_event_in_order():

@@ -9,8 +9,8 @@ import sys
 import grpc
 import pytest
 
-from tunewire.v1 import training_job_pb2 as job_pb
-from tunewire.v1 import training_service_pb2 as svc_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 from .conftest import as_user
 from .jobs_helpers import losses, states, tiny_spec, watch_all
@@ -23,12 +23,12 @@ async def test_lora_job_trains_streams_and_leaves_an_adapter_mlx_lm_loads(
 ):
     job = (
         await jobs.CreateTrainingJob(
-            svc_pb.CreateTrainingJobRequest(
+            training_service_pb.CreateTrainingJobRequest(
                 spec=tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=6)
             )
         )
     ).job
-    assert job.state in (job_pb.JOB_STATE_QUEUED, job_pb.JOB_STATE_STARTING)
+    assert job.state in (training_job_pb.JOB_STATE_QUEUED, training_job_pb.JOB_STATE_STARTING)
     events = await watch_all(jobs, job.id)
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     assert states(events)[0] == "JOB_STATE_QUEUED"
@@ -43,8 +43,8 @@ async def test_lora_job_trains_streams_and_leaves_an_adapter_mlx_lm_loads(
         :2
     ] == [3, 6]
 
-    done = (await jobs.GetTrainingJob(svc_pb.GetTrainingJobRequest(job_id=job.id))).job
-    assert done.state == job_pb.JOB_STATE_SUCCEEDED
+    done = (await jobs.GetTrainingJob(training_service_pb.GetTrainingJobRequest(job_id=job.id))).job
+    assert done.state == training_job_pb.JOB_STATE_SUCCEEDED
     assert (
         done.progress.step == 6 and done.progress.total_steps == 6 and done.progress.percent == 100
     )
@@ -52,7 +52,7 @@ async def test_lora_job_trains_streams_and_leaves_an_adapter_mlx_lm_loads(
     assert 0 < done.lora_details.trainable_percent < 100
     assert done.latest_metrics.step == 6
     checkpoints = (
-        await jobs.ListCheckpoints(svc_pb.ListCheckpointsRequest(job_id=job.id))
+        await jobs.ListCheckpoints(training_service_pb.ListCheckpointsRequest(job_id=job.id))
     ).checkpoints
     assert [c.step for c in checkpoints] == [3, 6]
 
@@ -76,7 +76,7 @@ async def test_lora_job_trains_streams_and_leaves_an_adapter_mlx_lm_loads(
     assert [e.sequence for e in tail] == [len(events) - 2, len(events) - 1, len(events)]
 
     reply = await jobs.Generate(
-        svc_pb.GenerateRequest(job_id=job.id, prompt="What is a token?", max_tokens=8)
+        training_service_pb.GenerateRequest(job_id=job.id, prompt="What is a token?", max_tokens=8)
     )
     assert reply.generated_tokens > 0 and reply.adapter_path == done.artifacts.adapter_path
 
@@ -84,7 +84,7 @@ async def test_lora_job_trains_streams_and_leaves_an_adapter_mlx_lm_loads(
 async def test_a_hundred_subscribers_see_the_same_stream(jobs, tiny_model_dir, data_dir):
     job = (
         await jobs.CreateTrainingJob(
-            svc_pb.CreateTrainingJobRequest(
+            training_service_pb.CreateTrainingJobRequest(
                 spec=tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=4)
             )
         )
@@ -98,7 +98,7 @@ async def test_a_hundred_subscribers_see_the_same_stream(jobs, tiny_model_dir, d
 async def test_cancel_running_and_queued_jobs(jobs, tiny_model_dir, data_dir):
     running = (
         await jobs.CreateTrainingJob(
-            svc_pb.CreateTrainingJobRequest(
+            training_service_pb.CreateTrainingJobRequest(
                 spec=tiny_spec(
                     tiny_model_dir,
                     data_dir / "alpaca.json",
@@ -110,31 +110,44 @@ async def test_cancel_running_and_queued_jobs(jobs, tiny_model_dir, data_dir):
     ).job
     queued = (
         await jobs.CreateTrainingJob(
-            svc_pb.CreateTrainingJobRequest(
+            training_service_pb.CreateTrainingJobRequest(
                 spec=tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=2)
             )
         )
     ).job
-    assert queued.state == job_pb.JOB_STATE_QUEUED and queued.queue_position == 1
+    assert queued.state == training_job_pb.JOB_STATE_QUEUED and queued.queue_position == 1
 
     cancelled = (
-        await jobs.CancelTrainingJob(svc_pb.CancelTrainingJobRequest(job_id=queued.id))
+        await jobs.CancelTrainingJob(training_service_pb.CancelTrainingJobRequest(job_id=queued.id))
     ).job
-    assert cancelled.state == job_pb.JOB_STATE_CANCELLED
+    assert cancelled.state == training_job_pb.JOB_STATE_CANCELLED
 
-    async for msg in jobs.WatchTrainingJob(svc_pb.WatchTrainingJobRequest(job_id=running.id)):
+    async for msg in jobs.WatchTrainingJob(
+        training_service_pb.WatchTrainingJobRequest(job_id=running.id)
+    ):
         if msg.event.HasField("training_metrics") and msg.event.training_metrics.step >= 2:
             break
-    reply = (await jobs.CancelTrainingJob(svc_pb.CancelTrainingJobRequest(job_id=running.id))).job
-    assert reply.state in (job_pb.JOB_STATE_CANCELLING, job_pb.JOB_STATE_CANCELLED)
+    reply = (
+        await jobs.CancelTrainingJob(
+            training_service_pb.CancelTrainingJobRequest(job_id=running.id)
+        )
+    ).job
+    assert reply.state in (
+        training_job_pb.JOB_STATE_CANCELLING,
+        training_job_pb.JOB_STATE_CANCELLED,
+    )
     events = await watch_all(jobs, running.id)
     assert states(events)[-2:] == ["JOB_STATE_CANCELLING", "JOB_STATE_CANCELLED"]
-    final = (await jobs.GetTrainingJob(svc_pb.GetTrainingJobRequest(job_id=running.id))).job
+    final = (
+        await jobs.GetTrainingJob(training_service_pb.GetTrainingJobRequest(job_id=running.id))
+    ).job
     assert os.path.isfile(os.path.join(final.artifacts.adapter_path, "adapters.safetensors"))
     assert any(e.HasField("checkpoint_saved") for e in events)
 
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await jobs.CancelTrainingJob(svc_pb.CancelTrainingJobRequest(job_id=running.id))
+        await jobs.CancelTrainingJob(
+            training_service_pb.CancelTrainingJobRequest(job_id=running.id)
+        )
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
@@ -142,7 +155,7 @@ async def test_other_members_jobs_are_not_found_admins_see_all(jobs, tiny_model_
     alice, bob, root = as_user("alice"), as_user("bob"), as_user("root", admin=True)
     job = (
         await jobs.CreateTrainingJob(
-            svc_pb.CreateTrainingJobRequest(
+            training_service_pb.CreateTrainingJobRequest(
                 spec=tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=1)
             ),
             metadata=alice,
@@ -150,10 +163,10 @@ async def test_other_members_jobs_are_not_found_admins_see_all(jobs, tiny_model_
     ).job
     assert job.owner == "alice"
     for call, request in [
-        (jobs.GetTrainingJob, svc_pb.GetTrainingJobRequest(job_id=job.id)),
-        (jobs.CancelTrainingJob, svc_pb.CancelTrainingJobRequest(job_id=job.id)),
-        (jobs.ListCheckpoints, svc_pb.ListCheckpointsRequest(job_id=job.id)),
-        (jobs.Generate, svc_pb.GenerateRequest(job_id=job.id, prompt="hi")),
+        (jobs.GetTrainingJob, training_service_pb.GetTrainingJobRequest(job_id=job.id)),
+        (jobs.CancelTrainingJob, training_service_pb.CancelTrainingJobRequest(job_id=job.id)),
+        (jobs.ListCheckpoints, training_service_pb.ListCheckpointsRequest(job_id=job.id)),
+        (jobs.Generate, training_service_pb.GenerateRequest(job_id=job.id, prompt="hi")),
     ]:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await call(request, metadata=bob)
@@ -161,10 +174,16 @@ async def test_other_members_jobs_are_not_found_admins_see_all(jobs, tiny_model_
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await watch_all(jobs, job.id, metadata=bob)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    assert (await jobs.ListTrainingJobs(svc_pb.ListTrainingJobsRequest(), metadata=bob)).jobs == []
+    assert (
+        await jobs.ListTrainingJobs(training_service_pb.ListTrainingJobsRequest(), metadata=bob)
+    ).jobs == []
     assert [
         j.id
-        for j in (await jobs.ListTrainingJobs(svc_pb.ListTrainingJobsRequest(), metadata=root)).jobs
+        for j in (
+            await jobs.ListTrainingJobs(
+                training_service_pb.ListTrainingJobsRequest(), metadata=root
+            )
+        ).jobs
     ] == [job.id]
     events = await watch_all(jobs, job.id, metadata=alice)
     assert states(events)[-1] == "JOB_STATE_SUCCEEDED"
@@ -175,7 +194,7 @@ async def test_a_killed_worker_fails_its_job_and_the_next_job_runs(
 ):
     doomed = (
         await jobs.CreateTrainingJob(
-            svc_pb.CreateTrainingJobRequest(
+            training_service_pb.CreateTrainingJobRequest(
                 spec=tiny_spec(
                     tiny_model_dir,
                     data_dir / "alpaca.json",
@@ -187,17 +206,21 @@ async def test_a_killed_worker_fails_its_job_and_the_next_job_runs(
     ).job
     after = (
         await jobs.CreateTrainingJob(
-            svc_pb.CreateTrainingJobRequest(
+            training_service_pb.CreateTrainingJobRequest(
                 spec=tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=2)
             )
         )
     ).job
-    async for msg in jobs.WatchTrainingJob(svc_pb.WatchTrainingJobRequest(job_id=doomed.id)):
+    async for msg in jobs.WatchTrainingJob(
+        training_service_pb.WatchTrainingJobRequest(job_id=doomed.id)
+    ):
         if msg.event.HasField("training_metrics"):
             break
     os.kill(trainer.runner.worker_pids(doomed.id)[0], signal.SIGKILL)
     events = await watch_all(jobs, doomed.id)
     assert states(events)[-1] == "JOB_STATE_FAILED"
-    failed = (await jobs.GetTrainingJob(svc_pb.GetTrainingJobRequest(job_id=doomed.id))).job
+    failed = (
+        await jobs.GetTrainingJob(training_service_pb.GetTrainingJobRequest(job_id=doomed.id))
+    ).job
     assert "SIGKILL" in failed.error.message
     assert states(await watch_all(jobs, after.id))[-1] == "JOB_STATE_SUCCEEDED"

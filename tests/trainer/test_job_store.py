@@ -6,22 +6,24 @@ import pytest
 
 from tunewire.trainer.store import db
 from tunewire.trainer.store.jobs import JobStore, now_timestamp
-from tunewire.v1 import training_event_pb2 as event_pb
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_event_pb2 as training_event_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 
-def _new_job(job_id: str, owner: str = "alice", request_id: str = "") -> job_pb.TrainingJob:
-    return job_pb.TrainingJob(
+def _new_job(
+    job_id: str, owner: str = "alice", request_id: str = ""
+) -> training_job_pb.TrainingJob:
+    return training_job_pb.TrainingJob(
         id=job_id,
         owner=owner,
-        state=job_pb.JOB_STATE_QUEUED,
+        state=training_job_pb.JOB_STATE_QUEUED,
         request_id=request_id,
         create_time=now_timestamp(),
     )
 
 
-def _log(message: str) -> event_pb.TrainingEvent:
-    return event_pb.TrainingEvent(log=event_pb.LogLine(message=message))
+def _log(message: str) -> training_event_pb.TrainingEvent:
+    return training_event_pb.TrainingEvent(log=training_event_pb.LogLine(message=message))
 
 
 def test_events_get_contiguous_sequences_and_survive_reopening(tmp_path):
@@ -43,12 +45,12 @@ def test_a_failing_change_stores_neither_the_change_nor_the_event(tmp_path):
     store.insert(_new_job("job-1"), _log("created"))
 
     def broken(job):
-        job.state = job_pb.JOB_STATE_RUNNING
+        job.state = training_job_pb.JOB_STATE_RUNNING
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
         store.update("job-1", broken, _log("never"))
-    assert store.get("job-1").state == job_pb.JOB_STATE_QUEUED
+    assert store.get("job-1").state == training_job_pb.JOB_STATE_QUEUED
     assert [e.sequence for e in store.events_after("job-1", 0)] == [1]
 
 
@@ -66,12 +68,12 @@ def test_listing_pages_filters_by_owner_and_state(tmp_path):
     store = JobStore(db.connect(tmp_path / "state.db"))
     for i in range(7):
         store.insert(_new_job(f"job-{i}", "alice" if i % 2 else "bob"), _log("created"))
-    store.update("job-1", lambda j: setattr(j, "state", job_pb.JOB_STATE_RUNNING))
+    store.update("job-1", lambda j: setattr(j, "state", training_job_pb.JOB_STATE_RUNNING))
     page = store.list(owner="alice", limit=2)
     assert page.total == 3 and len(page.jobs) == 2 and page.next_offset == 2
     rest = store.list(owner="alice", offset=2, limit=2)
     assert rest.next_offset is None and len(rest.jobs) == 1
     assert {j.id for j in page.jobs + rest.jobs} == {"job-1", "job-3", "job-5"}
-    running = store.list(owner=None, states=[job_pb.JOB_STATE_RUNNING])
+    running = store.list(owner=None, states=[training_job_pb.JOB_STATE_RUNNING])
     assert [j.id for j in running.jobs] == ["job-1"]
     assert store.queued_ids() == ["job-0", "job-2", "job-3", "job-4", "job-5", "job-6"]

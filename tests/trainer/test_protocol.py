@@ -14,7 +14,7 @@ from tunewire.trainer.protocol import codec, commands
 from tunewire.trainer.protocol import events as protocol
 from tunewire.trainer.protocol.commands import Command
 from tunewire.trainer.worker.events import EventWriter
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -34,8 +34,8 @@ LORA = protocol.LoraDetails(
 @pytest.fixture(scope="module")
 def config(tiny_model_dir, tmp_path_factory):
     """A worker config as the daemon builds one (the setup record carries it)."""
-    spec = job_pb.TrainingJobSpec(
-        model=str(tiny_model_dir), dataset=job_pb.DatasetSource(path="/data/train.jsonl")
+    spec = training_job_pb.TrainingJobSpec(
+        model=str(tiny_model_dir), dataset=training_job_pb.DatasetSource(path="/data/train.jsonl")
     )
     job_dir = tmp_path_factory.mktemp("job")
     return handoff.config_from_spec(

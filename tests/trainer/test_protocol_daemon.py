@@ -14,9 +14,9 @@ import pytest
 from tunewire.client.trainer_channel import trainer_channel
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.server import start_trainer
-from tunewire.v1 import training_job_pb2 as job_pb
-from tunewire.v1 import training_service_pb2 as svc_pb
-from tunewire.v1 import training_service_pb2_grpc
+from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
+from tunewire.v1 import training_service_pb2_grpc as training_service_grpc
 
 from .jobs_helpers import tiny_spec, watch_all
 
@@ -71,11 +71,17 @@ async def run_job(tmp_path, data_dir, tiny_model_dir, mode: str):
     server = await start_trainer(config)
     try:
         async with trainer_channel(server.address, server.credential) as channel:
-            jobs = training_service_pb2_grpc.TrainingServiceStub(channel)
+            jobs = training_service_grpc.TrainingServiceStub(channel)
             spec = tiny_spec(tiny_model_dir, data_dir / "alpaca.json")
-            job = (await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))).job
+            job = (
+                await jobs.CreateTrainingJob(
+                    training_service_pb.CreateTrainingJobRequest(spec=spec)
+                )
+            ).job
             events = await watch_all(jobs, job.id, timeout=60)
-            final = (await jobs.GetTrainingJob(svc_pb.GetTrainingJobRequest(job_id=job.id))).job
+            final = (
+                await jobs.GetTrainingJob(training_service_pb.GetTrainingJobRequest(job_id=job.id))
+            ).job
             return final, events
     finally:
         await server.stop(grace=5)
@@ -85,7 +91,7 @@ async def test_nan_and_infinities_reach_the_job_as_they_were_sent(
     tmp_path, data_dir, tiny_model_dir
 ):
     job, events = await run_job(tmp_path, data_dir, tiny_model_dir, "nan")
-    assert job.state == job_pb.JOB_STATE_SUCCEEDED, job.error
+    assert job.state == training_job_pb.JOB_STATE_SUCCEEDED, job.error
     metrics = job.latest_metrics
     assert math.isnan(metrics.loss)
     assert metrics.learning_rate == math.inf and metrics.tokens_per_second == -math.inf
@@ -101,6 +107,6 @@ async def test_a_worker_speaking_another_version_fails_the_job_naming_both(
     tmp_path, data_dir, tiny_model_dir
 ):
     job, _ = await run_job(tmp_path, data_dir, tiny_model_dir, "mismatch")
-    assert job.state == job_pb.JOB_STATE_FAILED
+    assert job.state == training_job_pb.JOB_STATE_FAILED
     assert "protocol version 99" in job.error.message
     assert "this trainer speaks version 1" in job.error.message

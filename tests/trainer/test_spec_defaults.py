@@ -16,15 +16,15 @@ from tunewire.trainer.jobs import handoff
 from tunewire.trainer.jobs.spec import resolve
 from tunewire.trainer.protocol import codec
 from tunewire.trainer.protocol import events as protocol
-from tunewire.v1 import training_job_pb2 as job_pb
-from tunewire.v1 import training_service_pb2 as svc_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 from .jobs_helpers import watch_all
 
 pytestmark = pytest.mark.timeout(180)
 
 PROTOS = Path(__file__).resolve().parents[2] / "protos"
-SPEC = job_pb.TrainingJobSpec.DESCRIPTOR
+SPEC = training_job_pb.TrainingJobSpec.DESCRIPTOR
 
 
 def proto_comments(tmp_path: Path) -> dict[str, str]:
@@ -61,7 +61,7 @@ def spec_fields(descriptor=SPEC, prefix: str = ""):
         path = prefix + fd.name
         yield path, fd
         if fd.message_type is not None and not fd.message_type.GetOptions().map_entry:
-            if fd.message_type is not job_pb.DatasetSource.DESCRIPTOR:
+            if fd.message_type is not training_job_pb.DatasetSource.DESCRIPTOR:
                 yield from spec_fields(fd.message_type, path + ".")
 
 
@@ -90,7 +90,7 @@ def test_the_proto_documents_every_default_in_the_tables_words(tmp_path):
 def test_the_dataset_library_masks_by_the_protos_words():
     from tunewire.datasets.masking import LOSS_MASKING_WORDS
 
-    assert LOSS_MASKING_WORDS == enum_words.words(job_pb.LossMasking)
+    assert LOSS_MASKING_WORDS == enum_words.words(training_job_pb.LossMasking)
 
 
 def test_each_constant_default_is_the_value_its_words_name():
@@ -107,7 +107,7 @@ def test_each_constant_default_is_the_value_its_words_name():
 
 
 def test_applying_defaults_twice_changes_nothing_and_leaves_nothing_unset(tiny_model_dir):
-    spec = job_pb.TrainingJobSpec(model=str(tiny_model_dir))
+    spec = training_job_pb.TrainingJobSpec(model=str(tiny_model_dir))
     resolved = resolve(spec, job_id="job-1", wandb_online_allowed=False)
     full = resolved.spec
     for default in DEFAULTS:
@@ -122,12 +122,12 @@ def test_applying_defaults_twice_changes_nothing_and_leaves_nothing_unset(tiny_m
 
 
 def test_a_full_fine_tune_has_no_adapter_section_and_its_own_learning_rate(tiny_model_dir):
-    spec = job_pb.TrainingJobSpec(
+    spec = training_job_pb.TrainingJobSpec(
         model=str(tiny_model_dir),
-        dataset=job_pb.DatasetSource(path="/data/train.jsonl"),
-        method=job_pb.TRAINING_METHOD_FULL,
-        lora=job_pb.LoraConfig(rank=4),
-        hyperparameters=job_pb.Hyperparameters(optimizer=job_pb.OPTIMIZER_SGD),
+        dataset=training_job_pb.DatasetSource(path="/data/train.jsonl"),
+        method=training_job_pb.TRAINING_METHOD_FULL,
+        lora=training_job_pb.LoraConfig(rank=4),
+        hyperparameters=training_job_pb.Hyperparameters(optimizer=training_job_pb.OPTIMIZER_SGD),
     )
     full = resolve(spec, job_id="j", wandb_online_allowed=False).spec
     assert not full.HasField("lora") and not full.HasField("quantization")
@@ -140,7 +140,7 @@ def test_a_full_fine_tune_has_no_adapter_section_and_its_own_learning_rate(tiny_
     assert config.hyperparameters.optimizer == "sgd"
 
 
-def shown(spec: job_pb.TrainingJobSpec, path: str):
+def shown(spec: training_job_pb.TrainingJobSpec, path: str):
     """A spec field as the worker's config spells it: enums as words, lists as lists."""
     message, name = holder(spec, path)
     value = getattr(message, name)
@@ -165,13 +165,18 @@ NOT_FOR_THE_WORKER = {"display_name", "validation_fraction"}
 async def test_a_minimal_spec_shows_every_default_and_the_worker_ran_with_exactly_those(
     jobs, tiny_model_dir, data_dir
 ):
-    spec = job_pb.TrainingJobSpec(
-        model=str(tiny_model_dir), dataset=job_pb.DatasetSource(path=str(data_dir / "alpaca.json"))
+    spec = training_job_pb.TrainingJobSpec(
+        model=str(tiny_model_dir),
+        dataset=training_job_pb.DatasetSource(path=str(data_dir / "alpaca.json")),
     )
-    created = (await jobs.CreateTrainingJob(svc_pb.CreateTrainingJobRequest(spec=spec))).job
+    created = (
+        await jobs.CreateTrainingJob(training_service_pb.CreateTrainingJobRequest(spec=spec))
+    ).job
     await watch_all(jobs, created.id)
-    job = (await jobs.GetTrainingJob(svc_pb.GetTrainingJobRequest(job_id=created.id))).job
-    assert job.state == job_pb.JOB_STATE_SUCCEEDED, job.error.message
+    job = (
+        await jobs.GetTrainingJob(training_service_pb.GetTrainingJobRequest(job_id=created.id))
+    ).job
+    assert job.state == training_job_pb.JOB_STATE_SUCCEEDED, job.error.message
     assert created.spec == job.spec  # the spec shown at creation is the one that ran
 
     ran = codec.encode(reported_setup(Path(job.artifacts.log_path)).config)
@@ -205,7 +210,7 @@ async def test_a_minimal_spec_shows_every_default_and_the_worker_ran_with_exactl
     assert hp.learning_rate == pytest.approx(1e-4) and hp.weight_decay == pytest.approx(0.01)
     assert (job.spec.lora.rank, job.spec.lora.alpha, job.spec.lora.num_layers) == (8, 16.0, 2)
     assert job.spec.display_name == job.id == job.spec.wandb.name
-    assert job.spec.wandb.mode == job_pb.WANDB_MODE_OFFLINE
+    assert job.spec.wandb.mode == training_job_pb.WANDB_MODE_OFFLINE
     assert ran["model"] == job.resolved.model_path == str(Path(tiny_model_dir).resolve())
     assert ran["train_path"] == job.resolved.train_path and ran["validation_path"] is None
     assert ran["lora"]["target_modules"] == list(job.spec.lora.target_modules)

@@ -17,17 +17,17 @@ from grpc_status import rpc_status
 from tunewire.client.trainer_channel import trainer_channel
 from tunewire.identity import credential_path, read_credential
 from tunewire.trainer.server import start_trainer
-from tunewire.v1 import dataset_service_pb2, training_service_pb2
-from tunewire.v1 import training_service_pb2 as svc
-from tunewire.v1 import training_service_pb2_grpc as svc_grpc
+from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
+from tunewire.v1 import training_service_pb2_grpc as training_service_grpc
 
 from .conftest import as_user
 
 pytestmark = pytest.mark.timeout(120)
 
 SERVICES = (
-    training_service_pb2.DESCRIPTOR.services_by_name["TrainingService"],
-    dataset_service_pb2.DESCRIPTOR.services_by_name["DatasetService"],
+    training_service_pb.DESCRIPTOR.services_by_name["TrainingService"],
+    dataset_service_pb.DESCRIPTOR.services_by_name["DatasetService"],
 )
 
 
@@ -89,11 +89,13 @@ async def test_health_answers_anyone_who_can_connect(trainer):
 
 
 async def test_with_the_credential_the_principal_is_believed(trainer, channel):
-    jobs = svc_grpc.TrainingServiceStub(channel)
+    jobs = training_service_grpc.TrainingServiceStub(channel)
     # The operator (credential, no principal) is the local admin.
-    info = await jobs.GetServerInfo(svc.GetServerInfoRequest())
+    info = await jobs.GetServerInfo(training_service_pb.GetServerInfoRequest())
     assert info.service == "tunewire-trainer"
-    listing = await jobs.ListTrainingJobs(svc.ListTrainingJobsRequest(), metadata=as_user("alice"))
+    listing = await jobs.ListTrainingJobs(
+        training_service_pb.ListTrainingJobsRequest(), metadata=as_user("alice")
+    )
     assert listing.total_size == 0
 
 
@@ -122,6 +124,8 @@ async def test_a_credential_others_could_read_is_made_private(tmp_path):
         assert trainer.credential == "operator-made-token"
         assert stat.S_IMODE(credential_path(home).stat().st_mode) == 0o600
         async with trainer_channel(trainer.address, "operator-made-token") as ch:
-            await svc_grpc.TrainingServiceStub(ch).GetServerInfo(svc.GetServerInfoRequest())
+            await training_service_grpc.TrainingServiceStub(ch).GetServerInfo(
+                training_service_pb.GetServerInfoRequest()
+            )
     finally:
         await trainer.stop(grace=1)

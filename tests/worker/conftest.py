@@ -28,7 +28,7 @@ from tunewire.trainer.protocol import commands
 from tunewire.trainer.protocol import events as protocol
 from tunewire.trainer.protocol.commands import Command
 from tunewire.trainer.protocol.config import WorkerConfig
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 # Four short conversations, repeated: a tiny model learns them in a few steps.
 CONVERSATIONS = [
@@ -120,7 +120,7 @@ def make_config(tiny_model_dir, train_file, tmp_path):
             job_dir=job_dir,
             train_path=Path(train_path or train_file),
             validation_path=Path(validation_path) if validation_path else None,
-            wandb_online_allowed=spec.wandb.mode == job_pb.WANDB_MODE_ONLINE,
+            wandb_online_allowed=spec.wandb.mode == training_job_pb.WANDB_MODE_ONLINE,
         )
         return dataclasses.replace(config, model=model) if model else config
 

@@ -12,12 +12,12 @@ from tunewire.trainer.datasets.manager import DatasetManager
 from tunewire.trainer.datasets.options import validation_options
 from tunewire.trainer.identity import identify
 from tunewire.trainer.paths import confine
-from tunewire.v1 import dataset_pb2
-from tunewire.v1 import dataset_service_pb2 as ds_pb
-from tunewire.v1 import dataset_service_pb2_grpc as ds_grpc
+from tunewire.v1 import dataset_pb2 as dataset_pb
+from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
+from tunewire.v1 import dataset_service_pb2_grpc as dataset_service_grpc
 
 
-class DatasetService(ds_grpc.DatasetServiceServicer):
+class DatasetService(dataset_service_grpc.DatasetServiceServicer):
     def __init__(self, config: TrainerConfig, datasets: DatasetManager):
         self._config = config
         self._datasets = datasets
@@ -28,7 +28,7 @@ class DatasetService(ds_grpc.DatasetServiceServicer):
     @handles_errors
     async def UploadDataset(self, request_iterator, context):
         dataset = await self._datasets.upload(self._who(context), request_iterator)
-        return ds_pb.UploadDatasetResponse(dataset=dataset)
+        return dataset_service_pb.UploadDatasetResponse(dataset=dataset)
 
     @handles_errors
     async def ValidateDataset(self, request, context):
@@ -46,18 +46,18 @@ class DatasetService(ds_grpc.DatasetServiceServicer):
             raise invalid_argument(
                 [FieldViolation("source", "give one of dataset_id, content or path")]
             )
-        return ds_pb.ValidateDatasetResponse(report=report)
+        return dataset_service_pb.ValidateDatasetResponse(report=report)
 
     @handles_errors
     async def NormalizeDataset(self, request, context):
         dataset, split = await self._datasets.normalize(
             self._who(context), request.dataset_id, request.validation_fraction, request.seed
         )
-        statistics = dataset_pb2.DatasetStatistics()
+        statistics = dataset_pb.DatasetStatistics()
         statistics.CopyFrom(dataset.report.statistics)
         statistics.train_records = split.train_records
         statistics.validation_records = split.validation_records
-        return ds_pb.NormalizeDatasetResponse(
+        return dataset_service_pb.NormalizeDatasetResponse(
             dataset=dataset,
             train_path=str(split.train_path),
             validation_path=str(split.validation_path) if split.validation_path else "",
@@ -67,11 +67,11 @@ class DatasetService(ds_grpc.DatasetServiceServicer):
     @handles_errors
     async def GetDataset(self, request, context):
         dataset = self._datasets.visible(self._who(context), request.dataset_id)
-        return ds_pb.GetDatasetResponse(dataset=dataset)
+        return dataset_service_pb.GetDatasetResponse(dataset=dataset)
 
     @handles_errors
     async def ListDatasets(self, request, context):
         datasets, token = self._datasets.list(
             self._who(context), request.page_size, request.page_token
         )
-        return ds_pb.ListDatasetsResponse(datasets=datasets, next_page_token=token)
+        return dataset_service_pb.ListDatasetsResponse(datasets=datasets, next_page_token=token)

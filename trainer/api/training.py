@@ -17,9 +17,9 @@ from tunewire.trainer.identity import identify
 from tunewire.trainer.jobs import generation
 from tunewire.trainer.jobs.manager import JobManager
 from tunewire.trainer.store.jobs import ACTIVE_STATES
-from tunewire.v1 import training_job_pb2 as job_pb
-from tunewire.v1 import training_service_pb2 as svc_pb
-from tunewire.v1 import training_service_pb2_grpc as svc_grpc
+from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
+from tunewire.v1 import training_service_pb2_grpc as training_service_grpc
 from tunewire.version import __version__
 
 GENERATE_TIMEOUT_SECONDS = 600
@@ -29,7 +29,7 @@ FEATURES = ("lora", "qlora", "dora", "full", "distributed", "wandb")
 DATASET_FORMATS = tuple(found.value for found in DatasetFormat)  # the library's, in its order
 
 
-class TrainingService(svc_grpc.TrainingServiceServicer):
+class TrainingService(training_service_grpc.TrainingServiceServicer):
     def __init__(
         self, config: TrainerConfig, jobs: JobManager, capabilities: asyncio.Future[Capabilities]
     ):
@@ -45,23 +45,27 @@ class TrainingService(svc_grpc.TrainingServiceServicer):
     @handles_errors
     async def CreateTrainingJob(self, request, context):
         job = await self._jobs.create(self._who(context), request.spec, request.request_id)
-        return svc_pb.CreateTrainingJobResponse(job=job)
+        return training_service_pb.CreateTrainingJobResponse(job=job)
 
     @handles_errors
     async def GetTrainingJob(self, request, context):
-        return svc_pb.GetTrainingJobResponse(job=self._jobs.get(self._who(context), request.job_id))
+        return training_service_pb.GetTrainingJobResponse(
+            job=self._jobs.get(self._who(context), request.job_id)
+        )
 
     @handles_errors
     async def ListTrainingJobs(self, request, context):
         jobs, token, total = self._jobs.list(
             self._who(context), request.page_size, request.page_token, list(request.states)
         )
-        return svc_pb.ListTrainingJobsResponse(jobs=jobs, next_page_token=token, total_size=total)
+        return training_service_pb.ListTrainingJobsResponse(
+            jobs=jobs, next_page_token=token, total_size=total
+        )
 
     @handles_errors
     async def CancelTrainingJob(self, request, context):
         job = await self._jobs.cancel(self._who(context), request.job_id, request.force)
-        return svc_pb.CancelTrainingJobResponse(job=job)
+        return training_service_pb.CancelTrainingJobResponse(job=job)
 
     @handles_errors
     async def WatchTrainingJob(self, request, context):
@@ -76,7 +80,7 @@ class TrainingService(svc_grpc.TrainingServiceServicer):
         key = (event.job_id, event.sequence)
         data = self._wire_cache.get(key)
         if data is None:
-            data = svc_pb.WatchTrainingJobResponse(event=event).SerializeToString()
+            data = training_service_pb.WatchTrainingJobResponse(event=event).SerializeToString()
             self._wire_cache[key] = data
             if len(self._wire_cache) > WIRE_CACHE_SIZE:
                 self._wire_cache.popitem(last=False)
@@ -86,7 +90,7 @@ class TrainingService(svc_grpc.TrainingServiceServicer):
     async def ListCheckpoints(self, request, context):
         checkpoints = self._jobs.checkpoints(self._who(context), request.job_id)
         best = next((c.step for c in checkpoints if c.best), 0)
-        return svc_pb.ListCheckpointsResponse(checkpoints=checkpoints, best_step=best)
+        return training_service_pb.ListCheckpointsResponse(checkpoints=checkpoints, best_step=best)
 
     @handles_errors
     async def Generate(self, request, context):
@@ -108,7 +112,7 @@ class TrainingService(svc_grpc.TrainingServiceServicer):
         job = self._jobs.get(who, request.job_id)
         checkpoints = (
             self._jobs.checkpoints(who, job.id)
-            if request.kind == svc_pb.ARTIFACT_KIND_CHECKPOINT
+            if request.kind == training_service_pb.ARTIFACT_KIND_CHECKPOINT
             else []
         )
         async for message in artifact_download.stream(job, request, checkpoints):
@@ -118,10 +122,10 @@ class TrainingService(svc_grpc.TrainingServiceServicer):
     async def GetServerInfo(self, request, context):
         caps = await asyncio.shield(self._capabilities)
         active = self._jobs.count_in_states(ACTIVE_STATES)
-        queued = self._jobs.count_in_states([job_pb.JOB_STATE_QUEUED])
+        queued = self._jobs.count_in_states([training_job_pb.JOB_STATE_QUEUED])
         now = timestamp_pb2.Timestamp()
         now.GetCurrentTime()
-        return svc_pb.GetServerInfoResponse(
+        return training_service_pb.GetServerInfoResponse(
             version=__version__,
             service="tunewire-trainer",
             features=list(FEATURES),
@@ -151,10 +155,10 @@ def register(servicer: TrainingService, server: grpc.aio.Server) -> None:
     """Adds the service to `server` as the generated code does, except that
     WatchTrainingJob's responses are bytes already (no serializer)."""
     capture = _HandlerCapture()
-    svc_grpc.add_TrainingServiceServicer_to_server(servicer, capture)
+    training_service_grpc.add_TrainingServiceServicer_to_server(servicer, capture)
     capture.handlers["WatchTrainingJob"] = grpc.unary_stream_rpc_method_handler(
         servicer.WatchTrainingJob,
-        request_deserializer=svc_pb.WatchTrainingJobRequest.FromString,
+        request_deserializer=training_service_pb.WatchTrainingJobRequest.FromString,
         response_serializer=None,
     )
     server.add_generic_rpc_handlers(

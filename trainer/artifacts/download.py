@@ -20,9 +20,9 @@ from tunewire.spec_defaults import ADAPTER_METHODS
 from tunewire.trainer.artifacts import checksums
 from tunewire.trainer.artifacts.byte_source import ByteSource, file_source
 from tunewire.trainer.artifacts.tar_archive import tar_source
-from tunewire.v1 import artifact_pb2
-from tunewire.v1 import training_job_pb2 as job_pb
-from tunewire.v1 import training_service_pb2 as svc
+from tunewire.v1 import artifact_pb2 as artifact_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 ADAPTER_FILES = ("adapters.safetensors", "adapter_config.json")
 
@@ -33,8 +33,8 @@ class Artifact:
     files: list[tuple[str, Path]]  # (name, file), in archive order
 
 
-def _no_artifacts(job: job_pb.TrainingJob, what: str) -> ServiceError:
-    state = job_pb.JobState.Name(job.state).removeprefix("JOB_STATE_")
+def _no_artifacts(job: training_job_pb.TrainingJob, what: str) -> ServiceError:
+    state = training_job_pb.JobState.Name(job.state).removeprefix("JOB_STATE_")
     return ServiceError(
         grpc.StatusCode.FAILED_PRECONDITION,
         f"job {job.id} has no {what} to download (state {state})",
@@ -44,14 +44,14 @@ def _no_artifacts(job: job_pb.TrainingJob, what: str) -> ServiceError:
     )
 
 
-def _adapter(job: job_pb.TrainingJob, folder: str, label: str) -> Artifact:
+def _adapter(job: training_job_pb.TrainingJob, folder: str, label: str) -> Artifact:
     files = [(name, Path(folder, name)) for name in ADAPTER_FILES] if folder else []
     if not files or not all(path.is_file() for _, path in files):
         raise _no_artifacts(job, "adapter")
     return Artifact(label, files)
 
 
-def _model(job: job_pb.TrainingJob) -> Artifact:
+def _model(job: training_job_pb.TrainingJob) -> Artifact:
     root = Path(job.artifacts.model_path) if job.artifacts.model_path else None
     if root is None or not (root / "config.json").is_file():
         raise _no_artifacts(job, "model")
@@ -63,21 +63,29 @@ def _model(job: job_pb.TrainingJob) -> Artifact:
     return Artifact("model", files)
 
 
-def locate(job: job_pb.TrainingJob, request: svc.DownloadArtifactRequest, checkpoints) -> Artifact:
+def locate(
+    job: training_job_pb.TrainingJob,
+    request: training_service_pb.DownloadArtifactRequest,
+    checkpoints,
+) -> Artifact:
     """The artifact `request` names; `checkpoints` are the job's (ListCheckpoints)."""
     kind = request.kind
-    if kind == svc.ARTIFACT_KIND_UNSPECIFIED:
+    if kind == training_service_pb.ARTIFACT_KIND_UNSPECIFIED:
         adapter_method = job.spec.method in ADAPTER_METHODS
-        kind = svc.ARTIFACT_KIND_ADAPTER if adapter_method else svc.ARTIFACT_KIND_MODEL
-    if kind != svc.ARTIFACT_KIND_CHECKPOINT and request.checkpoint_step:
+        kind = (
+            training_service_pb.ARTIFACT_KIND_ADAPTER
+            if adapter_method
+            else training_service_pb.ARTIFACT_KIND_MODEL
+        )
+    if kind != training_service_pb.ARTIFACT_KIND_CHECKPOINT and request.checkpoint_step:
         raise invalid_argument(
             [FieldViolation("checkpoint_step", "is only for kind ARTIFACT_KIND_CHECKPOINT")]
         )
-    if kind == svc.ARTIFACT_KIND_ADAPTER:
+    if kind == training_service_pb.ARTIFACT_KIND_ADAPTER:
         return _adapter(job, job.artifacts.adapter_path, "adapter")
-    if kind == svc.ARTIFACT_KIND_MODEL:
+    if kind == training_service_pb.ARTIFACT_KIND_MODEL:
         return _model(job)
-    if kind == svc.ARTIFACT_KIND_CHECKPOINT:
+    if kind == training_service_pb.ARTIFACT_KIND_CHECKPOINT:
         step = request.checkpoint_step
         found = next((c for c in checkpoints if c.step == step), None)
         if found is None:
@@ -86,7 +94,7 @@ def locate(job: job_pb.TrainingJob, request: svc.DownloadArtifactRequest, checkp
     raise invalid_argument([FieldViolation("kind", f"unknown artifact kind {kind}")])
 
 
-async def _source(job: job_pb.TrainingJob, artifact: Artifact, file: str):
+async def _source(job: training_job_pb.TrainingJob, artifact: Artifact, file: str):
     """(ByteSource, its FileInfo without the range) for one file or the archive."""
     if file:
         names = {name: path for name, path in artifact.files}
@@ -96,19 +104,19 @@ async def _source(job: job_pb.TrainingJob, artifact: Artifact, file: str):
             )
         source = file_source(names[file], name=Path(file).name)
         sha = await checksums.file_sha256(names[file])
-        return source, artifact_pb2.FileInfo(
+        return source, artifact_pb.FileInfo(
             name=source.name, size_bytes=source.size, sha256=sha, content_type=source.content_type
         )
     stem = f"{job.id}-{artifact.label}"
     source = tar_source(f"{stem}.tar", [(f"{stem}/{name}", path) for name, path in artifact.files])
     members = [
-        artifact_pb2.ArtifactFile(
+        artifact_pb.ArtifactFile(
             name=name, size_bytes=path.stat().st_size, sha256=await checksums.file_sha256(path)
         )
         for name, path in artifact.files
     ]
     sha = await checksums.source_sha256(source, [path for _, path in artifact.files])
-    return source, artifact_pb2.FileInfo(
+    return source, artifact_pb.FileInfo(
         name=source.name,
         size_bytes=source.size,
         sha256=sha,
@@ -117,7 +125,7 @@ async def _source(job: job_pb.TrainingJob, artifact: Artifact, file: str):
     )
 
 
-def checked_range(byte_range: artifact_pb2.ByteRange, size: int) -> tuple[int, int]:
+def checked_range(byte_range: artifact_pb.ByteRange, size: int) -> tuple[int, int]:
     """(offset, length) of a requested range of a `size`-byte file."""
     offset, length = byte_range.offset, byte_range.length
     if offset < 0 or length < 0:
@@ -139,8 +147,10 @@ def checked_range(byte_range: artifact_pb2.ByteRange, size: int) -> tuple[int, i
 
 
 async def stream(
-    job: job_pb.TrainingJob, request: svc.DownloadArtifactRequest, checkpoints
-) -> AsyncIterator[svc.DownloadArtifactResponse]:
+    job: training_job_pb.TrainingJob,
+    request: training_service_pb.DownloadArtifactRequest,
+    checkpoints,
+) -> AsyncIterator[training_service_pb.DownloadArtifactResponse]:
     source, info = await _source(job, locate(job, request, checkpoints), request.file)
     async for message in stream_source(source, info, request.range):
         yield message
@@ -148,9 +158,9 @@ async def stream(
 
 async def stream_source(
     source: ByteSource,
-    info: artifact_pb2.FileInfo,
-    byte_range: artifact_pb2.ByteRange,
-    response=svc.DownloadArtifactResponse,
+    info: artifact_pb.FileInfo,
+    byte_range: artifact_pb.ByteRange,
+    response=training_service_pb.DownloadArtifactResponse,
 ) -> AsyncIterator:
     """FileInfo, then the range's bytes, as `response` messages: the stream of any
     download RPC whose response is `oneof part {FileInfo info; bytes chunk}`

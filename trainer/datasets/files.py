@@ -23,7 +23,7 @@ import grpc
 
 from tunewire.errors import ServiceError
 from tunewire.reasons import Reason
-from tunewire.v1 import dataset_pb2
+from tunewire.v1 import dataset_pb2 as dataset_pb
 
 RAW = "raw"
 CANONICAL = "normalized.jsonl"
@@ -45,14 +45,14 @@ class DatasetFiles:
     def directory(self, dataset_id: str) -> Path:
         return self.root / dataset_id
 
-    def with_paths(self, dataset: dataset_pb2.Dataset) -> dataset_pb2.Dataset:
+    def with_paths(self, dataset: dataset_pb.Dataset) -> dataset_pb.Dataset:
         """The dataset with the paths of its files here (the layout may have moved)."""
         directory = self.directory(dataset.id)
         dataset.raw_path = str(directory / RAW)
         dataset.normalized_path = str(directory / CANONICAL) if dataset.report.valid else ""
         return dataset
 
-    def complete(self, dataset: dataset_pb2.Dataset) -> bool:
+    def complete(self, dataset: dataset_pb.Dataset) -> bool:
         return self._complete(dataset.id, dataset.report.valid)
 
     def _complete(self, dataset_id: str, valid: bool) -> bool:

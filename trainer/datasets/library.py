@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tunewire.datasets.api import ValidationOptions
 from tunewire.trainer.datasets import isolated
-from tunewire.v1 import dataset_pb2
+from tunewire.v1 import dataset_pb2 as dataset_pb
 
 IN_PROCESS_MAX_BYTES = 8 << 20
 CHILD_PROCESSES = 2  # at a time; a large file's child runs range workers of its own
@@ -29,8 +29,8 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 @dataclass
 class Normalized:
-    report: dataset_pb2.ValidationReport
-    statistics: dataset_pb2.DatasetStatistics
+    report: dataset_pb.ValidationReport
+    statistics: dataset_pb.DatasetStatistics
     train_path: Path
     validation_path: Path | None
 
@@ -51,14 +51,14 @@ class DatasetLibrary:
 
     async def validate_file(
         self, path: str | os.PathLike, options: ValidationOptions
-    ) -> dataset_pb2.ValidationReport:
+    ) -> dataset_pb.ValidationReport:
         request = {"op": "validate", "path": os.fspath(path), "options": _options(options)}
         answer = await self._run(path, options, request)
         return _report(answer)
 
     async def validate_bytes(
         self, data: bytes, options: ValidationOptions
-    ) -> dataset_pb2.ValidationReport:
+    ) -> dataset_pb.ValidationReport:
         if _fits_here(len(data), data[:2], options):
             return _report(await asyncio.to_thread(isolated.validate_bytes, data, options))
         self._scratch.mkdir(parents=True, exist_ok=True)
@@ -90,7 +90,7 @@ class DatasetLibrary:
         answer = await self._run(path, options, request)
         return Normalized(
             _report(answer),
-            dataset_pb2.DatasetStatistics.FromString(base64.b64decode(answer["statistics"])),
+            dataset_pb.DatasetStatistics.FromString(base64.b64decode(answer["statistics"])),
             Path(answer["train_path"]),
             Path(answer["validation_path"]) if answer["validation_path"] else None,
         )
@@ -161,5 +161,5 @@ def _options(options: ValidationOptions) -> dict:
     return isolated.options_dict(options)
 
 
-def _report(answer: dict) -> dataset_pb2.ValidationReport:
-    return dataset_pb2.ValidationReport.FromString(base64.b64decode(answer["report"]))
+def _report(answer: dict) -> dataset_pb.ValidationReport:
+    return dataset_pb.ValidationReport.FromString(base64.b64decode(answer["report"]))

@@ -31,7 +31,8 @@ from tunewire.trainer.datasets.memory import release_freed_memory
 from tunewire.trainer.datasets.options import validation_options
 from tunewire.trainer.datasets.uploads import receive
 from tunewire.trainer.store.datasets import DatasetStore, Ownership, dataset_id_for
-from tunewire.v1 import dataset_pb2, dataset_service_pb2
+from tunewire.v1 import dataset_pb2 as dataset_pb
+from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
 
 DEFAULT_DISPLAY_NAME = "upload"
 MAX_VALIDATION_FRACTION = 0.5
@@ -58,8 +59,8 @@ class DatasetManager:
     # ---- upload ---------------------------------------------------------------------
 
     async def upload(
-        self, who: Principal, parts: AsyncIterator[dataset_service_pb2.UploadDatasetRequest]
-    ) -> dataset_pb2.Dataset:
+        self, who: Principal, parts: AsyncIterator[dataset_service_pb.UploadDatasetRequest]
+    ) -> dataset_pb.Dataset:
         upload = self._files.upload_file()
         try:
             received = await receive(parts, upload, self._config.max_upload_bytes)
@@ -91,7 +92,7 @@ class DatasetManager:
 
     async def _ingest(
         self, upload: Path, dataset_id: str, sha256: str, options: ValidationOptions
-    ) -> tuple[dataset_pb2.Dataset, bool]:
+    ) -> tuple[dataset_pb.Dataset, bool]:
         """Validates and normalizes an upload in a directory of its own, moved into place whole.
         Also returns whether this call's directory is the one in place (see files.commit)."""
         staging = self._files.staging(dataset_id)
@@ -107,7 +108,7 @@ class DatasetManager:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        dataset = dataset_pb2.Dataset(
+        dataset = dataset_pb.Dataset(
             id=dataset_id, sha256=sha256, format=built.report.format, report=built.report
         )
         return dataset, placed
@@ -125,7 +126,7 @@ class DatasetManager:
 
     def list(
         self, who: Principal, page_size: int, page_token: str
-    ) -> tuple[list[dataset_pb2.Dataset], str]:
+    ) -> tuple[list[dataset_pb.Dataset], str]:
         asked = paging.page(page_size, page_token, "datasets", who.name, who.admin)
         datasets, more = self._store.list(who, asked.offset, asked.limit)
         return [self._files.with_paths(d) for d in datasets], asked.next_token(more)
@@ -134,14 +135,14 @@ class DatasetManager:
 
     async def validate_stored(
         self, who: Principal, dataset_id: str, options: ValidationOptions
-    ) -> dataset_pb2.ValidationReport:
+    ) -> dataset_pb.ValidationReport:
         """Validates a stored dataset's raw bytes again (e.g. with a tokenizer this time)."""
         dataset = self.visible(who, dataset_id)
         return await self.library.validate_file(dataset.raw_path, options)
 
     async def validate_content(
         self, content: bytes, options: ValidationOptions
-    ) -> dataset_pb2.ValidationReport:
+    ) -> dataset_pb.ValidationReport:
         limit = self._config.max_inline_bytes
         if len(content) > limit:
             raise invalid_argument(
@@ -157,7 +158,7 @@ class DatasetManager:
 
     async def validate_path(
         self, path: Path, options: ValidationOptions
-    ) -> dataset_pb2.ValidationReport:
+    ) -> dataset_pb.ValidationReport:
         """Validates a file the caller may read (confined to the data roots by the caller)."""
         return await self.library.validate_file(path, options)
 
@@ -165,7 +166,7 @@ class DatasetManager:
 
     async def normalize(
         self, who: Principal, dataset_id: str, fraction: float, seed: int
-    ) -> tuple[dataset_pb2.Dataset, Split]:
+    ) -> tuple[dataset_pb.Dataset, Split]:
         """A stored dataset's split (kept under the dataset: the same request reuses it)."""
         dataset = self.visible(who, dataset_id)
         if not 0.0 <= fraction <= MAX_VALIDATION_FRACTION:
@@ -193,7 +194,7 @@ class DatasetManager:
         return dataset, await self.split(dataset, out_dir, fraction, seed)
 
     async def split(
-        self, dataset: dataset_pb2.Dataset, out_dir: Path, fraction: float, seed: int
+        self, dataset: dataset_pb.Dataset, out_dir: Path, fraction: float, seed: int
     ) -> Split:
         """A valid stored dataset's canonical records, split into out_dir/train.jsonl (and
         valid.jsonl): the same files as normalizing its raw bytes with that split."""
@@ -215,7 +216,7 @@ class DatasetManager:
         )
 
 
-def _existing_split(dataset: dataset_pb2.Dataset, out_dir: Path, fraction: float) -> Split | None:
+def _existing_split(dataset: dataset_pb.Dataset, out_dir: Path, fraction: float) -> Split | None:
     """A split written before (its files appear only when complete), or None."""
     train, held_out = out_dir / files.TRAIN_FILE, out_dir / files.VALIDATION_FILE
     if not train.is_file() or (fraction > 0 and not held_out.is_file()):

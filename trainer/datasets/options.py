@@ -10,7 +10,7 @@ from __future__ import annotations
 from tunewire.datasets.api import ValidationOptions
 from tunewire.errors import FieldViolation, invalid_argument
 from tunewire.trainer.model_inspect import ModelUnusable, resolve_model_dir
-from tunewire.v1 import dataset_service_pb2
+from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
 
 # The ranges the proto documents for requests (the library accepts wider ones).
 MAX_ISSUES = 10_000
@@ -18,7 +18,7 @@ MAX_PREVIEW_RECORDS = 100
 
 
 def validation_options(
-    message: dataset_service_pb2.ValidationOptions | None, field: str = "options"
+    message: dataset_service_pb.ValidationOptions | None, field: str = "options"
 ) -> ValidationOptions:
     """Library options from a request's options (None: all defaults)."""
     if message is None:

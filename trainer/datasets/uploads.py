@@ -15,7 +15,7 @@ import grpc
 
 from tunewire.errors import FieldViolation, ServiceError, invalid_argument
 from tunewire.reasons import Reason
-from tunewire.v1 import dataset_service_pb2
+from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
 
 MAX_DISPLAY_NAME = 256
 
@@ -25,16 +25,16 @@ class Received:
     path: Path
     sha256: str
     size: int
-    metadata: dataset_service_pb2.UploadMetadata
+    metadata: dataset_service_pb.UploadMetadata
 
 
 async def receive(
-    parts: AsyncIterator[dataset_service_pb2.UploadDatasetRequest], into: Path, limit: int
+    parts: AsyncIterator[dataset_service_pb.UploadDatasetRequest], into: Path, limit: int
 ) -> Received:
     """Writes the chunks of an UploadDataset stream to `into`."""
     digest = hashlib.sha256()
     size = 0
-    metadata = dataset_service_pb2.UploadMetadata()
+    metadata = dataset_service_pb.UploadMetadata()
     seen_chunk = False
     # A write of a chunk (at most a few MiB) to the page cache is shorter than a
     # thread hop, so it stays on the event loop.

@@ -21,7 +21,7 @@ from tunewire.trainer.paths import confine
 from tunewire.trainer.processes.hostfile import HostfileError
 from tunewire.trainer.processes.hostfile import read_hosts as read_hostfile
 from tunewire.trainer.processes.launch import is_local
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 MAX_RANK = 1024
 MAX_BATCH = 1024
@@ -36,7 +36,7 @@ QUANT_BITS = (4, 8)
 QUANT_GROUPS = (32, 64, 128)
 _HOST = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)(:(\d{1,5}))?$")
 
-Spec = job_pb.TrainingJobSpec
+Spec = training_job_pb.TrainingJobSpec
 Bad = Callable[[str, str], None]
 
 
@@ -90,14 +90,14 @@ def check_spec(
     _check_data(spec, bad)
     if spec.HasField("lora"):
         _check_lora(spec.lora, model, bad)
-    if spec.method == job_pb.TRAINING_METHOD_QLORA:
+    if spec.method == training_job_pb.TRAINING_METHOD_QLORA:
         q = spec.quantization
         if q.bits not in QUANT_BITS:
             bad("quantization.bits", f"must be 4 or 8, got {q.bits}")
         if q.group_size not in QUANT_GROUPS:
             bad("quantization.group_size", f"must be 32, 64 or 128, got {q.group_size}")
     _check_hyperparameters(spec.hyperparameters, model, bad)
-    if not _enum_ok(job_pb.LossMasking, spec.loss_masking):
+    if not _enum_ok(training_job_pb.LossMasking, spec.loss_masking):
         bad("loss_masking", f"unknown loss masking {spec.loss_masking}")
     _check_evaluation(spec, bad)
     _check_distributed(spec, hosts, bad)
@@ -106,9 +106,13 @@ def check_spec(
 
 
 def _check_method(spec: Spec, model: ModelInfo | None, bad: Bad) -> None:
-    if not _enum_ok(job_pb.TrainingMethod, spec.method):
+    if not _enum_ok(training_job_pb.TrainingMethod, spec.method):
         bad("method", f"unknown method {spec.method}; use LORA, QLORA, DORA or FULL")
-    if model is not None and model.quantized and spec.method == job_pb.TRAINING_METHOD_FULL:
+    if (
+        model is not None
+        and model.quantized
+        and spec.method == training_job_pb.TRAINING_METHOD_FULL
+    ):
         bad(
             "method", "FULL fine-tuning needs a float model, but this model is quantized; use QLORA"
         )
@@ -125,7 +129,7 @@ def _check_data(spec: Spec, bad: Bad) -> None:
         )
 
 
-def _check_lora(lora: job_pb.LoraConfig, model: ModelInfo | None, bad: Bad) -> None:
+def _check_lora(lora: training_job_pb.LoraConfig, model: ModelInfo | None, bad: Bad) -> None:
     rank_ok = 1 <= lora.rank <= MAX_RANK
     if not rank_ok:
         bad("lora.rank", f"must be between 1 and {MAX_RANK}, got {lora.rank}")
@@ -152,7 +156,9 @@ def _check_lora(lora: job_pb.LoraConfig, model: ModelInfo | None, bad: Bad) -> N
             )
 
 
-def _check_hyperparameters(hp: job_pb.Hyperparameters, model: ModelInfo | None, bad: Bad) -> None:
+def _check_hyperparameters(
+    hp: training_job_pb.Hyperparameters, model: ModelInfo | None, bad: Bad
+) -> None:
     if hp.max_steps < 0 or hp.max_steps > MAX_STEPS:
         bad("hyperparameters.max_steps", f"must be between 0 and {MAX_STEPS}, got {hp.max_steps}")
     if hp.HasField("epochs") and not 1 <= hp.epochs <= MAX_EPOCHS:
@@ -174,12 +180,12 @@ def _check_hyperparameters(hp: job_pb.Hyperparameters, model: ModelInfo | None, 
             "hyperparameters.warmup_steps",
             f"must be less than max_steps ({hp.max_steps}), got {hp.warmup_steps}",
         )
-    if not _enum_ok(job_pb.LearningRateSchedule, hp.learning_rate_schedule):
+    if not _enum_ok(training_job_pb.LearningRateSchedule, hp.learning_rate_schedule):
         bad(
             "hyperparameters.learning_rate_schedule",
             f"unknown schedule {hp.learning_rate_schedule}",
         )
-    if not _enum_ok(job_pb.Optimizer, hp.optimizer):
+    if not _enum_ok(training_job_pb.Optimizer, hp.optimizer):
         bad("hyperparameters.optimizer", f"unknown optimizer {hp.optimizer}")
     if hp.weight_decay < 0:
         bad("hyperparameters.weight_decay", f"must be at least 0, got {hp.weight_decay:g}")
@@ -269,28 +275,28 @@ def _check_distributed(spec: Spec, hosts: list[str], bad: Bad) -> None:
     if hosts and len(hosts) != world:
         field = "distributed.hosts" if dist.hosts else "distributed.hostfile"
         bad(field, f"one host per rank: world_size is {world}, got {len(hosts)} hosts")
-    if not _enum_ok(job_pb.DistributedBackend, dist.backend):
+    if not _enum_ok(training_job_pb.DistributedBackend, dist.backend):
         bad("distributed.backend", f"unknown backend {dist.backend}")
     elif (
         world > 1
-        and dist.backend == job_pb.DISTRIBUTED_BACKEND_MPI
+        and dist.backend == training_job_pb.DISTRIBUTED_BACKEND_MPI
         and "mpi" not in distributed_backends()
     ):
         bad("distributed.backend", "MPI is not available on this host (no mpirun); use RING")
     elif (
         world > 1
-        and dist.backend == job_pb.DISTRIBUTED_BACKEND_NCCL
+        and dist.backend == training_job_pb.DISTRIBUTED_BACKEND_NCCL
         and "nccl" not in distributed_backends()
     ):
         bad("distributed.backend", "NCCL needs CUDA GPUs, which this host does not have; use RING")
 
 
 def _check_labels(spec: Spec, wandb_online_allowed: bool, bad: Bad) -> None:
-    if spec.wandb.mode == job_pb.WANDB_MODE_ONLINE and not wandb_online_allowed:
+    if spec.wandb.mode == training_job_pb.WANDB_MODE_ONLINE and not wandb_online_allowed:
         bad(
             "wandb.mode", "ONLINE needs a WandB API key on the trainer (WANDB_API_KEY); use OFFLINE"
         )
-    if not _enum_ok(job_pb.WandbMode, spec.wandb.mode):
+    if not _enum_ok(training_job_pb.WandbMode, spec.wandb.mode):
         bad("wandb.mode", f"unknown mode {spec.wandb.mode}")
     if len(spec.metadata) > MAX_METADATA:
         bad("metadata", f"at most {MAX_METADATA} entries, got {len(spec.metadata)}")

@@ -22,8 +22,8 @@ from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.datasets import files
 from tunewire.trainer.datasets.manager import DatasetManager
 from tunewire.trainer.paths import confine
-from tunewire.v1 import dataset_pb2
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import dataset_pb2 as dataset_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 ISSUES_PER_SOURCE = 10
 
@@ -32,7 +32,7 @@ ISSUES_PER_SOURCE = 10
 class PreparedData:
     train_path: Path
     validation_path: Path | None
-    details: job_pb.DatasetDetails
+    details: training_job_pb.DatasetDetails
 
 
 @dataclass
@@ -40,13 +40,13 @@ class _Source:
     """A resolved dataset source: a stored dataset, or a confined path."""
 
     field: str  # "spec.dataset.dataset_id" or "spec.dataset.path", for violations
-    dataset: dataset_pb2.Dataset | None = None
+    dataset: dataset_pb.Dataset | None = None
     path: Path | None = None
 
 
 @dataclass
 class _Data:
-    report: dataset_pb2.ValidationReport
+    report: dataset_pb.ValidationReport
     train_path: Path
     validation_path: Path | None
     train_records: int
@@ -59,7 +59,7 @@ class JobDataPreparer:
         self._datasets = datasets
 
     def _resolve(
-        self, who: Principal, source: job_pb.DatasetSource, field: str
+        self, who: Principal, source: training_job_pb.DatasetSource, field: str
     ) -> tuple[_Source | None, list[FieldViolation]]:
         kind = source.WhichOneof("source")
         if kind == "dataset_id":
@@ -82,7 +82,7 @@ class JobDataPreparer:
             return None, exc.violations or [FieldViolation(where, exc.message)]
 
     async def prepare(
-        self, who: Principal, spec: job_pb.TrainingJobSpec, out_dir: Path
+        self, who: Principal, spec: training_job_pb.TrainingJobSpec, out_dir: Path
     ) -> tuple[PreparedData | None, list[FieldViolation]]:
         violations: list[FieldViolation] = []
         train_source, v = self._resolve(who, spec.dataset, "spec.dataset")
@@ -107,7 +107,7 @@ class JobDataPreparer:
 
     async def _prepare(
         self,
-        spec: job_pb.TrainingJobSpec,
+        spec: training_job_pb.TrainingJobSpec,
         out_dir: Path,
         train_source: _Source,
         valid_source: _Source | None,
@@ -149,7 +149,7 @@ class JobDataPreparer:
                     "raise it or add records",
                 )
             )
-        details = job_pb.DatasetDetails(
+        details = training_job_pb.DatasetDetails(
             dataset_id=train_source.dataset.id if train_source.dataset else "",
             format=train.report.format,
             train_records=records,
@@ -190,7 +190,7 @@ def _remove_if_empty(directory: Path) -> None:
         pass
 
 
-def _data_violations(report: dataset_pb2.ValidationReport, field: str) -> list[FieldViolation]:
+def _data_violations(report: dataset_pb.ValidationReport, field: str) -> list[FieldViolation]:
     if report.valid:
         return []
     out = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
-from tunewire.v1 import training_event_pb2 as event_pb
+from tunewire.v1 import training_event_pb2 as training_event_pb
 
 DEFAULT_QUEUE_SIZE = 1024
 
@@ -19,12 +19,12 @@ DEFAULT_QUEUE_SIZE = 1024
 class Subscription:
     def __init__(self, job_id: str, maxsize: int):
         self.job_id = job_id
-        self.queue: asyncio.Queue[event_pb.TrainingEvent | None] = asyncio.Queue(maxsize)
+        self.queue: asyncio.Queue[training_event_pb.TrainingEvent | None] = asyncio.Queue(maxsize)
         self.dropped = False
         # Why the subscription ended early: "slow" (queue overflow) or "shutdown".
         self.drop_reason = ""
 
-    async def next(self) -> event_pb.TrainingEvent | None:
+    async def next(self) -> training_event_pb.TrainingEvent | None:
         """The next live event, or None once the subscriber was dropped."""
         if self.dropped and self.queue.empty():
             return None
@@ -51,7 +51,7 @@ class EventBus:
     def subscriber_count(self, job_id: str) -> int:
         return len(self._subscribers.get(job_id, ()))
 
-    def publish(self, event: event_pb.TrainingEvent) -> None:
+    def publish(self, event: training_event_pb.TrainingEvent) -> None:
         for sub in list(self._subscribers.get(event.job_id, ())):
             try:
                 sub.queue.put_nowait(event)

@@ -14,8 +14,8 @@ from tunewire.errors import FieldViolation, ServiceError, invalid_argument
 from tunewire.reasons import Reason
 from tunewire.trainer.model_inspect import ModelUnusable, resolve_model_dir
 from tunewire.trainer.processes import blas
-from tunewire.v1 import training_job_pb2 as job_pb
-from tunewire.v1 import training_service_pb2 as svc_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 GENERATE_MODULE = "tunewire.trainer.worker.generate"
 DEFAULT_MAX_TOKENS = 128
@@ -24,7 +24,7 @@ MAX_PROMPT_CHARS = 1 << 20
 ROLES = ("system", "user", "assistant", "tool")
 
 
-def check_request(req: svc_pb.GenerateRequest) -> None:
+def check_request(req: training_service_pb.GenerateRequest) -> None:
     v: list[FieldViolation] = []
     if bool(req.prompt) == bool(req.messages):
         v.append(FieldViolation("prompt", "give exactly one of prompt and messages"))
@@ -57,7 +57,7 @@ def check_request(req: svc_pb.GenerateRequest) -> None:
         raise invalid_argument(v)
 
 
-def model_for_job(job: job_pb.TrainingJob) -> tuple[str, str | None]:
+def model_for_job(job: training_job_pb.TrainingJob) -> tuple[str, str | None]:
     """(model, adapter directory) to generate with for a finished job."""
     if job.artifacts.model_path and Path(job.artifacts.model_path, "config.json").is_file():
         return job.artifacts.model_path, None
@@ -65,7 +65,7 @@ def model_for_job(job: job_pb.TrainingJob) -> tuple[str, str | None]:
     if adapter and Path(adapter, "adapters.safetensors").is_file():
         # The base the adapter was trained on, as the job resolved it at creation.
         return job.resolved.model_path or job.spec.model, adapter
-    state = job_pb.JobState.Name(job.state).removeprefix("JOB_STATE_")
+    state = training_job_pb.JobState.Name(job.state).removeprefix("JOB_STATE_")
     raise ServiceError(
         grpc.StatusCode.FAILED_PRECONDITION,
         f"job {job.id} has no adapter or model yet (state {state}); generate after it finishes",
@@ -83,8 +83,12 @@ def base_model(model: str) -> str:
 
 
 async def run_generation(
-    python: str, model: str, adapter: str | None, req: svc_pb.GenerateRequest, timeout: float
-) -> svc_pb.GenerateResponse:
+    python: str,
+    model: str,
+    adapter: str | None,
+    req: training_service_pb.GenerateRequest,
+    timeout: float,
+) -> training_service_pb.GenerateResponse:
     payload = {
         "model": model,
         "adapter_path": adapter,
@@ -135,7 +139,7 @@ async def run_generation(
             f"generation failed: {message}",
             reason=Reason.GENERATION_FAILED,
         )
-    return svc_pb.GenerateResponse(
+    return training_service_pb.GenerateResponse(
         text=result["text"],
         prompt_tokens=int(result.get("prompt_tokens", 0)),
         generated_tokens=int(result.get("generated_tokens", 0)),

@@ -25,7 +25,7 @@ from tunewire import enum_words
 from tunewire.trainer.jobs import spec as job_spec
 from tunewire.trainer.protocol import config as worker
 from tunewire.trainer.protocol.codec import PROTOCOL_VERSION
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 CONFIG_FILE = "worker_config.json"
 
@@ -34,7 +34,7 @@ class StaleJob(ValueError):
     """A job stored by an older trainer, without the resolved inputs a worker needs."""
 
 
-def worker_config(job: job_pb.TrainingJob) -> worker.WorkerConfig:
+def worker_config(job: training_job_pb.TrainingJob) -> worker.WorkerConfig:
     """The config the worker of `job` runs with."""
     inputs = job.resolved
     if not inputs.model_path or not inputs.train_path:
@@ -102,7 +102,7 @@ def write_config(job_dir: str | os.PathLike[str], config: worker.WorkerConfig) -
 
 
 def config_from_spec(
-    spec: job_pb.TrainingJobSpec,
+    spec: training_job_pb.TrainingJobSpec,
     *,
     job_id: str,
     job_dir: Path,

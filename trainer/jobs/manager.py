@@ -25,8 +25,8 @@ from tunewire.trainer.jobs.data import JobDataPreparer
 from tunewire.trainer.jobs.event_bus import EventBus
 from tunewire.trainer.jobs.runner import JobRunner, state_event
 from tunewire.trainer.store.jobs import TERMINAL_STATES, JobStore, now_timestamp
-from tunewire.v1 import training_event_pb2 as event_pb
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_event_pb2 as training_event_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 MAX_REQUEST_ID = 128
 REPLAY_PAGE = 500
@@ -50,8 +50,8 @@ class JobManager:
     # ---- create ----------------------------------------------------------------
 
     async def create(
-        self, who: Principal, spec: job_pb.TrainingJobSpec, request_id: str
-    ) -> job_pb.TrainingJob:
+        self, who: Principal, spec: training_job_pb.TrainingJobSpec, request_id: str
+    ) -> training_job_pb.TrainingJob:
         if len(request_id) > MAX_REQUEST_ID:
             raise invalid_argument(
                 [
@@ -92,7 +92,7 @@ class JobManager:
             train_path=prepared.train_path,
             validation_path=prepared.validation_path,
         )
-        job.state = job_pb.JOB_STATE_QUEUED
+        job.state = training_job_pb.JOB_STATE_QUEUED
         job.owner = who.name
         job.request_id = request_id
         job.create_time.CopyFrom(now_timestamp())
@@ -102,7 +102,9 @@ class JobManager:
             self._store.insert(
                 job,
                 state_event(
-                    job_pb.JOB_STATE_UNSPECIFIED, job_pb.JOB_STATE_QUEUED, f"created by {who.name}"
+                    training_job_pb.JOB_STATE_UNSPECIFIED,
+                    training_job_pb.JOB_STATE_QUEUED,
+                    f"created by {who.name}",
                 ),
             )
         except sqlite3.IntegrityError:
@@ -117,7 +119,7 @@ class JobManager:
 
     # ---- read --------------------------------------------------------------------
 
-    def _visible(self, who: Principal, job_id: str) -> job_pb.TrainingJob:
+    def _visible(self, who: Principal, job_id: str) -> training_job_pb.TrainingJob:
         if not job_id:
             raise invalid_argument([FieldViolation("job_id", "is required")])
         job = self._store.get(job_id)
@@ -125,34 +127,34 @@ class JobManager:
             raise not_found("training job", job_id)
         return job
 
-    def _with_queue_position(self, job: job_pb.TrainingJob) -> job_pb.TrainingJob:
-        if job.state == job_pb.JOB_STATE_QUEUED:
+    def _with_queue_position(self, job: training_job_pb.TrainingJob) -> training_job_pb.TrainingJob:
+        if job.state == training_job_pb.JOB_STATE_QUEUED:
             queued = self._store.queued_ids()
             job.queue_position = queued.index(job.id) + 1 if job.id in queued else 0
         return job
 
-    def get(self, who: Principal, job_id: str) -> job_pb.TrainingJob:
+    def get(self, who: Principal, job_id: str) -> training_job_pb.TrainingJob:
         return self._with_queue_position(self._visible(who, job_id))
 
     def list(
         self, who: Principal, page_size: int, page_token: str, states
     ) -> tuple[list, str, int]:
         for i, state in enumerate(states):
-            if state not in job_pb.JobState.values():
+            if state not in training_job_pb.JobState.values():
                 raise invalid_argument([FieldViolation(f"states[{i}]", f"unknown state {state}")])
         owner = None if who.admin else who.name
         asked = paging.page(page_size, page_token, "jobs", owner, sorted(states))
         page = self._store.list(owner=owner, states=states, offset=asked.offset, limit=asked.limit)
         queued = self._store.queued_ids()
         for job in page.jobs:
-            if job.state == job_pb.JOB_STATE_QUEUED and job.id in queued:
+            if job.state == training_job_pb.JOB_STATE_QUEUED and job.id in queued:
                 job.queue_position = queued.index(job.id) + 1
         return page.jobs, asked.next_token(page.next_offset is not None), page.total
 
     def count_in_states(self, states) -> int:
         return self._store.count(states)
 
-    def checkpoints(self, who: Principal, job_id: str) -> list[job_pb.Checkpoint]:
+    def checkpoints(self, who: Principal, job_id: str) -> list[training_job_pb.Checkpoint]:
         self._visible(who, job_id)
         kept = []
         for checkpoint in self._store.checkpoints(job_id):
@@ -164,12 +166,12 @@ class JobManager:
 
     # ---- cancel --------------------------------------------------------------------
 
-    async def cancel(self, who: Principal, job_id: str, force: bool) -> job_pb.TrainingJob:
+    async def cancel(self, who: Principal, job_id: str, force: bool) -> training_job_pb.TrainingJob:
         job = self._visible(who, job_id)
         if job.state in TERMINAL_STATES:
             raise ServiceError(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"job {job_id} already ended ({job_pb.JobState.Name(job.state).removeprefix('JOB_STATE_')})",
+                f"job {job_id} already ended ({training_job_pb.JobState.Name(job.state).removeprefix('JOB_STATE_')})",
                 reason=Reason.JOB_ALREADY_ENDED,
                 resource_type="training job",
                 resource_name=job_id,
@@ -182,7 +184,7 @@ class JobManager:
 
     async def watch(
         self, who: Principal, job_id: str, after_sequence: int
-    ) -> AsyncIterator[event_pb.TrainingEvent]:
+    ) -> AsyncIterator[training_event_pb.TrainingEvent]:
         """Replays stored events after `after_sequence`, then tails live ones;
         ends after the terminal state's event."""
         self._visible(who, job_id)
@@ -243,7 +245,7 @@ class JobManager:
             self._bus.unsubscribe(sub)
 
 
-def _is_terminal(event: event_pb.TrainingEvent) -> bool:
+def _is_terminal(event: training_event_pb.TrainingEvent) -> bool:
     return event.HasField("state_change") and event.state_change.state in TERMINAL_STATES
 
 

@@ -30,14 +30,14 @@ from tunewire.trainer.protocol.commands import Command
 from tunewire.trainer.protocol.config import WorkerConfig
 from tunewire.trainer.protocol.events import Outcome
 from tunewire.trainer.store.jobs import ACTIVE_STATES, TERMINAL_STATES, JobStore, now_timestamp
-from tunewire.v1 import training_event_pb2 as event_pb
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_event_pb2 as training_event_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 log = logging.getLogger(__name__)
 
 _JOB_STATES = {
-    protocol.WorkerState.STARTING: job_pb.JOB_STATE_STARTING,
-    protocol.WorkerState.RUNNING: job_pb.JOB_STATE_RUNNING,
+    protocol.WorkerState.STARTING: training_job_pb.JOB_STATE_STARTING,
+    protocol.WorkerState.RUNNING: training_job_pb.JOB_STATE_RUNNING,
 }
 
 
@@ -53,10 +53,10 @@ class RunState:
 
 
 def state_event(previous: int, state: int, reason: str, error: status_pb2.Status | None = None):
-    change = event_pb.StateChange(previous_state=previous, state=state, reason=reason)
+    change = training_event_pb.StateChange(previous_state=previous, state=state, reason=reason)
     if error is not None:
         change.error.CopyFrom(error)
-    return event_pb.TrainingEvent(state_change=change)
+    return training_event_pb.TrainingEvent(state_change=change)
 
 
 def latest_checkpoint_dir(job_dir: Path) -> Path | None:
@@ -90,9 +90,9 @@ class JobRunner:
     def apply(
         self,
         job_id: str,
-        change: Callable[[job_pb.TrainingJob], None] | None,
-        event: event_pb.TrainingEvent | None,
-    ) -> job_pb.TrainingJob:
+        change: Callable[[training_job_pb.TrainingJob], None] | None,
+        event: training_event_pb.TrainingEvent | None,
+    ) -> training_job_pb.TrainingJob:
         job, stored = self._store.update(job_id, change, event)
         if stored is not None:
             self._bus.publish(stored)
@@ -104,15 +104,15 @@ class JobRunner:
         state: int,
         reason: str,
         error: status_pb2.Status | None = None,
-        extra: Callable[[job_pb.TrainingJob], None] | None = None,
-    ) -> job_pb.TrainingJob:
-        event = state_event(job_pb.JOB_STATE_UNSPECIFIED, state, reason, error)
+        extra: Callable[[training_job_pb.TrainingJob], None] | None = None,
+    ) -> training_job_pb.TrainingJob:
+        event = state_event(training_job_pb.JOB_STATE_UNSPECIFIED, state, reason, error)
 
-        def change(job: job_pb.TrainingJob) -> None:
+        def change(job: training_job_pb.TrainingJob) -> None:
             # Read inside the store's transaction: the event names the state it replaced.
             event.state_change.previous_state = job.state
             job.state = state
-            if state == job_pb.JOB_STATE_RUNNING and not job.HasField("start_time"):
+            if state == training_job_pb.JOB_STATE_RUNNING and not job.HasField("start_time"):
                 job.start_time.CopyFrom(now_timestamp())
             if state in TERMINAL_STATES:
                 job.end_time.CopyFrom(now_timestamp())
@@ -160,7 +160,7 @@ class JobRunner:
             log.exception("job %s: could not start its worker", job_id)
             self.set_state(
                 job_id,
-                job_pb.JOB_STATE_FAILED,
+                training_job_pb.JOB_STATE_FAILED,
                 f"could not start the worker: {exc}",
                 build_status(
                     code_pb2.INTERNAL,
@@ -179,12 +179,12 @@ class JobRunner:
             f"{started}; resuming from checkpoint at step {int(resume.name)}" if resume else started
         )
 
-        def change(j: job_pb.TrainingJob) -> None:
+        def change(j: training_job_pb.TrainingJob) -> None:
             if resume:
                 j.resume_count += 1
             j.distributed.world_size = len(commands)
 
-        self.set_state(job_id, job_pb.JOB_STATE_STARTING, reason, extra=change)
+        self.set_state(job_id, training_job_pb.JOB_STATE_STARTING, reason, extra=change)
         task = asyncio.create_task(self._await_exit(job_id, group))
         self._grace_tasks.add(task)
         task.add_done_callback(self._grace_tasks.discard)
@@ -239,7 +239,7 @@ class JobRunner:
     def _on_state(self, job_id: str, worker_state: protocol.WorkerState, reason: str) -> None:
         state = _JOB_STATES[worker_state]
         current = self._store.get(job_id)
-        if current.state == state or current.state == job_pb.JOB_STATE_CANCELLING:
+        if current.state == state or current.state == training_job_pb.JOB_STATE_CANCELLING:
             return
         self.set_state(job_id, state, reason or worker_state.value.lower())
 
@@ -262,7 +262,7 @@ class JobRunner:
         done = run.done
         outcome = done.outcome if done is not None else None
 
-        def record_artifacts(j: job_pb.TrainingJob) -> None:
+        def record_artifacts(j: training_job_pb.TrainingJob) -> None:
             if done is None:
                 return
             if done.artifacts.adapter_path:
@@ -290,19 +290,23 @@ class JobRunner:
                 if outcome is Outcome.SUCCEEDED
                 else "stopped early: validation loss stopped improving"
             )
-            self.set_state(job_id, job_pb.JOB_STATE_SUCCEEDED, why, extra=record_artifacts)
+            self.set_state(job_id, training_job_pb.JOB_STATE_SUCCEEDED, why, extra=record_artifacts)
         elif outcome is Outcome.CANCELLED or (
-            result.killed and job.state == job_pb.JOB_STATE_CANCELLING
+            result.killed and job.state == training_job_pb.JOB_STATE_CANCELLING
         ):
             why = (
                 run.kill_reason
                 or f"cancelled{' by ' + run.cancel_requested_by if run.cancel_requested_by else ''}"
             )
-            self.set_state(job_id, job_pb.JOB_STATE_CANCELLED, why, extra=record_artifacts)
+            self.set_state(job_id, training_job_pb.JOB_STATE_CANCELLED, why, extra=record_artifacts)
         else:
             status = self._failure_status(run, result)
             self.set_state(
-                job_id, job_pb.JOB_STATE_FAILED, status.message, status, extra=record_artifacts
+                job_id,
+                training_job_pb.JOB_STATE_FAILED,
+                status.message,
+                status,
+                extra=record_artifacts,
             )
 
     def _failure_status(self, run: RunState, result: supervisor.GroupExit) -> status_pb2.Status:
@@ -337,18 +341,18 @@ class JobRunner:
 
     # ---- cancel, recovery, shutdown -------------------------------------------
 
-    async def cancel(self, job_id: str, by: str, force: bool) -> job_pb.TrainingJob:
+    async def cancel(self, job_id: str, by: str, force: bool) -> training_job_pb.TrainingJob:
         job = self._store.get(job_id)
         run = self._running.get(job_id)
-        if job.state == job_pb.JOB_STATE_QUEUED or run is None:
+        if job.state == training_job_pb.JOB_STATE_QUEUED or run is None:
             return self.set_state(
-                job_id, job_pb.JOB_STATE_CANCELLED, f"cancelled by {by} before it started"
+                job_id, training_job_pb.JOB_STATE_CANCELLED, f"cancelled by {by} before it started"
             )
         run.cancel_requested_by = by
-        if job.state != job_pb.JOB_STATE_CANCELLING:
+        if job.state != training_job_pb.JOB_STATE_CANCELLING:
             job = self.set_state(
                 job_id,
-                job_pb.JOB_STATE_CANCELLING,
+                training_job_pb.JOB_STATE_CANCELLING,
                 f"cancel requested by {by}"
                 + ("; stopping the worker now" if force else "; finishing the current step"),
             )
@@ -376,10 +380,10 @@ class JobRunner:
         """Jobs that were active when the daemon stopped go back to the queue
         (ahead of newer jobs) and resume from their last checkpoint."""
         for job in self._store.in_states(ACTIVE_STATES):
-            if job.state == job_pb.JOB_STATE_CANCELLING:
+            if job.state == training_job_pb.JOB_STATE_CANCELLING:
                 self.set_state(
                     job.id,
-                    job_pb.JOB_STATE_CANCELLED,
+                    training_job_pb.JOB_STATE_CANCELLED,
                     "cancelled (the trainer restarted while the job was stopping)",
                 )
                 continue
@@ -390,7 +394,9 @@ class JobRunner:
                 else "from the beginning (no checkpoint yet)"
             )
             self.set_state(
-                job.id, job_pb.JOB_STATE_QUEUED, f"trainer restarted; the job resumes {where}"
+                job.id,
+                training_job_pb.JOB_STATE_QUEUED,
+                f"trainer restarted; the job resumes {where}",
             )
 
     async def shutdown(self, grace: float) -> None:

@@ -19,7 +19,7 @@ from tunewire.spec_defaults import Context, apply_defaults
 from tunewire.trainer import model_inspect
 from tunewire.trainer.jobs import checks
 from tunewire.trainer.model_inspect import ModelInfo
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 LOG_FILE = "train.log"
 
@@ -28,14 +28,14 @@ LOG_FILE = "train.log"
 class Resolved:
     """A spec after the path: what the job stores, or why it cannot run."""
 
-    spec: job_pb.TrainingJobSpec
+    spec: training_job_pb.TrainingJobSpec
     model: ModelInfo | None
     hosts: list[str]  # "host[:port]" per rank
     violations: list[FieldViolation]
 
 
 def resolve(
-    spec: job_pb.TrainingJobSpec,
+    spec: training_job_pb.TrainingJobSpec,
     *,
     job_id: str,
     wandb_online_allowed: bool,
@@ -54,7 +54,7 @@ def resolve(
     return Resolved(full, model, hosts or ["localhost"] * full.distributed.world_size, violations)
 
 
-def _resolve_names(spec: job_pb.TrainingJobSpec, model: ModelInfo) -> None:
+def _resolve_names(spec: training_job_pb.TrainingJobSpec, model: ModelInfo) -> None:
     """Target modules as block paths, num_layers -1 as the block count: what the worker runs."""
     if not spec.HasField("lora"):
         return
@@ -76,10 +76,10 @@ def new_job(
     job_dir: Path,
     train_path: Path,
     validation_path: Path | None,
-) -> job_pb.TrainingJob:
+) -> training_job_pb.TrainingJob:
     """The part of a new job its spec decides: the spec, the resolved inputs, ranks, paths."""
     spec = resolved.spec
-    job = job_pb.TrainingJob(id=job_id, spec=spec)
+    job = training_job_pb.TrainingJob(id=job_id, spec=spec)
     if resolved.model is not None:
         job.resolved.model_path = str(resolved.model.path)
     job.resolved.train_path = str(train_path)

@@ -15,23 +15,23 @@ from dataclasses import dataclass
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from tunewire.trainer.protocol import events as protocol
-from tunewire.v1 import training_event_pb2 as event_pb
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_event_pb2 as training_event_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
-JobChange = Callable[[job_pb.TrainingJob], None]
+JobChange = Callable[[training_job_pb.TrainingJob], None]
 
 _LEVELS = {
-    protocol.LogLevel.DEBUG: event_pb.LOG_LEVEL_DEBUG,
-    protocol.LogLevel.INFO: event_pb.LOG_LEVEL_INFO,
-    protocol.LogLevel.WARNING: event_pb.LOG_LEVEL_WARNING,
-    protocol.LogLevel.ERROR: event_pb.LOG_LEVEL_ERROR,
+    protocol.LogLevel.DEBUG: training_event_pb.LOG_LEVEL_DEBUG,
+    protocol.LogLevel.INFO: training_event_pb.LOG_LEVEL_INFO,
+    protocol.LogLevel.WARNING: training_event_pb.LOG_LEVEL_WARNING,
+    protocol.LogLevel.ERROR: training_event_pb.LOG_LEVEL_ERROR,
 }
 
 
 @dataclass
 class Translation:
     change: JobChange | None
-    event: event_pb.TrainingEvent | None
+    event: training_event_pb.TrainingEvent | None
 
 
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -40,12 +40,16 @@ def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
     return ts
 
 
-def log_event(message: str, level: int = event_pb.LOG_LEVEL_INFO) -> event_pb.TrainingEvent:
-    return event_pb.TrainingEvent(log=event_pb.LogLine(level=level, message=message))
+def log_event(
+    message: str, level: int = training_event_pb.LOG_LEVEL_INFO
+) -> training_event_pb.TrainingEvent:
+    return training_event_pb.TrainingEvent(
+        log=training_event_pb.LogLine(level=level, message=message)
+    )
 
 
-def training_metrics(m: protocol.Metrics) -> job_pb.TrainingMetrics:
-    return job_pb.TrainingMetrics(
+def training_metrics(m: protocol.Metrics) -> training_job_pb.TrainingMetrics:
+    return training_job_pb.TrainingMetrics(
         step=m.step,
         epoch=m.epoch,
         loss=m.loss,
@@ -68,13 +72,15 @@ def translate(record: protocol.Event) -> Translation:
     if isinstance(record, protocol.Metrics):
         metrics = training_metrics(record)
 
-        def change(job: job_pb.TrainingJob) -> None:
+        def change(job: training_job_pb.TrainingJob) -> None:
             job.latest_metrics.CopyFrom(metrics)
             _advance(job, metrics.step, metrics.epoch, metrics.iterations_per_second)
 
-        return Translation(change, event_pb.TrainingEvent(time=when, training_metrics=metrics))
+        return Translation(
+            change, training_event_pb.TrainingEvent(time=when, training_metrics=metrics)
+        )
     if isinstance(record, protocol.Evaluation):
-        evaluation = job_pb.EvaluationMetrics(
+        evaluation = training_job_pb.EvaluationMetrics(
             step=record.step,
             validation_loss=record.validation_loss,
             perplexity=record.perplexity,
@@ -82,19 +88,19 @@ def translate(record: protocol.Event) -> Translation:
         )
         return Translation(
             lambda job: job.latest_evaluation.CopyFrom(evaluation),
-            event_pb.TrainingEvent(time=when, evaluation_metrics=evaluation),
+            training_event_pb.TrainingEvent(time=when, evaluation_metrics=evaluation),
         )
     if isinstance(record, protocol.Checkpoint):
         checkpoint = checkpoint_from(record, when)
 
-        def mark_best(job: job_pb.TrainingJob) -> None:
+        def mark_best(job: training_job_pb.TrainingJob) -> None:
             if checkpoint.best:
                 job.artifacts.best_checkpoint_step = checkpoint.step
 
         return Translation(
             mark_best,
-            event_pb.TrainingEvent(
-                time=when, checkpoint_saved=event_pb.CheckpointSaved(checkpoint=checkpoint)
+            training_event_pb.TrainingEvent(
+                time=when, checkpoint_saved=training_event_pb.CheckpointSaved(checkpoint=checkpoint)
             ),
         )
     if isinstance(record, protocol.Log):
@@ -105,8 +111,10 @@ def translate(record: protocol.Event) -> Translation:
     return Translation(None, None)
 
 
-def checkpoint_from(c: protocol.Checkpoint, when: timestamp_pb2.Timestamp) -> job_pb.Checkpoint:
-    checkpoint = job_pb.Checkpoint(
+def checkpoint_from(
+    c: protocol.Checkpoint, when: timestamp_pb2.Timestamp
+) -> training_job_pb.Checkpoint:
+    checkpoint = training_job_pb.Checkpoint(
         step=c.step,
         path=c.path,
         create_time=when,
@@ -122,7 +130,7 @@ def checkpoint_from(c: protocol.Checkpoint, when: timestamp_pb2.Timestamp) -> jo
 def _setup(s: protocol.Setup, when: timestamp_pb2.Timestamp) -> Translation:
     lora, data = s.lora_details, s.dataset_details
 
-    def change(job: job_pb.TrainingJob) -> None:
+    def change(job: training_job_pb.TrainingJob) -> None:
         job.progress.total_steps = s.total_steps
         job.progress.total_epochs = s.total_epochs
         if s.resumed_from_step:
@@ -165,7 +173,9 @@ def _setup(s: protocol.Setup, when: timestamp_pb2.Timestamp) -> Translation:
     return Translation(change, event)
 
 
-def _advance(job: job_pb.TrainingJob, step: int, epoch: float, steps_per_second: float) -> None:
+def _advance(
+    job: training_job_pb.TrainingJob, step: int, epoch: float, steps_per_second: float
+) -> None:
     progress = job.progress
     progress.step = step
     progress.epoch = epoch

@@ -19,7 +19,7 @@ from typing import Any
 
 from tunewire.trainer.protocol import codec
 from tunewire.trainer.protocol.codec import PROTOCOL_VERSION
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 
 class ConfigError(ValueError):
@@ -54,12 +54,12 @@ class Hyperparameters:
     batch_size: int = field(metadata={"help": "Records per micro-batch (all ranks)."})
     learning_rate: float = field(metadata={"help": "Peak learning rate."})
     learning_rate_schedule: str = field(
-        metadata={"words": job_pb.LearningRateSchedule, "help": "After warmup."}
+        metadata={"words": training_job_pb.LearningRateSchedule, "help": "After warmup."}
     )
     warmup_steps: int = field(metadata={"help": "Linear warmup from 0."})
     min_learning_rate: float = field(metadata={"help": "End of cosine/linear."})
     optimizer: str = field(
-        metadata={"words": job_pb.Optimizer, "help": "adamw, adam, sgd or adafactor."}
+        metadata={"words": training_job_pb.Optimizer, "help": "adamw, adam, sgd or adafactor."}
     )
     weight_decay: float = field(metadata={"help": "Weight decay."})
     gradient_accumulation_steps: int = field(metadata={"help": "Micro-batches per step."})
@@ -94,7 +94,9 @@ class WandbSettings:
     entity: str
     name: str
     tags: list[str]
-    mode: str = field(metadata={"words": job_pb.WandbMode, "help": "offline, online or disabled."})
+    mode: str = field(
+        metadata={"words": training_job_pb.WandbMode, "help": "offline, online or disabled."}
+    )
 
     @property
     def enabled(self) -> bool:
@@ -105,7 +107,7 @@ class WandbSettings:
 class DistributedSettings:
     world_size: int = field(metadata={"help": "Data-parallel ranks."})
     backend: str = field(
-        metadata={"words": job_pb.DistributedBackend, "help": "ring, mpi or nccl."}
+        metadata={"words": training_job_pb.DistributedBackend, "help": "ring, mpi or nccl."}
     )
     hosts: list[str] = field(metadata={"help": "'host[:port]' per rank, rank order."})
 
@@ -121,12 +123,14 @@ class WorkerConfig:
         metadata={"help": "Canonical JSONL of validation records, if any."}
     )
     method: str = field(
-        metadata={"words": job_pb.TrainingMethod, "help": "lora, qlora, dora or full."}
+        metadata={"words": training_job_pb.TrainingMethod, "help": "lora, qlora, dora or full."}
     )
     lora: LoraSettings | None = field(metadata={"help": "None for full."})
     quantization: QuantizationSettings | None = field(metadata={"help": "QLoRA only."})
     hyperparameters: Hyperparameters
-    loss_masking: str = field(metadata={"words": job_pb.LossMasking, "help": "Which tokens train."})
+    loss_masking: str = field(
+        metadata={"words": training_job_pb.LossMasking, "help": "Which tokens train."}
+    )
     evaluation: EvaluationSettings
     checkpointing: CheckpointSettings
     report_interval_steps: int

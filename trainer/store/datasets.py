@@ -17,7 +17,7 @@ from google.protobuf import timestamp_pb2
 
 from tunewire.identity import Principal
 from tunewire.trainer.store import db
-from tunewire.v1 import dataset_pb2
+from tunewire.v1 import dataset_pb2 as dataset_pb
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (
@@ -72,7 +72,7 @@ class DatasetStore:
                 "SELECT o.dataset_id, o.owner, d.dataset FROM dataset_owners o"
                 " JOIN datasets d ON d.id = o.dataset_id WHERE o.created = 0"
             ).fetchall():
-                old = dataset_pb2.Dataset.FromString(row["dataset"])
+                old = dataset_pb.Dataset.FromString(row["dataset"])
                 self._conn.execute(
                     "UPDATE dataset_owners SET display_name = ?, created = ?"
                     " WHERE dataset_id = ? AND owner = ?",
@@ -84,9 +84,9 @@ class DatasetStore:
                     ),
                 )
 
-    def insert(self, dataset: dataset_pb2.Dataset, ownership: Ownership) -> None:
+    def insert(self, dataset: dataset_pb.Dataset, ownership: Ownership) -> None:
         """Stores a dataset (replacing a row whose files were lost) and its first owner."""
-        shared = dataset_pb2.Dataset()
+        shared = dataset_pb.Dataset()
         shared.CopyFrom(dataset)
         for name in ("display_name", "owner", "create_time"):
             shared.ClearField(name)
@@ -116,14 +116,14 @@ class DatasetStore:
             (dataset_id, o.owner, o.display_name, o.created),
         )
 
-    def get(self, dataset_id: str) -> dataset_pb2.Dataset | None:
+    def get(self, dataset_id: str) -> dataset_pb.Dataset | None:
         """The dataset without any uploader's name, time or identity."""
         row = self._conn.execute(
             "SELECT dataset FROM datasets WHERE id = ?", (dataset_id,)
         ).fetchone()
-        return dataset_pb2.Dataset.FromString(row["dataset"]) if row else None
+        return dataset_pb.Dataset.FromString(row["dataset"]) if row else None
 
-    def visible(self, who: Principal, dataset_id: str) -> dataset_pb2.Dataset | None:
+    def visible(self, who: Principal, dataset_id: str) -> dataset_pb.Dataset | None:
         """The dataset as `who` sees it: with their own name and time when they uploaded it;
         for an admin who did not, with its first uploader's. None for anyone else."""
         row = self._conn.execute(
@@ -134,7 +134,7 @@ class DatasetStore:
 
     def list(
         self, who: Principal, offset: int, limit: int
-    ) -> tuple[list[dataset_pb2.Dataset], bool]:
+    ) -> tuple[list[dataset_pb.Dataset], bool]:
         """`who`'s datasets (every dataset for an admin), newest first, from `offset`."""
         rows = self._conn.execute(
             f"SELECT d.dataset, o.owner, o.display_name, o.created {_VIEW}"
@@ -156,8 +156,8 @@ AND o.owner = (
 """
 
 
-def _view(row: sqlite3.Row) -> dataset_pb2.Dataset:
-    dataset = dataset_pb2.Dataset.FromString(row["dataset"])
+def _view(row: sqlite3.Row) -> dataset_pb.Dataset:
+    dataset = dataset_pb.Dataset.FromString(row["dataset"])
     dataset.owner = row["owner"]
     dataset.display_name = row["display_name"]
     dataset.create_time.CopyFrom(_timestamp(row["created"]))

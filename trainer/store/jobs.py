@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from google.protobuf import timestamp_pb2
 
 from tunewire.trainer.store import db
-from tunewire.v1 import training_event_pb2 as event_pb
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_event_pb2 as training_event_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -49,10 +49,18 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 """
 
 TERMINAL_STATES = frozenset(
-    {job_pb.JOB_STATE_SUCCEEDED, job_pb.JOB_STATE_FAILED, job_pb.JOB_STATE_CANCELLED}
+    {
+        training_job_pb.JOB_STATE_SUCCEEDED,
+        training_job_pb.JOB_STATE_FAILED,
+        training_job_pb.JOB_STATE_CANCELLED,
+    }
 )
 ACTIVE_STATES = frozenset(
-    {job_pb.JOB_STATE_STARTING, job_pb.JOB_STATE_RUNNING, job_pb.JOB_STATE_CANCELLING}
+    {
+        training_job_pb.JOB_STATE_STARTING,
+        training_job_pb.JOB_STATE_RUNNING,
+        training_job_pb.JOB_STATE_CANCELLING,
+    }
 )
 
 
@@ -64,7 +72,7 @@ def now_timestamp() -> timestamp_pb2.Timestamp:
 
 @dataclass(frozen=True)
 class JobPage:
-    jobs: list[job_pb.TrainingJob]
+    jobs: list[training_job_pb.TrainingJob]
     next_offset: int | None
     total: int
 
@@ -79,8 +87,8 @@ class JobStore:
     # ---- jobs ----------------------------------------------------------------
 
     def insert(
-        self, job: job_pb.TrainingJob, event: event_pb.TrainingEvent
-    ) -> tuple[job_pb.TrainingJob, event_pb.TrainingEvent]:
+        self, job: training_job_pb.TrainingJob, event: training_event_pb.TrainingEvent
+    ) -> tuple[training_job_pb.TrainingJob, training_event_pb.TrainingEvent]:
         """Stores a new job with its first event. Raises sqlite3.IntegrityError
         when the owner already used the job's request_id."""
         with self._lock:
@@ -117,22 +125,22 @@ class JobStore:
                 raise
         return job, event
 
-    def get(self, job_id: str) -> job_pb.TrainingJob | None:
+    def get(self, job_id: str) -> training_job_pb.TrainingJob | None:
         row = self._conn.execute("SELECT job FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return job_pb.TrainingJob.FromString(row["job"]) if row else None
+        return training_job_pb.TrainingJob.FromString(row["job"]) if row else None
 
-    def find_by_request_id(self, owner: str, request_id: str) -> job_pb.TrainingJob | None:
+    def find_by_request_id(self, owner: str, request_id: str) -> training_job_pb.TrainingJob | None:
         row = self._conn.execute(
             "SELECT job FROM jobs WHERE owner = ? AND request_id = ?", (owner, request_id)
         ).fetchone()
-        return job_pb.TrainingJob.FromString(row["job"]) if row else None
+        return training_job_pb.TrainingJob.FromString(row["job"]) if row else None
 
     def update(
         self,
         job_id: str,
-        change: Callable[[job_pb.TrainingJob], None] | None = None,
-        event: event_pb.TrainingEvent | None = None,
-    ) -> tuple[job_pb.TrainingJob, event_pb.TrainingEvent | None]:
+        change: Callable[[training_job_pb.TrainingJob], None] | None = None,
+        event: training_event_pb.TrainingEvent | None = None,
+    ) -> tuple[training_job_pb.TrainingJob, training_event_pb.TrainingEvent | None]:
         """Applies `change` to the stored job and appends `event` to its log, in
         one transaction: the job and its log never disagree after a crash.
         Returns the new job and the event with its sequence number set."""
@@ -142,7 +150,7 @@ class JobStore:
                 row = self._conn.execute("SELECT job FROM jobs WHERE id = ?", (job_id,)).fetchone()
                 if row is None:
                     raise KeyError(job_id)
-                job = job_pb.TrainingJob.FromString(row["job"])
+                job = training_job_pb.TrainingJob.FromString(row["job"])
                 if change is not None:
                     change(job)
                 job.update_time.CopyFrom(now_timestamp())
@@ -189,14 +197,15 @@ class JobStore:
             f"SELECT job FROM jobs {clause} ORDER BY created DESC, queue_order DESC LIMIT ? OFFSET ?",
             [*args, limit, offset],
         ).fetchall()
-        jobs = [job_pb.TrainingJob.FromString(r["job"]) for r in rows]
+        jobs = [training_job_pb.TrainingJob.FromString(r["job"]) for r in rows]
         more = offset + len(jobs) < total
         return JobPage(jobs=jobs, next_offset=offset + len(jobs) if more else None, total=total)
 
     def queued_ids(self) -> builtins.list[str]:
         """Ids of QUEUED jobs in the order they will start."""
         rows = self._conn.execute(
-            "SELECT id FROM jobs WHERE state = ? ORDER BY queue_order", (job_pb.JOB_STATE_QUEUED,)
+            "SELECT id FROM jobs WHERE state = ? ORDER BY queue_order",
+            (training_job_pb.JOB_STATE_QUEUED,),
         ).fetchall()
         return [r["id"] for r in rows]
 
@@ -208,29 +217,29 @@ class JobStore:
         ).fetchone()[0]
         return int(count)
 
-    def in_states(self, states: Iterable[int]) -> builtins.list[job_pb.TrainingJob]:
+    def in_states(self, states: Iterable[int]) -> builtins.list[training_job_pb.TrainingJob]:
         """Jobs in any of `states`, oldest first (queue order)."""
         states = list(states)
         rows = self._conn.execute(
             f"SELECT job FROM jobs WHERE state IN ({','.join('?' * len(states))}) ORDER BY queue_order",
             states,
         ).fetchall()
-        return [job_pb.TrainingJob.FromString(r["job"]) for r in rows]
+        return [training_job_pb.TrainingJob.FromString(r["job"]) for r in rows]
 
     # ---- events --------------------------------------------------------------
 
     def events_after(
         self, job_id: str, after_sequence: int, limit: int = 1000
-    ) -> builtins.list[event_pb.TrainingEvent]:
+    ) -> builtins.list[training_event_pb.TrainingEvent]:
         rows = self._conn.execute(
             "SELECT event FROM job_events WHERE job_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
             (job_id, after_sequence, limit),
         ).fetchall()
-        return [event_pb.TrainingEvent.FromString(r["event"]) for r in rows]
+        return [training_event_pb.TrainingEvent.FromString(r["event"]) for r in rows]
 
     # ---- checkpoints ---------------------------------------------------------
 
-    def put_checkpoint(self, job_id: str, checkpoint: job_pb.Checkpoint) -> None:
+    def put_checkpoint(self, job_id: str, checkpoint: training_job_pb.Checkpoint) -> None:
         with self._lock:
             self._conn.execute(
                 "INSERT OR REPLACE INTO checkpoints (job_id, step, checkpoint) VALUES (?, ?, ?)",
@@ -243,8 +252,8 @@ class JobStore:
                 "DELETE FROM checkpoints WHERE job_id = ? AND step = ?", (job_id, step)
             )
 
-    def checkpoints(self, job_id: str) -> builtins.list[job_pb.Checkpoint]:
+    def checkpoints(self, job_id: str) -> builtins.list[training_job_pb.Checkpoint]:
         rows = self._conn.execute(
             "SELECT checkpoint FROM checkpoints WHERE job_id = ? ORDER BY step", (job_id,)
         ).fetchall()
-        return [job_pb.Checkpoint.FromString(r["checkpoint"]) for r in rows]
+        return [training_job_pb.Checkpoint.FromString(r["checkpoint"]) for r in rows]

@@ -33,7 +33,7 @@ from tunewire.cli.server import ServerOptions, busy_ports
 from tunewire.cli.watch import follow_bar
 from tunewire.client import Client, TunewireError
 from tunewire.client.dev_key import tunewire_home
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 PROG = "tunewire demo"
 ADDRESS = DEFAULT_GATEWAY_GRPC
@@ -45,7 +45,7 @@ READY_TIMEOUT_SECONDS = 90.0
 
 @dataclass
 class Outcome:
-    job: job_pb.TrainingJob
+    job: training_job_pb.TrainingJob
     first_loss: float = 0.0
     plot: Path | None = None
     reply: str = ""
@@ -67,7 +67,7 @@ JOBS = (
     DemoJob(
         "lora-alpaca",
         "alpaca_example.json",
-        job_pb.TRAINING_METHOD_LORA,
+        training_job_pb.TRAINING_METHOD_LORA,
         40,
         0.2,
         "Explain what learning-rate warmup is and why it helps when fine-tuning a language model.",
@@ -75,7 +75,7 @@ JOBS = (
     DemoJob(
         "qlora-sharegpt",
         "sharegpt_example.json",
-        job_pb.TRAINING_METHOD_QLORA,
+        training_job_pb.TRAINING_METHOD_QLORA,
         30,
         0.3,
         "How does byte-pair encoding turn text into tokens?",
@@ -154,7 +154,7 @@ def demo(args: argparse.Namespace) -> int:
             )
         else:
             stop_server(server)
-    return 0 if all(o.job.state == job_pb.JOB_STATE_SUCCEEDED for o in results) else 1
+    return 0 if all(o.job.state == training_job_pb.JOB_STATE_SUCCEEDED for o in results) else 1
 
 
 def ensure_tiny_model(path: Path) -> Path:
@@ -251,7 +251,7 @@ def run_jobs(client: Client, model: Path, out_dir: Path, steps: int | None):
             f"{round(spec.validation_fraction * 100)}% held out for validation"
             + (
                 f", {spec.quantization.bits}-bit base"
-                if spec.method == job_pb.TRAINING_METHOD_QLORA
+                if spec.method == training_job_pb.TRAINING_METHOD_QLORA
                 else ""
             )
         )
@@ -263,7 +263,7 @@ def run_jobs(client: Client, model: Path, out_dir: Path, steps: int | None):
         job = follow_bar(client, job.id, 0, sys.stdout)
         outcome = Outcome(job)
         results.append(outcome)
-        if job.state != job_pb.JOB_STATE_SUCCEEDED:
+        if job.state != training_job_pb.JOB_STATE_SUCCEEDED:
             continue
         plot_path = out_dir / f"{demo_job.name}-loss.png"
         curves = collect_losses(client, job.id, job.last_event_sequence)
@@ -283,8 +283,8 @@ def run_jobs(client: Client, model: Path, out_dir: Path, steps: int | None):
 
 def demo_spec(
     demo_job: DemoJob, model: str, dataset_id: str, steps: int | None
-) -> job_pb.TrainingJobSpec:
-    spec = job_pb.TrainingJobSpec(
+) -> training_job_pb.TrainingJobSpec:
+    spec = training_job_pb.TrainingJobSpec(
         model=model,
         method=demo_job.method,
         display_name=f"demo-{demo_job.name}",
@@ -304,7 +304,7 @@ def demo_spec(
     spec.lora.alpha = 16
     spec.evaluation.interval_steps = 10
     spec.checkpointing.interval_steps = 20
-    if demo_job.method == job_pb.TRAINING_METHOD_QLORA:
+    if demo_job.method == training_job_pb.TRAINING_METHOD_QLORA:
         spec.quantization.bits = 4
         spec.quantization.group_size = 32
     return spec

@@ -14,9 +14,9 @@ from tunewire.cli.common import add_connection_flags, run_client_command
 from tunewire.cli.render import human_bytes, job_details, job_table, state_name, table, to_json
 from tunewire.client import Client
 from tunewire.client.spec import enum_short_names
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
-STATES = enum_short_names(job_pb.JobState.DESCRIPTOR)
+STATES = enum_short_names(training_job_pb.JobState.DESCRIPTOR)
 
 
 def build_jobs_parser() -> argparse.ArgumentParser:

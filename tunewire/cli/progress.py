@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from tunewire.cli.render import duration, human_bytes, lora_summary, memory_summary, state_name
-from tunewire.v1 import training_event_pb2 as event_pb
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_event_pb2 as training_event_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 CLEAR_LINE = "\r\x1b[K"
 BAR_WIDTH = 24
@@ -39,7 +39,7 @@ class RunStats:
     rss: int = 0
     trained_tokens: int = 0
     running_since: float | None = None
-    state: int = job_pb.JOB_STATE_UNSPECIFIED
+    state: int = training_job_pb.JOB_STATE_UNSPECIFIED
 
     @property
     def best_validation(self) -> tuple[int, float] | None:
@@ -62,7 +62,7 @@ class ProgressView:
         if total_steps:
             self.stats.total_steps = total_steps
 
-    def event(self, event: event_pb.TrainingEvent) -> None:
+    def event(self, event: training_event_pb.TrainingEvent) -> None:
         kind = event.WhichOneof("payload")
         if kind == "training_metrics":
             self._metrics(event.training_metrics)
@@ -80,8 +80,8 @@ class ProgressView:
                 f"checkpoint at step {c.step} ({human_bytes(c.size_bytes)})"
                 + (", best so far" if c.best else "")
             )
-        elif kind == "log" and event.log.level != event_pb.LOG_LEVEL_DEBUG:
-            prefix = "warning: " if event.log.level >= event_pb.LOG_LEVEL_WARNING else ""
+        elif kind == "log" and event.log.level != training_event_pb.LOG_LEVEL_DEBUG:
+            prefix = "warning: " if event.log.level >= training_event_pb.LOG_LEVEL_WARNING else ""
             self.line(f"  {prefix}{event.log.message}")
 
     def note(self, text: str) -> None:
@@ -148,7 +148,7 @@ class ProgressView:
             return (self.clock() - s.running_since) / s.step * (s.total_steps - s.step)
         return None
 
-    def summary(self, job: job_pb.TrainingJob) -> str:
+    def summary(self, job: training_job_pb.TrainingJob) -> str:
         s = self.stats
         took = ""
         if job.HasField("start_time") and job.HasField("end_time"):
@@ -174,7 +174,7 @@ class ProgressView:
             lines.append(f"  adapter files: {job.artifacts.adapter_path}")
         if job.artifacts.model_path:
             lines.append(f"  model files: {job.artifacts.model_path}")
-        if job.state == job_pb.JOB_STATE_FAILED:
+        if job.state == training_job_pb.JOB_STATE_FAILED:
             lines.append(
                 f"  error: {job.error.message}"
                 + (f" (log: {job.artifacts.log_path})" if job.artifacts.log_path else "")
@@ -183,7 +183,7 @@ class ProgressView:
 
     # ---- internals ------------------------------------------------------------------
 
-    def _metrics(self, m: job_pb.TrainingMetrics) -> None:
+    def _metrics(self, m: training_job_pb.TrainingMetrics) -> None:
         s = self.stats
         s.step = m.step
         s.losses.append((m.step, m.loss))
@@ -199,17 +199,17 @@ class ProgressView:
         else:
             self.line(self.bar())
 
-    def _state(self, change: event_pb.StateChange) -> None:
+    def _state(self, change: training_event_pb.StateChange) -> None:
         self.stats.state = change.state
-        if change.state == job_pb.JOB_STATE_RUNNING and self.stats.running_since is None:
+        if change.state == training_job_pb.JOB_STATE_RUNNING and self.stats.running_since is None:
             self.stats.running_since = self.clock()
         reason = f": {change.reason}" if change.reason else ""
-        if change.state == job_pb.JOB_STATE_FAILED and change.error.message:
+        if change.state == training_job_pb.JOB_STATE_FAILED and change.error.message:
             reason = f": {change.error.message}"
         if change.state in (
-            job_pb.JOB_STATE_SUCCEEDED,
-            job_pb.JOB_STATE_FAILED,
-            job_pb.JOB_STATE_CANCELLED,
+            training_job_pb.JOB_STATE_SUCCEEDED,
+            training_job_pb.JOB_STATE_FAILED,
+            training_job_pb.JOB_STATE_CANCELLED,
         ):
             self.close()
         self.line(f"[{state_name(change.state)}]{reason}")

@@ -6,8 +6,8 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from tunewire.client.spec import enum_short_name
-from tunewire.v1 import dataset_pb2 as ds_pb
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import dataset_pb2 as dataset_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 
 def to_json(message: Message) -> str:
@@ -16,15 +16,15 @@ def to_json(message: Message) -> str:
 
 
 def state_name(state: int) -> str:
-    return enum_short_name(job_pb.JobState.DESCRIPTOR, state)
+    return enum_short_name(training_job_pb.JobState.DESCRIPTOR, state)
 
 
 def method_name(method: int) -> str:
-    return enum_short_name(job_pb.TrainingMethod.DESCRIPTOR, method)
+    return enum_short_name(training_job_pb.TrainingMethod.DESCRIPTOR, method)
 
 
 def format_name(fmt: int) -> str:
-    return enum_short_name(ds_pb.DatasetFormat.DESCRIPTOR, fmt) if fmt else "unknown"
+    return enum_short_name(dataset_pb.DatasetFormat.DESCRIPTOR, fmt) if fmt else "unknown"
 
 
 def human_bytes(n: float) -> str:
@@ -49,7 +49,7 @@ def short_model(model: str, width: int = 32) -> str:
 # ---- jobs -------------------------------------------------------------------------------
 
 
-def job_table(jobs: list[job_pb.TrainingJob]) -> str:
+def job_table(jobs: list[training_job_pb.TrainingJob]) -> str:
     rows = [("JOB", "STATE", "METHOD", "STEP", "LOSS", "MODEL", "NAME")]
     for job in jobs:
         progress = job.progress
@@ -79,7 +79,7 @@ def table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
-def lora_summary(details: job_pb.LoraDetails) -> str:
+def lora_summary(details: training_job_pb.LoraDetails) -> str:
     modules = ", ".join(details.target_modules) or "default modules"
     return (
         f"rank {details.rank}, alpha {details.alpha:g} (scale {details.scale:g}), dropout {details.dropout:g}, "
@@ -89,14 +89,14 @@ def lora_summary(details: job_pb.LoraDetails) -> str:
     )
 
 
-def memory_summary(metrics: job_pb.TrainingMetrics) -> str:
+def memory_summary(metrics: training_job_pb.TrainingMetrics) -> str:
     return (
         f"peak MLX memory {human_bytes(metrics.peak_memory_bytes)}, "
         f"worker RSS {human_bytes(metrics.rss_bytes)}"
     )
 
 
-def job_details(job: job_pb.TrainingJob) -> str:
+def job_details(job: training_job_pb.TrainingJob) -> str:
     spec, hp = job.spec, job.spec.hyperparameters
     lines = [
         f"job        {job.id}" + (f"  ({spec.display_name})" if spec.display_name else ""),
@@ -107,7 +107,7 @@ def job_details(job: job_pb.TrainingJob) -> str:
         f"method     {method_name(spec.method)}"
         + (
             f", {spec.quantization.bits}-bit base"
-            if spec.method == job_pb.TRAINING_METHOD_QLORA
+            if spec.method == training_job_pb.TRAINING_METHOD_QLORA
             else ""
         ),
         f"training   batch {hp.batch_size}, learning rate {hp.learning_rate:g}, max length {hp.max_seq_length}, "
@@ -116,7 +116,7 @@ def job_details(job: job_pb.TrainingJob) -> str:
     if job.distributed.world_size > 1:
         d = job.distributed
         lines.append(
-            f"ranks      {d.world_size} ({enum_short_name(job_pb.DistributedBackend.DESCRIPTOR, d.backend)}) "
+            f"ranks      {d.world_size} ({enum_short_name(training_job_pb.DistributedBackend.DESCRIPTOR, d.backend)}) "
             f"on {', '.join(d.hosts)}; throughput and loss are for the whole job"
         )
     if job.HasField("dataset_details"):
@@ -129,7 +129,10 @@ def job_details(job: job_pb.TrainingJob) -> str:
         )
     p = job.progress
     if p.total_steps:
-        running = job.state in (job_pb.JOB_STATE_STARTING, job_pb.JOB_STATE_RUNNING)
+        running = job.state in (
+            training_job_pb.JOB_STATE_STARTING,
+            training_job_pb.JOB_STATE_RUNNING,
+        )
         eta = (
             f", ETA {duration(p.eta.ToTimedelta().total_seconds())}"
             if running and p.HasField("eta")
@@ -160,7 +163,7 @@ def job_details(job: job_pb.TrainingJob) -> str:
     ):
         if value:
             lines.append(f"{label:<10} {value}")
-    if job.state == job_pb.JOB_STATE_FAILED and job.error.message:
+    if job.state == training_job_pb.JOB_STATE_FAILED and job.error.message:
         lines.append(f"error      {job.error.message}")
     return "\n".join(lines)
 
@@ -168,7 +171,7 @@ def job_details(job: job_pb.TrainingJob) -> str:
 # ---- datasets ---------------------------------------------------------------------------
 
 
-def dataset_table(datasets: list[ds_pb.Dataset]) -> str:
+def dataset_table(datasets: list[dataset_pb.Dataset]) -> str:
     rows = [("DATASET", "FORMAT", "RECORDS", "SIZE", "VALID", "NAME")]
     for d in datasets:
         rows.append(
@@ -184,7 +187,7 @@ def dataset_table(datasets: list[ds_pb.Dataset]) -> str:
     return table(rows)
 
 
-def dataset_details(d: ds_pb.Dataset) -> str:
+def dataset_details(d: dataset_pb.Dataset) -> str:
     lines = [
         f"dataset    {d.id}  ({d.display_name})",
         f"owner      {d.owner}",
@@ -195,15 +198,16 @@ def dataset_details(d: ds_pb.Dataset) -> str:
     return "\n".join(lines) + "\n" + report_text(d.report, d.display_name or d.id)
 
 
-def report_text(report: ds_pb.ValidationReport, name: str) -> str:
+def report_text(report: dataset_pb.ValidationReport, name: str) -> str:
     """A validation report for a person: verdict, size, each issue as `line N field CODE: message`."""
-    layout = {ds_pb.FILE_LAYOUT_JSON_ARRAY: "JSON array", ds_pb.FILE_LAYOUT_JSONL: "JSONL"}.get(
-        report.layout, ""
-    )
+    layout = {
+        dataset_pb.FILE_LAYOUT_JSON_ARRAY: "JSON array",
+        dataset_pb.FILE_LAYOUT_JSONL: "JSONL",
+    }.get(report.layout, "")
     fmt = {
-        ds_pb.DATASET_FORMAT_ALPACA: "Alpaca",
-        ds_pb.DATASET_FORMAT_SHAREGPT: "ShareGPT",
-        ds_pb.DATASET_FORMAT_MESSAGES: "chat messages",
+        dataset_pb.DATASET_FORMAT_ALPACA: "Alpaca",
+        dataset_pb.DATASET_FORMAT_SHAREGPT: "ShareGPT",
+        dataset_pb.DATASET_FORMAT_MESSAGES: "chat messages",
     }.get(report.format, "unknown format")
     stats = report.statistics
     lines = [
@@ -239,7 +243,7 @@ def report_text(report: ds_pb.ValidationReport, name: str) -> str:
     return "\n".join(lines)
 
 
-def _issue_line(issue: ds_pb.DatasetIssue) -> str:
+def _issue_line(issue: dataset_pb.DatasetIssue) -> str:
     where = f"line {issue.line}" + (f":{issue.column}" if issue.column else "")
     field = f" {issue.field}" if issue.field else ""
     return f"{where}{field} {issue.code}: {issue.message}"

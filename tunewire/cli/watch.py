@@ -19,7 +19,7 @@ from tunewire.cli.common import add_connection_flags, run_client_command
 from tunewire.cli.progress import ProgressView
 from tunewire.cli.render import method_name, to_json
 from tunewire.client import Client, TunewireError
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 PROG = "tunewire watch"
 
@@ -59,10 +59,12 @@ def watch_job(
         if json_lines
         else follow_bar(client, job_id, after, out)
     )
-    return 0 if job.state == job_pb.JOB_STATE_SUCCEEDED else 1
+    return 0 if job.state == training_job_pb.JOB_STATE_SUCCEEDED else 1
 
 
-def follow_json(client: Client, job_id: str, after: int, out: TextIO) -> job_pb.TrainingJob:
+def follow_json(
+    client: Client, job_id: str, after: int, out: TextIO
+) -> training_job_pb.TrainingJob:
     def reconnecting(error: TunewireError, last: int) -> None:
         print(
             f"{PROG}: connection lost ({error.code.name}: {error.message}); "
@@ -78,7 +80,7 @@ def follow_json(client: Client, job_id: str, after: int, out: TextIO) -> job_pb.
     return client.get_job(job_id)
 
 
-def follow_bar(client: Client, job_id: str, after: int, out: TextIO) -> job_pb.TrainingJob:
+def follow_bar(client: Client, job_id: str, after: int, out: TextIO) -> training_job_pb.TrainingJob:
     view = ProgressView(out)
     job = client.get_job(job_id)
     view.set_total(job.progress.total_steps)

@@ -30,13 +30,13 @@ from tunewire.client.errors import TunewireError, Violation, from_rpc_error
 from tunewire.client.spec import SpecError, spec_from_dict
 from tunewire.client.watch import watch_events
 from tunewire.identity import AUTHORIZATION_HEADER, INTERNAL_TOKEN_HEADER
-from tunewire.v1 import dataset_pb2 as ds_pb
-from tunewire.v1 import dataset_service_pb2 as ds_svc
-from tunewire.v1 import dataset_service_pb2_grpc as ds_grpc
-from tunewire.v1 import training_event_pb2 as event_pb
-from tunewire.v1 import training_job_pb2 as job_pb
-from tunewire.v1 import training_service_pb2 as svc
-from tunewire.v1 import training_service_pb2_grpc as svc_grpc
+from tunewire.v1 import dataset_pb2 as dataset_pb
+from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
+from tunewire.v1 import dataset_service_pb2_grpc as dataset_service_grpc
+from tunewire.v1 import training_event_pb2 as training_event_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
+from tunewire.v1 import training_service_pb2_grpc as training_service_grpc
 
 DEFAULT_ADDRESS = addresses.DEFAULT_CLIENT
 DEFAULT_TIMEOUT = 30.0
@@ -44,7 +44,11 @@ GENERATE_TIMEOUT = 600.0
 UPLOAD_CHUNK_BYTES = 1 << 20
 MAX_MESSAGE_BYTES = 64 << 20
 TERMINAL_STATES = frozenset(
-    {job_pb.JOB_STATE_SUCCEEDED, job_pb.JOB_STATE_FAILED, job_pb.JOB_STATE_CANCELLED}
+    {
+        training_job_pb.JOB_STATE_SUCCEEDED,
+        training_job_pb.JOB_STATE_FAILED,
+        training_job_pb.JOB_STATE_CANCELLED,
+    }
 )
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -89,8 +93,8 @@ class Client:
         if token:
             self._metadata += ((INTERNAL_TOKEN_HEADER, token),)
         self._channel = grpc.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
-        self._training = svc_grpc.TrainingServiceStub(self._channel)
-        self._datasets = ds_grpc.DatasetServiceStub(self._channel)
+        self._training = training_service_grpc.TrainingServiceStub(self._channel)
+        self._datasets = dataset_service_grpc.DatasetServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     # ---- plumbing --------------------------------------------------------------
@@ -112,8 +116,8 @@ class Client:
 
     # ---- server --------------------------------------------------------------------
 
-    def server_info(self) -> svc.GetServerInfoResponse:
-        return self._call(self._training.GetServerInfo, svc.GetServerInfoRequest())
+    def server_info(self) -> training_service_pb.GetServerInfoResponse:
+        return self._call(self._training.GetServerInfo, training_service_pb.GetServerInfoRequest())
 
     def health(self, service: str = "") -> str:
         """The grpc.health.v1 status ("SERVING", "NOT_SERVING", ...) of `service` ("" = the server)."""
@@ -126,16 +130,16 @@ class Client:
 
     def create_job(
         self,
-        spec: job_pb.TrainingJobSpec | Mapping | None = None,
+        spec: training_job_pb.TrainingJobSpec | Mapping | None = None,
         *,
         request_id: str | None = None,
         **fields,
-    ) -> job_pb.TrainingJob:
+    ) -> training_job_pb.TrainingJob:
         """Queues a job. `spec` is a TrainingJobSpec or a mapping with its keys
         (`{"model": ..., "dataset": {"path": ...}, "method": "qlora"}`); keyword
         arguments are the same keys. Keys or values that cannot be a spec raise
         INVALID_ARGUMENT before any call, with violations as the server words them."""
-        if isinstance(spec, job_pb.TrainingJobSpec):
+        if isinstance(spec, training_job_pb.TrainingJobSpec):
             if fields:
                 raise TypeError("give either a TrainingJobSpec or keyword fields, not both")
         else:
@@ -149,23 +153,25 @@ class Client:
                     reason="INVALID_ARGUMENT",
                     address=self.address,
                 ) from None
-        request = svc.CreateTrainingJobRequest(spec=spec, request_id=request_id or "")
+        request = training_service_pb.CreateTrainingJobRequest(
+            spec=spec, request_id=request_id or ""
+        )
         return self._call(self._training.CreateTrainingJob, request).job
 
-    def get_job(self, job_id: str) -> job_pb.TrainingJob:
+    def get_job(self, job_id: str) -> training_job_pb.TrainingJob:
         return self._call(
-            self._training.GetTrainingJob, svc.GetTrainingJobRequest(job_id=job_id)
+            self._training.GetTrainingJob, training_service_pb.GetTrainingJobRequest(job_id=job_id)
         ).job
 
     def list_jobs(
         self, states: Iterable[int] = (), *, limit: int | None = None
-    ) -> list[job_pb.TrainingJob]:
+    ) -> list[training_job_pb.TrainingJob]:
         """Jobs, newest first, every page (or the first `limit`)."""
-        jobs: list[job_pb.TrainingJob] = []
+        jobs: list[training_job_pb.TrainingJob] = []
         token = ""
         while True:
             size = min(1000, limit - len(jobs)) if limit else 200
-            request = svc.ListTrainingJobsRequest(
+            request = training_service_pb.ListTrainingJobsRequest(
                 page_size=size, page_token=token, states=list(states)
             )
             page = self._call(self._training.ListTrainingJobs, request)
@@ -174,12 +180,15 @@ class Client:
             if not token or (limit and len(jobs) >= limit):
                 return jobs
 
-    def cancel_job(self, job_id: str, *, force: bool = False) -> job_pb.TrainingJob:
-        request = svc.CancelTrainingJobRequest(job_id=job_id, force=force)
+    def cancel_job(self, job_id: str, *, force: bool = False) -> training_job_pb.TrainingJob:
+        request = training_service_pb.CancelTrainingJobRequest(job_id=job_id, force=force)
         return self._call(self._training.CancelTrainingJob, request).job
 
-    def checkpoints(self, job_id: str) -> svc.ListCheckpointsResponse:
-        return self._call(self._training.ListCheckpoints, svc.ListCheckpointsRequest(job_id=job_id))
+    def checkpoints(self, job_id: str) -> training_service_pb.ListCheckpointsResponse:
+        return self._call(
+            self._training.ListCheckpoints,
+            training_service_pb.ListCheckpointsRequest(job_id=job_id),
+        )
 
     def watch(
         self,
@@ -189,7 +198,7 @@ class Client:
         reconnect: bool = True,
         give_up_after: float = 120.0,
         on_reconnect: Callable[[TunewireError, int], None] | None = None,
-    ) -> Iterator[event_pb.TrainingEvent]:
+    ) -> Iterator[training_event_pb.TrainingEvent]:
         """The job's events after `after_sequence`, then live ones, until the
         terminal one. When the stream breaks (server restarting, connection
         dropped, subscriber too slow) it reconnects with the last sequence it
@@ -199,7 +208,7 @@ class Client:
 
         def opener(after):
             return self._training.WatchTrainingJob(
-                svc.WatchTrainingJobRequest(job_id=job_id, after_sequence=after),
+                training_service_pb.WatchTrainingJobRequest(job_id=job_id, after_sequence=after),
                 metadata=self._metadata,
             )
 
@@ -221,7 +230,7 @@ class Client:
                 return False  # cannot tell yet: the watch reconnects and asks again
             raise
 
-    def wait(self, job_id: str, **watch_options) -> job_pb.TrainingJob:
+    def wait(self, job_id: str, **watch_options) -> training_job_pb.TrainingJob:
         """Blocks until the job ends; returns it in its terminal state."""
         for _ in self.watch(job_id, **watch_options):
             pass
@@ -238,14 +247,17 @@ class Client:
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int = 0,
-    ) -> svc.GenerateResponse:
+    ) -> training_service_pb.GenerateResponse:
         """Text from a job's adapter (or a base `model`), for a plain `prompt` or
         chat `messages` ([{"role": "user", "content": ...}])."""
-        request = svc.GenerateRequest(
+        request = training_service_pb.GenerateRequest(
             job_id=job_id,
             model=model,
             prompt=prompt,
-            messages=[svc.ChatMessage(role=m["role"], content=m["content"]) for m in messages],
+            messages=[
+                training_service_pb.ChatMessage(role=m["role"], content=m["content"])
+                for m in messages
+            ],
             max_tokens=max_tokens,
             temperature=temperature,
             top_p=top_p,
@@ -267,11 +279,14 @@ class Client:
         """Downloads a job's adapter (or FULL model; `kind="model"`), or with
         `checkpoint` that checkpoint's adapter, into `folder`, each file checked
         against the server's SHA-256; an interrupted download resumes."""
-        request = svc.DownloadArtifactRequest(job_id=job_id)
+        request = training_service_pb.DownloadArtifactRequest(job_id=job_id)
         if checkpoint is not None:
-            request.kind, request.checkpoint_step = svc.ARTIFACT_KIND_CHECKPOINT, checkpoint
+            request.kind, request.checkpoint_step = (
+                training_service_pb.ARTIFACT_KIND_CHECKPOINT,
+                checkpoint,
+            )
         elif kind:
-            request.kind = svc.ArtifactKind.Value(f"ARTIFACT_KIND_{kind.upper()}")
+            request.kind = training_service_pb.ArtifactKind.Value(f"ARTIFACT_KIND_{kind.upper()}")
         downloader = ArtifactDownloader(self._training, self._metadata, self.address)
         return downloader.download(request, Path(folder), progress)
 
@@ -282,18 +297,18 @@ class Client:
         display_name: str | None = None,
         chunk_bytes: int = UPLOAD_CHUNK_BYTES,
         timeout: float = 3600.0,
-    ) -> ds_pb.Dataset:
+    ) -> dataset_pb.Dataset:
         """Streams a local file to the server in chunks; returns the stored
         dataset with its validation report (uploading the same bytes again
         returns the same dataset)."""
         path = Path(path)
         with path.open("rb") as f:  # opened here so a missing file fails before any call
-            metadata = ds_svc.UploadMetadata(display_name=display_name or path.name)
+            metadata = dataset_service_pb.UploadMetadata(display_name=display_name or path.name)
 
-            def requests() -> Iterator[ds_svc.UploadDatasetRequest]:
-                yield ds_svc.UploadDatasetRequest(metadata=metadata)
+            def requests() -> Iterator[dataset_service_pb.UploadDatasetRequest]:
+                yield dataset_service_pb.UploadDatasetRequest(metadata=metadata)
                 while chunk := f.read(chunk_bytes):
-                    yield ds_svc.UploadDatasetRequest(chunk=chunk)
+                    yield dataset_service_pb.UploadDatasetRequest(chunk=chunk)
 
             return self._call(self._datasets.UploadDataset, requests(), timeout=timeout).dataset
 
@@ -307,7 +322,7 @@ class Client:
         preview_records: int = 3,
         tokenizer: str = "",
         max_tokens: int = 0,
-    ) -> ds_pb.ValidationReport:
+    ) -> dataset_pb.ValidationReport:
         """Validates a stored dataset, inline `content`, or a `path` on the server."""
         given = [
             name
@@ -318,13 +333,13 @@ class Client:
             raise ValueError(
                 f"give exactly one of dataset_id, content and path (got {', '.join(given) or 'none'})"
             )
-        options = ds_svc.ValidationOptions(
+        options = dataset_service_pb.ValidationOptions(
             max_issues=max_issues,
             preview_records=preview_records,
             tokenizer=tokenizer,
             max_tokens=max_tokens,
         )
-        request = ds_svc.ValidateDatasetRequest(options=options)
+        request = dataset_service_pb.ValidateDatasetRequest(options=options)
         if dataset_id:
             request.dataset_id = dataset_id
         elif content is not None:
@@ -333,21 +348,21 @@ class Client:
             request.path = path
         return self._call(self._datasets.ValidateDataset, request, timeout=600.0).report
 
-    def list_datasets(self, *, limit: int | None = None) -> list[ds_pb.Dataset]:
-        datasets: list[ds_pb.Dataset] = []
+    def list_datasets(self, *, limit: int | None = None) -> list[dataset_pb.Dataset]:
+        datasets: list[dataset_pb.Dataset] = []
         token = ""
         while True:
             size = min(1000, limit - len(datasets)) if limit else 200
             page = self._call(
                 self._datasets.ListDatasets,
-                ds_svc.ListDatasetsRequest(page_size=size, page_token=token),
+                dataset_service_pb.ListDatasetsRequest(page_size=size, page_token=token),
             )
             datasets.extend(page.datasets)
             token = page.next_page_token
             if not token or (limit and len(datasets) >= limit):
                 return datasets
 
-    def get_dataset(self, dataset_id: str) -> ds_pb.Dataset:
+    def get_dataset(self, dataset_id: str) -> dataset_pb.Dataset:
         return self._call(
-            self._datasets.GetDataset, ds_svc.GetDatasetRequest(dataset_id=dataset_id)
+            self._datasets.GetDataset, dataset_service_pb.GetDatasetRequest(dataset_id=dataset_id)
         ).dataset

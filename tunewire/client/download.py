@@ -17,8 +17,8 @@ import grpc
 
 from tunewire.client.errors import TunewireError, from_rpc_error
 from tunewire.reasons import Reason
-from tunewire.v1 import artifact_pb2
-from tunewire.v1 import training_service_pb2 as svc
+from tunewire.v1 import artifact_pb2 as artifact_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 READ_BYTES = 4 << 20
 TIMEOUT_SECONDS = 3600.0
@@ -27,7 +27,7 @@ TIMEOUT_SECONDS = 3600.0
 @dataclass(frozen=True)
 class Downloaded:
     folder: Path
-    files: list[artifact_pb2.ArtifactFile]
+    files: list[artifact_pb.ArtifactFile]
     fetched_bytes: int  # bytes that came over the network (less when resumed)
 
 
@@ -45,7 +45,7 @@ class ArtifactDownloader:
         self._metadata = metadata
         self._address = address
 
-    def _stream(self, request: svc.DownloadArtifactRequest):
+    def _stream(self, request: training_service_pb.DownloadArtifactRequest):
         try:
             yield from self._stub.DownloadArtifact(
                 request, timeout=TIMEOUT_SECONDS, metadata=self._metadata
@@ -53,9 +53,9 @@ class ArtifactDownloader:
         except grpc.RpcError as err:
             raise from_rpc_error(err, self._address) from None
 
-    def listing(self, request: svc.DownloadArtifactRequest) -> artifact_pb2.FileInfo:
+    def listing(self, request: training_service_pb.DownloadArtifactRequest) -> artifact_pb.FileInfo:
         """The artifact's files (from the archive's FileInfo; one byte of it is sent)."""
-        probe = svc.DownloadArtifactRequest()
+        probe = training_service_pb.DownloadArtifactRequest()
         probe.CopyFrom(request)
         probe.ClearField("file")
         probe.range.length = 1
@@ -65,7 +65,10 @@ class ArtifactDownloader:
         return first.info
 
     def fetch_file(
-        self, request: svc.DownloadArtifactRequest, entry: artifact_pb2.ArtifactFile, dest: Path
+        self,
+        request: training_service_pb.DownloadArtifactRequest,
+        entry: artifact_pb.ArtifactFile,
+        dest: Path,
     ) -> int:
         """`entry` into `dest` (via `dest.part`, resumed); the bytes fetched."""
         if (
@@ -81,7 +84,7 @@ class ArtifactDownloader:
             have = 0
         fetched = 0
         if have < entry.size_bytes:
-            one = svc.DownloadArtifactRequest()
+            one = training_service_pb.DownloadArtifactRequest()
             one.CopyFrom(request)
             one.file = entry.name
             one.range.offset = have
@@ -112,9 +115,9 @@ class ArtifactDownloader:
 
     def download(
         self,
-        request: svc.DownloadArtifactRequest,
+        request: training_service_pb.DownloadArtifactRequest,
         folder: Path,
-        progress: Callable[[artifact_pb2.ArtifactFile], None] | None = None,
+        progress: Callable[[artifact_pb.ArtifactFile], None] | None = None,
     ) -> Downloaded:
         listing = self.listing(request)
         folder.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from typing import Any
 from tunewire import enum_words
 from tunewire.client.spec import suggest
 from tunewire.spec_defaults import DEFAULTS
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 # mlx_lm.lora key → the spec field it sets (dotted path).
 FIELDS = {
@@ -71,12 +71,12 @@ SCHEDULE_KEYS = ("name", "arguments", "warmup", "warmup_init")
 MLX_LM_RANK_DEFAULT = 8
 # mlx-lm's schedule names → the spec's schedules.
 SCHEDULES = {
-    "cosine_decay": job_pb.LEARNING_RATE_SCHEDULE_COSINE,
-    "linear_schedule": job_pb.LEARNING_RATE_SCHEDULE_LINEAR,
+    "cosine_decay": training_job_pb.LEARNING_RATE_SCHEDULE_COSINE,
+    "linear_schedule": training_job_pb.LEARNING_RATE_SCHEDULE_LINEAR,
 }
 # mlx-lm's optimizers; tunewire trains with those the proto has.
 MLX_LM_OPTIMIZERS = ("adam", "adamw", "muon", "sgd", "adafactor")
-OPTIMIZERS = enum_words.words(job_pb.Optimizer)
+OPTIMIZERS = enum_words.words(training_job_pb.Optimizer)
 # training_mode (mlx-lm forks with preference training): "normal" is supervised training.
 TRAINING_MODES = ("normal",)
 
@@ -94,11 +94,11 @@ def _chosen_optimizer(spec: dict) -> str:
         number = (
             given
             if isinstance(given, int)
-            else enum_words.number(job_pb.Optimizer, str(given))
+            else enum_words.number(training_job_pb.Optimizer, str(given))
             if given
             else _tunewire_default("hyperparameters.optimizer")
         )
-        return enum_words.word(job_pb.Optimizer, number)
+        return enum_words.word(training_job_pb.Optimizer, number)
     except ValueError:
         return str(given)  # refused by the spec's own check, with its line
 
@@ -139,7 +139,9 @@ def translate(
             return [f"{here}: mask_prompt must be true or false, got {value!r}"]
         # mlx-lm: true trains the last message only; false trains every token.
         masking = (
-            job_pb.LOSS_MASKING_LAST_ASSISTANT_TURN if value else job_pb.LOSS_MASKING_ALL_TOKENS
+            training_job_pb.LOSS_MASKING_LAST_ASSISTANT_TURN
+            if value
+            else training_job_pb.LOSS_MASKING_ALL_TOKENS
         )
         put("loss_masking", masking, key)
     elif key == "val_batches":

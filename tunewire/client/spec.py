@@ -16,7 +16,7 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 from google.protobuf.message import Message
 
 from tunewire import enum_words
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 _INTS = {
     FieldDescriptor.TYPE_INT32,
@@ -61,9 +61,9 @@ def enum_short_name(enum: EnumDescriptor, number: int) -> str:
     return enum_words.display_word(enum, number)
 
 
-def spec_from_dict(data: Mapping) -> job_pb.TrainingJobSpec:
+def spec_from_dict(data: Mapping) -> training_job_pb.TrainingJobSpec:
     """A TrainingJobSpec from a mapping, or SpecError listing every problem."""
-    spec = job_pb.TrainingJobSpec()
+    spec = training_job_pb.TrainingJobSpec()
     problems: list[tuple[str, str]] = []
     fill_message(spec, data, "", problems)
     if problems:

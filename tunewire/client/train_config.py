@@ -24,7 +24,7 @@ import yaml
 
 from tunewire.client import mlx_lm_keys
 from tunewire.client.spec import SpecError, field_names, spec_from_dict, suggest
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 
 class ConfigError(ValueError):
@@ -42,7 +42,9 @@ class TrainConfig:
     notes: list[str] = field(default_factory=list)
     origins: dict[str, str] = field(default_factory=dict)  # spec path -> the file's key that set it
 
-    def to_spec(self, dataset_id: str = "", validation_id: str = "") -> job_pb.TrainingJobSpec:
+    def to_spec(
+        self, dataset_id: str = "", validation_id: str = ""
+    ) -> training_job_pb.TrainingJobSpec:
         data = dict(self.spec)
         if dataset_id:
             data["dataset"] = {"dataset_id": dataset_id}
@@ -114,8 +116,8 @@ def _key_lines(node, prefix: str = "") -> dict[str, int]:
 
 
 def _translate(data: dict, config: TrainConfig, where) -> list[str]:
-    native_keys = set(field_names(job_pb.TrainingJobSpec.DESCRIPTOR))
-    native_keys |= {f.json_name for f in job_pb.TrainingJobSpec.DESCRIPTOR.fields}
+    native_keys = set(field_names(training_job_pb.TrainingJobSpec.DESCRIPTOR))
+    native_keys |= {f.json_name for f in training_job_pb.TrainingJobSpec.DESCRIPTOR.fields}
     known = sorted(native_keys | set(mlx_lm_keys.KEYS))
     spec, problems, setters = config.spec, [], config.origins
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from tunewire.client.errors import TunewireError, from_rpc_error
-from tunewire.v1 import training_event_pb2 as event_pb
-from tunewire.v1 import training_job_pb2 as job_pb
+from tunewire.v1 import training_event_pb2 as training_event_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
 
 # Codes after which the stream is reopened: the server went away or restarted
 # (UNAVAILABLE, CANCELLED), dropped a slow subscriber or rate-limited us
@@ -29,12 +29,16 @@ RECONNECT_CODES = frozenset(
     }
 )
 TERMINAL_STATES = frozenset(
-    {job_pb.JOB_STATE_SUCCEEDED, job_pb.JOB_STATE_FAILED, job_pb.JOB_STATE_CANCELLED}
+    {
+        training_job_pb.JOB_STATE_SUCCEEDED,
+        training_job_pb.JOB_STATE_FAILED,
+        training_job_pb.JOB_STATE_CANCELLED,
+    }
 )
 FIRST_DELAY, MAX_DELAY = 0.2, 2.0
 
 
-def is_terminal(event: event_pb.TrainingEvent) -> bool:
+def is_terminal(event: training_event_pb.TrainingEvent) -> bool:
     return (
         event.WhichOneof("payload") == "state_change"
         and event.state_change.state in TERMINAL_STATES
@@ -51,7 +55,7 @@ def watch_events(
     give_up_after: float = 120.0,
     on_reconnect: Callable[[TunewireError, int], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
-) -> Iterator[event_pb.TrainingEvent]:
+) -> Iterator[training_event_pb.TrainingEvent]:
     """Yields events after `after_sequence` until the terminal one.
 
     open_stream(after) starts a WatchTrainingJob call; job_finished() tells
