@@ -12,6 +12,7 @@ from __future__ import annotations
 from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from tunewire import enum_words
 from tunewire.errors import FieldViolation, invalid_argument
 from tunewire.v1 import dataset_pb2 as dataset_pb
 from tunewire.v1 import training_job_pb2 as training_job_pb
@@ -169,9 +170,7 @@ def job_status(job: training_job_pb.TrainingJob) -> dict:
         "status": OLD_STATUS.get(job.state, "queued"),
         "state": training_job_pb.JobState.Name(job.state),
         "model_name": job.spec.model,
-        "method": training_job_pb.TrainingMethod.Name(job.spec.method)
-        .removeprefix("TRAINING_METHOD_")
-        .lower(),
+        "method": enum_words.display_word(training_job_pb.TrainingMethod, job.spec.method),
         "lora_enabled": adapter,
         "queue_position": job.queue_position,
         "progress": {
@@ -221,7 +220,7 @@ def format_word(fmt: int) -> str | None:
     """The seed's lower-case format word ("alpaca"); None when the format is not known."""
     if not fmt:
         return None
-    return dataset_pb.DatasetFormat.Name(fmt).removeprefix("DATASET_FORMAT_").lower()
+    return enum_words.word(dataset_pb.DatasetFormat, fmt)
 
 
 def dataset_info(job: training_job_pb.TrainingJob) -> dict:

@@ -62,6 +62,12 @@ def number(enum: EnumType, text: str) -> int:
     raise ValueError(f"{text!r} is not one of {', '.join(words(d))}")
 
 
+def by_word(enum: EnumType) -> dict[str, int]:
+    """{'lora': 1, ...}: every value by its word, UNSPECIFIED left out."""
+    d = _descriptor(enum)
+    return {word(d, v.number): v.number for v in d.values if not v.name.endswith("_UNSPECIFIED")}
+
+
 def display_word(enum: EnumType, number_: int) -> str:
     """The word for people: 'unspecified' for 0, the number as text when the enum lacks it."""
     d = _descriptor(enum)

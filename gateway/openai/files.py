@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import BodyPartReader, web
 
+from tunewire import enum_words
 from tunewire.gateway.auth import PRINCIPAL
 from tunewire.gateway.keys import Principal
 from tunewire.gateway.limits import upload_too_large
@@ -49,9 +50,7 @@ def file_object(dataset: dataset_pb.Dataset) -> dict:
         "status_details": None,
         "expires_at": None,
         "tunewire": {
-            "format": dataset_pb.DatasetFormat.Name(dataset.format)
-            .removeprefix("DATASET_FORMAT_")
-            .lower(),
+            "format": enum_words.display_word(dataset_pb.DatasetFormat, dataset.format),
             "records": dataset.report.valid_samples,
             "warnings": dataset.report.warning_count,
             "sha256": dataset.sha256,

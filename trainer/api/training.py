@@ -8,6 +8,7 @@ from collections import OrderedDict
 import grpc
 from google.protobuf import timestamp_pb2
 
+from tunewire import enum_words
 from tunewire.datasets.api import DatasetFormat
 from tunewire.errors import handles_errors
 from tunewire.trainer.artifacts import download as artifact_download
@@ -25,7 +26,8 @@ from tunewire.version import __version__
 GENERATE_TIMEOUT_SECONDS = 600
 # Serialized watch responses kept for subscribers that are a little behind.
 WIRE_CACHE_SIZE = 4096
-FEATURES = ("lora", "qlora", "dora", "full", "distributed", "wandb")
+# Every training method the proto has (by its word), then what else this server does.
+FEATURES = (*enum_words.words(training_job_pb.TrainingMethod), "distributed", "wandb")
 DATASET_FORMATS = tuple(found.value for found in DatasetFormat)  # the library's, in its order
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 
+from tunewire import enum_words
 from tunewire.errors import FieldViolation, ServiceError, invalid_argument, not_found
 from tunewire.reasons import Reason
 from tunewire.spec_defaults import ADAPTER_METHODS
@@ -34,7 +35,7 @@ class Artifact:
 
 
 def _no_artifacts(job: training_job_pb.TrainingJob, what: str) -> ServiceError:
-    state = training_job_pb.JobState.Name(job.state).removeprefix("JOB_STATE_")
+    state = enum_words.display_word(training_job_pb.JobState, job.state).upper()
     return ServiceError(
         grpc.StatusCode.FAILED_PRECONDITION,
         f"job {job.id} has no {what} to download (state {state})",

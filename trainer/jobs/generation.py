@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 
+from tunewire import enum_words
 from tunewire.errors import FieldViolation, ServiceError, invalid_argument
 from tunewire.reasons import Reason
 from tunewire.trainer.model_inspect import ModelUnusable, resolve_model_dir
@@ -65,7 +66,7 @@ def model_for_job(job: training_job_pb.TrainingJob) -> tuple[str, str | None]:
     if adapter and Path(adapter, "adapters.safetensors").is_file():
         # The base the adapter was trained on, as the job resolved it at creation.
         return job.resolved.model_path or job.spec.model, adapter
-    state = training_job_pb.JobState.Name(job.state).removeprefix("JOB_STATE_")
+    state = enum_words.display_word(training_job_pb.JobState, job.state).upper()
     raise ServiceError(
         grpc.StatusCode.FAILED_PRECONDITION,
         f"job {job.id} has no adapter or model yet (state {state}); generate after it finishes",

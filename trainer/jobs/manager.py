@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from tunewire import enum_words
 from tunewire.errors import FieldViolation, ServiceError, invalid_argument, not_found
 from tunewire.identity import Principal
 from tunewire.reasons import Reason
@@ -171,7 +172,7 @@ class JobManager:
         if job.state in TERMINAL_STATES:
             raise ServiceError(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"job {job_id} already ended ({training_job_pb.JobState.Name(job.state).removeprefix('JOB_STATE_')})",
+                f"job {job_id} already ended ({enum_words.display_word(training_job_pb.JobState, job.state).upper()})",
                 reason=Reason.JOB_ALREADY_ENDED,
                 resource_type="training job",
                 resource_name=job_id,

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 
+from tunewire import enum_words
 from tunewire.cli.common import add_connection_flags, run_client_command
 from tunewire.cli.render import human_bytes, job_details, job_table, state_name, table, to_json
 from tunewire.client import Client
-from tunewire.client.spec import enum_short_names
 from tunewire.v1 import training_job_pb2 as training_job_pb
 
-STATES = enum_short_names(training_job_pb.JobState.DESCRIPTOR)
+STATES = enum_words.by_word(training_job_pb.JobState)
 
 
 def build_jobs_parser() -> argparse.ArgumentParser:

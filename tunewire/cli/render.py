@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from tunewire.client.spec import enum_short_name
+from tunewire import enum_words
 from tunewire.v1 import dataset_pb2 as dataset_pb
 from tunewire.v1 import training_job_pb2 as training_job_pb
 
@@ -16,15 +16,15 @@ def to_json(message: Message) -> str:
 
 
 def state_name(state: int) -> str:
-    return enum_short_name(training_job_pb.JobState.DESCRIPTOR, state)
+    return enum_words.display_word(training_job_pb.JobState, state)
 
 
 def method_name(method: int) -> str:
-    return enum_short_name(training_job_pb.TrainingMethod.DESCRIPTOR, method)
+    return enum_words.display_word(training_job_pb.TrainingMethod, method)
 
 
 def format_name(fmt: int) -> str:
-    return enum_short_name(dataset_pb.DatasetFormat.DESCRIPTOR, fmt) if fmt else "unknown"
+    return enum_words.display_word(dataset_pb.DatasetFormat, fmt) if fmt else "unknown"
 
 
 def human_bytes(n: float) -> str:
@@ -116,7 +116,7 @@ def job_details(job: training_job_pb.TrainingJob) -> str:
     if job.distributed.world_size > 1:
         d = job.distributed
         lines.append(
-            f"ranks      {d.world_size} ({enum_short_name(training_job_pb.DistributedBackend.DESCRIPTOR, d.backend)}) "
+            f"ranks      {d.world_size} ({enum_words.display_word(training_job_pb.DistributedBackend, d.backend)}) "
             f"on {', '.join(d.hosts)}; throughput and loss are for the whole job"
         )
     if job.HasField("dataset_details"):

@@ -51,16 +51,6 @@ def suggest(word: str, choices) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def enum_short_names(enum: EnumDescriptor) -> dict[str, int]:
-    """{'lora': 1, ...}: every value by its word (`tunewire.enum_words`), UNSPECIFIED left out."""
-    return {w: enum_words.number(enum, w) for w in enum_words.words(enum)}
-
-
-def enum_short_name(enum: EnumDescriptor, number: int) -> str:
-    """'running' for JOB_STATE_RUNNING; the number itself when unknown."""
-    return enum_words.display_word(enum, number)
-
-
 def spec_from_dict(data: Mapping) -> training_job_pb.TrainingJobSpec:
     """A TrainingJobSpec from a mapping, or SpecError listing every problem."""
     spec = training_job_pb.TrainingJobSpec()
