@@ -14,6 +14,7 @@ from pathlib import Path, PurePath
 import grpc
 
 from tunewire.errors import FieldViolation, ServiceError, invalid_argument
+from tunewire.reasons import Reason
 
 MAX_PATH_LENGTH = 4096
 
@@ -50,7 +51,7 @@ def confine(raw: str, roots: tuple[Path, ...], field: str) -> Path:
         raise ServiceError(
             grpc.StatusCode.NOT_FOUND,
             f"{field}: no file at {raw!r}",
-            reason="FILE_NOT_FOUND",
+            reason=Reason.FILE_NOT_FOUND,
             violations=[FieldViolation(field, f"no file at {raw!r}")],
         ) from None
     except OSError as exc:
@@ -66,6 +67,6 @@ def _denied(raw: str, field: str, why: str) -> ServiceError:
     return ServiceError(
         grpc.StatusCode.PERMISSION_DENIED,
         f"{field}: path {raw!r} refused: {why}",
-        reason="PATH_OUTSIDE_DATA_ROOTS",
+        reason=Reason.PATH_OUTSIDE_DATA_ROOTS,
         violations=[FieldViolation(field, f"refused: {why}")],
     )

@@ -86,3 +86,26 @@ def test_a_service_error_becomes_a_status_with_every_detail():
     assert found["ResourceInfo"].resource_name == "j1"
     delay = found["RetryInfo"].retry_delay
     assert (delay.seconds, delay.nanos) == (1, 500_000_000)
+
+
+def reason_literals(root: Path) -> list[str]:
+    """Every string constant in the production code (outside the catalogue) that spells a
+    catalogue reason: code must name `Reason.X`, so a renamed or removed reason fails at
+    import instead of drifting silently."""
+    import ast
+
+    names = {r.value for r in Reason}
+    found = []
+    for folder in ("trainer", "gateway", "tunewire", "datasets"):
+        for path in sorted((root / folder).rglob("*.py")):
+            if path.name == "reasons.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Constant) and node.value in names:
+                    found.append(f"{path.relative_to(root)}:{node.lineno}: {node.value!r}")
+    return found
+
+
+def test_code_names_reasons_through_the_catalogue_never_as_bare_strings():
+    root = ERRORS_PROTO.parents[3]
+    assert reason_literals(root) == []

@@ -12,6 +12,7 @@ import time
 import mlx.core as mx
 from mlx.nn.utils import average_gradients
 
+from tunewire.reasons import Reason
 from tunewire.trainer.protocol.config import DistributedSettings
 from tunewire.trainer.worker.errors import WorkerError
 
@@ -63,12 +64,12 @@ def init_world(settings: DistributedSettings) -> World:
         group = mx.distributed.init(strict=True, backend=settings.backend)
     except RuntimeError as exc:
         raise WorkerError(
-            "DISTRIBUTED_INIT_FAILED",
+            Reason.DISTRIBUTED_INIT_FAILED,
             f"cannot join the {settings.backend} group of {settings.world_size} ranks: {exc}",
         ) from None
     if group.size() != settings.world_size:
         raise WorkerError(
-            "DISTRIBUTED_INIT_FAILED",
+            Reason.DISTRIBUTED_INIT_FAILED,
             f"the {settings.backend} group has {group.size()} ranks, the job asks for "
             f"{settings.world_size}",
         )

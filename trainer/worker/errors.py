@@ -9,7 +9,7 @@ class WorkerError(Exception):
     """`reason` comes from the catalogue (tunewire.reasons); `message` tells a person what to
     change."""
 
-    def __init__(self, reason: Reason | str, message: str):
+    def __init__(self, reason: Reason, message: str):
         super().__init__(message)
         self.reason = Reason(reason)
         self.message = message

@@ -24,6 +24,7 @@ from mlx_lm.utils import (
 )
 from mlx_lm.utils import load_model as mlx_load_model
 
+from tunewire.reasons import Reason
 from tunewire.trainer.protocol.config import WorkerConfig
 from tunewire.trainer.worker.errors import WorkerError
 
@@ -50,7 +51,7 @@ def resolve_model_path(model: str) -> Path:
         return Path(snapshot_download(model, allow_patterns=DEFAULT_ALLOW_PATTERNS))
     except Exception as exc:
         raise WorkerError(
-            "MODEL_NOT_FOUND",
+            Reason.MODEL_NOT_FOUND,
             f"model not found: {model!r} is neither a local directory nor a cached or "
             f"reachable hub model ({type(exc).__name__}: {exc})",
         ) from None
@@ -60,12 +61,12 @@ def load_model(model: str) -> LoadedModel:
     """mlx-lm's loader, with its failures turned into errors a user can act on."""
     path = resolve_model_path(model)
     if not (path / "config.json").is_file():
-        raise WorkerError("MODEL_NOT_FOUND", f"model not found: {path} has no config.json")
+        raise WorkerError(Reason.MODEL_NOT_FOUND, f"model not found: {path} has no config.json")
     try:
         module, config = mlx_load_model(path)
         tokenizer = load_tokenizer(path, eos_token_ids=config.get("eos_token_id"))
     except (FileNotFoundError, ValueError, KeyError) as exc:
-        raise WorkerError("MODEL_LOAD_FAILED", f"cannot load model {model!r}: {exc}") from None
+        raise WorkerError(Reason.MODEL_LOAD_FAILED, f"cannot load model {model!r}: {exc}") from None
     return LoadedModel(module, tokenizer, config, path)
 
 
@@ -111,7 +112,7 @@ def resolve_target_modules(model: nn.Module, target_modules: list[str]) -> list[
         if not matches:
             short = sorted({p.rsplit(".", 1)[-1] for p in available})
             raise WorkerError(
-                "UNKNOWN_TARGET_MODULE",
+                Reason.UNKNOWN_TARGET_MODULE,
                 f"unknown target module {name!r}: this model's blocks have "
                 f"{', '.join(short)} (or the paths {', '.join(available)})",
             )
@@ -160,7 +161,7 @@ def apply_method(model: nn.Module, config: WorkerConfig) -> AdapterSetup:
     if config.method == "full":
         if is_quantized(model):
             raise WorkerError(
-                "UNSUPPORTED",
+                Reason.UNSUPPORTED,
                 f"full fine-tuning needs a float model, but {config.model} is quantized; "
                 "use QLORA, or a float base model",
             )
@@ -169,7 +170,7 @@ def apply_method(model: nn.Module, config: WorkerConfig) -> AdapterSetup:
     n_blocks = len(model.layers)
     if lora.num_layers > n_blocks:
         raise WorkerError(
-            "INVALID_CONFIG",
+            Reason.INVALID_CONFIG,
             f"lora.num_layers={lora.num_layers} but the model has only {n_blocks} blocks",
         )
     num_layers = n_blocks if lora.num_layers in (-1, 0) else lora.num_layers

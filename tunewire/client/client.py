@@ -30,6 +30,7 @@ from tunewire.client.errors import TunewireError, Violation, from_rpc_error
 from tunewire.client.spec import SpecError, spec_from_dict
 from tunewire.client.watch import watch_events
 from tunewire.identity import AUTHORIZATION_HEADER, INTERNAL_TOKEN_HEADER
+from tunewire.reasons import Reason
 from tunewire.v1 import dataset_pb2 as dataset_pb
 from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
 from tunewire.v1 import dataset_service_pb2_grpc as dataset_service_grpc
@@ -150,7 +151,7 @@ class Client:
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"invalid spec: {error}",
                     violations=[Violation(f"spec.{path}", why) for path, why in error.problems],
-                    reason="INVALID_ARGUMENT",
+                    reason=Reason.INVALID_ARGUMENT,
                     address=self.address,
                 ) from None
         request = training_service_pb.CreateTrainingJobRequest(
