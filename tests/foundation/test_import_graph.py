@@ -224,3 +224,52 @@ def test_generated_modules_have_one_alias_each():
                     if alias.asname != stem + kind:
                         wrong.append(f"{where}: {alias.name} as {alias.asname}, not {stem + kind}")
     assert wrong == []
+
+
+def external_roots(path: Path) -> set[str]:
+    """The top-level names of the third-party modules `path` imports anywhere in its body."""
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def reachable(start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(graph().get(module, ()))
+    return seen
+
+
+def test_mlx_is_imported_only_where_a_worker_or_the_cli_runs():
+    """The daemon and the gateway must start, and stay small, without mlx: only the worker
+    processes (and the CLI's model commands, which run in the user's own process) import it,
+    not even through a function-level import of a shared module."""
+    files = module_files()
+    uses_mlx = {m for m, path in files.items() if external_roots(path) & {"mlx", "mlx_lm"}}
+    allowed = ("tunewire.trainer.worker", "tunewire.models")
+    assert all(m.startswith(allowed) for m in uses_mlx), sorted(uses_mlx)
+    servers = [
+        m
+        for m in files
+        if part_of(m) == "gateway"
+        or (part_of(m) == "trainer" and not m.startswith("tunewire.trainer.worker"))
+    ]
+    leaks = {m: sorted(reachable(m) & uses_mlx) for m in servers if reachable(m) & uses_mlx}
+    assert leaks == {}, f"server modules that reach mlx: {leaks}"
+
+
+def test_the_gateway_and_the_trainer_never_import_each_other():
+    crossing = [
+        f"{m} -> {t}"
+        for m, targets in sorted(graph().items())
+        for t in sorted(targets)
+        if {part_of(m), part_of(t)} == {"gateway", "trainer"}
+    ]
+    assert crossing == []

@@ -24,10 +24,11 @@ from google.protobuf.message import Message
 from tunewire import enum_words
 from tunewire.trainer.jobs import spec as job_spec
 from tunewire.trainer.protocol import config as worker
+from tunewire.trainer.protocol import job_layout
 from tunewire.trainer.protocol.codec import PROTOCOL_VERSION
 from tunewire.v1 import training_job_pb2 as training_job_pb
 
-CONFIG_FILE = "worker_config.json"
+CONFIG_FILE = job_layout.CONFIG_FILE
 
 
 class StaleJob(ValueError):

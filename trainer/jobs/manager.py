@@ -25,6 +25,7 @@ from tunewire.trainer.jobs import spec as spec_path
 from tunewire.trainer.jobs.data import JobDataPreparer
 from tunewire.trainer.jobs.event_bus import EventBus
 from tunewire.trainer.jobs.runner import JobRunner, state_event
+from tunewire.trainer.protocol import job_layout
 from tunewire.trainer.store.jobs import TERMINAL_STATES, JobStore, now_timestamp
 from tunewire.v1 import training_event_pb2 as training_event_pb
 from tunewire.v1 import training_job_pb2 as training_job_pb
@@ -79,7 +80,7 @@ class JobManager:
         prepared = None
         if spec.HasField("dataset") and spec.dataset.WhichOneof("source"):
             prepared, data_violations = await self._data.prepare(
-                who, resolved.spec, job_dir / "data"
+                who, resolved.spec, job_dir / job_layout.DATA_DIR
             )
             violations += data_violations
         if violations or prepared is None:

@@ -22,10 +22,10 @@ from tunewire.reasons import Reason
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.jobs import handoff
 from tunewire.trainer.jobs.event_bus import EventBus
-from tunewire.trainer.jobs.spec import LOG_FILE
 from tunewire.trainer.jobs.worker_events import log_event, translate
 from tunewire.trainer.processes import blas, launch, supervisor
 from tunewire.trainer.protocol import events as protocol
+from tunewire.trainer.protocol import job_layout
 from tunewire.trainer.protocol.commands import Command
 from tunewire.trainer.protocol.config import WorkerConfig
 from tunewire.trainer.protocol.events import Outcome
@@ -61,14 +61,14 @@ def state_event(previous: int, state: int, reason: str, error: status_pb2.Status
 
 def latest_checkpoint_dir(job_dir: Path) -> Path | None:
     """The newest complete checkpoint: directories appear by atomic rename."""
-    root = job_dir / "checkpoints"
+    root = job_dir / job_layout.CHECKPOINTS_DIR
     if not root.is_dir():
         return None
     steps = sorted(
         (
             p
             for p in root.iterdir()
-            if p.is_dir() and p.name.isdigit() and (p / "state.json").is_file()
+            if p.is_dir() and p.name.isdigit() and (p / job_layout.CHECKPOINT_STATE_FILE).is_file()
         ),
         key=lambda p: int(p.name),
     )
@@ -201,9 +201,7 @@ class JobRunner:
         env = blas.worker_env(dict(os.environ), threads=threads)
         env["PYTHONUNBUFFERED"] = "1"
         return [
-            supervisor.RankCommand(
-                rank_argv, rank_env, job_dir / (LOG_FILE if rank == 0 else f"train.rank{rank}.log")
-            )
+            supervisor.RankCommand(rank_argv, rank_env, job_dir / job_layout.rank_log_file(rank))
             for rank, (rank_argv, rank_env) in enumerate(
                 launch.rank_commands(config.distributed, job_dir, argv, base_env=env)
             )

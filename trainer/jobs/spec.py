@@ -19,9 +19,10 @@ from tunewire.spec_defaults import Context, apply_defaults
 from tunewire.trainer import model_inspect
 from tunewire.trainer.jobs import checks
 from tunewire.trainer.model_inspect import ModelInfo
+from tunewire.trainer.protocol import job_layout
 from tunewire.v1 import training_job_pb2 as training_job_pb
 
-LOG_FILE = "train.log"
+LOG_FILE = job_layout.LOG_FILE
 
 
 @dataclass(frozen=True)

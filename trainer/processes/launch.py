@@ -28,9 +28,10 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from tunewire.trainer.protocol import job_layout
 from tunewire.trainer.protocol.config import DistributedSettings
 
-HOSTFILE_NAME = "mlx_hostfile.json"
+HOSTFILE_NAME = job_layout.HOSTFILE
 WORKER_MODULE = "tunewire.trainer.worker"
 EVENTS_FD_FLAG = "--events-fd"
 LOCAL_NAMES = {"", "localhost", "127.0.0.1", "::1"}

@@ -19,10 +19,11 @@ import mlx.core as mx
 from mlx import nn
 from mlx.utils import tree_flatten
 
+from tunewire.trainer.protocol import job_layout
 from tunewire.trainer.protocol.config import WorkerConfig
 from tunewire.trainer.worker.model_setup import AdapterSetup, LoadedModel
 
-ADAPTERS_DIR = "adapters"
+ADAPTERS_DIR = job_layout.ADAPTERS_DIR
 MODEL_DIR = "model"
 
 

@@ -21,10 +21,12 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-CHECKPOINTS = "checkpoints"
+from tunewire.trainer.protocol import job_layout
+
+CHECKPOINTS = job_layout.CHECKPOINTS_DIR
 WEIGHTS_FILE = "adapters.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
-STATE_FILE = "state.json"
+STATE_FILE = job_layout.CHECKPOINT_STATE_FILE
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 TMP_PREFIX = ".tmp-"
 

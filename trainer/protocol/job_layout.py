@@ -1,0 +1,24 @@
+"""The names inside a job's directory ($TUNEWIRE_HOME/jobs/<id>/): the one owner both sides
+read them from, so the daemon finds what the worker writes. mlx-free (the daemon imports it).
+
+    worker_config.json   the worker's config, written by the runner at each start
+    train.log            rank 0's output (other ranks: train.rank<N>.log)
+    data/                the job's train/validation split of its dataset
+    checkpoints/<step>/  one directory per checkpoint, complete once state.json is in it
+    adapters/            the final adapter (moved into place whole)
+    mlx_hostfile.json    the ranks' hosts of a distributed job
+"""
+
+from __future__ import annotations
+
+CONFIG_FILE = "worker_config.json"
+LOG_FILE = "train.log"
+DATA_DIR = "data"
+CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_STATE_FILE = "state.json"
+ADAPTERS_DIR = "adapters"
+HOSTFILE = "mlx_hostfile.json"
+
+
+def rank_log_file(rank: int) -> str:
+    return LOG_FILE if rank == 0 else f"train.rank{rank}.log"
