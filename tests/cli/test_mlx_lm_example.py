@@ -168,6 +168,13 @@ def test_the_other_optimizers_settings_are_ignored_as_mlx_lm_does(data_folder, t
     assert any("ignored 'optimizer_config.sgd'" in note for note in config.notes)
 
 
+def test_adams_bias_correction_is_taken_from_mlx_lms_optimizer_config(data_folder, tmp_path):
+    text = with_model_and_data(EXAMPLE.read_text(), tmp_path / "model", data_folder)
+    line = "optimizer: adamw\noptimizer_config: {adamw: {bias_correction: false}}\n"
+    hp = parse_config(text + line, "x.yaml").to_spec().hyperparameters
+    assert hp.HasField("bias_correction") and hp.bias_correction is False
+
+
 def test_the_example_trains_as_it_is(services, sixteen_blocks, data_folder):
     config = services.root / "lora_config.yaml"
     config.write_text(with_model_and_data(EXAMPLE.read_text(), sixteen_blocks, data_folder))

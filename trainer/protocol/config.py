@@ -67,6 +67,7 @@ class Hyperparameters:
     gradient_checkpointing: bool = field(metadata={"help": "Recompute activations."})
     seed: int = field(metadata={"help": "Seed of adapters, data order and dropout."})
     max_grad_norm: float = field(metadata={"help": "Global-norm clip; 0: off."})
+    bias_correction: bool = field(metadata={"help": "Adam(W) moment bias correction."})
 
 
 @dataclass(kw_only=True)

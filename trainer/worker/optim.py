@@ -43,9 +43,11 @@ def learning_rate_schedule(hp: Hyperparameters, steps: int):
 def build_optimizer(hp: Hyperparameters, steps: int) -> optim.Optimizer:
     lr = learning_rate_schedule(hp, steps)
     if hp.optimizer == "adamw":
-        return optim.AdamW(learning_rate=lr, weight_decay=hp.weight_decay)
+        return optim.AdamW(
+            learning_rate=lr, weight_decay=hp.weight_decay, bias_correction=hp.bias_correction
+        )
     if hp.optimizer == "adam":
-        return optim.Adam(learning_rate=lr)
+        return optim.Adam(learning_rate=lr, bias_correction=hp.bias_correction)
     if hp.optimizer == "sgd":
         return optim.SGD(learning_rate=lr, weight_decay=hp.weight_decay)
     # relative_step=False: use our learning rate and schedule, not Adafactor's own.

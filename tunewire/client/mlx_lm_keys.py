@@ -241,12 +241,13 @@ def _optimizer_config(value: Any, chosen: str, put: Put, config: Any, here: str)
                 )
             continue
         for setting, v in settings.items():
-            if setting == "weight_decay":
-                put("hyperparameters.weight_decay", v, f"optimizer_config.{name}.weight_decay")
+            if setting in ("weight_decay", "bias_correction"):
+                put(f"hyperparameters.{setting}", v, f"optimizer_config.{name}.{setting}")
             else:
                 problems.append(
                     f"{here}: optimizer_config.{name}.{setting} is not supported "
-                    "(only weight_decay; tunewire sets the other optimizer settings)"
+                    "(only weight_decay and bias_correction; tunewire sets the other "
+                    "optimizer settings)"
                 )
     return problems
 
