@@ -11,6 +11,12 @@ from pathlib import Path
 from tunewire import addresses
 from tunewire.identity import INTERNAL_TOKEN_ENV
 
+DATABASE_ENV = "TUNEWIRE_DATABASE"
+
+
+def db_url(value: str) -> bool:
+    return value.startswith(("postgresql://", "postgres://"))
+
 
 def default_home() -> Path:
     return Path(os.environ.get("TUNEWIRE_HOME", "./.tunewire")).resolve()
@@ -19,6 +25,21 @@ def default_home() -> Path:
 @dataclass(frozen=True)
 class TrainerConfig:
     home: Path = field(default_factory=default_home, metadata={"help": "State directory."})
+    database: str = field(
+        default="",
+        repr=False,  # a URL may carry a password
+        metadata={
+            "help": "postgresql://... to share one database (and queue) with other trainers; "
+            "'': SQLite in HOME/state.db."
+        },
+    )
+    artifact_root: Path | None = field(
+        default=None,
+        metadata={
+            "help": "Where datasets and jobs' files live (a shared filesystem when trainers "
+            "share a database); None: the home."
+        },
+    )
     listen: str = field(
         default=addresses.DEFAULT_TRAINER,
         metadata={"help": "host:port, or unix:PATH; 'unix' alone means HOME/trainer.sock."},
@@ -53,12 +74,16 @@ class TrainerConfig:
         return self.home / "state.db"
 
     @property
+    def artifacts(self) -> Path:
+        return self.artifact_root or self.home
+
+    @property
     def jobs_dir(self) -> Path:
-        return self.home / "jobs"
+        return self.artifacts / "jobs"
 
     @property
     def datasets_dir(self) -> Path:
-        return self.home / "datasets"
+        return self.artifacts / "datasets"
 
     @property
     def allowed_roots(self) -> tuple[Path, ...]:
@@ -97,6 +122,19 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
         default=[],
         help="directory whose files may be used as datasets (repeatable; default: the current directory and the home)",
     )
+    parser.add_argument(
+        "--database",
+        default=os.environ.get(DATABASE_ENV, ""),
+        help="postgresql://user@host/db to share one database and queue with other trainers "
+        f"(default ${DATABASE_ENV}, else SQLite in the home)",
+    )
+    parser.add_argument(
+        "--artifact-root",
+        type=Path,
+        default=None,
+        help="directory for datasets and jobs' files, shared by the trainers of one database "
+        "(default: the home)",
+    )
     parser.add_argument("--max-running-jobs", type=int, default=1)
     parser.add_argument(
         "--cancel-grace",
@@ -107,8 +145,14 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
     args = parser.parse_args(argv)
     if args.max_running_jobs < 1:
         parser.error(f"--max-running-jobs must be at least 1, got {args.max_running_jobs}")
+    if args.database and not db_url(args.database):
+        parser.error(
+            f"--database must be a postgresql:// URL (SQLite is the default), got {args.database[:40]!r}"
+        )
     return TrainerConfig(
         home=(args.home or default_home()).resolve(),
+        database=args.database,
+        artifact_root=args.artifact_root.resolve() if args.artifact_root else None,
         listen=args.listen,
         data_roots=tuple(p.resolve() for p in args.data_root),
         internal_token=os.environ.get(INTERNAL_TOKEN_ENV, ""),

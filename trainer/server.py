@@ -24,6 +24,7 @@ from tunewire.trainer.jobs.event_bus import EventBus
 from tunewire.trainer.jobs.manager import JobManager
 from tunewire.trainer.jobs.runner import JobRunner
 from tunewire.trainer.store import db
+from tunewire.trainer.store.database import open_database
 from tunewire.trainer.store.datasets import DatasetStore
 from tunewire.trainer.store.jobs import JobStore
 from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
@@ -54,7 +55,7 @@ class TrainerServer:
     bus: EventBus
     health: health.aio.HealthServicer
     capabilities: asyncio.Future
-    _conn: object
+    _conn: db.Database
 
     @property
     def credential(self) -> str:
@@ -95,7 +96,10 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
     for directory in (config.home, config.jobs_dir, config.datasets_dir):
         directory.mkdir(parents=True, exist_ok=True)
 
-    conn = db.connect(config.db_path)
+    try:
+        conn = open_database(config.database or config.db_path)
+    except db.DatabaseError as exc:
+        raise ConfigError(str(exc)) from None
     store = JobStore(conn)
     datasets = DatasetManager(config, DatasetStore(conn))
     bus = EventBus()

@@ -44,10 +44,11 @@ def short_records(n: int) -> bytes:
 
 
 @pytest.fixture
-async def idle_trainer(tmp_path, data_dir):
-    """A trainer that accepts jobs but never starts a worker."""
+async def idle_trainer(tmp_path, data_dir, database_target):
+    """A trainer that accepts jobs but never starts a worker (once per store driver)."""
     config = TrainerConfig(
         home=tmp_path / "home",
+        database=database_target if database_target.startswith("postgresql:") else "",
         listen="127.0.0.1:0",
         data_roots=(data_dir,),
         max_running_jobs=0,
@@ -287,9 +288,11 @@ async def test_a_full_disk_during_a_split_leaves_no_split(idle_trainer, monkeypa
 def test_a_database_from_before_per_owner_names_keeps_them(tmp_path):
     from tunewire.identity import ADMIN, Principal
     from tunewire.trainer.store import db
+    from tunewire.trainer.store.database import open_database
     from tunewire.trainer.store.datasets import DatasetStore, Ownership
 
-    conn = db.connect(tmp_path / "state.db")
+    path = tmp_path / "state.db"
+    conn = db.connect(path)
     old = dataset_pb.Dataset(id="ds-1", display_name="first name", owner="alice")
     old.create_time.FromSeconds(1_700_000_000)
     conn.executescript(
@@ -299,7 +302,8 @@ def test_a_database_from_before_per_owner_names_keeps_them(tmp_path):
     )
     conn.execute("INSERT INTO datasets VALUES ('ds-1', 1700000000, ?)", (old.SerializeToString(),))
     conn.execute("INSERT INTO dataset_owners VALUES ('ds-1', 'alice')")
-    store = DatasetStore(conn)
+    conn.close()
+    store = DatasetStore(open_database(path))
     store.add_owner("ds-1", Ownership("bob", "bob's name", 1_800_000_000.5))
     seen = store.visible(Principal("alice"), "ds-1")
     assert (seen.display_name, seen.create_time.seconds) == ("first name", 1_700_000_000)

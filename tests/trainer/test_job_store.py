@@ -1,10 +1,9 @@
-"""Jobs and their event logs in SQLite: contiguous sequences, atomic with job changes, durable."""
-
-import sqlite3
+"""Jobs and their event logs, on both drivers: contiguous sequences, atomic with job changes, durable."""
 
 import pytest
 
 from tunewire.trainer.store import db
+from tunewire.trainer.store.database import open_database
 from tunewire.trainer.store.jobs import JobStore, now_timestamp
 from tunewire.v1 import training_event_pb2 as training_event_pb
 from tunewire.v1 import training_job_pb2 as training_job_pb
@@ -26,22 +25,28 @@ def _log(message: str) -> training_event_pb.TrainingEvent:
     return training_event_pb.TrainingEvent(log=training_event_pb.LogLine(message=message))
 
 
-def test_events_get_contiguous_sequences_and_survive_reopening(tmp_path):
-    path = tmp_path / "state.db"
-    store = JobStore(db.connect(path))
+@pytest.fixture
+def store(database_target):
+    database = open_database(database_target)
+    yield JobStore(database)
+    database.close()
+
+
+def test_events_get_contiguous_sequences_and_survive_reopening(database_target, store):
     store.insert(_new_job("job-1"), _log("created"))
     for i in range(5):
         _, event = store.update("job-1", None, _log(f"line {i}"))
         assert event.sequence == i + 2
-    reopened = JobStore(db.connect(path))
+    database = open_database(database_target)
+    reopened = JobStore(database)
     events = reopened.events_after("job-1", 0)
     assert [e.sequence for e in events] == [1, 2, 3, 4, 5, 6]
     assert [e.log.message for e in reopened.events_after("job-1", 4)] == ["line 3", "line 4"]
     assert reopened.get("job-1").last_event_sequence == 6
+    database.close()
 
 
-def test_a_failing_change_stores_neither_the_change_nor_the_event(tmp_path):
-    store = JobStore(db.connect(tmp_path / "state.db"))
+def test_a_failing_change_stores_neither_the_change_nor_the_event(store):
     store.insert(_new_job("job-1"), _log("created"))
 
     def broken(job):
@@ -54,18 +59,16 @@ def test_a_failing_change_stores_neither_the_change_nor_the_event(tmp_path):
     assert [e.sequence for e in store.events_after("job-1", 0)] == [1]
 
 
-def test_request_ids_are_unique_per_owner(tmp_path):
-    store = JobStore(db.connect(tmp_path / "state.db"))
+def test_request_ids_are_unique_per_owner(store):
     store.insert(_new_job("job-1", "alice", "req-1"), _log("created"))
     store.insert(_new_job("job-2", "bob", "req-1"), _log("created"))
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(db.IntegrityError):
         store.insert(_new_job("job-3", "alice", "req-1"), _log("created"))
     assert store.find_by_request_id("alice", "req-1").id == "job-1"
     assert store.events_after("job-3", 0) == []
 
 
-def test_listing_pages_filters_by_owner_and_state(tmp_path):
-    store = JobStore(db.connect(tmp_path / "state.db"))
+def test_listing_pages_filters_by_owner_and_state(store):
     for i in range(7):
         store.insert(_new_job(f"job-{i}", "alice" if i % 2 else "bob"), _log("created"))
     store.update("job-1", lambda j: setattr(j, "state", training_job_pb.JOB_STATE_RUNNING))

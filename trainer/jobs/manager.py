@@ -10,7 +10,6 @@ import asyncio
 import os
 import secrets
 import shutil
-import sqlite3
 from collections.abc import AsyncIterator
 
 import grpc
@@ -26,6 +25,7 @@ from tunewire.trainer.jobs.data import JobDataPreparer
 from tunewire.trainer.jobs.event_bus import EventBus
 from tunewire.trainer.jobs.runner import JobRunner, state_event
 from tunewire.trainer.protocol import job_layout
+from tunewire.trainer.store import db
 from tunewire.trainer.store.jobs import TERMINAL_STATES, JobStore, now_timestamp
 from tunewire.v1 import training_event_pb2 as training_event_pb
 from tunewire.v1 import training_job_pb2 as training_job_pb
@@ -109,7 +109,7 @@ class JobManager:
                     f"created by {who.name}",
                 ),
             )
-        except sqlite3.IntegrityError:
+        except db.IntegrityError:
             # The same request_id raced with us; the other call created the job.
             shutil.rmtree(job_dir, ignore_errors=True)
             earlier = self._store.find_by_request_id(who.name, request_id)
