@@ -75,7 +75,7 @@ BASE_SPEC = {
     "hyperparameters": {
         "max_steps": 12,
         "batch_size": 4,
-        "learning_rate": 0.05,
+        "learning_rate": 0.01,
         "max_seq_length": 64,
         "optimizer": "adam",
         "seed": 0,
