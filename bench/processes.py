@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.common import PYTHON
+from bench.common import PYTHON, WORK
 from tunewire.trainer.processes.launch import with_events_fd, worker_argv
 from tunewire.trainer.protocol import events as protocol
 
@@ -157,6 +157,8 @@ class Daemon:
                 self.address,
                 "--data-root",
                 str(data_root),
+                "--model-root",
+                str(WORK / "models"),
             ],
             env=env,
             stdout=self._log,

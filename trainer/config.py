@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tunewire import addresses
 from tunewire.identity import INTERNAL_TOKEN_ENV
+from tunewire.trainer.paths import Roots, huggingface_cache
 
 DATABASE_ENV = "TUNEWIRE_DATABASE"
 
@@ -46,6 +47,13 @@ class TrainerConfig:
     )
     data_roots: tuple[Path, ...] = field(
         default=(), metadata={"help": "Directories whose files jobs and validation may read."}
+    )
+    model_roots: tuple[Path, ...] = field(
+        default=(),
+        metadata={
+            "help": "Directories whose model folders jobs may load, besides HOME/models and "
+            "the Hugging Face cache."
+        },
     )
     internal_token: str = field(
         default="",
@@ -86,10 +94,24 @@ class TrainerConfig:
         return self.artifacts / "datasets"
 
     @property
-    def allowed_roots(self) -> tuple[Path, ...]:
-        """Roots for server-side paths: the flags, else the start directory and the home."""
-        roots = self.data_roots or (Path.cwd(), self.home)
-        return tuple(Path(r).resolve() for r in roots)
+    def allowed_roots(self) -> Roots:
+        """Roots for dataset paths: the flags, else the start directory; never the home
+        (paths.py keeps it out unless a root lies inside it)."""
+        roots = self.data_roots or (Path.cwd(),)
+        return Roots(tuple(Path(r).resolve() for r in roots), state_dirs=self.state_dirs)
+
+    @property
+    def allowed_model_roots(self) -> Roots:
+        """Roots for local model folders: HOME/models, the Hugging Face cache, the flags."""
+        roots = (self.home / "models", huggingface_cache(), *self.model_roots)
+        return Roots(
+            tuple(Path(r).resolve() for r in roots), state_dirs=self.state_dirs, kind="model"
+        )
+
+    @property
+    def state_dirs(self) -> tuple[Path, ...]:
+        """What no client path may reach: the home, and the artifact root."""
+        return tuple(dict.fromkeys((self.home.resolve(), self.artifacts.resolve())))
 
     @property
     def listen_address(self) -> str:
@@ -120,7 +142,16 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
         action="append",
         type=Path,
         default=[],
-        help="directory whose files may be used as datasets (repeatable; default: the current directory and the home)",
+        help="directory whose files may be used as datasets (repeatable; default: the current "
+        "directory; the state directory only through a root inside it)",
+    )
+    parser.add_argument(
+        "--model-root",
+        action="append",
+        type=Path,
+        default=[],
+        help="directory whose model folders jobs may load (repeatable; always allowed: "
+        "HOME/models and the Hugging Face cache)",
     )
     parser.add_argument(
         "--database",
@@ -155,6 +186,7 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
         artifact_root=args.artifact_root.resolve() if args.artifact_root else None,
         listen=args.listen,
         data_roots=tuple(p.resolve() for p in args.data_root),
+        model_roots=tuple(p.resolve() for p in args.model_root),
         internal_token=os.environ.get(INTERNAL_TOKEN_ENV, ""),
         max_running_jobs=args.max_running_jobs,
         cancel_grace_seconds=args.cancel_grace,

@@ -14,8 +14,11 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunewire.trainer.paths import MAX_PATH_LENGTH, Roots, confined_path
+
 _BLOCK_WEIGHT = re.compile(r"(?:^|\.)layers\.(\d+)\.(.+)\.weight$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+MAX_HUB_ID = 96 * 2 + 1  # huggingface_hub's limit for each of owner and name, and the slash
 
 
 class ModelUnusable(ValueError):
@@ -33,23 +36,33 @@ class ModelInfo:
     quantized: bool
 
 
-def resolve_model_dir(model: str) -> Path:
-    """A local directory, or the cached snapshot of a hub id (fetched when online)."""
+def resolve_model_dir(model: str, roots: Roots, field: str = "model") -> Path:
+    """A local directory inside the model roots, or the cached snapshot of a hub id
+    (fetched when online). A path outside the roots is PERMISSION_DENIED (a
+    ServiceError from paths.py), before anything there is looked at."""
     if not model or not model.strip():
         raise ModelUnusable("no model given; pass a local directory or a Hugging Face hub id")
-    local = Path(model).expanduser()
-    if local.exists() or model.startswith((".", "/", "~")):
+    if "\x00" in model or len(model) > MAX_PATH_LENGTH:
+        raise ModelUnusable(
+            f"is not a usable model name ({len(model)} characters or a NUL byte); "
+            f"give a hub id or a path of at most {MAX_PATH_LENGTH} characters"
+        )
+    if model.startswith((".", "/", "~")) or not _HUB_ID.match(model):
+        if not model.startswith((".", "/", "~")) and os.sep not in model:
+            raise ModelUnusable(
+                f"{model[:200]!r} is neither a path to a model directory nor a hub id of the "
+                "form 'org/name'"
+            )
+        local = Path(confined_path(model, roots, field))
         if not local.is_dir():
             raise ModelUnusable(f"{model!r} is not a directory")
         if not (local / "config.json").is_file():
             raise ModelUnusable(
                 f"{model!r} has no config.json; is it a model in the Hugging Face layout?"
             )
-        return local.resolve()
-    if not _HUB_ID.match(model):
-        raise ModelUnusable(
-            f"{model!r} is neither an existing directory nor a hub id of the form 'org/name'"
-        )
+        return local
+    if len(model) > MAX_HUB_ID:
+        raise ModelUnusable(f"a hub id is at most {MAX_HUB_ID} characters, got {len(model)}")
     return _hub_snapshot(model)
 
 
@@ -105,8 +118,8 @@ def _weight_shapes(model_dir: Path) -> dict[str, list[int]]:
     return shapes
 
 
-def inspect_model(model: str) -> ModelInfo:
-    model_dir = resolve_model_dir(model)
+def inspect_model(model: str, roots: Roots, field: str = "model") -> ModelInfo:
+    model_dir = resolve_model_dir(model, roots, field)
     try:
         config = json.loads((model_dir / "config.json").read_text())
     except (OSError, ValueError) as exc:

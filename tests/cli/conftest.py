@@ -14,12 +14,12 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory) -> Services:
+def services(tmp_path_factory, tiny_model_dir) -> Services:
     """Trainer and gateway, shared by one test module (starting them takes seconds)."""
     root = tmp_path_factory.mktemp("cli")
     for name in ("alpaca_example.json", "sharegpt_example.json"):
         shutil.copy(EXAMPLES / name, root / name)
-    stack = Services(root)
+    stack = Services(root, model_root=tiny_model_dir.parent)
     try:
         stack.start_trainer()
         stack.start_gateway()

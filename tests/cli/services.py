@@ -59,6 +59,7 @@ def stop(
 @dataclass
 class Services:
     root: Path
+    model_root: Path | None = None  # where the tests' model lives (the tiny model's folder)
     trainer_port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
@@ -99,6 +100,7 @@ class Services:
                 f"127.0.0.1:{self.trainer_port}",
                 "--data-root",
                 str(self.root),
+                *(["--model-root", str(self.model_root)] if self.model_root else []),
                 "--cancel-grace",
                 "10",
             ],

@@ -120,6 +120,7 @@ async def start_stack(
         home=home,
         listen="127.0.0.1:0",
         data_roots=(data, model_dir.parent, tmp_path, *extra_roots),
+        model_roots=(model_dir.parent,),
         max_running_jobs=max_running_jobs,
         cancel_grace_seconds=5,
         shutdown_grace_seconds=5,

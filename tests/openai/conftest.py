@@ -68,6 +68,7 @@ def openai_stack(tmp_path_factory, tiny_model_dir):
         home=tmp / "home",
         listen="127.0.0.1:0",
         data_roots=(tmp,),
+        model_roots=(tmp / "models",),
         max_running_jobs=1,
         cancel_grace_seconds=5,
         shutdown_grace_seconds=5,

@@ -46,7 +46,7 @@ def two_hosts(tmp_path):
 
 
 @pytest.fixture
-def trainer_on_host_a(two_hosts, tmp_path):
+def trainer_on_host_a(two_hosts, tmp_path, tiny_model_dir):
     """`tunewire-trainer` inside host A, on a unix socket the test reaches from outside."""
     home = tmp_path / "home"
     home.mkdir()
@@ -65,6 +65,8 @@ def trainer_on_host_a(two_hosts, tmp_path):
             f"unix:{socket_path}",
             "--data-root",
             str(tmp_path),
+            "--model-root",
+            str(tiny_model_dir.parent),
         ),
         env=env,
         cwd=tmp_path,

@@ -72,11 +72,12 @@ def data_dir(tmp_path) -> Path:
 
 
 @pytest.fixture
-async def trainer(tmp_path, data_dir):
+async def trainer(tmp_path, data_dir, tiny_model_dir):
     config = TrainerConfig(
         home=tmp_path / "home",
         listen="127.0.0.1:0",
-        data_roots=(data_dir, tmp_path / "home"),
+        data_roots=(data_dir,),
+        model_roots=(tiny_model_dir.parent,),
         cancel_grace_seconds=20,
     )
     server = await start_trainer(config)

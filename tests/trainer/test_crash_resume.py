@@ -35,8 +35,8 @@ def _free_port() -> int:
 class Daemon:
     """`tunewire-trainer` as a real separate process."""
 
-    def __init__(self, home: Path, data_root: Path):
-        self.home, self.data_root = home, data_root
+    def __init__(self, home: Path, data_root: Path, model_root: Path):
+        self.home, self.data_root, self.model_root = home, data_root, model_root
         self.address = f"127.0.0.1:{_free_port()}"
         self.proc: subprocess.Popen | None = None
 
@@ -53,8 +53,8 @@ class Daemon:
                     self.address,
                     "--data-root",
                     str(self.data_root),
-                    "--data-root",
-                    str(self.home),
+                    "--model-root",
+                    str(self.model_root),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -100,8 +100,8 @@ def _final_losses(events) -> dict[int, float]:
 
 
 @pytest.fixture
-async def daemon(tmp_path, data_dir):
-    d = Daemon(tmp_path / "home", data_dir)
+async def daemon(tmp_path, data_dir, tiny_model_dir):
+    d = Daemon(tmp_path / "home", data_dir, tiny_model_dir.parent)
     await d.start()
     yield d
     if d.proc.poll() is None:

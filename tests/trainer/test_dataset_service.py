@@ -136,7 +136,8 @@ async def test_bad_requests_are_invalid_argument_with_the_field(datasets_stub):
         ),
         (
             dataset_service_pb.ValidateDatasetRequest(
-                content=b"{}", options=dataset_service_pb.ValidationOptions(tokenizer="/no/model")
+                content=b"{}",
+                options=dataset_service_pb.ValidationOptions(tokenizer="no-such-model"),
             ),
             "options.tokenizer",
         ),

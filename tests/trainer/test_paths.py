@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from tunewire.errors import ServiceError
-from tunewire.trainer.paths import confine
+from tunewire.trainer.paths import Roots, confine
 
 
 @pytest.fixture
@@ -92,3 +92,33 @@ def test_directories_are_not_datasets(roots):
         confine(str(root / "sub"), (root,), "path")
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "not a regular file" in err.value.violations[0].description
+
+
+def test_the_state_directories_are_out_of_reach_through_a_root_holding_them(tmp_path):
+    home, artifacts = tmp_path / ".tunewire", tmp_path / "shared-artifacts"
+    for d in (home / "datasets" / "ds-1", home / "shared", artifacts / "jobs" / "j"):
+        d.mkdir(parents=True)
+    for f in (
+        home / "datasets" / "ds-1" / "raw",
+        home / "shared" / "ok.jsonl",
+        artifacts / "jobs" / "j" / "train.log",
+    ):
+        f.write_text("{}\n")
+    roots = Roots((tmp_path,), state_dirs=(home, artifacts))
+    for target in ("datasets/ds-1/raw", "state.db"):
+        with pytest.raises(ServiceError) as err:
+            confine(str(home / target), roots, "path")
+        assert err.value.code == grpc.StatusCode.PERMISSION_DENIED
+        assert err.value.message.endswith("it is outside the allowed data roots")
+    with pytest.raises(ServiceError):
+        confine(str(artifacts / "jobs" / "j" / "train.log"), roots, "path")
+    # A symlink from a root into the home is refused the same way.
+    os.symlink(home / "datasets" / "ds-1" / "raw", tmp_path / "innocent.jsonl")
+    with pytest.raises(ServiceError) as err:
+        confine(str(tmp_path / "innocent.jsonl"), roots, "path")
+    assert err.value.code == grpc.StatusCode.PERMISSION_DENIED
+    # An admin's root inside the home opens that part, and only that part.
+    admin = Roots((tmp_path, home / "shared"), state_dirs=(home, artifacts))
+    assert confine(str(home / "shared" / "ok.jsonl"), admin, "path").name == "ok.jsonl"
+    with pytest.raises(ServiceError):
+        confine(str(home / "datasets" / "ds-1" / "raw"), admin, "path")

@@ -65,6 +65,7 @@ async def run_job(tmp_path, data_dir, tiny_model_dir, mode: str):
         home=tmp_path / f"home-{mode}",
         listen="127.0.0.1:0",
         data_roots=(data_dir,),
+        model_roots=(tiny_model_dir.parent,),
         python=scripted_python(tmp_path, mode),
         cancel_grace_seconds=5,
     )

@@ -14,6 +14,7 @@ from tunewire import enum_words
 from tunewire.spec_defaults import DEFAULTS, Context, apply_defaults, holder, is_unset
 from tunewire.trainer.jobs import handoff
 from tunewire.trainer.jobs.spec import resolve
+from tunewire.trainer.paths import ANYWHERE
 from tunewire.trainer.protocol import codec
 from tunewire.trainer.protocol import events as protocol
 from tunewire.v1 import training_job_pb2 as training_job_pb
@@ -108,7 +109,7 @@ def test_each_constant_default_is_the_value_its_words_name():
 
 def test_applying_defaults_twice_changes_nothing_and_leaves_nothing_unset(tiny_model_dir):
     spec = training_job_pb.TrainingJobSpec(model=str(tiny_model_dir))
-    resolved = resolve(spec, job_id="job-1", wandb_online_allowed=False)
+    resolved = resolve(spec, job_id="job-1", wandb_online_allowed=False, model_roots=ANYWHERE)
     full = resolved.spec
     for default in DEFAULTS:
         message, name = holder(full, default.path)
@@ -129,7 +130,7 @@ def test_a_full_fine_tune_has_no_adapter_section_and_its_own_learning_rate(tiny_
         lora=training_job_pb.LoraConfig(rank=4),
         hyperparameters=training_job_pb.Hyperparameters(optimizer=training_job_pb.OPTIMIZER_SGD),
     )
-    full = resolve(spec, job_id="j", wandb_online_allowed=False).spec
+    full = resolve(spec, job_id="j", wandb_online_allowed=False, model_roots=ANYWHERE).spec
     assert not full.HasField("lora") and not full.HasField("quantization")
     assert full.hyperparameters.learning_rate == pytest.approx(1e-5)
     assert full.hyperparameters.weight_decay == 0.0

@@ -33,7 +33,7 @@ class DatasetService(dataset_service_grpc.DatasetServiceServicer):
     @handles_errors
     async def ValidateDataset(self, request, context):
         who = self._who(context)
-        options = validation_options(request.options)
+        options = validation_options(request.options, self._config.allowed_model_roots)
         source = request.WhichOneof("source")
         if source == "dataset_id":
             report = await self._datasets.validate_stored(who, request.dataset_id, options)

@@ -102,7 +102,12 @@ class TrainingService(training_service_grpc.TrainingServiceServicer):
             model, adapter = generation.model_for_job(job)
         else:
             self._who(context)
-            model, adapter = await asyncio.to_thread(generation.base_model, request.model), None
+            model, adapter = (
+                await asyncio.to_thread(
+                    generation.base_model, request.model, self._config.allowed_model_roots
+                ),
+                None,
+            )
         async with self._generate_slots:
             return await generation.run_generation(
                 self._config.python, model, adapter, request, GENERATE_TIMEOUT_SECONDS

@@ -64,7 +64,9 @@ class DatasetManager:
         upload = self._files.upload_file()
         try:
             received = await receive(parts, upload, self._config.max_upload_bytes)
-            options = validation_options(received.metadata.options, "metadata.options")
+            options = validation_options(
+                received.metadata.options, self._config.allowed_model_roots, "metadata.options"
+            )
             dataset_id = dataset_id_for(received.sha256)
             mine = Ownership(
                 who.name, received.metadata.display_name or DEFAULT_DISPLAY_NAME, time.time()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from tunewire.datasets.api import ValidationOptions
 from tunewire.errors import FieldViolation, invalid_argument
 from tunewire.trainer.model_inspect import ModelUnusable, resolve_model_dir
+from tunewire.trainer.paths import Roots
 from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
 
 # The ranges the proto documents for requests (the library accepts wider ones).
@@ -18,7 +19,9 @@ MAX_PREVIEW_RECORDS = 100
 
 
 def validation_options(
-    message: dataset_service_pb.ValidationOptions | None, field: str = "options"
+    message: dataset_service_pb.ValidationOptions | None,
+    model_roots: Roots,
+    field: str = "options",
 ) -> ValidationOptions:
     """Library options from a request's options (None: all defaults)."""
     if message is None:
@@ -47,7 +50,9 @@ def validation_options(
             )
     if message.tokenizer:
         try:
-            chosen["tokenizer"] = str(resolve_model_dir(message.tokenizer))
+            chosen["tokenizer"] = str(
+                resolve_model_dir(message.tokenizer, model_roots, f"{field}.tokenizer")
+            )
         except ModelUnusable as exc:
             violations.append(FieldViolation(f"{field}.tokenizer", str(exc)))
     if violations:

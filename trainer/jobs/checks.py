@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from pathlib import Path
 
 from tunewire.errors import FieldViolation
 from tunewire.trainer import model_inspect
 from tunewire.trainer.capabilities import distributed_backends
 from tunewire.trainer.model_inspect import ModelInfo, ModelUnusable
-from tunewire.trainer.paths import confine
+from tunewire.trainer.paths import Roots, confine
 from tunewire.trainer.processes.hostfile import HostfileError
 from tunewire.trainer.processes.hostfile import read_hosts as read_hostfile
 from tunewire.trainer.processes.launch import is_local
@@ -53,20 +52,21 @@ def _enum_ok(enum_type: object, value: int) -> bool:
     return value in enum_type.DESCRIPTOR.values_by_number  # type: ignore[attr-defined]
 
 
-def inspect(spec: Spec) -> tuple[ModelInfo | None, list[FieldViolation]]:
-    """The model as the daemon can know it (config and weight headers, no mlx)."""
+def inspect(spec: Spec, model_roots: Roots) -> tuple[ModelInfo | None, list[FieldViolation]]:
+    """The model as the daemon can know it (config and weight headers, no mlx). A local
+    model outside the model roots is PERMISSION_DENIED, raised by paths.py."""
     found, bad = _collector()
     if not spec.model:
         bad("model", "is required: a Hugging Face hub id or a local model directory")
         return None, found
     try:
-        return model_inspect.inspect_model(spec.model), found
+        return model_inspect.inspect_model(spec.model, model_roots, "spec.model"), found
     except ModelUnusable as exc:
         bad("model", str(exc))
         return None, found
 
 
-def read_hosts(spec: Spec, roots: tuple[Path, ...]) -> tuple[list[str], list[FieldViolation]]:
+def read_hosts(spec: Spec, roots: Roots) -> tuple[list[str], list[FieldViolation]]:
     """One "host[:port]" per rank, from distributed.hosts or the hostfile (may be empty).
     A hostfile outside the data roots is PERMISSION_DENIED, raised by confine()."""
     found, bad = _collector()

@@ -14,6 +14,7 @@ from tunewire import enum_words
 from tunewire.errors import FieldViolation, ServiceError, invalid_argument
 from tunewire.reasons import Reason
 from tunewire.trainer.model_inspect import ModelUnusable, resolve_model_dir
+from tunewire.trainer.paths import Roots
 from tunewire.trainer.processes import blas
 from tunewire.v1 import training_job_pb2 as training_job_pb
 from tunewire.v1 import training_service_pb2 as training_service_pb
@@ -76,9 +77,9 @@ def model_for_job(job: training_job_pb.TrainingJob) -> tuple[str, str | None]:
     )
 
 
-def base_model(model: str) -> str:
+def base_model(model: str, roots: Roots) -> str:
     try:
-        return str(resolve_model_dir(model))
+        return str(resolve_model_dir(model, roots))
     except ModelUnusable as exc:
         raise invalid_argument([FieldViolation("model", str(exc))]) from None
 

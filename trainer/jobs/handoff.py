@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 
 from tunewire import enum_words
 from tunewire.trainer.jobs import spec as job_spec
+from tunewire.trainer.paths import ANYWHERE
 from tunewire.trainer.protocol import config as worker
 from tunewire.trainer.protocol import job_layout
 from tunewire.trainer.protocol.codec import PROTOCOL_VERSION
@@ -113,7 +114,9 @@ def config_from_spec(
 ) -> worker.WorkerConfig:
     """The worker config a daemon would hand a job of `spec` whose data is already normalized
     (benchmarks and tests start workers this way); ValueError lists the spec's violations."""
-    resolved = job_spec.resolve(spec, job_id=job_id, wandb_online_allowed=wandb_online_allowed)
+    resolved = job_spec.resolve(
+        spec, job_id=job_id, wandb_online_allowed=wandb_online_allowed, model_roots=ANYWHERE
+    )
     if resolved.violations:
         raise ValueError("; ".join(f"{v.field}: {v.description}" for v in resolved.violations))
     job = job_spec.new_job(

@@ -75,6 +75,7 @@ class JobManager:
             job_id=job_id,
             wandb_online_allowed=bool(self._config.wandb_api_key),
             roots=self._config.allowed_roots,
+            model_roots=self._config.allowed_model_roots,
         )
         violations = list(resolved.violations)
         prepared = None

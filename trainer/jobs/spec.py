@@ -19,6 +19,7 @@ from tunewire.spec_defaults import Context, apply_defaults
 from tunewire.trainer import model_inspect
 from tunewire.trainer.jobs import checks
 from tunewire.trainer.model_inspect import ModelInfo
+from tunewire.trainer.paths import Roots
 from tunewire.trainer.protocol import job_layout
 from tunewire.v1 import training_job_pb2 as training_job_pb
 
@@ -40,12 +41,15 @@ def resolve(
     *,
     job_id: str,
     wandb_online_allowed: bool,
-    roots: tuple[Path, ...] = (),
+    model_roots: Roots,
+    roots: Roots | tuple[Path, ...] = (),
 ) -> Resolved:
     """Inspect → defaults → check the defaulted spec → resolve names. A hostfile outside
-    the data roots raises PERMISSION_DENIED (a ServiceError)."""
-    model, violations = checks.inspect(spec)
-    hosts, host_violations = checks.read_hosts(spec, roots)
+    the data roots, or a model outside the model roots, raises PERMISSION_DENIED."""
+    model, violations = checks.inspect(spec, model_roots)
+    hosts, host_violations = checks.read_hosts(
+        spec, roots if isinstance(roots, Roots) else Roots(tuple(roots))
+    )
     violations += host_violations
     context = Context(job_id, model, tuple(hosts), wandb_online_allowed)
     full = apply_defaults(spec, context)

@@ -1,7 +1,7 @@
 """`tunewire server`: the trainer and the gateway together, in the foreground.
 
     tunewire server [--home DIR] [--grpc-listen ADDR] [--http-listen ADDR] [--trainer-listen ADDR]
-                    [--keys FILE] [--data-root DIR ...] [--max-running-jobs N] [--no-dev-key]
+                    [--keys FILE] [--data-root DIR ...] [--model-root DIR ...] [--max-running-jobs N] [--no-dev-key]
     tunewire trainer ...     the trainer daemon alone (tunewire-trainer's flags)
     tunewire gateway ...     the gateway alone (tunewire-gateway's flags)
 
@@ -49,6 +49,7 @@ class ServerOptions:
     max_running_jobs: int
     dev_key: bool
     cors_origins: tuple[str, ...] = ()
+    model_roots: tuple[Path, ...] = ()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         type=Path,
         default=[],
-        help="directory whose files jobs may read by path (repeatable; default: here and the home)",
+        help="directory whose files jobs may read by path (repeatable; default: here, "
+        "never the home)",
+    )
+    parser.add_argument(
+        "--model-root",
+        action="append",
+        type=Path,
+        default=[],
+        help="directory whose model folders jobs may load (repeatable; always: HOME/models "
+        "and the Hugging Face cache)",
     )
     parser.add_argument(
         "--max-running-jobs", type=int, default=1, help="jobs training at once (default 1)"
@@ -117,6 +127,7 @@ def run_server(argv: list[str]) -> int:
         trainer_listen=args.trainer_listen,
         keys_file=(args.keys or home / "keys.yaml").resolve(),
         data_roots=tuple(p.resolve() for p in args.data_root),
+        model_roots=tuple(p.resolve() for p in args.model_root),
         max_running_jobs=args.max_running_jobs,
         dev_key=not args.no_dev_key,
         cors_origins=tuple(args.cors_origin),
@@ -215,6 +226,7 @@ async def serve(options: ServerOptions) -> None:
             home=options.home,
             listen=options.trainer_listen,
             data_roots=options.data_roots,
+            model_roots=options.model_roots,
             internal_token=os.environ.get(INTERNAL_TOKEN_ENV, ""),
             max_running_jobs=options.max_running_jobs,
             wandb_api_key=os.environ.get("WANDB_API_KEY", ""),
