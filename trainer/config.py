@@ -74,6 +74,14 @@ class TrainerConfig:
     max_inline_bytes: int = field(
         default=4 << 20, metadata={"help": "Largest dataset sent inline to ValidateDataset."}
     )
+    inference_memory_bytes: int = field(
+        default=8 << 30,
+        metadata={"help": "Memory the inference worker's resident models may use (LRU out)."},
+    )
+    inference_nice: int = field(
+        default=10,
+        metadata={"help": "Niceness of the inference worker: above 0, training keeps the CPU."},
+    )
     python: str = field(default=sys.executable, metadata={"help": "Python that runs workers."})
     wandb_api_key: str = field(default="", repr=False, metadata={"help": "Enables online WandB."})
 
@@ -173,7 +181,23 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
         default=30.0,
         help="seconds a cancelled job may take to checkpoint",
     )
+    parser.add_argument(
+        "--inference-memory-mb",
+        type=int,
+        default=8192,
+        help="memory the inference worker may keep models loaded in (default %(default)s)",
+    )
+    parser.add_argument(
+        "--inference-nice",
+        type=int,
+        default=10,
+        help="niceness of the inference worker, 0-19; training workers run at 0 (default %(default)s)",
+    )
     args = parser.parse_args(argv)
+    if args.inference_memory_mb < 1:
+        parser.error(f"--inference-memory-mb must be at least 1, got {args.inference_memory_mb}")
+    if not 0 <= args.inference_nice <= 19:
+        parser.error(f"--inference-nice must be between 0 and 19, got {args.inference_nice}")
     if args.max_running_jobs < 1:
         parser.error(f"--max-running-jobs must be at least 1, got {args.max_running_jobs}")
     if args.database and not db_url(args.database):
@@ -190,5 +214,7 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
         internal_token=os.environ.get(INTERNAL_TOKEN_ENV, ""),
         max_running_jobs=args.max_running_jobs,
         cancel_grace_seconds=args.cancel_grace,
+        inference_memory_bytes=args.inference_memory_mb << 20,
+        inference_nice=args.inference_nice,
         wandb_api_key=os.environ.get("WANDB_API_KEY", ""),
     )

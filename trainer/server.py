@@ -19,6 +19,7 @@ from tunewire.trainer.api.training import register as register_training_service
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.datasets.manager import DatasetManager
 from tunewire.trainer.identity import CredentialInterceptor
+from tunewire.trainer.inference.worker_link import InferenceWorker
 from tunewire.trainer.jobs.data import JobDataPreparer
 from tunewire.trainer.jobs.event_bus import EventBus
 from tunewire.trainer.jobs.manager import JobManager
@@ -55,6 +56,7 @@ class TrainerServer:
     bus: EventBus
     health: health.aio.HealthServicer
     capabilities: asyncio.Future
+    inference: InferenceWorker
     _conn: db.Database
 
     @property
@@ -69,6 +71,7 @@ class TrainerServer:
         await self.runner.shutdown(grace)
         self.bus.close_all()
         await self.server.stop(grace=2)
+        await self.inference.close()
         if not self.capabilities.done():
             self.capabilities.cancel()
             await asyncio.gather(self.capabilities, return_exceptions=True)
@@ -116,7 +119,10 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
             ("grpc.so_reuseport", 0),
         ],
     )
-    register_training_service(TrainingService(config, jobs, caps), server)
+    inference_worker = InferenceWorker(
+        config.python, config.home, config.inference_memory_bytes, config.inference_nice
+    )
+    register_training_service(TrainingService(config, jobs, caps, inference_worker), server)
     dataset_service_grpc.add_DatasetServiceServicer_to_server(
         DatasetService(config, datasets), server
     )
@@ -146,5 +152,15 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
     bound = str(address.with_port(port))
     log.info("tunewire-trainer listening on %s (home %s)", bound, config.home)
     return TrainerServer(
-        config, server, bound, port, runner, jobs, bus, health_servicer, caps, conn
+        config,
+        server,
+        bound,
+        port,
+        runner,
+        jobs,
+        bus,
+        health_servicer,
+        caps,
+        inference_worker,
+        conn,
     )

@@ -20,11 +20,13 @@ from tunewire.gateway.auth import PRINCIPAL
 from tunewire.gateway.keys import Principal
 from tunewire.gateway.openai import body as fields
 from tunewire.gateway.openai import names
-from tunewire.gateway.openai.calls import TrainerCalls
+from tunewire.gateway.openai.calls import TRAINING, TrainerCalls
 from tunewire.gateway.openai.chat_request import ChatRequest, chat_request
 from tunewire.gateway.openai.errors import OpenAIError, details, error_body
 from tunewire.gateway.openai.models import fine_tuned_job, model_not_found
 from tunewire.gateway.openai.routing import authenticated_here
+from tunewire.reasons import Reason
+from tunewire.v1 import training_service_pb2 as training_service_pb
 from tunewire.version import __version__
 
 FINGERPRINT = f"tunewire-{__version__}"
@@ -36,11 +38,6 @@ class Completion:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
-
-
-def _cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
-    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
 
 
 class ChatRoutes:
@@ -57,19 +54,19 @@ class ChatRoutes:
         else:
             chat.generate.model = chat.model
 
+    def _error(self, err: grpc.aio.AioRpcError, chat: ChatRequest) -> OpenAIError:
+        status = self._calls.link.status_of(err)
+        _, violations = details(status)
+        if violations and violations[0]["field"] == "model":
+            return model_not_found(chat.model)
+        return OpenAIError(status)
+
     async def _complete(self, who: Principal, chat: ChatRequest) -> Completion:
         try:
             reply = await self._calls.training("Generate", chat.generate, who)
         except grpc.aio.AioRpcError as err:
-            status = self._calls.link.status_of(err)
-            _, violations = details(status)
-            if violations and violations[0]["field"] == "model":
-                raise model_not_found(chat.model) from None
-            raise OpenAIError(status) from None
-        text, stopped = _cut_at_stop(reply.text, chat.stop)
-        limit = chat.generate.max_tokens
-        finish = "length" if not stopped and reply.generated_tokens >= limit else "stop"
-        return Completion(text, finish, reply.prompt_tokens, reply.generated_tokens)
+            raise self._error(err, chat) from None
+        return _completion(reply)
 
     async def create(self, request: web.Request) -> web.StreamResponse:
         who = request[PRINCIPAL]
@@ -122,6 +119,19 @@ class ChatRoutes:
                 body["usage"] = usage
             return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
 
+        pieces = self._calls.stream(
+            TRAINING,
+            "StreamGenerate",
+            training_service_pb.StreamGenerateRequest(generate=chat.generate),
+            who,
+        )
+        try:
+            # The first message before any byte goes out: a request the trainer
+            # refuses (unknown model, bad field) gets its own status code.
+            first = await anext(pieces, None)
+        except grpc.aio.AioRpcError as err:
+            await pieces.aclose()
+            raise self._error(err, chat) from None
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -131,14 +141,34 @@ class ChatRoutes:
         )
         await response.prepare(request)
         await response.write(chunk({"role": "assistant", "content": ""}, None))
+        done = None
         try:
-            done = await self._complete(who, chat)
+            message = first
+            while message is not None:
+                if message.HasField("done"):
+                    done = _completion(message.done)
+                elif message.text:
+                    await response.write(chunk({"content": message.text}, None))
+                message = await anext(pieces, None)
         except (OpenAIError, ServiceError, grpc.aio.AioRpcError) as exc:
             await response.write(_error_event(self._calls, exc))
             await response.write_eof()
             return response
-        if done.text:
-            await response.write(chunk({"content": done.text}, None))
+        finally:
+            await pieces.aclose()
+        if done is None:
+            await response.write(
+                _error_event(
+                    self._calls,
+                    ServiceError(
+                        grpc.StatusCode.UNAVAILABLE,
+                        "the generation ended early",
+                        reason=Reason.GENERATION_FAILED,
+                    ),
+                )
+            )
+            await response.write_eof()
+            return response
         await response.write(chunk({}, done.finish_reason))
         if chat.include_usage:
             await response.write(chunk({}, None, usage=_usage(done), choices=False))
@@ -148,6 +178,12 @@ class ChatRoutes:
 
     def add_to(self, router: web.UrlDispatcher) -> None:
         router.add_post("/chat/completions", authenticated_here(self.create))
+
+
+def _completion(reply: training_service_pb.GenerateResponse) -> Completion:
+    # The trainer cut the text at a stop string; "cancelled" cannot reach a caller.
+    finish = "length" if reply.finish_reason == "length" else "stop"
+    return Completion(reply.text, finish, reply.prompt_tokens, reply.generated_tokens)
 
 
 def _usage(done: Completion) -> dict:

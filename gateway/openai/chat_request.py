@@ -75,7 +75,6 @@ class ChatRequest:
     generate: training_service_pb.GenerateRequest
     stream: bool
     include_usage: bool
-    stop: list[str]
 
 
 def _content(message: dict, where: str) -> str:
@@ -170,7 +169,6 @@ def chat_request(body: dict) -> ChatRequest:
         temperature=1.0 if temperature is None else temperature,
         top_p=1.0 if top_p is None else top_p,
         seed=seed or 0,
+        stop=_stop(body),
     )
-    return ChatRequest(
-        model=model, generate=generate, stream=stream, include_usage=include_usage, stop=_stop(body)
-    )
+    return ChatRequest(model=model, generate=generate, stream=stream, include_usage=include_usage)

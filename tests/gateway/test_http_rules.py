@@ -38,6 +38,7 @@ def test_every_annotated_rpc_has_its_route():
         ("GET", "/v1/jobs/{job_id}/events"): "WatchTrainingJob",
         ("GET", "/v1/jobs/{job_id}/checkpoints"): "ListCheckpoints",
         ("POST", "/v1/generate"): "Generate",
+        ("POST", "/v1/generate:stream"): "StreamGenerate",
         ("GET", "/v1/jobs/{job_id}/artifact"): "DownloadArtifact",
         ("GET", "/v1/info"): "GetServerInfo",
         ("POST", "/v1/datasets:upload"): "UploadDataset",

@@ -100,6 +100,9 @@ def test_upload_train_and_chat(openai_stack):
             pieces.append(choice.delta.content or "")
             finish = choice.finish_reason or finish
     assert "".join(pieces) == reply.choices[0].message.content
+    # Both chats ran on the resident worker: the base was loaded once, not per request.
+    inference = httpx.get(f"{openai_stack.http_url}/v1/info").json()["inference"]
+    assert inference["model_loads"] == "1" and int(inference["requests"]) >= 2
     assert (
         usage.completion_tokens == reply.usage.completion_tokens
         and finish == reply.choices[0].finish_reason

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
 
 import grpc
@@ -15,8 +16,10 @@ from tunewire.trainer.artifacts import download as artifact_download
 from tunewire.trainer.capabilities import Capabilities
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.identity import identify
+from tunewire.trainer.inference.worker_link import InferenceWorker
 from tunewire.trainer.jobs import generation
 from tunewire.trainer.jobs.manager import JobManager
+from tunewire.trainer.protocol import inference
 from tunewire.trainer.store.jobs import ACTIVE_STATES
 from tunewire.v1 import training_job_pb2 as training_job_pb
 from tunewire.v1 import training_service_pb2 as training_service_pb
@@ -33,12 +36,16 @@ DATASET_FORMATS = tuple(found.value for found in DatasetFormat)  # the library's
 
 class TrainingService(training_service_grpc.TrainingServiceServicer):
     def __init__(
-        self, config: TrainerConfig, jobs: JobManager, capabilities: asyncio.Future[Capabilities]
+        self,
+        config: TrainerConfig,
+        jobs: JobManager,
+        capabilities: asyncio.Future[Capabilities],
+        inference_worker: InferenceWorker,
     ):
         self._config = config
         self._jobs = jobs
         self._capabilities = capabilities
-        self._generate_slots = asyncio.Semaphore(2)
+        self._inference = inference_worker
         self._wire_cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
 
     def _who(self, context):
@@ -94,24 +101,45 @@ class TrainingService(training_service_grpc.TrainingServiceServicer):
         best = next((c.step for c in checkpoints if c.best), 0)
         return training_service_pb.ListCheckpointsResponse(checkpoints=checkpoints, best_step=best)
 
+    async def _generation(self, context, request):
+        """(model, adapter, the worker's request) for a GenerateRequest."""
+        generation.check_request(request)
+        who = self._who(context)
+        if request.job_id:
+            job = self._jobs.get(who, request.job_id)
+            model, adapter = generation.model_for_job(job)
+            if request.checkpoint_step:
+                checkpoints = self._jobs.checkpoints(who, job.id)
+                adapter = generation.adapter_at_step(job, checkpoints, request.checkpoint_step)
+        else:
+            model = await asyncio.to_thread(
+                generation.base_model, request.model, self._config.allowed_model_roots
+            )
+            adapter = None
+        call = await asyncio.to_thread(generation.worker_request, model, adapter, request)
+        return model, adapter, call
+
     @handles_errors
     async def Generate(self, request, context):
-        generation.check_request(request)
-        if request.job_id:
-            job = self._jobs.get(self._who(context), request.job_id)
-            model, adapter = generation.model_for_job(job)
-        else:
-            self._who(context)
-            model, adapter = (
-                await asyncio.to_thread(
-                    generation.base_model, request.model, self._config.allowed_model_roots
-                ),
-                None,
-            )
-        async with self._generate_slots:
-            return await generation.run_generation(
-                self._config.python, model, adapter, request, GENERATE_TIMEOUT_SECONDS
-            )
+        model, adapter, call = await self._generation(context, request)
+        replies = self._inference.generate(call, GENERATE_TIMEOUT_SECONDS)
+        async with contextlib.aclosing(replies):
+            async for reply in replies:
+                if isinstance(reply, inference.Finished):
+                    return generation.summary(reply, model, adapter)
+        raise AssertionError("the inference stream ended without a summary")
+
+    @handles_errors
+    async def StreamGenerate(self, request, context):
+        model, adapter, call = await self._generation(context, request.generate)
+        replies = self._inference.generate(call, GENERATE_TIMEOUT_SECONDS)
+        async with contextlib.aclosing(replies):
+            async for reply in replies:
+                if isinstance(reply, inference.Finished):
+                    done = generation.summary(reply, model, adapter)
+                    yield training_service_pb.StreamGenerateResponse(done=done)
+                else:
+                    yield training_service_pb.StreamGenerateResponse(text=reply.text)
 
     @handles_errors
     async def DownloadArtifact(self, request, context):
@@ -145,6 +173,7 @@ class TrainingService(training_service_grpc.TrainingServiceServicer):
             queued_jobs=queued,
             time=now,
             distributed_backends=caps.backends,
+            inference=self._inference.info(),
         )
 
 

@@ -1,11 +1,10 @@
-"""`Generate`: text from a base model plus a job's adapter, in a short-lived
-worker process (the daemon never loads a model itself)."""
+"""`Generate` and `StreamGenerate`: the request checked, the model and adapter it
+names resolved, and the request as the resident inference worker takes it
+(`trainer/inference/`; the daemon never loads a model itself)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 from pathlib import Path
 
 import grpc
@@ -15,15 +14,15 @@ from tunewire.errors import FieldViolation, ServiceError, invalid_argument
 from tunewire.reasons import Reason
 from tunewire.trainer.model_inspect import ModelUnusable, resolve_model_dir
 from tunewire.trainer.paths import Roots
-from tunewire.trainer.processes import blas
+from tunewire.trainer.protocol import inference
 from tunewire.v1 import training_job_pb2 as training_job_pb
 from tunewire.v1 import training_service_pb2 as training_service_pb
 
-GENERATE_MODULE = "tunewire.trainer.worker.generate"
 DEFAULT_MAX_TOKENS = 128
 MAX_TOKENS = 4096
 MAX_PROMPT_CHARS = 1 << 20
 ROLES = ("system", "user", "assistant", "tool")
+MAX_STOP = 4
 
 
 def check_request(req: training_service_pb.GenerateRequest) -> None:
@@ -53,6 +52,10 @@ def check_request(req: training_service_pb.GenerateRequest) -> None:
         v.append(FieldViolation("temperature", f"must be between 0 and 5, got {req.temperature:g}"))
     if not 0.0 <= req.top_p <= 1.0:
         v.append(FieldViolation("top_p", f"must be in (0, 1], got {req.top_p:g}"))
+    if len(req.stop) > MAX_STOP or any(not s for s in req.stop):
+        v.append(FieldViolation("stop", f"at most {MAX_STOP} non-empty strings"))
+    if req.checkpoint_step and not req.job_id:
+        v.append(FieldViolation("checkpoint_step", "needs a job_id"))
     if not req.job_id and not req.model:
         v.append(FieldViolation("model", "give a job_id or a base model"))
     if v:
@@ -84,68 +87,63 @@ def base_model(model: str, roots: Roots) -> str:
         raise invalid_argument([FieldViolation("model", str(exc))]) from None
 
 
-async def run_generation(
-    python: str,
-    model: str,
-    adapter: str | None,
-    req: training_service_pb.GenerateRequest,
-    timeout: float,
-) -> training_service_pb.GenerateResponse:
-    payload = {
-        "model": model,
-        "adapter_path": adapter,
-        "prompt": req.prompt or None,
-        "messages": [{"role": m.role, "content": m.content} for m in req.messages] or None,
-        "max_tokens": req.max_tokens or DEFAULT_MAX_TOKENS,
-        "temperature": req.temperature,
-        "top_p": req.top_p or 1.0,
-        "seed": req.seed,
-    }
-    proc = await asyncio.create_subprocess_exec(
-        python,
-        "-m",
-        GENERATE_MODULE,
-        env=blas.worker_env(dict(os.environ)),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+def quantization_of(adapter: str | None) -> inference.Quantization | None:
+    """The quantization an adapter was trained against (QLoRA on a float base), from its config."""
+    if not adapter:
+        return None
+    try:
+        config = json.loads(Path(adapter, "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # the worker reports the unreadable adapter
+    found = config.get("quantization") or (config.get("tunewire") or {}).get("quantization")
+    if not isinstance(found, dict) or "bits" not in found or "group_size" not in found:
+        return None
+    return inference.Quantization(bits=int(found["bits"]), group_size=int(found["group_size"]))
+
+
+def adapter_at_step(job: training_job_pb.TrainingJob, checkpoints, step: int) -> str:
+    """The adapter directory of the job's checkpoint at `step`."""
+    found = next((c for c in checkpoints if c.step == step), None)
+    if found is None or not Path(found.path, "adapters.safetensors").is_file():
+        raise invalid_argument(
+            [FieldViolation("checkpoint_step", f"job {job.id} has no checkpoint at step {step}")]
+        )
+    if job.spec.method == training_job_pb.TRAINING_METHOD_FULL:
+        raise invalid_argument(
+            [FieldViolation("checkpoint_step", "a FULL job's checkpoints are not adapters")]
+        )
+    return found.path
+
+
+def worker_request(
+    model: str, adapter: str | None, req: training_service_pb.GenerateRequest
+) -> inference.Generate:
+    return inference.Generate(
+        id=0,
+        model=model,
+        adapter_path=adapter,
+        quantization=quantization_of(adapter),
+        prompt=req.prompt or None,
+        messages=[inference.Message(role=m.role, content=m.content) for m in req.messages] or None,
+        max_tokens=req.max_tokens or DEFAULT_MAX_TOKENS,
+        temperature=req.temperature,
+        top_p=req.top_p or 1.0,
+        seed=req.seed,
+        stop=list(req.stop),
     )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(json.dumps(payload).encode()), timeout)
-    except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise ServiceError(
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-            f"generation took longer than {timeout:g} s",
-            reason=Reason.GENERATION_TIMEOUT,
-        ) from None
-    except asyncio.CancelledError:
-        proc.kill()
-        raise
-    lines = [line for line in out.decode("utf-8", "replace").splitlines() if line.strip()]
-    try:
-        result = json.loads(lines[-1]) if lines else {}
-    except ValueError:
-        result = {}
-    if proc.returncode != 0 or "text" not in result:
-        message = (
-            result.get("error")
-            or err.decode("utf-8", "replace").strip().splitlines()[-1:]
-            or ["unknown error"]
-        )
-        if isinstance(message, list):
-            message = message[0]
-        raise ServiceError(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            f"generation failed: {message}",
-            reason=Reason.GENERATION_FAILED,
-        )
+
+
+def summary(
+    done: inference.Finished, model: str, adapter: str | None
+) -> training_service_pb.GenerateResponse:
     return training_service_pb.GenerateResponse(
-        text=result["text"],
-        prompt_tokens=int(result.get("prompt_tokens", 0)),
-        generated_tokens=int(result.get("generated_tokens", 0)),
-        tokens_per_second=float(result.get("tokens_per_second", 0.0)),
+        text=done.text,
+        prompt_tokens=done.prompt_tokens,
+        generated_tokens=done.generated_tokens,
+        tokens_per_second=done.tokens_per_second,
         model=model,
         adapter_path=adapter or "",
+        finish_reason=done.finish_reason,
+        model_loaded=done.model_loaded,
+        first_token_seconds=done.first_token_seconds,
     )

@@ -1,0 +1,1 @@
+"""The resident inference worker, seen from the daemon (the worker itself is trainer/worker/inference.py)."""
