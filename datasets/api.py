@@ -4,7 +4,8 @@ Code outside `datasets/` (the trainer, the worker, the CLI, benchmarks)
 imports from here only, so the modules behind it can be rearranged freely
 (a test checks it). Validate a file or bytes; normalize a file to canonical
 JSONL with a train/validation split, or split a canonical file again; read
-canonical records back; compute the loss mask of a conversation; and convert
+canonical records back; compute the loss mask of a conversation (and the two
+sequences of a preference pair); and convert
 reports to `tunewire.v1` messages. Those conversions need protobuf and load
 on first use, so the library (and the training worker) imports without it.
 """
@@ -16,6 +17,7 @@ from tunewire.datasets.issues import Issue, Severity
 from tunewire.datasets.masking import MODES, render_marked, trained_token_mask
 from tunewire.datasets.normalize import TRAIN_FILE, VALIDATION_FILE, NormalizeResult, normalize_file
 from tunewire.datasets.options import ValidationOptions
+from tunewire.datasets.pair_tokens import PairTokens, is_pair, pair_tokens
 from tunewire.datasets.parallel import processes_for
 from tunewire.datasets.report import DatasetFormat, RecordPreview, Statistics, ValidationReport
 from tunewire.datasets.source import Layout
@@ -34,15 +36,18 @@ __all__ = [
     "Issue",
     "Layout",
     "NormalizeResult",
+    "PairTokens",
     "RecordPreview",
     "Severity",
     "SplitResult",
     "Statistics",
     "ValidationOptions",
     "ValidationReport",
+    "is_pair",
     "iter_canonical",
     "load_tokenizer",
     "normalize_file",
+    "pair_tokens",
     "processes_for",
     "render_marked",
     "split_canonical",

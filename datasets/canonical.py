@@ -1,6 +1,10 @@
 """The canonical JSONL line.
 
-    {"messages": [{"role", "content", "trainable"}], "tools"?: [...], "line": N}
+    {"messages": [{"role", "content", "trainable"}], "tools"?: [...], "rejected"?: {...}, "line": N}
+
+A preference pair is the conversation that ends with the chosen reply (the
+only trainable message) and, in `rejected`, the other assistant reply to the
+same prompt: so a preference file also trains supervised, on its chosen replies.
 
 orjson writes records (UTF-8, no spaces), several times faster than the
 standard library, a batch per Python call. A record orjson cannot write (text
@@ -30,11 +34,14 @@ def record_of(messages: Sequence[Message], line: int) -> dict:
     }
 
 
-def canonical_line(messages: Sequence[Message], tools: list | None, line: int) -> bytes:
-    """The canonical JSONL line of any conversation, newline included, by the standard library."""
-    record = {"messages": [{"role": r, "content": c, "trainable": t} for r, c, t in messages]}
-    if tools:
-        record["tools"] = tools
+def canonical_line(messages: Sequence[Message], extra: dict | None, line: int) -> bytes:
+    """The canonical JSONL line of any conversation, newline included, by the standard library.
+
+    `extra`: the record's other canonical fields (`tools`, `rejected`).
+    """
+    record: dict = {"messages": [{"role": r, "content": c, "trainable": t} for r, c, t in messages]}
+    if extra:
+        record.update(extra)
     record["line"] = line
     return json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
@@ -61,13 +68,13 @@ def _line(record: dict) -> bytes:
         return json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
 
-def as_dict(messages: Sequence[Message], tools: list | None, line: int) -> dict:
+def as_dict(messages: Sequence[Message], extra: dict | None, line: int) -> dict:
     record = {
         "messages": [{"role": r, "content": c, "trainable": t} for r, c, t in messages],
         "line": line,
     }
-    if tools:
-        record["tools"] = tools
+    if extra:
+        record.update(extra)
     return record
 
 

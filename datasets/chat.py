@@ -70,8 +70,8 @@ def fast(record: dict) -> list[Message] | None:
     return list(zip(shape[0], contents, shape[1]))
 
 
-def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], list | None] | None:
-    """(messages, tools) of a valid record; None after adding its errors to `ctx`."""
+def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], dict | None] | None:
+    """(messages, {"tools": ...} or None) of a valid record; None after adding its errors to `ctx`."""
     before = ctx.error_count
     tools = parse_tools(record.get("tools"), line, ctx)
     items = turn_list(record, "messages", "{role, content} objects", line, ctx)
@@ -150,4 +150,4 @@ def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], l
     )
     if ctx.error_count > before:
         return None
-    return messages, tools
+    return messages, {"tools": tools} if tools else None

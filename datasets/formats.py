@@ -7,7 +7,8 @@ Each format is a module with the same few names:
 - `HINT`: what the format needs, for UNKNOWN_FORMAT ("Alpaca needs 'instruction' and 'output'");
 - `FIELDS` (its top-level keys) and `NAME` (for UNKNOWN_FIELD: "Alpaca records");
 - `fast(record)`: the messages of a record of the plain shape, else None;
-- `check(record, line, ctx)`: (messages, tools) of a valid record, else None with its errors;
+- `check(record, line, ctx)`: (messages, extra) of a valid record, else None with its errors;
+  `extra` holds the canonical fields besides messages (`tools`; a preference pair's `rejected`) or is None;
 - `trained_field(record, messages, index)`: the field path of trained message `index`.
 
 Adding a format: write its module, add a member to `report.DatasetFormat` and
@@ -21,10 +22,13 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from tunewire.datasets import alpaca, chat, sharegpt
+from tunewire.datasets import alpaca, chat, preference_openai, preference_pairs, sharegpt
 from tunewire.datasets.report import DatasetFormat
 
 FORMATS: dict[DatasetFormat, ModuleType] = {
+    # A pair's keys are its own; first, so a pair that also has `messages` is still a pair.
+    DatasetFormat.OPENAI_PREFERENCE: preference_openai,
+    DatasetFormat.CHOSEN_REJECTED: preference_pairs,
     DatasetFormat.MESSAGES: chat,
     DatasetFormat.SHAREGPT: sharegpt,
     DatasetFormat.ALPACA: alpaca,

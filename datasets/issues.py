@@ -38,14 +38,21 @@ EMPTY_FILE = "EMPTY_FILE"
 NO_RECORDS = "NO_RECORDS"
 # The tokenizer's chat template refused the record (only checked with a tokenizer).
 TEMPLATE_ERROR = "TEMPLATE_ERROR"
+# Preference pairs: the prompt does not end where the assistant answers (a user turn or tool result).
+PROMPT_NOT_ENDING_ON_USER = "PROMPT_NOT_ENDING_ON_USER"
+# Preference pairs: a chosen or rejected side that is not one assistant reply.
+NOT_ASSISTANT_REPLY = "NOT_ASSISTANT_REPLY"
 
 # Warnings: the file stays valid.
 SHORT_OUTPUT = "SHORT_OUTPUT"
 DUPLICATE_RECORD = "DUPLICATE_RECORD"
 TOO_MANY_TOKENS = "TOO_MANY_TOKENS"
 UNKNOWN_FIELD = "UNKNOWN_FIELD"
+IDENTICAL_REPLIES = "IDENTICAL_REPLIES"  # a preference pair whose chosen and rejected are the same
 
-WARNING_CODES = frozenset({SHORT_OUTPUT, DUPLICATE_RECORD, TOO_MANY_TOKENS, UNKNOWN_FIELD})
+WARNING_CODES = frozenset(
+    {SHORT_OUTPUT, DUPLICATE_RECORD, TOO_MANY_TOKENS, UNKNOWN_FIELD, IDENTICAL_REPLIES}
+)
 ERROR_CODES = frozenset(
     {
         INVALID_JSON,
@@ -65,6 +72,8 @@ ERROR_CODES = frozenset(
         EMPTY_FILE,
         NO_RECORDS,
         TEMPLATE_ERROR,
+        PROMPT_NOT_ENDING_ON_USER,
+        NOT_ASSISTANT_REPLY,
     }
 )
 

@@ -17,10 +17,26 @@ class DatasetFormat(str, Enum):
     ALPACA = "alpaca"
     SHAREGPT = "sharegpt"
     MESSAGES = "messages"
+    OPENAI_PREFERENCE = "openai_preference"
+    CHOSEN_REJECTED = "chosen_rejected"
 
     @property
     def title(self) -> str:
-        return {"alpaca": "Alpaca", "sharegpt": "ShareGPT", "messages": "chat messages"}[self.value]
+        return _TITLES[self.value]
+
+    @property
+    def is_preference(self) -> bool:
+        """Records are pairs of replies to one prompt (what DPO and ORPO train on)."""
+        return self in (DatasetFormat.OPENAI_PREFERENCE, DatasetFormat.CHOSEN_REJECTED)
+
+
+_TITLES = {
+    "alpaca": "Alpaca",
+    "sharegpt": "ShareGPT",
+    "messages": "chat messages",
+    "openai_preference": "OpenAI preference pairs",
+    "chosen_rejected": "prompt/chosen/rejected pairs",
+}
 
 
 @dataclass

@@ -48,7 +48,13 @@ def issue_to_proto(issue: Issue) -> dataset_pb.DatasetIssue:
 def conversation_to_proto(record: dict) -> dataset_pb.CanonicalConversation:
     """A canonical record (as written by normalize_file) as a CanonicalConversation."""
     tools = record.get("tools")
+    rejected = record.get("rejected")
     return dataset_pb.CanonicalConversation(
+        rejected=dataset_pb.CanonicalMessage(
+            role=rejected["role"], content=rejected["content"], trainable=True
+        )
+        if rejected
+        else None,
         messages=[
             dataset_pb.CanonicalMessage(
                 role=m["role"], content=m["content"], trainable=bool(m.get("trainable"))

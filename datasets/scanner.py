@@ -58,7 +58,7 @@ class RecordScanner:
         add = out.log.add
         valid = self.valid
         # The batch of valid records, filled here and emptied by valid.flush.
-        batch, batch_size, batch_tools = valid.messages, valid.batch_size, valid.tools
+        batch, batch_size, batch_extras = valid.messages, valid.batch_size, valid.extras
         add_messages, add_line, add_value = batch.append, valid.lines.append, valid.values.append
         file_format, format_line = out.file_format, out.format_line
         ctx = RecordContext(out.unknown_fields)
@@ -119,9 +119,9 @@ class RecordScanner:
                 issues.clear()
                 if result is None:
                     continue
-                messages, tools = result
-                if tools:
-                    batch_tools[len(batch)] = tools
+                messages, extra = result
+                if extra:
+                    batch_extras[len(batch)] = extra
             add_messages(messages)
             add_line(line)
             add_value(value)

@@ -89,8 +89,8 @@ def fast(record: dict) -> list[Message] | None:
     return messages
 
 
-def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], list | None] | None:
-    """(messages, tools) of a valid record; None after adding its errors to `ctx`."""
+def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], dict | None] | None:
+    """(messages, {"tools": ...} or None) of a valid record; None after adding its errors to `ctx`."""
     before = ctx.error_count
     system = optional_text(record.get("system"), "system", line, ctx)
     tools = parse_tools(record.get("tools"), line, ctx)
@@ -160,4 +160,4 @@ def check(record: dict, line: int, ctx: RecordContext) -> tuple[list[Message], l
     )
     if ctx.error_count > before:
         return None
-    return messages, tools
+    return messages, {"tools": tools} if tools else None

@@ -53,22 +53,23 @@ class ValidRecords:
         self.short_scan = options.short_output_chars + 16
         self.previews_left = max(0, options.preview_records - len(part.previews))
         self.seen = SeenRecords(tracked_records)
-        # The batch the scanner fills: messages, lines, parsed records, tools by place.
+        # The batch the scanner fills: messages, lines, parsed records, and by place the
+        # canonical fields besides messages (tools, a preference pair's rejected reply).
         self.messages: list[list] = []
         self.lines = array("q")
         self.values: list[dict] = []
-        self.tools: dict[int, list] = {}
+        self.extras: dict[int, dict] = {}
         self.batch_size = 1 if tokenizer is not None or one_at_a_time else BATCH
         self._duplicate_batch = 1 if one_at_a_time else _DUPLICATE_BATCH
         self._keys = array("q")  # hashes waiting for the duplicate lookup, and their lines
         self._key_lines = array("q")
 
     def flush(self, file_format: DatasetFormat) -> None:
-        batch, lines, values, tools = self.messages, self.lines, self.values, self.tools
+        batch, lines, values, extras = self.messages, self.lines, self.values, self.extras
         if not batch:
             return
         part, log = self.part, self.part.log
-        if self.tokenizer is not None and not self._count_tokens(batch[0], lines[0], tools):
+        if self.tokenizer is not None and not self._count_tokens(batch[0], lines[0], extras):
             self._clear()
             return
         lengths = list(map(len, map(_content, chain.from_iterable(batch))))
@@ -81,8 +82,8 @@ class ValidRecords:
                 ]
             )
         hashes = list(map(hash, map(tuple, batch)))
-        for i, record_tools in tools.items():
-            hashes[i] = hash((tuple(batch[i]), json.dumps(record_tools)))
+        for i, extra in extras.items():
+            hashes[i] = hash((tuple(batch[i]), json.dumps(extra, sort_keys=True)))
         self._keys.extend(hashes)
         self._key_lines.extend(lines)
         if len(self._keys) >= self._duplicate_batch:
@@ -92,12 +93,12 @@ class ValidRecords:
         part.characters += sum(lengths)
         if self.previews_left:
             for i, messages in enumerate(batch[: self.previews_left]):
-                part.previews.append(as_dict(messages, tools.get(i), lines[i]))
+                part.previews.append(as_dict(messages, extras.get(i), lines[i]))
             self.previews_left = max(0, self.previews_left - len(batch))
         if self.writer is not None:
             records = list(map(record_of, batch, lines))
-            for i, record_tools in tools.items():
-                records[i] = canonical_line(batch[i], record_tools, lines[i])
+            for i, extra in extras.items():
+                records[i] = canonical_line(batch[i], extra, lines[i])
             self.writer.write_batch(records, lines)
         self._clear()
 
@@ -110,23 +111,30 @@ class ValidRecords:
         self.messages.clear()
         del self.lines[:]
         self.values.clear()
-        self.tools.clear()
+        self.extras.clear()
 
-    def _count_tokens(self, messages: list, line: int, tools: dict) -> bool:
-        """Adds the record's tokens (and TOO_MANY_TOKENS); False after a TEMPLATE_ERROR."""
+    def _count_tokens(self, messages: list, line: int, extras: dict) -> bool:
+        """Adds the record's tokens (and TOO_MANY_TOKENS); False after a TEMPLATE_ERROR.
+
+        A preference pair counts both of its sequences (prompt + chosen, prompt +
+        rejected); the longer one is held against max_tokens.
+        """
         log = self.part.log
+        extra = extras.get(0) or {}
+        conversation = as_dict(messages, None, line)["messages"]
+        sequences = [conversation]
+        if "rejected" in extra:
+            sequences.append([*conversation[:-1], extra["rejected"]])
         try:
-            count = count_tokens(
-                self.tokenizer, as_dict(messages, None, line)["messages"], tools.get(0)
-            )
+            counts = [count_tokens(self.tokenizer, s, extra.get("tools")) for s in sequences]
         except Exception as exc:
             log.add(
                 Issue(line, codes.TEMPLATE_ERROR, f"the tokenizer's chat template failed: {exc}")
             )
             return False
-        self.part.tokens += count
-        if self.max_tokens and count > self.max_tokens:
-            log.add(_too_many_tokens(line, count, self.max_tokens))
+        self.part.tokens += sum(counts)
+        if self.max_tokens and max(counts) > self.max_tokens:
+            log.add(_too_many_tokens(line, max(counts), self.max_tokens, "rejected" in extra))
         return True
 
     def _report_duplicates(self) -> None:
@@ -153,12 +161,13 @@ def _first_short(messages: list, short: int) -> int:
     return -1
 
 
-def _too_many_tokens(line: int, count: int, limit: int) -> Issue:
+def _too_many_tokens(line: int, count: int, limit: int, pair: bool = False) -> Issue:
+    # A pair is cut from the prompt's start, so both replies stay whole and comparable.
+    how = "training drops the prompt's first tokens" if pair else "training truncates it"
     return Issue(
         line,
         codes.TOO_MANY_TOKENS,
-        f"{count:,} tokens after the chat template, over max_tokens {limit:,}; "
-        "training truncates it",
+        f"{count:,} tokens after the chat template, over max_tokens {limit:,}; {how}",
     )
 
 

@@ -208,6 +208,8 @@ def report_text(report: dataset_pb.ValidationReport, name: str) -> str:
         dataset_pb.DATASET_FORMAT_ALPACA: "Alpaca",
         dataset_pb.DATASET_FORMAT_SHAREGPT: "ShareGPT",
         dataset_pb.DATASET_FORMAT_MESSAGES: "chat messages",
+        dataset_pb.DATASET_FORMAT_OPENAI_PREFERENCE: "OpenAI preference pairs",
+        dataset_pb.DATASET_FORMAT_CHOSEN_REJECTED: "prompt/chosen/rejected pairs",
     }.get(report.format, "unknown format")
     stats = report.statistics
     lines = [
