@@ -130,7 +130,8 @@ class Transcoder:
 
         async def stream(request: web.Request) -> web.StreamResponse:
             sse = EVENT_STREAM in request.headers.get("Accept", "")
-            message = build_request(route, request.match_info, request.query, None)
+            body = await request.read() if route.body else None  # StreamGenerate's request
+            message = build_request(route, request.match_info, request.query, body)
             last_event_id = request.headers.get("Last-Event-ID", "").strip()
             if sse and resume_field and last_event_id:
                 message.ClearField(resume_field[0])

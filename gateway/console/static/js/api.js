@@ -57,6 +57,32 @@ export async function api(method, path, body) {
   return answer(response);
 }
 
+/** A server-streaming POST (NDJSON: `{"result": …}` per message, a last
+ * `{"error": …}` on failure): `onMessage(result)` for each as it arrives. */
+export async function streamPost(path, body, onMessage) {
+  const response = await fetch(path, {
+    method: 'POST',
+    headers: { ...headers('POST', true), Accept: 'application/x-ndjson' },
+    body: JSON.stringify(body),
+    credentials: 'same-origin',
+  });
+  if (!response.ok || !response.body) return answer(response);
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    buffered += value || '';
+    const lines = buffered.split('\n');
+    buffered = done ? '' : lines.pop();
+    for (const line of lines.filter((l) => l.trim())) {
+      const message = JSON.parse(line);
+      if (message.error) throw new ApiError(response.status, message.error);
+      onMessage(message.result);
+    }
+    if (done) return;
+  }
+}
+
 /** Uploads a file as the request body (fetch cannot report upload progress;
  * XMLHttpRequest can). Resolves with the dataset. */
 export function upload(file, query, onProgress) {

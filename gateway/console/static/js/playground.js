@@ -1,6 +1,6 @@
 // Playground: one prompt to the base model and to a job's adapter, side by side.
 
-import { api } from './api.js';
+import { api, streamPost } from './api.js';
 import { announce, h, number } from './util.js';
 
 export async function render(container) {
@@ -24,10 +24,19 @@ export async function render(container) {
       h('section', { class: 'card', 'aria-labelledby': 'tuned-h' }, h('h2', { id: 'tuned-h' }, 'With the job\'s adapter'), tuned)));
 
   async function one(target, request) {
+    // Tokens appear as the trainer's inference worker makes them.
     target.textContent = 'generating…';
+    let text = '';
     try {
-      const answer = await api('POST', '/v1/generate', request);
-      target.replaceChildren(answer.text, h('p', { class: 'muted' }, `${answer.generated_tokens} tokens, ${number(answer.tokens_per_second, 3)} tokens/s`));
+      await streamPost('/v1/generate:stream', request, (message) => {
+        if (message.done) {
+          const done = message.done;
+          target.replaceChildren(done.text, h('p', { class: 'muted' }, `${done.generated_tokens} tokens, ${number(done.tokens_per_second, 3)} tokens/s`));
+        } else {
+          text += message.text || '';
+          target.textContent = text;
+        }
+      });
     } catch (error) {
       target.replaceChildren(h('span', { class: 'error' }, error.message));
     }
