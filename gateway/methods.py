@@ -13,10 +13,12 @@ from google.protobuf import message_factory
 
 from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
 from tunewire.v1 import training_service_pb2 as training_service_pb
+from tunewire.v1 import webhook_service_pb2 as webhook_service_pb
 
 SERVICES: tuple[pb_descriptor.ServiceDescriptor, ...] = (
     training_service_pb.DESCRIPTOR.services_by_name["TrainingService"],
     dataset_service_pb.DESCRIPTOR.services_by_name["DatasetService"],
+    webhook_service_pb.DESCRIPTOR.services_by_name["WebhookService"],
 )
 # Calls anyone may make without a key (health and reflection are not forwarded
 # and need none either).

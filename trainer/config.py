@@ -84,6 +84,16 @@ class TrainerConfig:
     )
     python: str = field(default=sys.executable, metadata={"help": "Python that runs workers."})
     wandb_api_key: str = field(default="", repr=False, metadata={"help": "Enables online WandB."})
+    webhook_allow_private_networks: bool = field(
+        default=False,
+        metadata={"help": "Let webhooks reach loopback, private and link-local addresses."},
+    )
+    # Retries of a webhook delivery: the first after this long, doubling up to the cap,
+    # for as long as the window since the job ended (OpenAI retries for 72 hours).
+    webhook_first_retry_seconds: float = 5.0
+    webhook_max_retry_delay_seconds: float = 3600.0
+    webhook_retry_window_seconds: float = 72 * 3600.0
+    webhook_timeout_seconds: float = 10.0
 
     @property
     def db_path(self) -> Path:
@@ -193,6 +203,12 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
         default=10,
         help="niceness of the inference worker, 0-19; training workers run at 0 (default %(default)s)",
     )
+    parser.add_argument(
+        "--webhook-allow-private-networks",
+        action="store_true",
+        help="let webhook endpoints be on loopback, private or link-local addresses "
+        "(default: public addresses only, the trainer makes the requests)",
+    )
     args = parser.parse_args(argv)
     if args.inference_memory_mb < 1:
         parser.error(f"--inference-memory-mb must be at least 1, got {args.inference_memory_mb}")
@@ -217,4 +233,5 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
         inference_memory_bytes=args.inference_memory_mb << 20,
         inference_nice=args.inference_nice,
         wandb_api_key=os.environ.get("WANDB_API_KEY", ""),
+        webhook_allow_private_networks=args.webhook_allow_private_networks,
     )

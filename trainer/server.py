@@ -16,6 +16,7 @@ from tunewire.trainer import capabilities
 from tunewire.trainer.api.datasets import DatasetService
 from tunewire.trainer.api.training import TrainingService
 from tunewire.trainer.api.training import register as register_training_service
+from tunewire.trainer.api.webhooks import WebhookService
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.datasets.manager import DatasetManager
 from tunewire.trainer.identity import CredentialInterceptor
@@ -28,15 +29,21 @@ from tunewire.trainer.store import db
 from tunewire.trainer.store.database import open_database
 from tunewire.trainer.store.datasets import DatasetStore
 from tunewire.trainer.store.jobs import JobStore
+from tunewire.trainer.store.webhooks import WebhookStore
+from tunewire.trainer.webhooks.dispatcher import RetryPolicy, WebhookDispatcher
+from tunewire.trainer.webhooks.manager import WebhookManager
 from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
 from tunewire.v1 import dataset_service_pb2_grpc as dataset_service_grpc
 from tunewire.v1 import training_service_pb2 as training_service_pb
+from tunewire.v1 import webhook_service_pb2 as webhook_service_pb
+from tunewire.v1 import webhook_service_pb2_grpc as webhook_service_grpc
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
     training_service_pb.DESCRIPTOR.services_by_name["TrainingService"].full_name,
     dataset_service_pb.DESCRIPTOR.services_by_name["DatasetService"].full_name,
+    webhook_service_pb.DESCRIPTOR.services_by_name["WebhookService"].full_name,
 )
 MAX_MESSAGE_BYTES = 64 << 20
 
@@ -57,6 +64,7 @@ class TrainerServer:
     health: health.aio.HealthServicer
     capabilities: asyncio.Future
     inference: InferenceWorker
+    webhooks: WebhookDispatcher
     _conn: db.Database
 
     @property
@@ -72,6 +80,7 @@ class TrainerServer:
         self.bus.close_all()
         await self.server.stop(grace=2)
         await self.inference.close()
+        await self.webhooks.stop()
         if not self.capabilities.done():
             self.capabilities.cancel()
             await asyncio.gather(self.capabilities, return_exceptions=True)
@@ -108,6 +117,19 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
     bus = EventBus()
     runner = JobRunner(config, store, bus)
     jobs = JobManager(config, store, bus, runner, JobDataPreparer(config, datasets))
+    webhooks = WebhookManager(WebhookStore(conn), config.webhook_allow_private_networks)
+    dispatcher = WebhookDispatcher(
+        WebhookStore(conn),
+        RetryPolicy(
+            config.webhook_first_retry_seconds,
+            config.webhook_max_retry_delay_seconds,
+            config.webhook_retry_window_seconds,
+            config.webhook_timeout_seconds,
+        ),
+        config.webhook_allow_private_networks,
+    )
+    store.on_end_in_transaction.append(webhooks.queue_for_ended_job)
+    store.on_end_committed.append(dispatcher.wake)
     caps = asyncio.ensure_future(capabilities.probe(config.python))
 
     server = grpc.aio.server(
@@ -125,6 +147,9 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
     register_training_service(TrainingService(config, jobs, caps, inference_worker), server)
     dataset_service_grpc.add_DatasetServiceServicer_to_server(
         DatasetService(config, datasets), server
+    )
+    webhook_service_grpc.add_WebhookServiceServicer_to_server(
+        WebhookService(config, webhooks), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -147,6 +172,7 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
+    dispatcher.start()
     runner.recover()
     await runner.schedule()
     bound = str(address.with_port(port))
@@ -162,5 +188,6 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
         health_servicer,
         caps,
         inference_worker,
+        dispatcher,
         conn,
     )

@@ -104,6 +104,7 @@ async def start_stack(
     max_running_jobs: int = 0,
     extra_roots: tuple[Path, ...] = (),
     trainer_token: str = "",
+    trainer_options: dict | None = None,
     **gateway_options,
 ) -> Stack:
     home = tmp_path / "home"
@@ -125,6 +126,7 @@ async def start_stack(
         cancel_grace_seconds=5,
         shutdown_grace_seconds=5,
         internal_token=trainer_token,
+        **(trainer_options or {}),
     )
     trainer = await start_trainer(trainer_config)
     # As `tunewire server` does: the gateway is handed the trainer's credential.

@@ -59,6 +59,13 @@ class JobStore:
     def __init__(self, database: db.Database):
         # Tables come from migrations.py, applied when the database was opened.
         self._db = database
+        # Called when a job enters a final state: first inside the transaction that
+        # stores it (an outbox writer, such as webhook deliveries: what it writes
+        # commits or rolls back with the job's end), then once it is committed.
+        self.on_end_in_transaction: list[
+            Callable[[db.Session, training_job_pb.TrainingJob], None]
+        ] = []
+        self.on_end_committed: list[Callable[[training_job_pb.TrainingJob], None]] = []
 
     # ---- jobs ----------------------------------------------------------------
 
@@ -122,8 +129,10 @@ class JobStore:
             if row is None:
                 raise KeyError(job_id)
             job = _job(row)
+            was_final = job.state in TERMINAL_STATES
             if change is not None:
                 change(job)
+            ended = job.state in TERMINAL_STATES and not was_final
             job.update_time.CopyFrom(now_timestamp())
             if event is not None:
                 event.job_id = job_id
@@ -139,6 +148,12 @@ class JobStore:
                 "UPDATE jobs SET state = ?, job = ? WHERE id = ?",
                 (job.state, job.SerializeToString(), job_id),
             )
+            if ended:
+                for write in self.on_end_in_transaction:
+                    write(tx, job)
+        if ended:
+            for listener in self.on_end_committed:
+                listener(job)
         return job, event
 
     def list(

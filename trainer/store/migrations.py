@@ -152,10 +152,45 @@ def _leases(db: Database, s: Session) -> None:
         s.execute(statement)
 
 
+def _webhooks(db: Database, s: Session) -> None:
+    """Completion webhooks: endpoints, and one delivery row per (endpoint, job, event type),
+    written in the transaction that ends the job (an outbox: nothing lost, nothing twice)."""
+    for statement in _ddl(
+        db,
+        """
+        CREATE TABLE IF NOT EXISTS webhooks (
+            id TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            created REAL NOT NULL,
+            webhook BLOB NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS webhooks_by_owner ON webhooks(owner, created);
+        CREATE TABLE IF NOT EXISTS webhook_deliveries (
+            id TEXT PRIMARY KEY,
+            webhook_id TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+            job_id TEXT NOT NULL,
+            event_type INTEGER NOT NULL,
+            state INTEGER NOT NULL,
+            next_attempt REAL NOT NULL,
+            created REAL NOT NULL,
+            payload BLOB NOT NULL,
+            delivery BLOB NOT NULL
+        );
+        CREATE UNIQUE INDEX IF NOT EXISTS webhook_deliveries_once
+            ON webhook_deliveries(webhook_id, job_id, event_type);
+        CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries(state, next_attempt);
+        CREATE INDEX IF NOT EXISTS webhook_deliveries_by_webhook
+            ON webhook_deliveries(webhook_id, created DESC, id)
+        """,
+    ):
+        s.execute(statement)
+
+
 MIGRATIONS: list[Callable[[Database, Session], None]] = [
     _base_tables,
     _per_owner_names,
     _leases,
+    _webhooks,
 ]
 
 

@@ -1,0 +1,1 @@
+"""Completion webhooks: endpoints a key registers, signed events POSTed when its jobs end."""
