@@ -51,6 +51,7 @@ async def test_v1_and_v1alpha_on_gateway_and_trainer(stack):
                 assert {
                     "tunewire.v1.TrainingService",
                     "tunewire.v1.DatasetService",
+                    "tunewire.v1.WebhookService",
                     "grpc.health.v1.Health",
                     *VERSIONS,
                 } <= names, (version, names)

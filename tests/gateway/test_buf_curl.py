@@ -56,6 +56,7 @@ async def test_buf_curl_lists_creates_and_watches(stack):
     assert {
         "tunewire.v1.TrainingService",
         "tunewire.v1.DatasetService",
+        "tunewire.v1.WebhookService",
         "grpc.health.v1.Health",
     } <= set(services)
     methods = (await buf_curl(stack, "--list-methods")).split()

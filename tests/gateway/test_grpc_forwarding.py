@@ -46,6 +46,7 @@ async def test_reflection_lists_every_public_service(stack):
     assert names == {
         "tunewire.v1.TrainingService",
         "tunewire.v1.DatasetService",
+        "tunewire.v1.WebhookService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",

@@ -46,6 +46,10 @@ def test_every_annotated_rpc_has_its_route():
         ("POST", "/v1/datasets/{dataset_id}:normalize"): "NormalizeDataset",
         ("GET", "/v1/datasets/{dataset_id}"): "GetDataset",
         ("GET", "/v1/datasets"): "ListDatasets",
+        ("POST", "/v1/webhooks"): "CreateWebhook",
+        ("GET", "/v1/webhooks"): "ListWebhooks",
+        ("DELETE", "/v1/webhooks/{webhook_id}"): "DeleteWebhook",
+        ("GET", "/v1/webhooks/{webhook_id}/deliveries"): "ListWebhookDeliveries",
     }
     assert {key: r.method.name for key, r in ROUTES.items()} == annotated
     # Every forwarded RPC is reachable over HTTP.

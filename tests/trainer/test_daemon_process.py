@@ -45,6 +45,7 @@ async def test_unix_socket_with_health_reflection_and_server_info(tmp_path):
             assert {
                 "tunewire.v1.TrainingService",
                 "tunewire.v1.DatasetService",
+                "tunewire.v1.WebhookService",
                 "grpc.health.v1.Health",
             } <= names
             # Health and reflection are open; everything else needs the credential,
