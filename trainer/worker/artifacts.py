@@ -32,6 +32,15 @@ def adapter_config(
 ) -> dict:
     """mlx_lm.lora's adapter_config.json (its argument namespace), plus a tunewire section."""
     hp = config.hyperparameters
+    quantization = (
+        {
+            "group_size": config.quantization.group_size,
+            "bits": config.quantization.bits,
+            "mode": "affine",
+        }
+        if quantized_at_load and config.quantization
+        else None
+    )
     return {
         "adapter_path": str(Path(config.job_dir) / ADAPTERS_DIR),
         "batch_size": hp.batch_size,
@@ -53,20 +62,36 @@ def adapter_config(
         "steps_per_report": config.report_interval_steps,
         "train": True,
         "val_batches": config.evaluation.max_batches or -1,
+        # mlx-lm's own key for a quantized model (its config.json's): the adapter was
+        # trained on the base quantized so, and belongs on that base, not the float one.
+        "quantization": quantization,
         "tunewire": {
             "job_id": config.job_id,
             "method": config.method,
             "lora_alpha": config.lora.alpha if config.lora else None,
             "loss_masking": config.loss_masking,
             # The adapter was trained against this quantization of the base; mlx-lm
-            # loads it onto whatever base it is given.
+            # loads it onto whatever base it is given, so the base to give it is made so.
             "quantization": (
-                {"bits": config.quantization.bits, "group_size": config.quantization.group_size}
-                if quantized_at_load and config.quantization
+                {"bits": quantization["bits"], "group_size": quantization["group_size"]}
+                if quantization
                 else None
             ),
+            "quantized_base": quantized_base_command(config.model, quantization),
         },
     }
+
+
+def quantized_base_command(model: str, quantization: dict | None) -> str | None:
+    """The mlx-lm command that makes the quantized base this adapter was trained on
+    (the same nn.quantize of the same weights: bit for bit the trainer's)."""
+    if not quantization:
+        return None
+    bits, group = quantization["bits"], quantization["group_size"]
+    return (
+        f"mlx_lm.convert --hf-path {model} --mlx-path {model.rstrip('/')}-{bits}bit-g{group} "
+        f"-q --q-bits {bits} --q-group-size {group}"
+    )
 
 
 def trainable_weights(model: nn.Module) -> dict[str, mx.array]:

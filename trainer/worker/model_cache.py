@@ -161,8 +161,9 @@ class ModelCache:
         except WorkerError as exc:
             raise ValueError(exc.message) from None
         if quantization:
-            prepare_dtype(loaded.model)  # as the training worker did before quantizing
+            # As the training worker made the base it trained on: quantize, then cast.
             quantize(loaded.model, quantization.bits, quantization.group_size)
+            prepare_dtype(loaded.model)
         mx.eval(loaded.model.parameters())
         loaded.model.eval()
         entry = Loaded(loaded.model, loaded.tokenizer, weights_bytes(loaded.model), quantization)
