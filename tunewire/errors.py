@@ -40,6 +40,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# A status travels in gRPC trailing metadata (grpc-status-details-bin, base64, plus
+# grpc-message): together they stay well under the 8 KiB peers accept by default.
+MAX_MESSAGE = 600
+MAX_FIELD = 200
+MAX_DESCRIPTION = 400
+MAX_VIOLATION_BYTES = 2400
+
 
 @dataclass
 class FieldViolation:
@@ -65,13 +72,14 @@ def build_status(
     ErrorInfo (domain tunewire.dev, `reason`), a BadRequest with `violations`,
     a ResourceInfo when a resource is named, a RetryInfo when a retry can help."""
     number = code.value[0] if isinstance(code, grpc.StatusCode) else int(code)
+    message = _clip(message, MAX_MESSAGE)
     status = status_pb2.Status(code=number, message=message)
     status.details.add().Pack(
         error_details_pb2.ErrorInfo(
             reason=str(reason), domain=ERROR_DOMAIN, metadata=dict(metadata or {})
         )
     )
-    violations = list(violations)
+    violations = _bounded(list(violations))
     if violations:
         status.details.add().Pack(
             error_details_pb2.BadRequest(
@@ -94,6 +102,26 @@ def build_status(
         delay = duration_pb2.Duration(seconds=int(seconds), nanos=int((seconds % 1) * 1e9))
         status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
     return status
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _bounded(violations: list[FieldViolation]) -> list[FieldViolation]:
+    """As many violations as fit gRPC's metadata limit (the status travels in a
+    trailer; 10,000 violations would overflow it and turn a refusal into a 429)."""
+    kept: list[FieldViolation] = []
+    size = 0
+    for i, v in enumerate(violations):
+        clipped = FieldViolation(_clip(v.field, MAX_FIELD), _clip(v.description, MAX_DESCRIPTION))
+        size += len(clipped.field) + len(clipped.description) + 8
+        if size > MAX_VIOLATION_BYTES:
+            rest = len(violations) - i
+            kept.append(FieldViolation(clipped.field, f"... and {rest} more violation(s)"))
+            break
+        kept.append(clipped)
+    return kept
 
 
 def reason_of(status: status_pb2.Status) -> str:

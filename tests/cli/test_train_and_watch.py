@@ -69,6 +69,18 @@ def test_jobs_list_show_and_checkpoints(services, trained):
     assert steps == ["6", "12"]
 
 
+def test_logs_prints_the_workers_output(services, trained):
+    _, job_id = trained
+    whole = services.cli("logs", job_id)
+    assert whole.returncode == 0, whole.stderr
+    lines = whole.stdout.splitlines()
+    assert len(lines) > 3
+    tail = services.cli("logs", job_id, "--tail", "2")
+    assert tail.stdout.splitlines() == lines[-2:]
+    followed = services.cli("logs", job_id, "--follow")  # the job has ended: all, then exit
+    assert followed.returncode == 0 and followed.stdout == whole.stdout
+
+
 def test_watch_json_replays_every_event_once(services, trained):
     _, job_id = trained
     result = services.cli("watch", job_id, "--json")

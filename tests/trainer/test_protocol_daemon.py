@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from tunewire.client.trainer_channel import trainer_channel
+from tunewire.errors import reason_of
+from tunewire.reasons import Reason
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.server import start_trainer
 from tunewire.v1 import training_job_pb2 as training_job_pb
@@ -37,15 +39,24 @@ SCRIPTED_WORKER = textwrap.dedent(
         sys.exit(0)
     w = EventWriter(fd)
     w.emit(p.State(state=p.WorkerState.RUNNING, reason="scripted"))
-    w.emit(p.Metrics(step=1, epoch=0.5, loss=math.nan, learning_rate=math.inf,
-                     tokens_per_second=-math.inf, iterations_per_second=1.0, trained_tokens=1,
-                     peak_memory_bytes=1, rss_bytes=1, all_reduce_seconds_per_step=0.0))
-    w.emit(p.Evaluation(step=1, validation_loss=-math.inf, perplexity=math.inf, seconds=0.0))
+    if sys.argv[1] == "crash":  # dies with a traceback in its log and nothing on the pipe
+        for i in range(300):
+            print(f"step {i} going fine")
+        def deep(): raise RuntimeError("something broke deep inside")
+        deep()
+    w.emit(p.Evaluation(step=1, validation_loss=2.5, perplexity=math.inf, seconds=0.0))
     w.emit(p.Checkpoint(step=1, path="/nowhere", train_loss=math.nan, validation_loss=math.inf,
                         best=False, size_bytes=0, removed=[]))
-    w.emit(p.Done(outcome=p.Outcome.SUCCEEDED, step=1,
-                  artifacts=p.Artifacts(adapter_path=None, model_path=None, wandb_dir=None),
-                  best_checkpoint_step=0))
+    loss = math.inf if sys.argv[1] == "inf-done" else math.nan
+    w.emit(p.Metrics(step=2, epoch=0.5, loss=loss, learning_rate=math.inf,
+                     tokens_per_second=-math.inf, iterations_per_second=1.0, trained_tokens=1,
+                     peak_memory_bytes=1, rss_bytes=1, all_reduce_seconds_per_step=0.0))
+    if sys.argv[1] == "inf-done":  # finishing "successfully" after the loss went infinite
+        w.emit(p.Done(outcome=p.Outcome.SUCCEEDED, step=2,
+                      artifacts=p.Artifacts(adapter_path=None, model_path=None, wandb_dir=None),
+                      best_checkpoint_step=0))
+        sys.exit(0)
+    sys.stdin.read()  # training on past a NaN: until the daemon stops us
     """
 )
 
@@ -88,20 +99,30 @@ async def run_job(tmp_path, data_dir, tiny_model_dir, mode: str):
         await server.stop(grace=5)
 
 
-async def test_nan_and_infinities_reach_the_job_as_they_were_sent(
+async def test_nan_and_infinities_reach_the_job_and_a_nan_loss_fails_it_as_diverged(
     tmp_path, data_dir, tiny_model_dir
 ):
     job, events = await run_job(tmp_path, data_dir, tiny_model_dir, "nan")
-    assert job.state == training_job_pb.JOB_STATE_SUCCEEDED, job.error
+    assert job.state == training_job_pb.JOB_STATE_FAILED
+    assert reason_of(job.error) == Reason.DIVERGED
+    assert job.error.message.startswith("training diverged: the training loss became nan at step 2")
     metrics = job.latest_metrics
     assert math.isnan(metrics.loss)
     assert metrics.learning_rate == math.inf and metrics.tokens_per_second == -math.inf
-    assert job.latest_evaluation.validation_loss == -math.inf
     assert job.latest_evaluation.perplexity == math.inf
     (streamed,) = [e.training_metrics for e in events if e.HasField("training_metrics")]
     assert math.isnan(streamed.loss) and streamed.learning_rate == math.inf
     (saved,) = [e.checkpoint_saved.checkpoint for e in events if e.HasField("checkpoint_saved")]
     assert math.isnan(saved.train_loss) and saved.validation_loss == math.inf
+    (last,) = [e.state_change for e in events if e.HasField("state_change")][-1:]
+    assert last.state == training_job_pb.JOB_STATE_FAILED and "step 2" in last.reason
+
+
+async def test_a_job_whose_loss_went_infinite_never_succeeds(tmp_path, data_dir, tiny_model_dir):
+    job, _ = await run_job(tmp_path, data_dir, tiny_model_dir, "inf-done")
+    assert job.state == training_job_pb.JOB_STATE_FAILED
+    assert reason_of(job.error) == Reason.DIVERGED
+    assert "became inf at step 2" in job.error.message
 
 
 async def test_a_worker_speaking_another_version_fails_the_job_naming_both(

@@ -36,7 +36,11 @@ class Page:
         """The token of the page after this one; "" on the last page."""
         if not more:
             return ""
-        data = _LAYOUT.pack(_VERSION, self._query, self.offset + self.limit)
+        return self.token_at(self.offset + self.limit)
+
+    def token_at(self, offset: int) -> str:
+        """A token of this query that continues at `offset` (a byte offset, for logs)."""
+        data = _LAYOUT.pack(_VERSION, self._query, offset)
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 

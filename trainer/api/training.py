@@ -96,6 +96,10 @@ class TrainingService(training_service_grpc.TrainingServiceServicer):
         return data
 
     @handles_errors
+    async def GetTrainingJobLog(self, request, context):
+        return await asyncio.to_thread(self._jobs.log, self._who(context), request)
+
+    @handles_errors
     async def ListCheckpoints(self, request, context):
         checkpoints = self._jobs.checkpoints(self._who(context), request.job_id)
         best = next((c.step for c in checkpoints if c.best), 0)

@@ -9,8 +9,12 @@ checks the model, the numbers and their combinations.
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
 
 from tunewire.errors import FieldViolation
 from tunewire.trainer import model_inspect
@@ -31,6 +35,11 @@ MAX_STEPS = 10_000_000
 MAX_WORLD = 1024
 MAX_METADATA = 64
 MAX_TEXT = 256
+MAX_TARGET_MODULES = 256
+MAX_ALPHA = 65536.0
+MAX_WEIGHT_DECAY = 10.0
+MAX_GRAD_NORM = 1e6
+MAX_MIN_DELTA = 1000.0
 QUANT_BITS = (4, 8)
 QUANT_GROUPS = (32, 64, 128)
 _HOST = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)(:(\d{1,5}))?$")
@@ -39,13 +48,46 @@ Spec = training_job_pb.TrainingJobSpec
 Bad = Callable[[str, str], None]
 
 
-def _collector() -> tuple[list[FieldViolation], Bad]:
+def _collector(settled: frozenset[str] = frozenset()) -> tuple[list[FieldViolation], Bad]:
+    """A list of violations and the function adding to it; fields in `settled` were
+    already reported (a NaN), so what their range check would add only repeats it."""
     found: list[FieldViolation] = []
 
     def bad(field: str, why: str) -> None:
-        found.append(FieldViolation(f"spec.{field}", why))
+        if field not in settled:
+            found.append(FieldViolation(f"spec.{field}", why))
 
     return found, bad
+
+
+def _float_fields(message: Message, prefix: str = "") -> Iterator[tuple[str, float]]:
+    """(path, value) of every float and double field set in the spec, at any depth."""
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        if field.type in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
+            values = value if field.is_repeated else [value]
+            for i, v in enumerate(values):
+                yield (f"{path}[{i}]" if len(values) > 1 else path), v
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and not _is_map(field.message_type):
+            if field.is_repeated:
+                for i, item in enumerate(value):
+                    yield from _float_fields(item, f"{path}[{i}].")
+            else:
+                yield from _float_fields(value, f"{path}.")
+
+
+def _is_map(descriptor: Descriptor) -> bool:
+    return descriptor.GetOptions().map_entry
+
+
+def _non_finite(spec: Spec) -> list[tuple[str, float]]:
+    return [(path, v) for path, v in _float_fields(spec) if not math.isfinite(v)]
+
+
+def _show(value: object, limit: int = 60) -> str:
+    """repr() of a client's value, cut short: a 100,000-character value is not echoed."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
 
 
 def _enum_ok(enum_type: object, value: int) -> bool:
@@ -85,7 +127,12 @@ def check_spec(
     spec: Spec, model: ModelInfo | None, hosts: list[str], *, wandb_online_allowed: bool
 ) -> list[FieldViolation]:
     """Every violation of a spec whose defaults are applied."""
-    found, bad = _collector()
+    non_finite = _non_finite(spec)
+    found, bad = _collector(frozenset(path for path, _ in non_finite))
+    found += [
+        FieldViolation(f"spec.{path}", f"must be a finite number, got {value:g}")
+        for path, value in non_finite
+    ]
     _check_method(spec, model, bad)
     _check_data(spec, bad)
     if spec.HasField("lora"):
@@ -133,8 +180,8 @@ def _check_lora(lora: training_job_pb.LoraConfig, model: ModelInfo | None, bad: 
     rank_ok = 1 <= lora.rank <= MAX_RANK
     if not rank_ok:
         bad("lora.rank", f"must be between 1 and {MAX_RANK}, got {lora.rank}")
-    if rank_ok and not lora.alpha > 0:  # a bad rank would only repeat itself in its alpha
-        bad("lora.alpha", f"must be positive, got {lora.alpha:g}")
+    if rank_ok and not 0 < lora.alpha <= MAX_ALPHA:  # a bad rank repeats itself in its alpha
+        bad("lora.alpha", f"must be in (0, {MAX_ALPHA:g}], got {lora.alpha:g}")
     if not 0.0 <= lora.dropout < 1.0:
         bad("lora.dropout", f"must be in [0, 1), got {lora.dropout:g}")
     if lora.num_layers < -1:
@@ -144,7 +191,12 @@ def _check_lora(lora: training_job_pb.LoraConfig, model: ModelInfo | None, bad: 
         )
     elif model is not None and model.num_layers and lora.num_layers > model.num_layers:
         bad("lora.num_layers", f"the model has {model.num_layers} blocks, got {lora.num_layers}")
-    if lora.target_modules and model is not None:
+    if len(lora.target_modules) > MAX_TARGET_MODULES:
+        bad(
+            "lora.target_modules",
+            f"at most {MAX_TARGET_MODULES} names, got {len(lora.target_modules)}",
+        )
+    elif lora.target_modules and model is not None:
         _, unknown = model_inspect.resolve_target_modules(
             list(lora.target_modules), model.block_linear_modules
         )
@@ -152,7 +204,9 @@ def _check_lora(lora: training_job_pb.LoraConfig, model: ModelInfo | None, bad: 
             valid = ", ".join(sorted({m.rsplit(".", 1)[-1] for m in model.block_linear_modules}))
             bad(
                 "lora.target_modules",
-                f"unknown module(s) {', '.join(map(repr, unknown))}; this model has: {valid}",
+                f"unknown module(s) {', '.join(map(_show, unknown[:10]))}"
+                f"{f' (and {len(unknown) - 10} more)' if len(unknown) > 10 else ''}; "
+                f"this model has: {valid}",
             )
 
 
@@ -168,14 +222,15 @@ def _check_hyperparameters(
     lr_ok = 0.0 < hp.learning_rate <= 1.0
     if not lr_ok:
         bad("hyperparameters.learning_rate", f"must be in (0, 1], got {hp.learning_rate:g}")
-    if not 0.0 <= hp.min_learning_rate <= (hp.learning_rate if lr_ok else 1.0):
+    # Checked against a wrong learning_rate it would only repeat that violation.
+    if lr_ok and not 0.0 <= hp.min_learning_rate <= hp.learning_rate:
         bad(
             "hyperparameters.min_learning_rate",
             f"must be between 0 and learning_rate, got {hp.min_learning_rate:g}",
         )
     if hp.warmup_steps < 0:
         bad("hyperparameters.warmup_steps", f"must be at least 0, got {hp.warmup_steps}")
-    elif hp.max_steps and hp.warmup_steps >= hp.max_steps:
+    elif 0 < hp.max_steps <= MAX_STEPS and hp.warmup_steps >= hp.max_steps:
         bad(
             "hyperparameters.warmup_steps",
             f"must be less than max_steps ({hp.max_steps}), got {hp.warmup_steps}",
@@ -187,8 +242,11 @@ def _check_hyperparameters(
         )
     if not _enum_ok(training_job_pb.Optimizer, hp.optimizer):
         bad("hyperparameters.optimizer", f"unknown optimizer {hp.optimizer}")
-    if hp.weight_decay < 0:
-        bad("hyperparameters.weight_decay", f"must be at least 0, got {hp.weight_decay:g}")
+    if not 0 <= hp.weight_decay <= MAX_WEIGHT_DECAY:
+        bad(
+            "hyperparameters.weight_decay",
+            f"must be between 0 and {MAX_WEIGHT_DECAY:g}, got {hp.weight_decay:g}",
+        )
     if not 1 <= hp.gradient_accumulation_steps <= MAX_ACCUMULATION:
         bad(
             "hyperparameters.gradient_accumulation_steps",
@@ -204,8 +262,11 @@ def _check_hyperparameters(
             "hyperparameters.max_seq_length",
             f"the model's context is {model.context_length} tokens, got {hp.max_seq_length}",
         )
-    if hp.max_grad_norm < 0:
-        bad("hyperparameters.max_grad_norm", f"must be at least 0, got {hp.max_grad_norm:g}")
+    if not 0 <= hp.max_grad_norm <= MAX_GRAD_NORM:
+        bad(
+            "hyperparameters.max_grad_norm",
+            f"must be between 0 (off) and {MAX_GRAD_NORM:g}, got {hp.max_grad_norm:g}",
+        )
 
 
 def _check_evaluation(spec: Spec, bad: Bad) -> None:
@@ -225,10 +286,10 @@ def _check_evaluation(spec: Spec, bad: Bad) -> None:
             "evaluation.early_stopping.patience",
             "early stopping needs validation data (validation_dataset or validation_fraction)",
         )
-    if ev.early_stopping.min_delta < 0:
+    if not 0 <= ev.early_stopping.min_delta <= MAX_MIN_DELTA:
         bad(
             "evaluation.early_stopping.min_delta",
-            f"must be at least 0, got {ev.early_stopping.min_delta:g}",
+            f"must be between 0 and {MAX_MIN_DELTA:g}, got {ev.early_stopping.min_delta:g}",
         )
     if spec.checkpointing.interval_steps < 0:
         bad(
@@ -244,11 +305,15 @@ def _check_evaluation(spec: Spec, bad: Bad) -> None:
 def _check_distributed(spec: Spec, hosts: list[str], bad: Bad) -> None:
     dist = spec.distributed
     world = dist.world_size
+    too_many = len(dist.hosts) > MAX_WORLD
+    if too_many:
+        bad("distributed.hosts", f"at most {MAX_WORLD} hosts, got {len(dist.hosts)}")
     if not 1 <= world <= MAX_WORLD:
         bad("distributed.world_size", f"must be between 1 and {MAX_WORLD}, got {world}")
+    if too_many or not 1 <= world <= MAX_WORLD:
         return
     batch = spec.hyperparameters.batch_size
-    if world > 1 and batch % world:
+    if world > 1 and 1 <= batch <= MAX_BATCH and batch % world:
         bad(
             "hyperparameters.batch_size",
             f"the global batch ({batch}) must be divisible by distributed.world_size ({world})",
@@ -258,11 +323,11 @@ def _check_distributed(spec: Spec, hosts: list[str], bad: Bad) -> None:
     for i, host in enumerate(dist.hosts):
         m = _HOST.match(host)
         if not m or (m.group(3) and not 0 < int(m.group(3)) < 65536):
-            bad(f"distributed.hosts[{i}]", f"{host!r} is not 'host' or 'host:port'")
+            bad(f"distributed.hosts[{i}]", f"{_show(host)} is not 'host' or 'host:port'")
         elif not m.group(3) and not is_local(m.group(1)):
             bad(
                 f"distributed.hosts[{i}]",
-                f"{host!r} is another machine: give the port its rank listens on (host:port)",
+                f"{_show(host)} is another machine: give the port its rank listens on (host:port)",
             )
     first = _HOST.match(hosts[0]) if hosts else None
     if hosts and not is_local(first.group(1) if first else hosts[0]):
@@ -270,7 +335,7 @@ def _check_distributed(spec: Spec, hosts: list[str], bad: Bad) -> None:
         bad(
             field,
             f"rank 0 reports progress and writes checkpoints, so it runs on the trainer's own host; "
-            f"list this host first (got {hosts[0]!r})",
+            f"list this host first (got {_show(hosts[0])})",
         )
     if hosts and len(hosts) != world:
         field = "distributed.hosts" if dist.hosts else "distributed.hostfile"

@@ -9,6 +9,7 @@ again. A file given by path is validated and normalized here, once for the job.
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from tunewire.identity import Principal
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.datasets import files
 from tunewire.trainer.datasets.manager import DatasetManager
+from tunewire.trainer.jobs import checks
 from tunewire.trainer.paths import confine
 from tunewire.v1 import dataset_pb2 as dataset_pb
 from tunewire.v1 import training_job_pb2 as training_job_pb
@@ -114,7 +116,12 @@ class JobDataPreparer:
         violations: list[FieldViolation],
     ) -> tuple[PreparedData | None, list[FieldViolation]]:
         seed = spec.hyperparameters.seed
-        fraction = spec.validation_fraction if valid_source is None else 0.0
+        # A fraction checks.py refuses (NaN, -1, 1e308) is not split by: the job will not
+        # run, and the library would raise on it.
+        fraction_ok = (
+            math.isfinite(spec.validation_fraction) and 0 <= spec.validation_fraction <= 0.5
+        )
+        fraction = spec.validation_fraction if valid_source is None and fraction_ok else 0.0
         train = await self._data(train_source, out_dir / "train", fraction, seed)
         violations += _data_violations(train.report, train_source.field)
         validation_path = train.validation_path
@@ -129,19 +136,14 @@ class JobDataPreparer:
 
         batch = spec.hyperparameters.batch_size
         records = train.train_records
-        if train.report.valid and records < batch:
+        if train.report.valid and 1 <= batch <= checks.MAX_BATCH and records < batch:
             violations.append(
                 FieldViolation(
                     "spec.hyperparameters.batch_size",
                     f"the training data has {records} record(s), fewer than batch_size {batch}",
                 )
             )
-        if (
-            train.report.valid
-            and spec.validation_fraction > 0
-            and valid_source is None
-            and validation_records == 0
-        ):
+        if train.report.valid and fraction > 0 and valid_source is None and validation_records == 0:
             violations.append(
                 FieldViolation(
                     "spec.validation_fraction",

@@ -7,6 +7,7 @@ NOT_FOUND (never PERMISSION_DENIED), so existence does not leak.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import secrets
 import shutil
@@ -20,6 +21,7 @@ from tunewire.identity import Principal
 from tunewire.reasons import Reason
 from tunewire.trainer.api import paging
 from tunewire.trainer.config import TrainerConfig
+from tunewire.trainer.jobs import logs
 from tunewire.trainer.jobs import spec as spec_path
 from tunewire.trainer.jobs.data import JobDataPreparer
 from tunewire.trainer.jobs.event_bus import EventBus
@@ -29,6 +31,7 @@ from tunewire.trainer.store import db
 from tunewire.trainer.store.jobs import TERMINAL_STATES, JobStore, now_timestamp
 from tunewire.v1 import training_event_pb2 as training_event_pb
 from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 MAX_REQUEST_ID = 128
 REPLAY_PAGE = 500
@@ -62,10 +65,11 @@ class JobManager:
                     )
                 ]
             )
+        fingerprint = spec_fingerprint(spec)
         if request_id:
             earlier = self._store.find_by_request_id(who.name, request_id)
             if earlier is not None:
-                return self._with_queue_position(earlier)
+                return self._same_request(earlier, request_id, fingerprint)
 
         job_id = f"job-{secrets.token_hex(6)}"
         job_dir = self._config.jobs_dir / job_id
@@ -98,6 +102,7 @@ class JobManager:
         job.state = training_job_pb.JOB_STATE_QUEUED
         job.owner = who.name
         job.request_id = request_id
+        job.resolved.spec_sha256 = fingerprint
         job.create_time.CopyFrom(now_timestamp())
         job.update_time.CopyFrom(job.create_time)
         job.dataset_details.CopyFrom(prepared.details)
@@ -116,9 +121,27 @@ class JobManager:
             earlier = self._store.find_by_request_id(who.name, request_id)
             if earlier is None:
                 raise
-            return self._with_queue_position(earlier)
+            return self._same_request(earlier, request_id, fingerprint)
         await self._runner.schedule()
         return self._with_queue_position(self._store.get(job_id))
+
+    def _same_request(
+        self, earlier: training_job_pb.TrainingJob, request_id: str, fingerprint: str
+    ) -> training_job_pb.TrainingJob:
+        """The job an earlier create with this request_id made, if it had this spec."""
+        if earlier.resolved.spec_sha256 and earlier.resolved.spec_sha256 != fingerprint:
+            raise ServiceError(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"request_id {request_id!r} was used for job {earlier.id} with a different "
+                "spec; use a new request_id for a new job",
+                reason=Reason.REQUEST_ID_REUSED,
+                resource_type="training job",
+                resource_name=earlier.id,
+                violations=[
+                    FieldViolation("request_id", f"already names job {earlier.id} (another spec)")
+                ],
+            )
+        return self._with_queue_position(earlier)
 
     # ---- read --------------------------------------------------------------------
 
@@ -156,6 +179,34 @@ class JobManager:
 
     def count_in_states(self, states) -> int:
         return self._store.count(states)
+
+    def log(
+        self, who: Principal, request: training_service_pb.GetTrainingJobLogRequest
+    ) -> training_service_pb.GetTrainingJobLogResponse:
+        """A page of the job's log, for its owner or an admin (others: NOT_FOUND)."""
+        job = self._visible(who, request.job_id)
+        world = max(1, job.distributed.world_size)
+        if not 0 <= request.rank < world:
+            raise invalid_argument(
+                [FieldViolation("rank", f"the job has ranks 0 to {world - 1}, got {request.rank}")]
+            )
+        where = paging.page(
+            request.page_size or logs.DEFAULT_LINES,
+            request.page_token,
+            who.name,
+            job.id,
+            request.rank,
+        )
+        path = self._config.jobs_dir / job.id / job_layout.rank_log_file(request.rank)
+        got = logs.read_page(
+            path, where.offset, where.limit, tail=request.tail and not request.page_token
+        )
+        return training_service_pb.GetTrainingJobLogResponse(
+            lines=got.lines,
+            next_page_token=where.token_at(got.next_offset),
+            size_bytes=got.size,
+            at_end=got.at_end,
+        )
 
     def checkpoints(self, who: Principal, job_id: str) -> list[training_job_pb.Checkpoint]:
         self._visible(who, job_id)
@@ -250,6 +301,11 @@ class JobManager:
 
 def _is_terminal(event: training_event_pb.TrainingEvent) -> bool:
     return event.HasField("state_change") and event.state_change.state in TERMINAL_STATES
+
+
+def spec_fingerprint(spec: training_job_pb.TrainingJobSpec) -> str:
+    """The spec's identity as sent: deterministic bytes (map order fixed), hashed."""
+    return hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()
 
 
 def _summary(violations: list[FieldViolation]) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from google.rpc import code_pb2, status_pb2
 from tunewire.errors import build_status
 from tunewire.reasons import Reason
 from tunewire.trainer.config import TrainerConfig
-from tunewire.trainer.jobs import handoff
+from tunewire.trainer.jobs import failures, handoff
 from tunewire.trainer.jobs.event_bus import EventBus
 from tunewire.trainer.jobs.worker_events import log_event, translate
 from tunewire.trainer.processes import blas, launch, supervisor
@@ -50,6 +49,7 @@ class RunState:
     error: protocol.Error | None = None
     cancel_requested_by: str = ""
     kill_reason: str = ""
+    diverged: failures.Divergence | None = None
 
 
 def state_event(previous: int, state: int, reason: str, error: status_pb2.Status | None = None):
@@ -158,15 +158,12 @@ class JobRunner:
             )
         except Exception as exc:
             log.exception("job %s: could not start its worker", job_id)
+            why = failures.one_line(f"could not start the worker: {exc}")
             self.set_state(
                 job_id,
                 training_job_pb.JOB_STATE_FAILED,
-                f"could not start the worker: {exc}",
-                build_status(
-                    code_pb2.INTERNAL,
-                    f"could not start the worker: {exc}",
-                    Reason.WORKER_START_FAILED,
-                ),
+                why,
+                build_status(code_pb2.INTERNAL, why, Reason.WORKER_START_FAILED),
             )
             return
         self._running[job_id] = RunState(group=group)
@@ -222,6 +219,10 @@ class JobRunner:
             if run is not None:
                 run.error = event
             return
+        diverged = failures.divergence(event)
+        if diverged is not None and run is not None and run.diverged is None:
+            run.diverged = diverged
+            run.group.kill()
         translation = translate(event)
         if isinstance(event, protocol.Checkpoint) and translation.event is not None:
             checkpoint = translation.event.checkpoint_saved.checkpoint
@@ -272,6 +273,18 @@ class JobRunner:
             if done.best_checkpoint_step:
                 j.artifacts.best_checkpoint_step = done.best_checkpoint_step
 
+        if run.diverged is not None:
+            # Whatever the worker did after its loss went NaN (finished, or was stopped
+            # for it), the job did not succeed.
+            status = failures.diverged_status(run.diverged)
+            self.set_state(
+                job_id,
+                training_job_pb.JOB_STATE_FAILED,
+                status.message,
+                status,
+                extra=record_artifacts,
+            )
+            return
         if not self._accepting and outcome in (Outcome.INTERRUPTED, None):
             # Daemon shutdown: the job stays active in the store and resumes at the next start.
             self.apply(
@@ -298,7 +311,7 @@ class JobRunner:
             )
             self.set_state(job_id, training_job_pb.JOB_STATE_CANCELLED, why, extra=record_artifacts)
         else:
-            status = self._failure_status(run, result)
+            status = failures.worker_failure(run.error, result)
             self.set_state(
                 job_id,
                 training_job_pb.JOB_STATE_FAILED,
@@ -306,36 +319,6 @@ class JobRunner:
                 status,
                 extra=record_artifacts,
             )
-
-    def _failure_status(self, run: RunState, result: supervisor.GroupExit) -> status_pb2.Status:
-        error = run.error
-        peer_lost = error is not None and error.reason is Reason.DISTRIBUTED_PEER_LOST
-        if error is not None and not (peer_lost and result.failed_rank not in (None, 0)):
-            message = error.message or "the worker reported an error"
-            code = (
-                code_pb2.INTERNAL
-                if error.reason is Reason.PROTOCOL_MISMATCH
-                else code_pb2.FAILED_PRECONDITION
-            )
-            return build_status(code, message, error.reason)
-        if result.failed_rank is not None:
-            code = result.failed_code or 0
-            how = (
-                f"was killed by signal {-code} ({_signal_name(-code)})"
-                if code < 0
-                else f"exited with code {code}"
-            )
-            who = "the worker" if result.ranks == 1 else f"rank {result.failed_rank}"
-            tail = f"; last log lines:\n{result.log_tail}" if result.log_tail else ""
-            return build_status(
-                code_pb2.INTERNAL,
-                f"{who} {how}{tail}",
-                Reason.WORKER_CRASHED,
-                metadata={"rank": str(result.failed_rank)},
-            )
-        return build_status(
-            code_pb2.INTERNAL, "the worker exited without finishing the job", Reason.WORKER_CRASHED
-        )
 
     # ---- cancel, recovery, shutdown -------------------------------------------
 
@@ -414,10 +397,3 @@ class JobRunner:
         # Let the exit handlers record what happened before the store closes.
         if self._grace_tasks:
             await asyncio.wait(list(self._grace_tasks), timeout=5)
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"

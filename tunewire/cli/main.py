@@ -12,6 +12,7 @@ Jobs
   jobs [show|cancel JOB]  list, inspect, cancel
   watch JOB               live progress bar; --json for one event per line
   checkpoints JOB         a job's checkpoints and losses
+  logs JOB                a job's log (what its worker printed); --follow, --tail N
   plot JOB -o loss.png    training and validation loss against step
   generate JOB "prompt"   a reply from the fine-tuned model
   download JOB [-o DIR]   the adapter (or --checkpoint N, --model) onto this machine
@@ -44,6 +45,7 @@ COMMANDS = {
     "jobs": ("tunewire.cli.jobs", "run_jobs"),
     "watch": ("tunewire.cli.watch", "run_watch"),
     "checkpoints": ("tunewire.cli.jobs", "run_checkpoints"),
+    "logs": ("tunewire.cli.logs", "run_logs"),
     "plot": ("tunewire.cli.plot", "run_plot"),
     "generate": ("tunewire.cli.generate", "run_generate"),
     "download": ("tunewire.cli.download", "run_download"),
@@ -58,6 +60,7 @@ CLIENT_COMMANDS = {
     "jobs",
     "watch",
     "checkpoints",
+    "logs",
     "plot",
     "generate",
     "download",

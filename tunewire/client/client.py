@@ -185,6 +185,21 @@ class Client:
         request = training_service_pb.CancelTrainingJobRequest(job_id=job_id, force=force)
         return self._call(self._training.CancelTrainingJob, request).job
 
+    def log_page(
+        self,
+        job_id: str,
+        *,
+        rank: int = 0,
+        lines: int = 0,
+        page_token: str = "",
+        tail: bool = False,
+    ) -> training_service_pb.GetTrainingJobLogResponse:
+        """A page of a job's log (yours, or any as an admin); see GetTrainingJobLog."""
+        request = training_service_pb.GetTrainingJobLogRequest(
+            job_id=job_id, rank=rank, page_size=lines, page_token=page_token, tail=tail
+        )
+        return self._call(self._training.GetTrainingJobLog, request)
+
     def checkpoints(self, job_id: str) -> training_service_pb.ListCheckpointsResponse:
         return self._call(
             self._training.ListCheckpoints,
