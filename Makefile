@@ -14,9 +14,9 @@ VENDORED_PROTOS := $(wildcard protos/google/*/*.proto)
 DESCRIPTORS := gen/tunewire/v1/descriptors.binpb
 PYTEST_ARGS ?=
 
-.PHONY: setup protos proto-deps blas scale-packages model smollm2 node-client console-assets lint lint-proto test run bench clean
+.PHONY: setup protos proto-deps blas scale-packages model smollm2 node-client console-assets openai-node-sdk lint lint-proto test run bench clean
 
-setup: $(INSTALLED) blas model smollm2 node-client console-assets
+setup: $(INSTALLED) blas model smollm2 node-client console-assets openai-node-sdk
 
 # Code generation needs grpcio-tools before the package can be installed
 # (tunewire.v1 lives in gen/), so the venv is bootstrapped in two steps.
@@ -81,6 +81,15 @@ $(CONSOLE_VENDOR): gateway/console/package.json gateway/console/package-lock.jso
 			node_modules/uplot/LICENSE static/vendor/; \
 	else echo "npm not found: the console's charts (uPlot) are not built"; fi
 
+# The official openai Node SDK, for the test that runs OpenAI's fine-tuning flow with it
+# (tests/openai/node; skipped without Node). From the npm registry, pinned by its lock file.
+OPENAI_NODE_SDK := tests/openai/node/node_modules/openai/package.json
+openai-node-sdk: $(OPENAI_NODE_SDK)
+$(OPENAI_NODE_SDK): tests/openai/node/package.json tests/openai/node/package-lock.json
+	@if command -v npm >/dev/null; then \
+		cd tests/openai/node && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the openai Node SDK test will skip"; fi
+
 # Refreshes the vendored googleapis protos (protos/google) from the installed
 # googleapis-common-protos; a maintainer's step, nothing else depends on it.
 proto-deps: | $(VENV)/bin/python
@@ -107,5 +116,5 @@ bench: setup
 	$(PY) -m bench.run_all
 
 clean:
-	rm -rf gen build dist clients/node/dist clients/node/src/gen clients/node/node_modules gateway/console/node_modules gateway/console/static/vendor *.egg-info .pytest_cache .ruff_cache bench/.work
+	rm -rf gen build dist clients/node/dist clients/node/src/gen clients/node/node_modules gateway/console/node_modules gateway/console/static/vendor tests/openai/node/node_modules *.egg-info .pytest_cache .ruff_cache bench/.work
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
