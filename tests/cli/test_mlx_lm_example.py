@@ -90,10 +90,11 @@ def data_folder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sixteen_blocks(tmp_path_factory) -> Path:
-    """The tiny Llama with 16 blocks: the example adapts 16 (`num_layers: 16`)."""
-    out = tmp_path_factory.mktemp("models") / "tiny-16"
-    out.mkdir()
+def sixteen_blocks(tiny_model_dir) -> Path:
+    """The tiny Llama with 16 blocks: the example adapts 16 (`num_layers: 16`). Built
+    beside the tiny model, inside the model root the test's trainer allows."""
+    out = tiny_model_dir.parent / "tiny-16"
+    out.mkdir(exist_ok=True)
     preset = dataclasses.replace(tiny_model.PRESETS["tiny"], num_hidden_layers=16)
     tokenizer = tiny_tokenizer.train_tokenizer()
     ids = tiny_tokenizer.special_token_ids(tokenizer)
