@@ -1,31 +1,32 @@
-"""`tunewire demo` (what `make run` runs): tunewire end to end in about a minute on two CPU cores.
+"""`tunewire demo` (what `make run` runs): a real model learns a habit you can see, in about three minutes.
 
-    tunewire demo [--steps N] [--keep]
+    tunewire demo [--steps N] [--prompts N] [--keep]
 
 1. starts trainer and gateway (`tunewire server`, default ports, state in $TUNEWIRE_HOME);
-2. uploads and validates the bundled Alpaca and ShareGPT examples, showing the reports;
-3. fine-tunes the bundled tiny model: LoRA on the Alpaca file, QLoRA (4-bit base) on
-   the ShareGPT file, each followed live with the progress bar;
-4. prints each adapter's LoRA details and memory, writes the loss plots into
-   $TUNEWIRE_HOME/demo/, and generates a reply with each adapter;
-5. stops the services (unless --keep).
-
-The tiny model is random and has 350 thousand parameters: the point is the
-loss falling and everything around it working, not the replies' wisdom.
+2. uploads and validates examples/signoff_train.jsonl: 40 short answers, each
+   ending with the sign-off "~ tuned with tunewire ~", which SmolLM2 never writes;
+3. fine-tunes SmolLM2-135M-Instruct (the float32 import `make setup` makes: the
+   CPU trains float32 fastest) with LoRA, the loss followed live;
+4. asks the base model and the fine-tuned one questions that were not in the
+   training set (examples/signoff_heldout.jsonl) and prints the replies side by side;
+5. writes the loss plot into $TUNEWIRE_HOME/demo/ and stops the services (unless --keep).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from tunewire.addresses import DEFAULT_GATEWAY_GRPC, DEFAULT_GATEWAY_HTTP, DEFAULT_TRAINER
+from tunewire.cli import signoff
 from tunewire.cli.common import CliError, guarded
 from tunewire.cli.plot import collect_losses, write_plot
 from tunewire.cli.render import memory_summary, report_text, state_name
@@ -37,50 +38,31 @@ from tunewire.v1 import training_job_pb2 as training_job_pb
 
 PROG = "tunewire demo"
 ADDRESS = DEFAULT_GATEWAY_GRPC
-EXAMPLES = (
-    Path(__file__).resolve().parents[2] / "examples"
-)  # the repository's (an editable install)
 READY_TIMEOUT_SECONDS = 90.0
-
-
-@dataclass
-class Outcome:
-    job: training_job_pb.TrainingJob
-    first_loss: float = 0.0
-    plot: Path | None = None
-    reply: str = ""
+MODEL_DTYPE = "float32"
 
 
 @dataclass(frozen=True)
-class DemoJob:
-    """One fine-tune of the demo; small enough for two CPU cores, big enough to see the loss fall."""
+class DemoSettings:
+    """Sized for two CPU cores: the sign-off is learnt in ~30 steps of 4 short chats."""
 
-    name: str
-    file: str
-    method: int
-    steps: int
-    validation_fraction: float
-    prompt: str
+    steps: int = 30
+    batch_size: int = 4
+    # High for fine-tuning a pretrained model, right for one habit in 30 steps (5e-4 is
+    # half learnt by then: validation loss 1.25 against 1.08, and odd replies).
+    learning_rate: float = 1e-3
+    # The longest training chat (default system prompt included) is under 100 tokens.
+    max_seq_length: int = 128
+    rank: int = 8
+    alpha: float = 16.0
+    # LoRA on the last 8 of 30 blocks: the backward pass stops there, a third of the cost.
+    num_layers: int = 8
+    prompts: int = 3  # held-out questions asked before and after
+    max_tokens: int = 48  # enough for a short answer and its sign-off
+    seed: int = 0
 
 
-JOBS = (
-    DemoJob(
-        "lora-alpaca",
-        "alpaca_example.json",
-        training_job_pb.TRAINING_METHOD_LORA,
-        40,
-        0.2,
-        "Explain what learning-rate warmup is and why it helps when fine-tuning a language model.",
-    ),
-    DemoJob(
-        "qlora-sharegpt",
-        "sharegpt_example.json",
-        training_job_pb.TRAINING_METHOD_QLORA,
-        30,
-        0.3,
-        "How does byte-pair encoding turn text into tokens?",
-    ),
-)
+DEFAULTS = DemoSettings()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__,
     )
     parser.add_argument(
-        "--steps", type=int, default=None, help="training steps of each job (default 40 and 30)"
+        "--steps",
+        type=int,
+        default=DEFAULTS.steps,
+        help=f"training steps (default {DEFAULTS.steps})",
+    )
+    parser.add_argument(
+        "--prompts",
+        type=int,
+        default=DEFAULTS.prompts,
+        help=f"held-out questions to ask before and after (default {DEFAULTS.prompts}, at most 16)",
     )
     parser.add_argument("--keep", action="store_true", help="leave the services running at the end")
     parser.add_argument("-v", "--verbose", action="store_true", help="show details of errors")
@@ -111,13 +102,23 @@ def heading(text: str) -> None:
 
 
 def demo(args: argparse.Namespace) -> int:
+    if args.steps < 1 or not 1 <= args.prompts <= 16:
+        raise CliError(
+            f"--steps must be at least 1 and --prompts 1 to 16, got {args.steps} and {args.prompts}"
+        )
+    settings = DemoSettings(steps=args.steps, prompts=args.prompts)
     home = tunewire_home()
     out_dir = home / "demo"
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = ensure_tiny_model(home / "models" / "tiny")
+    model = ensure_model()
+    if not signoff.TRAIN_FILE.is_file():
+        raise CliError(
+            f"the demo's dataset is not in {signoff.EXAMPLES}; run the demo from a clone of the repository"
+        )
 
     heading("1. Starting trainer and gateway")
     server = start_server(home, out_dir / "server.log")
+    job = None
     try:
         with Client(ADDRESS, api_key="") as keyless:  # health needs no key
             wait_until_ready(keyless, server, out_dir / "server.log")
@@ -132,21 +133,7 @@ def demo(args: argparse.Namespace) -> int:
                 f"mlx-lm {info.mlx_lm_version}, {'OpenBLAS' if info.fast_blas else 'reference BLAS (slow)'}; "
                 f"server log: {out_dir / 'server.log'}"
             )
-            results = run_jobs(client, model, out_dir, args.steps)
-        heading("Done")
-        for outcome in results:
-            job = outcome.job
-            print(
-                f"{job.spec.display_name} ({job.id}): {state_name(job.state)}, loss {outcome.first_loss:.3f} → "
-                f"{job.latest_metrics.loss:.3f}, {memory_summary(job.latest_metrics)}"
-            )
-            if outcome.plot:
-                print(
-                    f"  plot     {outcome.plot}\n  adapter  {job.artifacts.adapter_path}\n  reply    {outcome.reply!r}"
-                )
-        print(
-            "\nNext: the README's quick start (curl, buf curl, the Python client) and `tunewire --help`."
-        )
+            job = teach(client, str(model), out_dir, settings)
     finally:
         if args.keep:
             print(
@@ -154,15 +141,17 @@ def demo(args: argparse.Namespace) -> int:
             )
         else:
             stop_server(server)
-    return 0 if all(o.job.state == training_job_pb.JOB_STATE_SUCCEEDED for o in results) else 1
+    return 0 if job is not None and job.state == training_job_pb.JOB_STATE_SUCCEEDED else 1
 
 
-def ensure_tiny_model(path: Path) -> Path:
-    if not (path / "config.json").is_file():
-        from tunewire.tiny_model import build_tiny_model
+def ensure_model() -> Path:
+    """The float32 SmolLM2 `make setup` imports (imported here if it is missing)."""
+    from tunewire.models import smollm2
 
-        print(f"building the tiny model in {path} (`make setup` does this once)")
-        build_tiny_model(path, seed=0)
+    path = smollm2.model_path(MODEL_DTYPE)
+    if not smollm2.is_imported(path, MODEL_DTYPE):
+        print(f"importing SmolLM2-135M-Instruct into {path} (`make setup` does this once)")
+        smollm2.ensure_smollm2(dtype=MODEL_DTYPE)
     return path
 
 
@@ -213,101 +202,103 @@ def wait_until_ready(client: Client, server: subprocess.Popen, log_path: Path) -
         time.sleep(0.2)
 
 
-def run_jobs(client: Client, model: Path, out_dir: Path, steps: int | None):
-    heading("2. Validating the example datasets (uploaded; checked on arrival)")
-    dataset_ids = {}
-    if not EXAMPLES.is_dir():
-        raise CliError(
-            f"the example datasets are not in {EXAMPLES}; run the demo from a clone of the repository"
-        )
-    for demo_job in JOBS:
-        dataset = client.upload_dataset(EXAMPLES / demo_job.file)
-        print(f"{dataset.id}:")
-        print(report_text(dataset.report, f"examples/{demo_job.file}"))
+def teach(
+    client: Client, model: str, out_dir: Path, settings: DemoSettings
+) -> training_job_pb.TrainingJob:
+    heading("2. Validating the dataset (uploaded; checked on arrival)")
+    datasets = {}
+    for role, path in (("train", signoff.TRAIN_FILE), ("held out", signoff.HELD_OUT_FILE)):
+        dataset = client.upload_dataset(path)
+        print(f"{dataset.id} ({role}):")
+        print(report_text(dataset.report, f"examples/{path.name}"))
         if not dataset.report.valid:
-            raise CliError(
-                f"examples/{demo_job.file} is not valid; the example files should never be"
-            )
-        dataset_ids[demo_job.name] = dataset.id
+            raise CliError(f"examples/{path.name} is not valid; the example files should never be")
+        datasets[role] = dataset.id
+    print(f'every training answer ends with "{signoff.SIGN_OFF}"; SmolLM2 never writes it')
 
-    heading("3. Queueing a LoRA job (Alpaca) and a QLoRA job (ShareGPT, 4-bit base)")
-    jobs = []
-    for demo_job in JOBS:
-        spec = demo_spec(demo_job, str(model), dataset_ids[demo_job.name], steps)
-        try:
-            job = client.create_job(spec)
-        except TunewireError as error:
-            if not any(v.field == "spec.validation_fraction" for v in error.violations):
-                raise
-            # The example file changed and the split now holds out nothing: train without validation.
-            print(f"note: {error.violations[0].description}; training without validation loss")
-            spec.validation_fraction = 0.0
-            spec.ClearField("evaluation")
-            job = client.create_job(spec)
-        spec = job.spec
-        print(
-            f"{job.id} {spec.display_name}: {demo_job.file}, {spec.hyperparameters.max_steps} steps of batch "
-            f"{spec.hyperparameters.batch_size}, learning rate {spec.hyperparameters.learning_rate:g}, "
-            f"{round(spec.validation_fraction * 100)}% held out for validation"
-            + (
-                f", {spec.quantization.bits}-bit base"
-                if spec.method == training_job_pb.TRAINING_METHOD_QLORA
-                else ""
-            )
-        )
-        jobs.append((demo_job, job))
+    heading("3. LoRA fine-tune of SmolLM2-135M-Instruct, live (`tunewire watch`)")
+    job = client.create_job(demo_spec(model, datasets["train"], datasets["held out"], settings))
+    hp, lora = job.spec.hyperparameters, job.spec.lora
+    print(
+        f"{job.id}: {hp.max_steps} steps of batch {hp.batch_size}, learning rate "
+        f"{hp.learning_rate:g}, rank {lora.rank}, alpha {lora.alpha:g}, last {lora.num_layers} "
+        f"blocks; validation loss on the {len(signoff.held_out_prompts())} held-out chats"
+    )
+    job = follow_bar(client, job.id, 0, sys.stdout)
+    if job.state != training_job_pb.JOB_STATE_SUCCEEDED:
+        print(f"{job.id} ended {state_name(job.state)}: {job.error.message}")
+        return job
+    plot_path = out_dir / "signoff-loss.png"
+    curves = collect_losses(client, job.id, job.last_event_sequence)
+    write_plot(curves, plot_path, f"SmolLM2 learns a sign-off: {job.id}")
+    first = curves.train[0][1] if curves.train else 0.0
+    print(
+        f"loss {first:.3f} → {job.latest_metrics.loss:.3f}, {memory_summary(job.latest_metrics)}; "
+        f"plot {plot_path}; adapter {job.artifacts.adapter_path}"
+    )
 
-    results = []
-    for number, (demo_job, job) in enumerate(jobs, start=4):
-        heading(f"{number}. {demo_job.name}: training live (`tunewire watch {job.id}`)")
-        job = follow_bar(client, job.id, 0, sys.stdout)
-        outcome = Outcome(job)
-        results.append(outcome)
-        if job.state != training_job_pb.JOB_STATE_SUCCEEDED:
-            continue
-        plot_path = out_dir / f"{demo_job.name}-loss.png"
-        curves = collect_losses(client, job.id, job.last_event_sequence)
-        write_plot(curves, plot_path, f"{demo_job.name}: {job.id}")
-        outcome.plot, outcome.first_loss = plot_path, curves.train[0][1] if curves.train else 0.0
-        print(f"plot:   {plot_path}")
-        reply = client.generate(
-            job.id, messages=[{"role": "user", "content": demo_job.prompt}], max_tokens=40
-        )
-        print(
-            f"prompt: {demo_job.prompt}\nreply:  {reply.text.strip()!r}  "
-            f"({reply.generated_tokens} tokens, {reply.tokens_per_second:,.0f} tokens/s)"
-        )
-        outcome.reply = reply.text.strip()
-    return results
+    heading("4. Questions it was not trained on: base model | fine-tuned (greedy)")
+    signed = {"base": 0, "tuned": 0}
+    for prompt in signoff.held_out_prompts()[: settings.prompts]:
+        messages = [{"role": "user", "content": prompt}]
+        base = client.generate(model=model, messages=messages, max_tokens=settings.max_tokens)
+        tuned = client.generate(job.id, messages=messages, max_tokens=settings.max_tokens)
+        signed["base"] += signoff.signs_off(base.text)
+        signed["tuned"] += signoff.signs_off(tuned.text)
+        print(f"\n» {prompt}")
+        print(side_by_side(base.text.strip(), tuned.text.strip()))
+    heading("Done")
+    print(
+        f"signed off: base {signed['base']} of {settings.prompts}, fine-tuned "
+        f"{signed['tuned']} of {settings.prompts} held-out questions "
+        f"(the base replies run on until the {settings.max_tokens}-token limit)"
+    )
+    print(
+        f'Next: tunewire generate {job.id} "your question"; the README\'s quick start; '
+        "`tunewire --help`."
+    )
+    return job
 
 
 def demo_spec(
-    demo_job: DemoJob, model: str, dataset_id: str, steps: int | None
+    model: str, train_id: str, held_out_id: str, settings: DemoSettings
 ) -> training_job_pb.TrainingJobSpec:
     spec = training_job_pb.TrainingJobSpec(
         model=model,
-        method=demo_job.method,
-        display_name=f"demo-{demo_job.name}",
-        validation_fraction=demo_job.validation_fraction,
+        method=training_job_pb.TRAINING_METHOD_LORA,
+        display_name="demo-signoff",
         report_interval_steps=2,
     )
-    spec.dataset.dataset_id = dataset_id
+    spec.dataset.dataset_id = train_id
+    spec.validation_dataset.dataset_id = held_out_id
     hp = spec.hyperparameters
-    hp.max_steps = steps or demo_job.steps
-    hp.batch_size = 2
-    # High for fine-tuning, right for a random model this small: the loss visibly falls in 30-40 steps.
-    hp.learning_rate = 2e-3
-    hp.max_seq_length = 256
-    # Seed 2 holds out exactly one record of each example file (the split hashes seed and line).
-    hp.seed = 2
-    spec.lora.rank = 8
-    spec.lora.alpha = 16
-    spec.evaluation.interval_steps = 10
-    spec.checkpointing.interval_steps = 20
-    if demo_job.method == training_job_pb.TRAINING_METHOD_QLORA:
-        spec.quantization.bits = 4
-        spec.quantization.group_size = 32
+    hp.max_steps = settings.steps
+    hp.batch_size = settings.batch_size
+    hp.learning_rate = settings.learning_rate
+    hp.max_seq_length = settings.max_seq_length
+    hp.seed = settings.seed
+    spec.lora.rank = settings.rank
+    spec.lora.alpha = settings.alpha
+    spec.lora.num_layers = settings.num_layers
+    spec.evaluation.interval_steps = max(1, settings.steps // 2)
     return spec
+
+
+def side_by_side(left: str, right: str) -> str:
+    """Two replies in two columns as wide as the terminal allows."""
+    width = max(30, (shutil.get_terminal_size((100, 24)).columns - 3) // 2)
+
+    def column(text: str) -> list[str]:
+        lines = []
+        for paragraph in text.splitlines() or [""]:
+            lines.extend(textwrap.wrap(paragraph, width) or [""])
+        return lines
+
+    a, b = column(left), column(right)
+    rows = max(len(a), len(b))
+    a += [""] * (rows - len(a))
+    b += [""] * (rows - len(b))
+    return "\n".join(f"{x:<{width}} │ {y}" for x, y in zip(a, b))
 
 
 def stop_server(server: subprocess.Popen) -> None:

@@ -49,7 +49,8 @@ def convert_tensors(
     target = DTYPES[dtype] if dtype else None
     out = Converted()
     needs_mlx = any(t.tensor_type in MLX_QUANTIZED for t in source.reader.tensors)
-    triples = mx.load(str(source.path)) if needs_mlx else {}
+    # format named: mlx infers it from the extension, and a GGUF may be named anything.
+    triples = mx.load(str(source.path), format="gguf") if needs_mlx else {}
     for tensor in source.reader.tensors:
         name = hf_name(tensor.name)
         if name is None:
