@@ -64,6 +64,14 @@ class TrainerConfig:
         },
     )
     max_running_jobs: int = field(default=1, metadata={"help": "Jobs training at once."})
+    max_worker_restarts: int = field(
+        default=3,
+        metadata={"help": "Times a job's dead worker is started again from its checkpoint."},
+    )
+    restart_backoff_seconds: float = field(
+        default=5.0,
+        metadata={"help": "Wait before the first restart of a dead worker; doubles each time."},
+    )
     cancel_grace_seconds: float = field(
         default=30.0, metadata={"help": "How long a cancelled worker may take to checkpoint."}
     )
@@ -186,6 +194,18 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
     )
     parser.add_argument("--max-running-jobs", type=int, default=1)
     parser.add_argument(
+        "--max-worker-restarts",
+        type=int,
+        default=3,
+        help="times a job's dead worker starts again from its checkpoint (default %(default)s)",
+    )
+    parser.add_argument(
+        "--restart-backoff",
+        type=float,
+        default=5.0,
+        help="seconds before the first restart; doubles each time (default %(default)s)",
+    )
+    parser.add_argument(
         "--cancel-grace",
         type=float,
         default=30.0,
@@ -229,6 +249,8 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
         model_roots=tuple(p.resolve() for p in args.model_root),
         internal_token=os.environ.get(INTERNAL_TOKEN_ENV, ""),
         max_running_jobs=args.max_running_jobs,
+        max_worker_restarts=max(0, args.max_worker_restarts),
+        restart_backoff_seconds=max(0.0, args.restart_backoff),
         cancel_grace_seconds=args.cancel_grace,
         inference_memory_bytes=args.inference_memory_mb << 20,
         inference_nice=args.inference_nice,

@@ -19,9 +19,10 @@ from google.rpc import code_pb2, status_pb2
 from tunewire.errors import build_status
 from tunewire.reasons import Reason
 from tunewire.trainer.config import TrainerConfig
-from tunewire.trainer.jobs import failures, handoff
+from tunewire.trainer.jobs import checkpoints, failures, handoff
 from tunewire.trainer.jobs.event_bus import EventBus
-from tunewire.trainer.jobs.worker_events import log_event, translate
+from tunewire.trainer.jobs.restarts import RestartPolicy
+from tunewire.trainer.jobs.worker_events import artifacts_of, log_event, translate
 from tunewire.trainer.processes import blas, launch, supervisor
 from tunewire.trainer.protocol import events as protocol
 from tunewire.trainer.protocol import job_layout
@@ -33,6 +34,8 @@ from tunewire.v1 import training_event_pb2 as training_event_pb
 from tunewire.v1 import training_job_pb2 as training_job_pb
 
 log = logging.getLogger(__name__)
+
+FINISH_ATTEMPTS = 30  # about 20 minutes of retries, the wait doubling up to a minute
 
 _JOB_STATES = {
     protocol.WorkerState.STARTING: training_job_pb.JOB_STATE_STARTING,
@@ -59,22 +62,6 @@ def state_event(previous: int, state: int, reason: str, error: status_pb2.Status
     return training_event_pb.TrainingEvent(state_change=change)
 
 
-def latest_checkpoint_dir(job_dir: Path) -> Path | None:
-    """The newest complete checkpoint: directories appear by atomic rename."""
-    root = job_dir / job_layout.CHECKPOINTS_DIR
-    if not root.is_dir():
-        return None
-    steps = sorted(
-        (
-            p
-            for p in root.iterdir()
-            if p.is_dir() and p.name.isdigit() and (p / job_layout.CHECKPOINT_STATE_FILE).is_file()
-        ),
-        key=lambda p: int(p.name),
-    )
-    return steps[-1] if steps else None
-
-
 class JobRunner:
     def __init__(self, config: TrainerConfig, store: JobStore, bus: EventBus):
         self._config = config
@@ -84,6 +71,7 @@ class JobRunner:
         self._accepting = True
         self._schedule_lock = asyncio.Lock()
         self._grace_tasks: set[asyncio.Task] = set()
+        self._restarts = RestartPolicy(config)
 
     # ---- applying changes ----------------------------------------------------
 
@@ -137,7 +125,7 @@ class JobRunner:
         """Starts queued jobs while there is room."""
         async with self._schedule_lock:
             while self._accepting and len(self._running) < self._config.max_running_jobs:
-                queued = self._store.queued_ids()
+                queued = self._restarts.ready(self._store.queued_ids())
                 if not queued:
                     return
                 await self._start(queued[0])
@@ -145,7 +133,13 @@ class JobRunner:
     async def _start(self, job_id: str) -> None:
         job = self._store.get(job_id)
         job_dir = self._config.jobs_dir / job_id
-        resume = latest_checkpoint_dir(job_dir)
+        try:
+            choice = checkpoints.choose(job_dir)
+        except OSError as exc:
+            choice = checkpoints.Choice(None, [f"cannot check the job's checkpoints: {exc}"])
+        for note in choice.set_aside:
+            self.apply(job_id, None, log_event(note))
+        resume = choice.path
         try:
             # The config is the stored job's, written afresh at every start; the resume
             # point is an argument, so nothing in the file changes between starts.
@@ -247,10 +241,17 @@ class JobRunner:
     async def _await_exit(self, job_id: str, group: supervisor.WorkerGroup) -> None:
         result = await group.wait()
         run = self._running.pop(job_id, None)
-        try:
-            self._finish(job_id, run, result)
-        except Exception:
-            log.exception("job %s: finishing failed", job_id)
+        for attempt in range(FINISH_ATTEMPTS):
+            try:
+                self._finish(job_id, run, result)
+                break
+            except Exception:
+                # The store's write failed (a full disk): the job must not stay RUNNING
+                # with no worker, so try again while the trainer runs.
+                log.exception("job %s: recording how it ended failed (attempt %d)", job_id, attempt)
+                if not self._accepting:
+                    break
+                await asyncio.sleep(min(60.0, 2.0**attempt))
         if self._accepting:
             await self.schedule()
 
@@ -261,18 +262,7 @@ class JobRunner:
         done = run.done
         outcome = done.outcome if done is not None else None
 
-        def record_artifacts(j: training_job_pb.TrainingJob) -> None:
-            if done is None:
-                return
-            if done.artifacts.adapter_path:
-                j.artifacts.adapter_path = done.artifacts.adapter_path
-            if done.artifacts.model_path:
-                j.artifacts.model_path = done.artifacts.model_path
-            if done.artifacts.wandb_dir:
-                j.artifacts.wandb_dir = done.artifacts.wandb_dir
-            if done.best_checkpoint_step:
-                j.artifacts.best_checkpoint_step = done.best_checkpoint_step
-
+        record_artifacts = artifacts_of(done)
         if run.diverged is not None:
             # Whatever the worker did after its loss went NaN (finished, or was stopped
             # for it), the job did not succeed.
@@ -310,8 +300,12 @@ class JobRunner:
                 or f"cancelled{' by ' + run.cancel_requested_by if run.cancel_requested_by else ''}"
             )
             self.set_state(job_id, training_job_pb.JOB_STATE_CANCELLED, why, extra=record_artifacts)
+        elif self._restart(job, run, result):
+            return
         else:
             status = failures.worker_failure(run.error, result)
+            if job.restart_count and failures.is_crash(run.error, result):
+                status.message += f" (after {job.restart_count} restart(s))"
             self.set_state(
                 job_id,
                 training_job_pb.JOB_STATE_FAILED,
@@ -319,6 +313,23 @@ class JobRunner:
                 status,
                 extra=record_artifacts,
             )
+
+    def _restart(
+        self, job: training_job_pb.TrainingJob, run: RunState, result: supervisor.GroupExit
+    ) -> bool:
+        """Queues a dead worker's job again (restarts.py decides); True if it did."""
+        if run.diverged is not None:
+            return False
+        plan = self._restarts.plan(job, run.error, result)
+        if plan is None:
+            return False
+
+        def count(j: training_job_pb.TrainingJob) -> None:
+            j.restart_count = plan.attempt
+
+        self.set_state(job.id, training_job_pb.JOB_STATE_QUEUED, plan.reason, extra=count)
+        self._restarts.hold(job.id, plan.delay, self.schedule)
+        return True
 
     # ---- cancel, recovery, shutdown -------------------------------------------
 
@@ -368,10 +379,10 @@ class JobRunner:
                     "cancelled (the trainer restarted while the job was stopping)",
                 )
                 continue
-            checkpoint = latest_checkpoint_dir(self._config.jobs_dir / job.id)
+            newest = checkpoints.candidates(self._config.jobs_dir / job.id)
             where = (
-                f"from its checkpoint at step {int(checkpoint.name)}"
-                if checkpoint
+                f"from its checkpoint at step {int(newest[0].name)}"
+                if newest
                 else "from the beginning (no checkpoint yet)"
             )
             self.set_state(
@@ -383,6 +394,7 @@ class JobRunner:
     async def shutdown(self, grace: float) -> None:
         """Stops accepting; asks running workers to checkpoint and exit; kills stragglers."""
         self._accepting = False
+        self._restarts.stop()
         runs = list(self._running.items())
         for _, run in runs:
             await run.group.send(Command.STOP)

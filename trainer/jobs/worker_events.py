@@ -48,6 +48,24 @@ def log_event(
     )
 
 
+def artifacts_of(done: protocol.Done | None) -> Callable[[training_job_pb.TrainingJob], None]:
+    """The change that records what a finished worker produced (nothing without a Done)."""
+
+    def record(j: training_job_pb.TrainingJob) -> None:
+        if done is None:
+            return
+        if done.artifacts.adapter_path:
+            j.artifacts.adapter_path = done.artifacts.adapter_path
+        if done.artifacts.model_path:
+            j.artifacts.model_path = done.artifacts.model_path
+        if done.artifacts.wandb_dir:
+            j.artifacts.wandb_dir = done.artifacts.wandb_dir
+        if done.best_checkpoint_step:
+            j.artifacts.best_checkpoint_step = done.best_checkpoint_step
+
+    return record
+
+
 def training_metrics(m: protocol.Metrics) -> training_job_pb.TrainingMetrics:
     return training_job_pb.TrainingMetrics(
         step=m.step,

@@ -4,7 +4,8 @@ read them from, so the daemon finds what the worker writes. mlx-free (the daemon
     worker_config.json   the worker's config, written by the runner at each start
     train.log            rank 0's output (other ranks: train.rank<N>.log)
     data/                the job's train/validation split of its dataset
-    checkpoints/<step>/  one directory per checkpoint, complete once state.json is in it
+    checkpoints/<step>/  one directory per checkpoint, complete once state.json is in it,
+                         with checksums.json; one that fails its check becomes unusable-<step>
     adapters/            the final adapter (moved into place whole)
     mlx_hostfile.json    the ranks' hosts of a distributed job
 """
@@ -16,6 +17,8 @@ LOG_FILE = "train.log"
 DATA_DIR = "data"
 CHECKPOINTS_DIR = "checkpoints"
 CHECKPOINT_STATE_FILE = "state.json"
+CHECKPOINT_CHECKSUMS_FILE = "checksums.json"  # {file name: SHA-256}, written with the files
+CHECKPOINT_ASIDE_PREFIX = "unusable-"  # a checkpoint that failed its check, kept to look at
 ADAPTERS_DIR = "adapters"
 HOSTFILE = "mlx_hostfile.json"
 

@@ -117,10 +117,13 @@ class SqliteDatabase:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._session
+                self.conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                # SQLite may have rolled back already (SQLITE_FULL does): a second
+                # ROLLBACK would raise and hide the error that matters.
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
                 raise
-            self.conn.execute("COMMIT")
 
     def query(self, sql: str, args: Args = ()) -> list[Row]:
         with self._lock:

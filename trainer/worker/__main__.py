@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 import traceback
+from pathlib import Path
 
 from tunewire.reasons import Reason
 from tunewire.trainer.protocol.config import ConfigError, load
@@ -48,6 +49,13 @@ def _failure(exc: BaseException) -> tuple[Reason, str] | None:
 
     if isinstance(exc, DataError):
         return Reason.DATASET_INVALID, str(exc)
+    from tunewire.trainer.worker import disk
+
+    if disk.is_full(exc):  # a write of ours, or of mlx-lm's, or to the log itself
+        here = os.getcwd()  # the job's directory
+        return Reason.NO_SPACE, (
+            f"no space left on device in {here} ({disk.free_bytes(Path(here)):,} bytes free): {exc}"
+        )
     text = str(exc).lower()
     if isinstance(exc, RuntimeError) and "[ring]" in text:
         return Reason.DISTRIBUTED_PEER_LOST, f"another rank of this job stopped: {exc}"
@@ -77,9 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         failure = _failure(exc)
         if failure is None:
             raise
-        traceback.print_exc()
         reason, message = failure
+        # The event first: with the disk full, writing the traceback to the log may fail.
         events.emit(Error(reason=reason, message=message))
+        try:
+            traceback.print_exc()
+        except OSError:
+            pass
         return 1
 
 
@@ -89,7 +101,10 @@ if __name__ == "__main__":
     except BaseException:
         traceback.print_exc()
         code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # the log's disk is full: the events already said why
+            pass
     # Skip interpreter teardown: the stdin reader thread may sit in a blocking read.
     os._exit(code)

@@ -21,6 +21,7 @@ from mlx.utils import tree_flatten
 
 from tunewire.trainer.protocol import job_layout
 from tunewire.trainer.protocol.config import WorkerConfig
+from tunewire.trainer.worker import disk
 from tunewire.trainer.worker.model_setup import AdapterSetup, LoadedModel
 
 ADAPTERS_DIR = job_layout.ADAPTERS_DIR
@@ -112,9 +113,12 @@ def save_adapters(job_dir: str | Path, model: nn.Module, config_dict: dict) -> P
     final = Path(job_dir) / ADAPTERS_DIR
     tmp = Path(job_dir) / f".{ADAPTERS_DIR}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    mx.save_safetensors(str(tmp / "adapters.safetensors"), trainable_weights(model))
-    (tmp / "adapter_config.json").write_text(json.dumps(config_dict, indent=4), encoding="utf-8")
+    with disk.writing(tmp, "the adapter", final):
+        tmp.mkdir(parents=True)
+        mx.save_safetensors(str(tmp / "adapters.safetensors"), trainable_weights(model))
+        (tmp / "adapter_config.json").write_text(
+            json.dumps(config_dict, indent=4), encoding="utf-8"
+        )
     _replace_dir(tmp, final)
     return final
 
@@ -126,13 +130,14 @@ def save_full_model(job_dir: str | Path, loaded: LoadedModel) -> Path:
     final = Path(job_dir) / MODEL_DIR
     tmp = Path(job_dir) / f".{MODEL_DIR}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    save(
-        tmp,
-        str(loaded.path),
-        loaded.model,
-        loaded.tokenizer,
-        copy.deepcopy(loaded.config),
-        donate_model=False,
-    )
+    with disk.writing(tmp, "the fine-tuned model", final):
+        save(
+            tmp,
+            str(loaded.path),
+            loaded.model,
+            loaded.tokenizer,
+            copy.deepcopy(loaded.config),
+            donate_model=False,
+        )
     _replace_dir(tmp, final)
     return final

@@ -4,7 +4,8 @@
 (`adapters.safetensors`: the adapters, or every weight for FULL, named as
 mlx-lm names them), `optimizer.safetensors` (the flattened optimizer state,
 its step counter included, so the schedule continues), `state.json` (step,
-data position, counters, RNG state, metrics) and `adapter_config.json`.
+data position, counters, RNG state, metrics), `adapter_config.json` and
+`checksums.json` (SHA-256 of each, which the daemon checks before resuming).
 A checkpoint is written into a temporary folder, fsynced, then renamed into
 place: a reader never sees half of one, whatever moment the process dies.
 """
@@ -22,6 +23,8 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from tunewire.trainer.protocol import job_layout
+from tunewire.trainer.protocol.checksums import file_sha256
+from tunewire.trainer.worker import disk
 
 CHECKPOINTS = job_layout.CHECKPOINTS_DIR
 WEIGHTS_FILE = "adapters.safetensors"
@@ -106,14 +109,23 @@ def save(
     final = checkpoint_path(job_dir, state.step)
     tmp = root / f"{TMP_PREFIX}{state.step:08d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    mx.save_safetensors(str(tmp / WEIGHTS_FILE), weights)
-    mx.save_safetensors(str(tmp / OPTIMIZER_FILE), dict(tree_flatten(optimizer_state)))
-    (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2), encoding="utf-8")
-    (tmp / ADAPTER_CONFIG_FILE).write_text(json.dumps(adapter_config, indent=4), encoding="utf-8")
-    for f in tmp.iterdir():
-        _fsync(f)
-    _fsync(tmp)
+    with disk.writing(tmp, f"the checkpoint at step {state.step}", final):
+        tmp.mkdir()
+        mx.save_safetensors(str(tmp / WEIGHTS_FILE), weights)
+        mx.save_safetensors(str(tmp / OPTIMIZER_FILE), dict(tree_flatten(optimizer_state)))
+        (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2), encoding="utf-8")
+        (tmp / ADAPTER_CONFIG_FILE).write_text(
+            json.dumps(adapter_config, indent=4), encoding="utf-8"
+        )
+        # Written last, inside the folder that is renamed into place: a checkpoint and
+        # its checksums appear together or not at all.
+        sums = {f.name: file_sha256(f) for f in sorted(tmp.iterdir())}
+        (tmp / job_layout.CHECKPOINT_CHECKSUMS_FILE).write_text(
+            json.dumps(sums, indent=2), encoding="utf-8"
+        )
+        for f in tmp.iterdir():
+            _fsync(f)
+        _fsync(tmp)
     if final.exists():
         # Same step written again (a resumed run stopping at once): replace it.
         old = root / f"{TMP_PREFIX}old-{state.step:08d}-{os.getpid()}"
