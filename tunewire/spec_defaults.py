@@ -119,6 +119,20 @@ def _weight_decay(spec: Spec, _ctx: Context) -> float:
     return ADAMW_WEIGHT_DECAY if adamw else 0.0
 
 
+def uses_preference(spec: Spec) -> bool:
+    return spec.HasField("preference") and spec.preference.method != 0
+
+
+def _dpo(spec: Spec) -> bool:
+    return uses_preference(spec) and spec.preference.method == training_job_pb.PREFERENCE_METHOD_DPO
+
+
+def _orpo(spec: Spec) -> bool:
+    return (
+        uses_preference(spec) and spec.preference.method == training_job_pb.PREFERENCE_METHOD_ORPO
+    )
+
+
 def _wandb_mode(_spec: Spec, ctx: Context) -> int:
     return (
         training_job_pb.WANDB_MODE_ONLINE
@@ -196,6 +210,11 @@ DEFAULTS: tuple[Default, ...] = (
     ),
     _const("distributed.backend", training_job_pb.DISTRIBUTED_BACKEND_RING, "RING"),
     Default("wandb.mode", "OFFLINE, or ONLINE when the server has a WandB API key", _wandb_mode),
+    _const("preference.beta", 0.1, "0.1", _dpo),
+    _const("preference.loss", training_job_pb.DPO_LOSS_SIGMOID, "SIGMOID", uses_preference),
+    _const("preference.label_smoothing", 0.0, "0", _dpo),
+    _const("preference.sft_weight", 0.0, "0", _dpo),
+    _const("preference.orpo_lambda", 0.1, "0.1", _orpo),
     Default("display_name", "the job's id", lambda _s, c: c.job_id),
     Default("wandb.name", "the job's display name", lambda s, _c: s.display_name),
 )

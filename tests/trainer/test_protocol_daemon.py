@@ -15,6 +15,7 @@ from tunewire.client.trainer_channel import trainer_channel
 from tunewire.errors import reason_of
 from tunewire.reasons import Reason
 from tunewire.trainer.config import TrainerConfig
+from tunewire.trainer.protocol import codec
 from tunewire.trainer.server import start_trainer
 from tunewire.v1 import training_job_pb2 as training_job_pb
 from tunewire.v1 import training_service_pb2 as training_service_pb
@@ -131,4 +132,4 @@ async def test_a_worker_speaking_another_version_fails_the_job_naming_both(
     job, _ = await run_job(tmp_path, data_dir, tiny_model_dir, "mismatch")
     assert job.state == training_job_pb.JOB_STATE_FAILED
     assert "protocol version 99" in job.error.message
-    assert "this trainer speaks version 1" in job.error.message
+    assert f"this trainer speaks version {codec.PROTOCOL_VERSION}" in job.error.message

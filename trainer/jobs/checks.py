@@ -149,6 +149,8 @@ def check_spec(
     _check_evaluation(spec, bad)
     _check_distributed(spec, hosts, bad)
     _check_labels(spec, wandb_online_allowed, bad)
+    if spec.HasField("preference"):
+        _check_preference(spec.preference, bad)
     return found
 
 
@@ -354,6 +356,32 @@ def _check_distributed(spec: Spec, hosts: list[str], bad: Bad) -> None:
         and "nccl" not in distributed_backends()
     ):
         bad("distributed.backend", "NCCL needs CUDA GPUs, which this host does not have; use RING")
+
+
+MAX_BETA = 10.0
+
+
+def _check_preference(p: training_job_pb.PreferenceConfig, bad: Bad) -> None:
+    if p.method == training_job_pb.PREFERENCE_METHOD_UNSPECIFIED:
+        bad("preference.method", "is required in a preference section: DPO or ORPO")
+        return
+    if not _enum_ok(training_job_pb.PreferenceMethod, p.method):
+        bad("preference.method", f"unknown preference method {p.method}; use DPO or ORPO")
+        return
+    if p.method == training_job_pb.PREFERENCE_METHOD_ORPO:
+        if not 0.0 < p.orpo_lambda <= MAX_BETA:
+            bad("preference.orpo_lambda", f"must be in (0, {MAX_BETA:g}], got {p.orpo_lambda:g}")
+        return
+    if not 0.0 < p.beta <= MAX_BETA:
+        bad("preference.beta", f"must be in (0, {MAX_BETA:g}], got {p.beta:g}")
+    if not _enum_ok(training_job_pb.DpoLoss, p.loss):
+        bad("preference.loss", f"unknown DPO loss {p.loss}; use SIGMOID, IPO or HINGE")
+    if not 0.0 <= p.label_smoothing < 0.5:
+        bad("preference.label_smoothing", f"must be in [0, 0.5), got {p.label_smoothing:g}")
+    elif p.label_smoothing and p.loss != training_job_pb.DPO_LOSS_SIGMOID:
+        bad("preference.label_smoothing", "applies to the SIGMOID loss only")
+    if not 0.0 <= p.sft_weight <= 100.0:
+        bad("preference.sft_weight", f"must be in [0, 100], got {p.sft_weight:g}")
 
 
 def _check_labels(spec: Spec, wandb_online_allowed: bool, bad: Bad) -> None:

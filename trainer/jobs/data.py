@@ -16,9 +16,11 @@ from pathlib import Path
 
 import grpc
 
+from tunewire import enum_words
 from tunewire.datasets.api import ValidationOptions
 from tunewire.errors import FieldViolation, ServiceError
 from tunewire.identity import Principal
+from tunewire.spec_defaults import uses_preference
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.datasets import files
 from tunewire.trainer.datasets.manager import DatasetManager
@@ -134,6 +136,10 @@ class JobDataPreparer:
             if train.report.valid and valid.report.valid and valid.train_records == 0:
                 violations.append(FieldViolation("spec.validation_dataset", "has no valid records"))
 
+        if uses_preference(spec):
+            violations += _pairs_needed(spec, train.report, train_source.field)
+            if valid_source is not None:
+                violations += _pairs_needed(spec, valid.report, valid_source.field)
         batch = spec.hyperparameters.batch_size
         records = train.train_records
         if train.report.valid and 1 <= batch <= checks.MAX_BATCH and records < batch:
@@ -183,6 +189,26 @@ class JobDataPreparer:
             done.statistics.train_records,
             done.statistics.validation_records,
         )
+
+
+def _pairs_needed(
+    spec: training_job_pb.TrainingJobSpec, report: dataset_pb.ValidationReport, field: str
+) -> list[FieldViolation]:
+    """DPO and ORPO compare two replies: the data must be preference pairs."""
+    pairs = (dataset_pb.DATASET_FORMAT_OPENAI_PREFERENCE, dataset_pb.DATASET_FORMAT_CHOSEN_REJECTED)
+    if not report.valid or report.format in pairs:
+        return []
+    method = enum_words.display_word(
+        training_job_pb.PreferenceMethod, spec.preference.method
+    ).upper()
+    found = enum_words.display_word(dataset_pb.DatasetFormat, report.format)
+    return [
+        FieldViolation(
+            field,
+            f"{method} trains on preference pairs (prompt/chosen/rejected, or OpenAI's "
+            f"input/preferred_output/non_preferred_output), but this dataset is {found}",
+        )
+    ]
 
 
 def _remove_if_empty(directory: Path) -> None:

@@ -78,6 +78,23 @@ def training_metrics(m: protocol.Metrics) -> training_job_pb.TrainingMetrics:
         peak_memory_bytes=m.peak_memory_bytes,
         rss_bytes=m.rss_bytes,
         all_reduce_seconds_per_step=m.all_reduce_seconds_per_step,
+        preference=preference_metrics(m.preference),
+    )
+
+
+def preference_metrics(
+    m: protocol.PreferenceMetrics | None,
+) -> training_job_pb.PreferenceMetrics | None:
+    if m is None:
+        return None
+    return training_job_pb.PreferenceMetrics(
+        chosen_reward=m.chosen_reward,
+        rejected_reward=m.rejected_reward,
+        reward_margin=m.reward_margin,
+        reward_accuracy=m.reward_accuracy,
+        chosen_logps=m.chosen_logps,
+        rejected_logps=m.rejected_logps,
+        pairs=m.pairs,
     )
 
 
@@ -103,6 +120,7 @@ def translate(record: protocol.Event) -> Translation:
             validation_loss=record.validation_loss,
             perplexity=record.perplexity,
             seconds=record.seconds,
+            preference=preference_metrics(record.preference),
         )
         return Translation(
             lambda job: job.latest_evaluation.CopyFrom(evaluation),

@@ -114,6 +114,20 @@ class DistributedSettings:
 
 
 @dataclass(kw_only=True)
+class PreferenceSettings:
+    method: str = field(
+        metadata={"words": training_job_pb.PreferenceMethod, "help": "dpo or orpo."}
+    )
+    beta: float = field(metadata={"help": "DPO's beta (0 for ORPO)."})
+    loss: str = field(
+        metadata={"words": training_job_pb.DpoLoss, "help": "sigmoid, ipo or hinge (DPO)."}
+    )
+    label_smoothing: float = field(metadata={"help": "Conservative DPO's smoothing."})
+    sft_weight: float = field(metadata={"help": "Weight of the chosen reply's NLL (DPO)."})
+    orpo_lambda: float = field(metadata={"help": "ORPO's odds-ratio weight (0 for DPO)."})
+
+
+@dataclass(kw_only=True)
 class WorkerConfig:
     protocol: int = field(metadata={"help": "The protocol version of the daemon that wrote it."})
     job_id: str
@@ -137,6 +151,9 @@ class WorkerConfig:
     report_interval_steps: int
     wandb: WandbSettings
     distributed: DistributedSettings
+    preference: PreferenceSettings | None = field(
+        metadata={"help": "DPO or ORPO on preference pairs; None: supervised."}
+    )
 
     @property
     def uses_adapters(self) -> bool:

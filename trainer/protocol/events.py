@@ -110,6 +110,20 @@ class State:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PreferenceMetrics:
+    """What tells whether DPO or ORPO works: means over the pairs of an interval or evaluation."""
+
+    # beta × (policy - reference) log-prob of the chosen reply (ORPO: lambda × mean log-prob)
+    chosen_reward: float
+    rejected_reward: float
+    reward_margin: float  # chosen_reward - rejected_reward
+    reward_accuracy: float  # share of pairs whose chosen reward is above the rejected one
+    chosen_logps: float  # the policy's summed log-prob of the chosen reply
+    rejected_logps: float
+    pairs: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class Metrics:
     kind: ClassVar[str] = "metrics"
     step: int
@@ -122,6 +136,7 @@ class Metrics:
     peak_memory_bytes: int
     rss_bytes: int
     all_reduce_seconds_per_step: float
+    preference: PreferenceMetrics | None = None  # DPO and ORPO jobs
     time: float = field(default_factory=_now)
 
 
@@ -132,6 +147,7 @@ class Evaluation:
     validation_loss: float
     perplexity: float
     seconds: float
+    preference: PreferenceMetrics | None = None  # DPO and ORPO jobs
     time: float = field(default_factory=_now)
 
 

@@ -8,6 +8,7 @@ read them from, so the daemon finds what the worker writes. mlx-free (the daemon
                          with checksums.json; one that fails its check becomes unusable-<step>
     adapters/            the final adapter (moved into place whole)
     mlx_hostfile.json    the ranks' hosts of a distributed job
+    reference_logps.json a DPO job's reference log-probabilities, computed once at its start
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ CHECKPOINT_CHECKSUMS_FILE = "checksums.json"  # {file name: SHA-256}, written wi
 CHECKPOINT_ASIDE_PREFIX = "unusable-"  # a checkpoint that failed its check, kept to look at
 ADAPTERS_DIR = "adapters"
 HOSTFILE = "mlx_hostfile.json"
+REFERENCE_LOGPS_FILE = "reference_logps.json"
 
 
 def rank_log_file(rank: int) -> str:

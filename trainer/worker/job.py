@@ -15,6 +15,9 @@ from tunewire.trainer.worker.events import ControlReader, EventWriter
 from tunewire.trainer.worker.loop import Trainer, restore, start_position
 from tunewire.trainer.worker.model_setup import lora_details, setup_model
 from tunewire.trainer.worker.optim import build_optimizer, total_steps
+from tunewire.trainer.worker.preference_data import PairBatches, PairDataset, load_pairs
+from tunewire.trainer.worker.preference_loop import PreferenceTrainer
+from tunewire.trainer.worker.preference_reference import fill_reference
 from tunewire.trainer.worker.wandb_log import WandbLogger
 
 
@@ -40,6 +43,29 @@ def _load_data(
     return data
 
 
+def _load_pairs(
+    path: str, what: str, tokenizer, config: WorkerConfig, events: EventWriter
+) -> PairDataset:
+    limit = config.hyperparameters.max_seq_length
+    try:
+        data = load_pairs(path, tokenizer, limit)
+    except FileNotFoundError:
+        raise WorkerError(Reason.DATASET_NOT_FOUND, f"{what} data not found: {path}") from None
+    if data.truncated:
+        events.log(
+            "WARNING",
+            f"{data.truncated} {what} pairs lost the start of their prompt to fit "
+            f"max_seq_length={limit} (the replies are kept whole)",
+        )
+    if data.dropped:
+        events.log(
+            "WARNING",
+            f"{data.dropped} {what} pairs left out: a reply alone is longer than "
+            f"max_seq_length={limit}",
+        )
+    return data
+
+
 def run_job(
     config: WorkerConfig,
     events: EventWriter,
@@ -53,15 +79,15 @@ def run_job(
     if world.is_main:
         checkpoint.remove_partial(config.job_dir)
     loaded, setup, counts = setup_model(config)
-    train = _load_data(config.train_path, "training", loaded.tokenizer, config, events)
+    load = _load_pairs if config.preference else _load_data
+    train = load(config.train_path, "training", loaded.tokenizer, config, events)
     validation = None
     if config.validation_path:
-        validation = _load_data(
-            config.validation_path, "validation", loaded.tokenizer, config, events
-        )
+        validation = load(config.validation_path, "validation", loaded.tokenizer, config, events)
 
     # The optimizer's schedule needs the step count, which needs the batches.
-    probe = TrainBatches(train, hp.batch_size, hp.seed, hp.max_seq_length, world.rank, world.size)
+    batches_of = PairBatches if config.preference else TrainBatches
+    probe = batches_of(train, hp.batch_size, hp.seed, hp.max_seq_length, world.rank, world.size)
     steps = total_steps(hp, probe.batches_per_epoch)
     optimizer = build_optimizer(hp, steps)
     state = checkpoint.TrainState()
@@ -72,7 +98,17 @@ def run_job(
             raise WorkerError(
                 Reason.CHECKPOINT_UNUSABLE, f"cannot resume from {resume_from}: {exc}"
             ) from None
-    batches = TrainBatches(
+    if config.preference and config.preference.method == "dpo":
+        splits = {"train": train, **({"validation": validation} if validation else {})}
+        how = fill_reference(
+            loaded.model, config, splits, initial_weights=not resume_from, write=world.is_main
+        )
+        events.log(
+            "INFO",
+            f"reference log-probabilities {how} for {sum(len(d) for d in splits.values())} pairs"
+            + ("" if how == "loaded" else "; the reference is the base model, no second copy"),
+        )
+    batches = batches_of(
         train,
         hp.batch_size,
         hp.seed,
@@ -98,7 +134,7 @@ def run_job(
     )
     wandb = WandbLogger(config, events, enabled=world.is_main)
     adapter_cfg = adapter_config(config, setup, steps, loaded.quantized_at_load)
-    trainer = Trainer(
+    trainer = (PreferenceTrainer if config.preference else Trainer)(
         config,
         loaded.model,
         optimizer,

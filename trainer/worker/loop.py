@@ -209,12 +209,17 @@ class Trainer:
             "rss_bytes": rss_bytes(),
             "all_reduce_seconds_per_step": all_reduce,
         }
+        extra = self._extra_metrics()  # read before the interval resets
         if self.world.is_main:
-            self.events.emit(protocol.Metrics(**metrics))
+            self.events.emit(protocol.Metrics(**metrics, **extra))
         self.wandb.log(
             {f"train/{k}": v for k, v in metrics.items() if k != "step"}, metrics["step"]
         )
         self._reset_interval()
+
+    def _extra_metrics(self) -> dict:
+        """Fields a subclass adds to the metrics event (the preference loop's rewards)."""
+        return {}
 
     # -- evaluation and early stopping -------------------------------------------
 
