@@ -25,7 +25,7 @@ from tunewire.trainer.jobs.data import JobDataPreparer
 from tunewire.trainer.jobs.event_bus import EventBus
 from tunewire.trainer.jobs.manager import JobManager
 from tunewire.trainer.jobs.runner import JobRunner
-from tunewire.trainer.store import db
+from tunewire.trainer.store import db, integrity
 from tunewire.trainer.store.database import open_database
 from tunewire.trainer.store.datasets import DatasetStore
 from tunewire.trainer.store.jobs import JobStore
@@ -108,6 +108,12 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
     for directory in (config.home, config.jobs_dir, config.datasets_dir):
         directory.mkdir(parents=True, exist_ok=True)
 
+    if not config.database:
+        # Before anything listens: a damaged database never looks SERVING.
+        try:
+            integrity.check_at_start(config.db_path)
+        except integrity.DatabaseCorrupt as exc:
+            raise ConfigError(str(exc)) from None
     try:
         conn = open_database(config.database or config.db_path)
     except db.DatabaseError as exc:

@@ -4,6 +4,7 @@ Services
   server                  trainer + gateway in the foreground (Ctrl-C stops both)
   trainer | gateway       one of them alone (the daemons' own flags)
   keys create NAME        an API key for the gateway
+  admin backup FILE       an online backup of the trainer's database (admin restore FILE)
 Data
   validate FILE           check a dataset locally (--remote: through the server)
   datasets upload|list|show
@@ -39,6 +40,7 @@ COMMANDS = {
     "trainer": ("tunewire.cli.server", "run_trainer"),
     "gateway": ("tunewire.cli.server", "run_gateway"),
     "keys": ("tunewire.cli.keys", "run_keys"),
+    "admin": ("tunewire.cli.admin", "run_admin"),
     "validate": ("tunewire.cli.validate_remote", "run"),
     "datasets": ("tunewire.cli.datasets", "run_datasets"),
     "train": ("tunewire.cli.train", "run_train"),
