@@ -9,7 +9,9 @@ per-step synchronisation of its own.
 The loss is cross-entropy summed over the trained tokens of a micro-batch and
 divided by the trained tokens of the whole global batch (known on the host),
 so N ranks each holding 1/N of a batch produce exactly the gradient one rank
-holding all of it would.
+holding all of it would. It is computed at trained positions only, a chunk of
+the vocabulary's logits at a time (`logprobs.trained_loss`), in training and
+evaluation alike.
 """
 
 from __future__ import annotations
@@ -32,16 +34,9 @@ from tunewire.trainer.worker.artifacts import trainable_weights
 from tunewire.trainer.worker.data import Batch, Dataset, Position, TrainBatches, validation_batches
 from tunewire.trainer.worker.distributed import World
 from tunewire.trainer.worker.events import ControlReader, EventWriter
+from tunewire.trainer.worker.logprobs import output_head, trained_loss, trained_positions
 from tunewire.trainer.worker.resources import rss_bytes
 from tunewire.trainer.worker.wandb_log import WandbLogger
-
-
-def masked_loss(model: nn.Module, tokens: mx.array, mask: mx.array, normalizer: mx.array):
-    """(loss to differentiate, summed cross-entropy over trained tokens)."""
-    logits = model(tokens[:, :-1])
-    ce = nn.losses.cross_entropy(logits, tokens[:, 1:]) * mask[:, 1:]
-    ce_sum = ce.astype(mx.float32).sum()
-    return ce_sum / normalizer, ce_sum
 
 
 class Trainer:
@@ -95,12 +90,12 @@ class Trainer:
     def _build_step(self):
         model, optimizer, hp = self.model, self.optimizer, self.hp
         accum, max_norm = hp.gradient_accumulation_steps, hp.max_grad_norm
-        loss_value_and_grad = nn.value_and_grad(model, masked_loss)
+        loss_value_and_grad = nn.value_and_grad(model, trained_loss)
         state = [model.state, optimizer.state, mx.random.state]
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def step(tokens, mask, normalizer, prev_grad, do_update):
-            (_, ce_sum), grad = loss_value_and_grad(model, tokens, mask, normalizer)
+        def step(tokens, positions, normalizer, prev_grad, do_update):
+            (_, ce_sum), grad = loss_value_and_grad(model, tokens, positions, normalizer)
             if prev_grad is not None:
                 grad = tree_map(lambda x, y: x + y, grad, prev_grad)
             if do_update:
@@ -125,6 +120,8 @@ class Trainer:
             grad_checkpoint(self.model.layers[0])
         # The optimizer state must exist before compiling: the compiled step captures it.
         self.optimizer.init(self.model.trainable_parameters())
+        # Found outside the traced step (finding it runs the model once).
+        output_head(self.model)
         step_fn, compiled_state = self._build_step()
         self.model.train()
         announced = False
@@ -178,7 +175,8 @@ class Trainer:
     def _inputs(self, batch: Batch):
         # Global trained tokens / ranks: average_gradients then yields the global mean.
         normalizer = max(batch.global_trained, 1) / self.world.size
-        return mx.array(batch.tokens), mx.array(batch.mask), mx.array(normalizer, mx.float32)
+        positions = trained_positions(batch.tokens, batch.mask).arrays()
+        return mx.array(batch.tokens), positions, mx.array(normalizer, mx.float32)
 
     def _reset_interval(self) -> None:
         self._ce = mx.array(0.0, mx.float32)
@@ -240,7 +238,7 @@ class Trainer:
         for batch in self.validation:
             trained += batch.global_trained
             if batch.tokens.shape[0]:  # a short last batch may leave a rank nothing
-                _, ce_sum = masked_loss(self.model, *self._inputs(batch))
+                _, ce_sum = trained_loss(self.model, *self._inputs(batch))
                 total = total + ce_sum
                 mx.eval(total)
         self.model.train()
