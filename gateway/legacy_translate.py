@@ -26,6 +26,7 @@ OLD_STATUS = {
     training_job_pb.JOB_STATE_SUCCEEDED: "completed",
     training_job_pb.JOB_STATE_FAILED: "failed",
     training_job_pb.JOB_STATE_CANCELLED: "cancelled",
+    training_job_pb.JOB_STATE_PAUSED: "paused",
 }
 STATES_BY_OLD_STATUS = {
     word: [state for state, w in OLD_STATUS.items() if w == word]

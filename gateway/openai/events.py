@@ -35,6 +35,7 @@ STATE_MESSAGES = {
     training_job_pb.JOB_STATE_CANCELLING: "Cancelling: the current step finishes and a checkpoint is written",
     training_job_pb.JOB_STATE_SUCCEEDED: "The job has successfully completed",
     training_job_pb.JOB_STATE_CANCELLED: "The job was cancelled",
+    training_job_pb.JOB_STATE_PAUSED: "The job was paused",
 }
 
 

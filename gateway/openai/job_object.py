@@ -27,10 +27,8 @@ STATUS = {
     training_job_pb.JOB_STATE_SUCCEEDED: "succeeded",
     training_job_pb.JOB_STATE_FAILED: "failed",
     training_job_pb.JOB_STATE_CANCELLED: "cancelled",
+    training_job_pb.JOB_STATE_PAUSED: "paused",
 }
-PAUSED_STATE = getattr(training_job_pb, "JOB_STATE_PAUSED", None)
-if PAUSED_STATE is not None:
-    STATUS[PAUSED_STATE] = "paused"
 # tunewire's spec fields in a trainer error, as the OpenAI parameter that set them.
 PARAMS = (
     ("spec.model", "model"),

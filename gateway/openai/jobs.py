@@ -135,8 +135,26 @@ class JobRoutes:
         )
         return web.json_response(job_object(reply.job))
 
+    async def pause(self, request: web.Request) -> web.Response:
+        reply = await self._calls.training(
+            "PauseTrainingJob",
+            training_service_pb.PauseTrainingJobRequest(job_id=request.match_info["job_id"]),
+            request[PRINCIPAL],
+        )
+        return web.json_response(job_object(reply.job))
+
+    async def resume(self, request: web.Request) -> web.Response:
+        reply = await self._calls.training(
+            "ResumeTrainingJob",
+            training_service_pb.ResumeTrainingJobRequest(job_id=request.match_info["job_id"]),
+            request[PRINCIPAL],
+        )
+        return web.json_response(job_object(reply.job))
+
     def add_to(self, router: web.UrlDispatcher) -> None:
         router.add_post("/fine_tuning/jobs", authenticated_here(self.create))
         router.add_get("/fine_tuning/jobs", authenticated_here(self.list))
         router.add_get("/fine_tuning/jobs/{job_id}", authenticated_here(self.retrieve))
         router.add_post("/fine_tuning/jobs/{job_id}/cancel", authenticated_here(self.cancel))
+        router.add_post("/fine_tuning/jobs/{job_id}/pause", authenticated_here(self.pause))
+        router.add_post("/fine_tuning/jobs/{job_id}/resume", authenticated_here(self.resume))

@@ -77,6 +77,16 @@ class TrainingService(training_service_grpc.TrainingServiceServicer):
         return training_service_pb.CancelTrainingJobResponse(job=job)
 
     @handles_errors
+    async def PauseTrainingJob(self, request, context):
+        job = await self._jobs.pause(self._who(context), request.job_id)
+        return training_service_pb.PauseTrainingJobResponse(job=job)
+
+    @handles_errors
+    async def ResumeTrainingJob(self, request, context):
+        job = await self._jobs.resume(self._who(context), request.job_id)
+        return training_service_pb.ResumeTrainingJobResponse(job=job)
+
+    @handles_errors
     async def WatchTrainingJob(self, request, context):
         # Responses go out pre-serialized (see `register`): a live event is
         # encoded once, however many subscribers receive it.

@@ -234,6 +234,24 @@ class JobManager:
         await self._runner.schedule()
         return self._with_queue_position(self._store.get(job_id))
 
+    async def pause(self, who: Principal, job_id: str) -> training_job_pb.TrainingJob:
+        job = self._visible(who, job_id)
+        pausable = (training_job_pb.JOB_STATE_PAUSED, training_job_pb.JOB_STATE_CANCELLING)
+        if job.state in TERMINAL_STATES or job.state == pausable[1]:
+            raise _state_conflict(job, "paused: it is not queued or running")
+        if job.state != pausable[0]:
+            await self._runner.pause(job_id, who.name)
+            await self._runner.schedule()
+        return self._with_queue_position(self._store.get(job_id))
+
+    async def resume(self, who: Principal, job_id: str) -> training_job_pb.TrainingJob:
+        job = self._visible(who, job_id)
+        if job.state != training_job_pb.JOB_STATE_PAUSED:
+            raise _state_conflict(job, "resumed: it is not paused")
+        self._runner.resume(job_id, who.name)
+        await self._runner.schedule()
+        return self._with_queue_position(self._store.get(job_id))
+
     # ---- watch ----------------------------------------------------------------------
 
     async def watch(
@@ -312,3 +330,14 @@ def _summary(violations: list[FieldViolation]) -> str:
     first = violations[0]
     more = f" (and {len(violations) - 1} more problem(s))" if len(violations) > 1 else ""
     return f"the job cannot run: {first.field}: {first.description}{more}"
+
+
+def _state_conflict(job: training_job_pb.TrainingJob, what: str) -> ServiceError:
+    state = enum_words.display_word(training_job_pb.JobState, job.state).upper()
+    return ServiceError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        f"job {job.id} is {state} and cannot be {what}",
+        reason=Reason.JOB_STATE_CONFLICT,
+        resource_type="training job",
+        resource_name=job.id,
+    )

@@ -53,6 +53,7 @@ class RunState:
     cancel_requested_by: str = ""
     kill_reason: str = ""
     diverged: failures.Divergence | None = None
+    pause_requested_by: str = ""  # a STOP was sent to pause the job, not to shut down
 
 
 def state_event(previous: int, state: int, reason: str, error: status_pb2.Status | None = None):
@@ -285,6 +286,14 @@ class JobRunner:
                 ),
             )
             return
+        if outcome is Outcome.INTERRUPTED and run.pause_requested_by:
+            self.set_state(
+                job_id,
+                training_job_pb.JOB_STATE_PAUSED,
+                f"paused by {run.pause_requested_by} at step {done.step if done else 0}",
+                extra=record_artifacts,
+            )
+            return
         if outcome in (Outcome.SUCCEEDED, Outcome.EARLY_STOPPED):
             why = (
                 "finished"
@@ -357,6 +366,28 @@ class JobRunner:
         self._grace_tasks.add(task)
         task.add_done_callback(self._grace_tasks.discard)
         return job
+
+    async def pause(self, job_id: str, by: str) -> training_job_pb.TrainingJob:
+        """A queued job leaves the queue; a running one checkpoints and stops (`_finish`)."""
+        run = self._running.get(job_id)
+        if run is None:
+            return self.set_state(job_id, training_job_pb.JOB_STATE_PAUSED, f"paused by {by}")
+        if not run.pause_requested_by:
+            run.pause_requested_by = by
+            await run.group.send(Command.STOP)
+            return self.apply(
+                job_id,
+                None,
+                log_event(f"pause requested by {by}: the worker checkpoints and stops"),
+            )
+        return self._store.get(job_id)
+
+    def resume(self, job_id: str, by: str) -> training_job_pb.TrainingJob:
+        newest = checkpoints.candidates(self._config.jobs_dir / job_id)
+        where = f"step {int(newest[0].name)}" if newest else "the beginning (no checkpoint)"
+        return self.set_state(
+            job_id, training_job_pb.JOB_STATE_QUEUED, f"resumed by {by}; continues from {where}"
+        )
 
     async def _kill_after_grace(self, job_id: str, run: RunState) -> None:
         try:
