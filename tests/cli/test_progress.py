@@ -150,3 +150,48 @@ def test_summary_has_losses_memory_and_the_adapter():
         "  adapter: rank 8, alpha 16 (scale 2), dropout 0, 2 block(s): self_attn.q_proj;"
     )
     assert summary[3] == "  adapter files: /h/jobs/job-1/adapters"
+
+
+def test_a_preference_job_shows_its_rewards_in_the_bar_the_evaluations_and_the_summary():
+    out = io.StringIO()
+    view = ProgressView(out, tty=False)
+    view.set_total(10)
+    for step, accuracy in ((0, 0.5), (10, 0.95)):
+        view.event(
+            training_event_pb.TrainingEvent(
+                evaluation_metrics=training_job_pb.EvaluationMetrics(
+                    step=step,
+                    validation_loss=0.693 if step == 0 else 0.2,
+                    preference=training_job_pb.PreferenceMetrics(
+                        reward_accuracy=accuracy, reward_margin=step / 10, chosen_reward=0.5
+                    ),
+                )
+            )
+        )
+    event = metrics(3, 10, 0.31)
+    event.training_metrics.preference.reward_accuracy = 0.875
+    event.training_metrics.preference.reward_margin = 1.25
+    view.event(event)
+    text = out.getvalue()
+    assert "validation loss 0.6930, reward accuracy 0.50, margin 0.000" in text
+    assert "acc 0.88  margin 1.250" in text.splitlines()[-1]
+    job = training_job_pb.TrainingJob(id="job-1", state=training_job_pb.JOB_STATE_SUCCEEDED)
+    assert "validation reward accuracy 0.50 (step 0) → 0.95 (step 10), margin 1.000" in (
+        view.summary(job)
+    )
+
+
+def test_the_plot_of_a_preference_job_draws_reward_accuracy_on_a_second_axis(tmp_path):
+    from tunewire.cli.plot import LossCurves, write_plot
+
+    curves = LossCurves(
+        train=[(1, 0.69), (2, 0.5), (3, 0.3)],
+        validation=[(0, 0.69), (3, 0.35)],
+        accuracy=[(1, 0.5), (2, 0.75), (3, 1.0)],
+        validation_accuracy=[(0, 0.5), (3, 0.9)],
+    )
+    write_plot(curves, tmp_path / "dpo.png", "dpo")
+    write_plot(LossCurves(train=[(1, 2.0)]), tmp_path / "sft.png", "sft")
+    for name in ("dpo.png", "sft.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "dpo.png").stat().st_size != (tmp_path / "sft.png").stat().st_size

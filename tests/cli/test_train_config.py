@@ -221,3 +221,57 @@ def test_spec_from_dict_accepts_json_names_and_numbers_written_as_text():
     assert spec.method == training_job_pb.TRAINING_METHOD_FULL and list(
         spec.lora.target_modules
     ) == ["q_proj"]
+
+
+def test_an_mlx_lm_lora_preference_config_maps_onto_the_preference_section(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pairs.jsonl").write_text("{}\n")
+    config = parse_config(
+        """
+model: mlx-community/SmolLM2-135M-Instruct
+data: pairs.jsonl
+train_type: lora
+train_mode: dpo
+beta: 0.2
+dpo_cpo_loss_type: hinge
+delta: 50.0
+reference_model_path: null
+iters: 100
+"""
+    )
+    spec = config.to_spec(dataset_id="ds-1")
+    assert spec.preference.method == training_job_pb.PREFERENCE_METHOD_DPO
+    assert spec.preference.beta == pytest.approx(0.2)
+    assert spec.preference.loss == training_job_pb.DPO_LOSS_HINGE
+    assert spec.method == training_job_pb.TRAINING_METHOD_LORA
+    assert any("ignored 'delta'" in note for note in config.notes)
+
+    orpo = parse_config("model: m\ndataset: {dataset_id: d}\ntrain_mode: orpo\nbeta: 0.3\n")
+    assert orpo.to_spec().preference.method == training_job_pb.PREFERENCE_METHOD_ORPO
+    assert orpo.to_spec().preference.orpo_lambda == pytest.approx(0.3)
+    native = parse_config(
+        "model: m\ndataset: {dataset_id: d}\npreference: {method: dpo, loss: ipo, sft_weight: 0.1}\n"
+    ).to_spec()
+    assert native.preference.loss == training_job_pb.DPO_LOSS_IPO
+    assert native.preference.sft_weight == pytest.approx(0.1)
+    assert (
+        parse_config("model: m\ndataset: {dataset_id: d}\ntrain_mode: sft\n")
+        .to_spec()
+        .HasField("preference")
+        is False
+    )
+
+
+@pytest.mark.parametrize(
+    "line, says",
+    [
+        ("train_mode: grpo", "config:3: train_mode 'grpo' is not supported"),
+        ("beta: 0.1", "config:3: `beta` needs train_mode dpo or orpo"),
+        ("train_mode: dpo\ndpo_cpo_loss_type: dpop", "config:4: dpo_cpo_loss_type must be one of"),
+        ("reference_model_path: other/model", "DPO's reference is the base model"),
+    ],
+)
+def test_preference_keys_tunewire_cannot_honour_are_refused_with_their_line(line, says):
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"model: m\ndataset: {{dataset_id: d}}\n{line}\n")
+    assert says in str(err.value)

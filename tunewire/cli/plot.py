@@ -1,4 +1,5 @@
-"""`tunewire plot JOB -o loss.png`: training and validation loss against step.
+"""`tunewire plot JOB -o loss.png`: training and validation loss against step (and, for DPO
+and ORPO jobs, reward accuracy on a second axis).
 
     tunewire plot JOB [-o FILE.png] [--title TEXT]
 
@@ -22,6 +23,8 @@ PROG = "tunewire plot"
 class LossCurves:
     train: list[tuple[int, float]] = field(default_factory=list)
     validation: list[tuple[int, float]] = field(default_factory=list)
+    accuracy: list[tuple[int, float]] = field(default_factory=list)  # preference jobs
+    validation_accuracy: list[tuple[int, float]] = field(default_factory=list)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,11 +67,15 @@ def collect_losses(client: Client, job_id: str, up_to_sequence: int) -> LossCurv
     for event in client.watch(job_id):
         kind = event.WhichOneof("payload")
         if kind == "training_metrics":
-            curves.train.append((event.training_metrics.step, event.training_metrics.loss))
+            m = event.training_metrics
+            curves.train.append((m.step, m.loss))
+            if m.HasField("preference"):
+                curves.accuracy.append((m.step, m.preference.reward_accuracy))
         elif kind == "evaluation_metrics":
-            curves.validation.append(
-                (event.evaluation_metrics.step, event.evaluation_metrics.validation_loss)
-            )
+            e = event.evaluation_metrics
+            curves.validation.append((e.step, e.validation_loss))
+            if e.HasField("preference"):
+                curves.validation_accuracy.append((e.step, e.preference.reward_accuracy))
         if event.sequence >= up_to_sequence:
             break
     return curves
@@ -93,10 +100,28 @@ def write_plot(curves: LossCurves, output: Path, title: str) -> None:
                 linewidth=1.6,
             )
         axes.set_xlabel("step")
-        axes.set_ylabel("loss (cross-entropy per token)")
+        preference = bool(curves.accuracy or curves.validation_accuracy)
+        axes.set_ylabel("loss (per pair)" if preference else "loss (cross-entropy per token)")
         axes.set_title(title)
         axes.grid(alpha=0.3)
-        axes.legend()
+        handles, labels = axes.get_legend_handles_labels()
+        if preference:
+            right = axes.twinx()
+            for points, label, style in (
+                (curves.accuracy, "reward accuracy", {"color": "tab:green"}),
+                (
+                    curves.validation_accuracy,
+                    "validation reward accuracy",
+                    {"color": "tab:red", "marker": "s"},
+                ),
+            ):
+                if points:
+                    right.plot(*zip(*points), label=label, linestyle="--", linewidth=1.2, **style)
+            right.set_ylabel("reward accuracy")
+            right.set_ylim(0.0, 1.05)
+            more, more_labels = right.get_legend_handles_labels()
+            handles, labels = handles + more, labels + more_labels
+        axes.legend(handles, labels)
         figure.tight_layout()
         output.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(output, format="png")

@@ -40,6 +40,11 @@ class RunStats:
     trained_tokens: int = 0
     running_since: float | None = None
     state: int = training_job_pb.JOB_STATE_UNSPECIFIED
+    # DPO and ORPO jobs: the latest rewards of training and of validation (step, metrics).
+    preference: training_job_pb.PreferenceMetrics | None = None
+    validation_preference: list[tuple[int, training_job_pb.PreferenceMetrics]] = field(
+        default_factory=list
+    )
 
     @property
     def best_validation(self) -> tuple[int, float] | None:
@@ -69,9 +74,15 @@ class ProgressView:
         elif kind == "evaluation_metrics":
             e = event.evaluation_metrics
             self.stats.validation.append((e.step, e.validation_loss))
-            self.line(
-                f"validation loss {e.validation_loss:.4f} (perplexity {e.perplexity:,.2f}) at step {e.step}"
-            )
+            if e.HasField("preference"):
+                self.stats.validation_preference.append((e.step, e.preference))
+                self.line(
+                    f"validation loss {e.validation_loss:.4f}, {rewards(e.preference)} at step {e.step}"
+                )
+            else:
+                self.line(
+                    f"validation loss {e.validation_loss:.4f} (perplexity {e.perplexity:,.2f}) at step {e.step}"
+                )
         elif kind == "state_change":
             self._state(event.state_change)
         elif kind == "checkpoint_saved":
@@ -115,6 +126,10 @@ class ProgressView:
             details.append(f"loss {s.losses[-1][1]:.3f}")
         if s.validation:
             details.append(f"val {s.validation[-1][1]:.3f}")
+        if s.preference is not None:
+            details.append(
+                f"acc {s.preference.reward_accuracy:.2f}  margin {s.preference.reward_margin:.3f}"
+            )
         if s.tokens_per_second:
             details.append(f"{s.tokens_per_second:,.0f} tok/s")
         if s.peak_memory:
@@ -161,6 +176,15 @@ class ProgressView:
         best = s.best_validation
         if best:
             lines[0] += f", best validation loss {best[1]:.3f} at step {best[0]}"
+        if s.validation_preference:
+            (first_step, first), (last_step, last) = (
+                s.validation_preference[0],
+                s.validation_preference[-1],
+            )
+            lines.append(
+                f"  validation reward accuracy {first.reward_accuracy:.2f} (step {first_step}) → "
+                f"{last.reward_accuracy:.2f} (step {last_step}), margin {last.reward_margin:.3f}"
+            )
         if s.tokens_per_second or job.HasField("latest_metrics"):
             metrics = job.latest_metrics
             lines.append(
@@ -192,6 +216,8 @@ class ProgressView:
         s.peak_memory = max(s.peak_memory, m.peak_memory_bytes)
         s.rss = max(s.rss, m.rss_bytes)
         s.trained_tokens = m.trained_tokens
+        if m.HasField("preference"):
+            s.preference = m.preference
         if self.tty:
             self.out.write(CLEAR_LINE + self.bar())
             self._bar_shown = True
@@ -213,3 +239,11 @@ class ProgressView:
         ):
             self.close()
         self.line(f"[{state_name(change.state)}]{reason}")
+
+
+def rewards(m: training_job_pb.PreferenceMetrics) -> str:
+    """`reward accuracy 0.92, margin 1.234 (chosen 0.8, rejected -0.4)`."""
+    return (
+        f"reward accuracy {m.reward_accuracy:.2f}, margin {m.reward_margin:.3f} "
+        f"(chosen {m.chosen_reward:.3f}, rejected {m.rejected_reward:.3f})"
+    )

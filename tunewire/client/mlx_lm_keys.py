@@ -49,8 +49,16 @@ SPECIAL = (
     "report_to",
     "lr_schedule",
     "optimizer_config",
+    # mlx-lm-lora's (the mlx-lm fork with preference training) keys for DPO and ORPO.
+    "train_mode",
+    "train_type",
+    "dpo_cpo_loss_type",
+    "beta",
 )
-LAST = ("lr_schedule", "optimizer_config")
+# After every other key: lr_schedule's first argument replaces learning_rate (as in
+# mlx-lm), optimizer_config applies to the optimizer the file chose, and `beta` means
+# DPO's beta or ORPO's lambda by the train_mode the file chose.
+LAST = ("lr_schedule", "optimizer_config", "beta")
 # Keys that mean something only to mlx-lm's own command line: accepted, not used.
 IGNORED = {
     "train": "training is what `tunewire train` does",
@@ -60,10 +68,16 @@ IGNORED = {
     "clear_cache_threshold": "the worker manages its memory cache",
     "trust_remote_code": "tunewire loads only models mlx-lm supports natively",
     "config": "this file is the config",
+    "reward_scaling": "ORPO's rewards are reported as lambda × the mean log-probability",
+    "delta": "the hinge loss's margin is 1 / beta (TRL's hinge); set preference.loss: hinge",
 }
 UNSUPPORTED = {
     "resume_adapter_file": "resuming from an adapter file is not supported; jobs resume from their own checkpoints",
     "hf_dataset": "Hugging Face datasets are not fetched; download the data and point `data` at the folder",
+    "reference_model_path": (
+        "DPO's reference is the base model (the adapters off); another reference model is not "
+        "supported"
+    ),
 }
 KEYS = (*FIELDS, *SPECIAL, *IGNORED, *UNSUPPORTED)
 LORA_PARAMETER_KEYS = ("rank", "scale", "alpha", "dropout", "keys")
@@ -79,6 +93,9 @@ MLX_LM_OPTIMIZERS = ("adam", "adamw", "muon", "sgd", "adafactor")
 OPTIMIZERS = enum_words.words(training_job_pb.Optimizer)
 # training_mode (mlx-lm forks with preference training): "normal" is supervised training.
 TRAINING_MODES = ("normal",)
+# mlx-lm-lora's train_mode → the spec's preference method (sft: none).
+TRAIN_MODES = {"sft": None, "dpo": "dpo", "orpo": "orpo"}
+DPO_LOSSES = ("sigmoid", "ipo", "hinge")
 
 Put = Callable[..., None]
 
@@ -120,6 +137,27 @@ def translate(
                 f"{here}: training_mode {value!r} is not supported; `normal` (supervised "
                 "fine-tuning) is what tunewire trains"
             ]
+    elif key == "train_type":
+        return translate("fine_tune_type", value, put, config, lambda _k: here, spec)
+    elif key == "train_mode":
+        if value not in TRAIN_MODES:
+            return [
+                f"{here}: train_mode {value!r} is not supported; tunewire trains "
+                f"{', '.join(TRAIN_MODES)}" + suggest(str(value), list(TRAIN_MODES))
+            ]
+        if TRAIN_MODES[value]:
+            put("preference.method", TRAIN_MODES[value], key)
+    elif key == "dpo_cpo_loss_type":
+        if value not in DPO_LOSSES:
+            return [
+                f"{here}: dpo_cpo_loss_type must be one of {', '.join(DPO_LOSSES)}, got {value!r}"
+            ]
+        put("preference.loss", value, key)
+    elif key == "beta":
+        method = spec.get("preference", {}).get("method")
+        if method not in ("dpo", "orpo"):
+            return [f"{here}: `beta` needs train_mode dpo or orpo (or preference.method)"]
+        put("preference.orpo_lambda" if method == "orpo" else "preference.beta", value, key)
     elif key == "lora_parameters":
         return _lora_parameters(value, put, where)
     elif key == "optimizer":
