@@ -21,6 +21,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from tunewire.errors import FieldViolation, invalid_argument
+from tunewire.gateway.json_fields import unknown_fields
 from tunewire.gateway.methods import Method
 
 HTTP_VERBS = ("get", "put", "post", "delete", "patch")
@@ -237,6 +238,9 @@ def parse_json_into(message: Message, text: str, where: str) -> None:
     """Fills `message` from JSON (proto3 JSON: field names or their camelCase)."""
     if not text.strip():
         return
+    unknown = unknown_fields(message.DESCRIPTOR, text, where)
+    if unknown:
+        raise invalid_argument(unknown, f"{unknown[0].field}: {unknown[0].description}")
     try:
         json_format.Parse(text, message, ignore_unknown_fields=False)
     except json_format.ParseError as exc:

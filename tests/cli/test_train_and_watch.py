@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
 
 import pytest
 
-from .services import write_config
+from .services import CLI, write_config
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -87,8 +89,8 @@ def test_watch_json_replays_every_event_once(services, trained):
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert [int(e["sequence"]) for e in events] == list(range(1, len(events) + 1))
-    assert events[-1]["stateChange"]["state"] == "JOB_STATE_SUCCEEDED"
-    assert [int(e["trainingMetrics"]["step"]) for e in events if "trainingMetrics" in e] == [
+    assert events[-1]["state_change"]["state"] == "JOB_STATE_SUCCEEDED"
+    assert [int(e["training_metrics"]["step"]) for e in events if "training_metrics" in e] == [
         2,
         4,
         6,
@@ -130,7 +132,7 @@ def test_generate_uses_the_adapter(services, trained):
     reply = json.loads(
         services.cli("generate", job_id, "What is warmup?", "--max-tokens", "8", "--json").stdout
     )
-    assert reply["generatedTokens"] == 8 and reply["adapterPath"].endswith("adapters")
+    assert reply["generated_tokens"] == 8 and reply["adapter_path"].endswith("adapters")
 
 
 def test_datasets_and_remote_validation(services):
@@ -177,3 +179,37 @@ def test_cancel_a_queued_job(services, tiny_model_dir):
     watched = services.cli("watch", first_id)
     assert watched.returncode == 1  # cancelled is not success
     assert f"{first_id} cancelled" in watched.stdout
+
+
+def test_ctrl_c_while_watching_leaves_the_job_running_and_says_so(services, tiny_model_dir):
+    config = write_config(
+        services.root / "ctrl-c.yaml",
+        tiny_model_dir,
+        iters=2000,
+        steps_per_eval=None,
+        validation_fraction=None,
+        save_every=None,
+    )
+    watcher = subprocess.Popen(
+        [*CLI, "train", str(config), "--watch"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=services.env(),
+        cwd=services.root,
+    )
+    lines = []
+    for line in watcher.stdout:
+        lines.append(line)
+        if line.startswith("step "):
+            break
+    watcher.send_signal(signal.SIGINT)
+    _, err = watcher.communicate(timeout=60)
+    assert watcher.returncode == 130
+    job_id = re.search(r"created (job-[0-9a-f]+)", "".join(lines)).group(1)
+    assert f"stopped watching; {job_id} keeps running on the server" in err
+    assert f"`tunewire watch {job_id}`" in err and f"`tunewire jobs cancel {job_id}`" in err
+    assert "Traceback" not in err
+    shown = services.cli("jobs", "show", job_id, "--json")
+    assert json.loads(shown.stdout)["state"] == "JOB_STATE_RUNNING"
+    services.cli("jobs", "cancel", job_id, "--force")

@@ -79,7 +79,7 @@ def test_watch_reconnects_after_the_gateway_is_killed_and_misses_nothing(service
     events = [json.loads(line) for line in got]
     sequences = [int(e["sequence"]) for e in events]
     assert sequences == list(range(1, len(events) + 1)), "every event exactly once, in order"
-    assert events[-1]["stateChange"]["state"] == "JOB_STATE_CANCELLED"
+    assert events[-1]["state_change"]["state"] == "JOB_STATE_CANCELLED"
     with services.client() as client:
         assert client.get_job(job.id).last_event_sequence == sequences[-1]
     assert final.id == job.id

@@ -49,7 +49,7 @@ def test_json_output_is_the_proto_json_form(tmp_path):
     assert result.returncode == 1
     report = json.loads(result.stdout)
     assert report["valid"] is False and report["format"] == "DATASET_FORMAT_ALPACA"
-    assert report["totalSamples"] == "2" and report["errorCount"] == "1"
+    assert report["total_samples"] == "2" and report["error_count"] == "1"
     assert report["errors"] == [
         {
             "line": "2",
@@ -60,7 +60,7 @@ def test_json_output_is_the_proto_json_form(tmp_path):
             "severity": "ISSUE_SEVERITY_ERROR",
         }
     ]
-    assert report["samplePreview"][0]["conversation"]["line"] == "1"
+    assert report["sample_preview"][0]["conversation"]["line"] == "1"
 
 
 def test_a_missing_file_is_one_clear_line_and_exit_2(tmp_path):

@@ -36,14 +36,19 @@ def test_evaluation_checkpoints_and_early_stopping(make_config, run_worker, vali
     best = min(evals, key=lambda e: e.validation_loss)
     assert done.best_checkpoint_step == best.step
 
-    # A checkpoint at every evaluation, carrying its losses; "best" marks new lows.
+    # A checkpoint at an evaluation only for a new low (the interval, 100, is never
+    # reached), and one where the job stops; each carries its losses.
+    new_lows, lowest = [], math.inf
+    for e in evals:
+        if e.validation_loss < lowest:
+            new_lows.append(e.step)
+            lowest = e.validation_loss
     checkpoints = worker.of_type("checkpoint")
-    assert [c.step for c in checkpoints] == [2, 4, 6]
-    lowest = math.inf
-    for c, e in zip(checkpoints, evals):
-        assert c.validation_loss == e.validation_loss and c.train_loss > 0
-        assert c.best == (e.validation_loss < lowest)
-        lowest = min(lowest, e.validation_loss)
+    assert [c.step for c in checkpoints] == sorted({*new_lows, 6})
+    by_step = {e.step: e for e in evals}
+    for c in checkpoints:
+        assert c.validation_loss == by_step[c.step].validation_loss and c.train_loss > 0
+        assert c.best == (c.step in new_lows)
     # keep_last=1 keeps the newest, and the best is never deleted.
     kept = {int(p.name) for p in (Path(worker.job_dir) / "checkpoints").iterdir()}
     assert kept == {6, best.step}
@@ -51,6 +56,30 @@ def test_evaluation_checkpoints_and_early_stopping(make_config, run_worker, vali
     logs = [e.message for e in worker.of_type("log")]
     assert any("early stopping at step 6" in m for m in logs)
     assert Path(done.artifacts.adapter_path, "adapters.safetensors").exists()
+
+
+def test_checkpoints_at_the_interval_the_end_and_new_bests_only(
+    make_config, run_worker, validation_file
+):
+    worker = run_worker(
+        make_config(
+            validation_path=str(validation_file),
+            hyperparameters={"max_steps": 20, "learning_rate": 0.05},
+            evaluation={"interval_steps": 2, "max_batches": 0},
+            checkpointing={"interval_steps": 10, "keep_last": 0},
+        )
+    )
+    assert worker.returncode == 0, worker.log()
+    evals = worker.of_type("evaluation")
+    assert [e.step for e in evals] == list(range(2, 21, 2))
+    new_lows, lowest = [], math.inf
+    for e in evals:
+        if e.validation_loss < lowest:
+            new_lows.append(e.step)
+            lowest = e.validation_loss
+    steps = [c.step for c in worker.of_type("checkpoint")]
+    assert steps == sorted({*new_lows, 10, 20})
+    assert len(steps) < len(evals) or new_lows == [e.step for e in evals]
 
 
 def test_without_an_interval_validation_runs_once_at_the_end(

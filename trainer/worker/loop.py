@@ -142,10 +142,15 @@ class Trainer:
             if step % self.config.report_interval_steps == 0 or step == self.total_steps:
                 self._report()
             evaluated = self._maybe_evaluate()
+            # Checkpoints: at the interval, at the end, and at an evaluation only when it
+            # found a new best (the best is kept by pruning), not at every evaluation.
+            new_best = evaluated and self.state.best_step == step
+            stopping = evaluated and self._patience_exhausted()
             interval = self.config.checkpointing.interval_steps
-            if evaluated or (interval and step % interval == 0) or step == self.total_steps:
+            at_interval = bool(interval) and step % interval == 0
+            if new_best or at_interval or stopping or step == self.total_steps:
                 self._checkpoint()
-            if evaluated and self._patience_exhausted():
+            if stopping:
                 return "early_stopped"
         return "succeeded"
 

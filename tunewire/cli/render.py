@@ -11,8 +11,14 @@ from tunewire.v1 import training_job_pb2 as training_job_pb
 
 
 def to_json(message: Message) -> str:
-    """Protobuf JSON on one line (for --json output: one object per line)."""
-    return json_format.MessageToJson(message, indent=None)
+    """Protobuf JSON on one line (for --json output: one object per line), with the
+    proto's field names and every field, as the HTTP/JSON API writes it."""
+    return json_format.MessageToJson(
+        message,
+        indent=None,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+    )
 
 
 def state_name(state: int) -> str:

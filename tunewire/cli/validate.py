@@ -89,7 +89,13 @@ def run_validate(argv: list[str] | None = None) -> int:
     # The same proto report the server sends, so local and remote output agree.
     message = report_to_proto(report)
     if args.json:
-        print(MessageToJson(message, always_print_fields_with_no_presence=True))
+        print(
+            MessageToJson(
+                message,
+                always_print_fields_with_no_presence=True,
+                preserving_proto_field_name=True,
+            )
+        )
     else:
         print(report_text(message, args.file))
     return 0 if report.valid else 1

@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import TextIO
 
-from tunewire.cli.common import add_connection_flags, run_client_command
+from tunewire.cli.common import EXIT_INTERRUPTED, CliError, add_connection_flags, run_client_command
 from tunewire.cli.progress import ProgressView
 from tunewire.cli.render import method_name, to_json
 from tunewire.client import Client, TunewireError
@@ -54,11 +54,20 @@ def watch_job(
 ) -> int:
     """Follows a job to its end; returns the exit status its final state means."""
     out = out or sys.stdout
-    job = (
-        follow_json(client, job_id, after, out)
-        if json_lines
-        else follow_bar(client, job_id, after, out)
-    )
+    try:
+        job = (
+            follow_json(client, job_id, after, out)
+            if json_lines
+            else follow_bar(client, job_id, after, out)
+        )
+    except KeyboardInterrupt:
+        # Ctrl-C stops this command, not the job: say so, and how to get back to it.
+        print(file=sys.stderr)
+        raise CliError(
+            f"stopped watching; {job_id} keeps running on the server. Follow it again with "
+            f"`tunewire watch {job_id}`, or stop it with `tunewire jobs cancel {job_id}`",
+            EXIT_INTERRUPTED,
+        ) from None
     return 0 if job.state == training_job_pb.JOB_STATE_SUCCEEDED else 1
 
 
