@@ -207,6 +207,7 @@ def policy(tiny_model_dir, pair_files, tmp_path_factory):
 
     from tunewire.client.spec import spec_from_dict
     from tunewire.trainer.jobs import handoff
+    from tunewire.trainer.worker.logprobs import output_head
     from tunewire.trainer.worker.model_setup import setup_model
     from tunewire.trainer.worker.preference_data import collate_pairs, load_pairs
 
@@ -222,6 +223,7 @@ def policy(tiny_model_dir, pair_files, tmp_path_factory):
     for _, module in loaded.model.named_modules():
         if "lora_b" in module:
             module.lora_b = 0.05 * mx.random.normal(module.lora_b.shape)
+    output_head(loaded.model)  # found before any tracing, as the loop does
     data = load_pairs(train, loaded.tokenizer, 64)
     batch = collate_pairs(data.records, [0, 3, 5, 9], 0, 1, 64)
     return loaded, batch
@@ -261,6 +263,7 @@ def test_loss_and_gradient_match_a_direct_computation(policy, settings):
     from mlx.utils import tree_flatten
 
     from tunewire.trainer.protocol.config import PreferenceSettings
+    from tunewire.trainer.worker.logprobs import trained_positions
     from tunewire.trainer.worker.preference_loss import preference_loss
 
     s = PreferenceSettings(**{"orpo_lambda": 0.0, **settings})
@@ -272,8 +275,9 @@ def test_loss_and_gradient_match_a_direct_computation(policy, settings):
     reference = mx.array([[-20.0 - i, -22.0 + 0.5 * i] for i in range(pairs)], mx.float32)
     normalizer = mx.array(float(pairs))
 
+    positions = trained_positions(batch.tokens, batch.mask).arrays()
     (loss, sums), grad = nn.value_and_grad(model, preference_loss)(
-        model, tokens, mask, reference, normalizer, s
+        model, tokens, positions, reference, normalizer, s
     )
 
     # Directly: each row's log-prob and its gradient alone, combined by the chain rule

@@ -20,6 +20,7 @@ from mlx.nn.utils import average_gradients
 from mlx.utils import tree_map
 
 from tunewire.trainer.protocol import events as protocol
+from tunewire.trainer.worker.logprobs import trained_positions
 from tunewire.trainer.worker.loop import Trainer, _perplexity
 from tunewire.trainer.worker.preference_data import PairBatch, PairDataset, validation_pair_batches
 from tunewire.trainer.worker.preference_loss import SUMS, preference_loss
@@ -57,8 +58,8 @@ class PreferenceTrainer(Trainer):
         )
         self.last_preference: protocol.PreferenceMetrics | None = None
 
-    def _loss(self, model, tokens, mask, reference, normalizer):
-        return preference_loss(model, tokens, mask, reference, normalizer, self.settings)
+    def _loss(self, model, tokens, positions, reference, normalizer):
+        return preference_loss(model, tokens, positions, reference, normalizer, self.settings)
 
     def _build_step(self):
         model, optimizer, hp = self.model, self.optimizer, self.hp
@@ -67,8 +68,8 @@ class PreferenceTrainer(Trainer):
         state = [model.state, optimizer.state, mx.random.state]
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def step(tokens, mask, reference, normalizer, prev_grad, do_update):
-            (_, sums), grad = loss_value_and_grad(model, tokens, mask, reference, normalizer)
+        def step(tokens, positions, reference, normalizer, prev_grad, do_update):
+            (_, sums), grad = loss_value_and_grad(model, tokens, positions, reference, normalizer)
             if prev_grad is not None:
                 grad = tree_map(lambda x, y: x + y, grad, prev_grad)
             if do_update:
@@ -106,7 +107,7 @@ class PreferenceTrainer(Trainer):
         normalizer = max(batch.global_pairs, 1) / self.world.size
         return (
             mx.array(batch.tokens),
-            mx.array(batch.mask),
+            trained_positions(batch.tokens, batch.mask).arrays(),
             mx.array(batch.reference),
             mx.array(normalizer, mx.float32),
         )

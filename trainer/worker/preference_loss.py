@@ -2,8 +2,9 @@
 
 A micro-batch holds B pairs as 2B rows: the B chosen sequences, then the B
 rejected ones, so both sides of a pair go through the model in one call. A
-side's log-probability is the sum over its reply tokens (the mask) of the
-model's log-probability of each token. DPO compares the policy with the
+side's log-probability is the sum over its reply tokens of the model's
+log-probability of each token, computed at those positions only, a chunk of the
+vocabulary at a time (`logprobs.sequence_logprobs`, the SFT loss's own path). DPO compares the policy with the
 reference (the base model, its log-probs computed once at the start:
 `preference_reference.py`); ORPO needs no reference.
 
@@ -29,20 +30,21 @@ import mlx.core as mx
 from mlx import nn
 
 from tunewire.trainer.protocol.config import PreferenceSettings
+from tunewire.trainer.worker.logprobs import PositionArrays, sequence_logprobs
 
 # The per-pair sums a step returns, in this order (the interval's metrics are their means).
 SUMS = ("loss", "chosen_reward", "rejected_reward", "accuracy", "chosen_logps", "rejected_logps")
 
 
-def sequence_logps(model: nn.Module, tokens: mx.array, mask: mx.array) -> mx.array:
-    """Each row's summed log-probability of its masked tokens (the plain path: whole logits).
+def sequence_logps(model: nn.Module, tokens: mx.array, positions: PositionArrays) -> mx.array:
+    """Each row's summed log-probability of its reply tokens: the one place the preference
+    losses (and the reference pass) reach the model."""
+    return sequence_logprobs(model, tokens, positions)
 
-    The one place the preference losses reach the model: the step issue's chunked
-    log-probs replace this body.
-    """
-    logits = model(tokens[:, :-1])
-    nll = nn.losses.cross_entropy(logits, tokens[:, 1:]) * mask[:, 1:]
-    return -nll.astype(mx.float32).sum(axis=1)
+
+def reply_lengths(tokens: mx.array, positions: PositionArrays) -> mx.array:
+    """(rows,) float32: each row's trained (reply) tokens."""
+    return mx.zeros((tokens.shape[0],), mx.float32).at[positions.row].add(positions.weight)
 
 
 def pair_terms(
@@ -81,14 +83,15 @@ def pair_terms(
 def preference_loss(
     model: nn.Module,
     tokens: mx.array,
-    mask: mx.array,
+    positions: PositionArrays,
     reference: mx.array,
     normalizer: mx.array,
     settings: PreferenceSettings,
 ) -> tuple[mx.array, mx.array]:
-    """(loss to differentiate, the SUMS over this micro-batch's pairs)."""
-    policy = sequence_logps(model, tokens, mask)
-    lengths = mask[:, 1:].astype(mx.float32).sum(axis=1)
+    """(loss to differentiate, the SUMS over this micro-batch's pairs); `positions`: the
+    batch's reply positions (`logprobs.trained_positions` of its mask)."""
+    policy = sequence_logps(model, tokens, positions)
+    lengths = reply_lengths(tokens, positions)
     loss, chosen, rejected = pair_terms(policy, lengths, reference, settings)
     pairs = policy.shape[0] // 2
     sums = mx.stack(

@@ -25,6 +25,7 @@ from tunewire.reasons import Reason
 from tunewire.trainer.protocol import job_layout
 from tunewire.trainer.protocol.config import WorkerConfig
 from tunewire.trainer.worker.errors import WorkerError
+from tunewire.trainer.worker.logprobs import trained_positions
 from tunewire.trainer.worker.preference_data import PairDataset, collate_pairs, pair_groups
 from tunewire.trainer.worker.preference_loss import sequence_logps
 
@@ -96,7 +97,8 @@ def fill_reference(
         for data in splits.values():
             for group in pair_groups(data, batch_size):
                 batch = collate_pairs(data.records, group, 0, 1, max_seq)
-                logps = sequence_logps(model, mx.array(batch.tokens), mx.array(batch.mask))
+                positions = trained_positions(batch.tokens, batch.mask).arrays()
+                logps = sequence_logps(model, mx.array(batch.tokens), positions)
                 values = logps.tolist()
                 for k, i in enumerate(group):
                     data.records[i].reference = (values[k], values[len(group) + k])
