@@ -174,7 +174,8 @@ def test_bad_query_values_name_the_parameter_and_the_value():
 
 def test_bad_bodies_are_invalid_argument_with_the_reason():
     err = invalid(route("POST", "/v1/jobs"), {}, [], b'{"spec": {"modle": "x"}}')
-    assert err.violations[0].field == "body" and "modle" in err.violations[0].description
+    # The unknown field by its path, with the valid name nearest to it.
+    assert err.violations[0].field == "spec.modle" and "'model'" in err.violations[0].description
     err = invalid(route("POST", "/v1/jobs"), {}, [], b"{not json")
     assert err.violations[0].field == "body"
     err = invalid(route("POST", "/v1/jobs"), {}, [], b"\xff\xfe")

@@ -44,13 +44,14 @@ def short_records(n: int) -> bytes:
 
 
 @pytest.fixture
-async def idle_trainer(tmp_path, data_dir, database_target):
+async def idle_trainer(tmp_path, data_dir, database_target, tiny_model_dir):
     """A trainer that accepts jobs but never starts a worker (once per store driver)."""
     config = TrainerConfig(
         home=tmp_path / "home",
         database=database_target if database_target.startswith("postgresql:") else "",
         listen="127.0.0.1:0",
         data_roots=(data_dir,),
+        model_roots=(tiny_model_dir.parent,),
         max_running_jobs=0,
     )
     server = await start_trainer(config)

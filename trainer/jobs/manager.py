@@ -128,8 +128,10 @@ class JobManager:
     def _same_request(
         self, earlier: training_job_pb.TrainingJob, request_id: str, fingerprint: str
     ) -> training_job_pb.TrainingJob:
-        """The job an earlier create with this request_id made, if it had this spec."""
-        if earlier.resolved.spec_sha256 and earlier.resolved.spec_sha256 != fingerprint:
+        """The job an earlier create with this request_id made, if it had this spec: the
+        spec as first sent, or the job's own resolved spec sent back (what Get returns)."""
+        same = fingerprint in (earlier.resolved.spec_sha256, spec_fingerprint(earlier.spec))
+        if earlier.resolved.spec_sha256 and not same:
             raise ServiceError(
                 grpc.StatusCode.ALREADY_EXISTS,
                 f"request_id {request_id!r} was used for job {earlier.id} with a different "
