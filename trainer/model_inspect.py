@@ -104,6 +104,11 @@ def _safetensors_header(path: Path) -> dict:
         return json.loads(f.read(size))
 
 
+def weight_shapes(model_dir: Path) -> dict[str, list[int]]:
+    """Every tensor's shape, from the weight files' headers."""
+    return _weight_shapes(model_dir)
+
+
 def _weight_shapes(model_dir: Path) -> dict[str, list[int]]:
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:

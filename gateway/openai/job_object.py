@@ -32,6 +32,7 @@ STATUS = {
 # tunewire's spec fields in a trainer error, as the OpenAI parameter that set them.
 PARAMS = (
     ("spec.model", "model"),
+    ("spec.initial_adapter", "model"),
     ("spec.dataset", "training_file"),
     ("spec.validation_dataset", "validation_file"),
     ("spec.hyperparameters.epochs", "hyperparameters.n_epochs"),

@@ -17,6 +17,7 @@ from aiohttp import web
 from tunewire.gateway.auth import PRINCIPAL
 from tunewire.gateway.keys import Principal
 from tunewire.gateway.openai import body as fields
+from tunewire.gateway.openai import names
 from tunewire.gateway.openai.calls import TrainerCalls
 from tunewire.gateway.openai.errors import OpenAIError, details
 from tunewire.gateway.openai.job_create import requested_spec, resolve
@@ -89,6 +90,7 @@ class JobRoutes:
     async def create(self, request: web.Request) -> web.Response:
         who = request[PRINCIPAL]
         requested = requested_spec(await fields.json_object(request))
+        await self._from_fine_tuned(who, requested.spec)
         records = None
         if requested.auto_epochs or requested.auto_batch_size:
             records = await self._train_records(who, requested.spec.dataset.dataset_id)
@@ -107,6 +109,27 @@ class JobRoutes:
             field = violations[0]["field"] if violations else ""
             raise OpenAIError(status, openai_param(field) if field else None) from None
         return web.json_response(job_object(reply.job))
+
+    async def _from_fine_tuned(self, who: Principal, spec: training_job_pb.TrainingJobSpec) -> None:
+        """Fine-tuning a fine-tuned model (`ft:…`, or one of its checkpoints), as OpenAI
+        allows: the same base, and the job's adapter as the start, with its settings
+        unless the request gives its own under `tunewire`."""
+        # models.py lists jobs through this module: imported here, not at the top.
+        from tunewire.gateway.openai.models import fine_tuned_job
+
+        ref = names.parse_model(spec.model)
+        if not ref.fine_tuned:
+            return
+        job = await fine_tuned_job(self._calls, who, ref)
+        spec.model = job.spec.model
+        spec.initial_adapter.job_id = job.id
+        spec.initial_adapter.checkpoint_step = ref.step
+        if not spec.method:
+            spec.method = job.spec.method
+        if not spec.HasField("lora"):
+            spec.lora.CopyFrom(job.spec.lora)
+        if not spec.HasField("quantization") and job.spec.HasField("quantization"):
+            spec.quantization.CopyFrom(job.spec.quantization)
 
     async def list(self, request: web.Request) -> web.Response:
         who = request[PRINCIPAL]

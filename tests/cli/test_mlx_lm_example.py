@@ -150,7 +150,6 @@ def test_every_key_of_mlx_lms_config_at_its_default_is_accepted(data_folder, tmp
             "optimizer_config: {adamw: {betas: [0.9, 0.98], weight_decay: 0.05}}",
             "optimizer_config.adamw.betas is not supported",
         ),
-        ("resume_adapter_file: adapters.safetensors", "resuming from an adapter file"),
         ("hf_dataset: {path: billsum}", "Hugging Face datasets are not fetched"),
         ("report_to: swanlab", "report_to supports only 'wandb'"),
     ],

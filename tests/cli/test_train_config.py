@@ -128,6 +128,18 @@ def test_a_quantization_section_alone_means_qlora():
     assert spec.method == training_job_pb.TRAINING_METHOD_QLORA
 
 
+def test_mlx_lm_resume_adapter_file_is_the_initial_adapter():
+    spec = parse_config(
+        "model: m\ndataset: {dataset_id: ds-1}\nresume_adapter_file: /a/adapters.safetensors\n"
+    ).to_spec()
+    assert spec.initial_adapter.path == "/a/adapters.safetensors"
+    native = parse_config(
+        "model: m\ndataset: {dataset_id: ds-1}\n"
+        "initial_adapter: {job_id: job-1, checkpoint_step: 40}\n"
+    ).to_spec()
+    assert (native.initial_adapter.job_id, native.initial_adapter.checkpoint_step) == ("job-1", 40)
+
+
 def test_a_local_model_folder_is_sent_as_an_absolute_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models" / "tiny").mkdir(parents=True)
@@ -165,10 +177,6 @@ def test_a_local_model_folder_is_sent_as_an_absolute_path(tmp_path, monkeypatch)
         (
             "model: m\ndataset: {dataset_id: d}\nlr_schedule: {name: step_decay, arguments: [1e-3, 10, 0.5]}\n",
             "c.yaml:3: lr_schedule 'step_decay' is not supported; use cosine_decay or linear_schedule",
-        ),
-        (
-            "model: m\ndataset: {dataset_id: d}\nresume_adapter_file: a.safetensors\n",
-            "c.yaml:3: 'resume_adapter_file': resuming from an adapter file is not supported",
         ),
         (
             "model: m\ndata: hf-org/some-dataset\n",

@@ -51,6 +51,7 @@ def worker_config(job: training_job_pb.TrainingJob) -> worker.WorkerConfig:
         "model": inputs.model_path,
         "train_path": inputs.train_path,
         "validation_path": inputs.validation_path or None,
+        "initial_adapter_file": inputs.initial_adapter_path or None,
         "distributed": {
             "world_size": job.distributed.world_size,
             "hosts": list(job.distributed.hosts),

@@ -21,7 +21,7 @@ from tunewire.identity import Principal
 from tunewire.reasons import Reason
 from tunewire.trainer.api import paging
 from tunewire.trainer.config import TrainerConfig
-from tunewire.trainer.jobs import logs
+from tunewire.trainer.jobs import initial_adapter, logs
 from tunewire.trainer.jobs import spec as spec_path
 from tunewire.trainer.jobs.data import JobDataPreparer
 from tunewire.trainer.jobs.event_bus import EventBus
@@ -82,6 +82,12 @@ class JobManager:
             model_roots=self._config.allowed_model_roots,
         )
         violations = list(resolved.violations)
+        initial_file = ""
+        if not violations and spec.HasField("initial_adapter") and resolved.model is not None:
+            initial_file, adapter_violations = await asyncio.to_thread(
+                self._initial_adapter, who, resolved
+            )
+            violations += adapter_violations
         prepared = None
         if spec.HasField("dataset") and spec.dataset.WhichOneof("source"):
             prepared, data_violations = await self._data.prepare(
@@ -103,6 +109,7 @@ class JobManager:
         job.owner = who.name
         job.request_id = request_id
         job.resolved.spec_sha256 = fingerprint
+        job.resolved.initial_adapter_path = initial_file
         job.create_time.CopyFrom(now_timestamp())
         job.update_time.CopyFrom(job.create_time)
         job.dataset_details.CopyFrom(prepared.details)
@@ -235,6 +242,31 @@ class JobManager:
         job = await self._runner.cancel(job_id, who.name, force)
         await self._runner.schedule()
         return self._with_queue_position(self._store.get(job_id))
+
+    def _initial_adapter(self, who: Principal, resolved) -> tuple[str, list[FieldViolation]]:
+        def job_adapter(job_id: str, step: int) -> str:
+            job = self._visible(who, job_id)
+            if step:
+                found = next((c for c in self._store.checkpoints(job_id) if c.step == step), None)
+                if found is None:
+                    raise initial_adapter.AdapterUnusable(
+                        f"job {job_id} has no checkpoint at step {step}"
+                    )
+                return found.path
+            if not job.artifacts.adapter_path:
+                state = enum_words.display_word(training_job_pb.JobState, job.state).upper()
+                raise initial_adapter.AdapterUnusable(
+                    f"job {job_id} has no adapter (state {state}); name one of its checkpoints"
+                )
+            return job.artifacts.adapter_path
+
+        try:
+            folder = initial_adapter.source_dir(
+                resolved.spec.initial_adapter, job_adapter, self._config.allowed_roots
+            )
+        except initial_adapter.AdapterUnusable as exc:
+            return "", [FieldViolation(initial_adapter.FIELD, str(exc))]
+        return initial_adapter.check(folder, resolved.spec, resolved.model)
 
     async def pause(self, who: Principal, job_id: str) -> training_job_pb.TrainingJob:
         job = self._visible(who, job_id)

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from tunewire import enum_words
 
 # Both sides refuse to talk across versions; bump it with any change to a record.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 T = TypeVar("T")
 

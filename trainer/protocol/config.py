@@ -154,6 +154,11 @@ class WorkerConfig:
     preference: PreferenceSettings | None = field(
         metadata={"help": "DPO or ORPO on preference pairs; None: supervised."}
     )
+    initial_adapter_file: str | None = field(
+        metadata={
+            "help": "adapters.safetensors to start from (checked by the daemon); None: fresh."
+        }
+    )
 
     @property
     def uses_adapters(self) -> bool:

@@ -91,6 +91,11 @@ def run_job(
     steps = total_steps(hp, probe.batches_per_epoch)
     optimizer = build_optimizer(hp, steps)
     state = checkpoint.TrainState()
+    if config.initial_adapter_file and not resume_from:
+        # mlx-lm's resume_adapter_file: the fresh adapters take these weights (their
+        # names and shapes were checked against this job's by the daemon).
+        loaded.model.load_weights(config.initial_adapter_file, strict=False)
+        events.log("INFO", f"adapters start from {config.initial_adapter_file}")
     if resume_from:
         try:
             state = restore(resume_from, loaded.model, optimizer)

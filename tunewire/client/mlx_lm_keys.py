@@ -34,6 +34,8 @@ FIELDS = {
     "steps_per_eval": "evaluation.interval_steps",
     "save_every": "checkpointing.interval_steps",
     "project_name": "wandb.project",
+    # mlx-lm loads the file into the fresh adapters; tunewire's initial adapter does the same.
+    "resume_adapter_file": "initial_adapter.path",
 }
 # Keys with their own translation (`translate`); the last two go after every other key:
 # lr_schedule's first argument replaces learning_rate (as in mlx-lm), and
@@ -72,7 +74,6 @@ IGNORED = {
     "delta": "the hinge loss's margin is 1 / beta (TRL's hinge); set preference.loss: hinge",
 }
 UNSUPPORTED = {
-    "resume_adapter_file": "resuming from an adapter file is not supported; jobs resume from their own checkpoints",
     "hf_dataset": "Hugging Face datasets are not fetched; download the data and point `data` at the folder",
     "reference_model_path": (
         "DPO's reference is the base model (the adapters off); another reference model is not "
