@@ -116,3 +116,7 @@ def test_pages_hold_whole_lines_and_cut_only_what_is_too_long(tmp_path):
     assert grown.lines[0] == "part written" and grown.lines[1].endswith("[line cut]")
     assert grown.at_end
     assert logs.read_page(tmp_path / "absent.log", 0, 5).lines == []
+    path.write_text("key=s3cret-token-123 done\n")
+    assert logs.read_page(path, 0, 5, secrets=("s3cret-token-123", "")).lines == [
+        "key=[redacted] done"
+    ]

@@ -24,8 +24,11 @@ class LogPage:
     at_end: bool
 
 
-def read_page(path: Path, offset: int, lines: int, *, tail: bool = False) -> LogPage:
-    """Up to `lines` whole lines from `offset` (or, with `tail`, the last `lines`)."""
+def read_page(
+    path: Path, offset: int, lines: int, *, tail: bool = False, secrets: tuple[str, ...] = ()
+) -> LogPage:
+    """Up to `lines` whole lines from `offset` (or, with `tail`, the last `lines`);
+    the trainer's own `secrets`, should a worker print one, are blanked out."""
     try:
         f = open(path, "rb")
     except FileNotFoundError:  # a job that has not started yet has no log
@@ -51,6 +54,8 @@ def read_page(path: Path, offset: int, lines: int, *, tail: bool = False) -> Log
         used = len(data)
         out.append(_text(data))
     next_offset = offset + used
+    for secret in (s for s in secrets if len(s) >= 8):
+        out = [line.replace(secret, "[redacted]") for line in out]
     return LogPage(out, next_offset, size, next_offset >= size)
 
 

@@ -208,7 +208,11 @@ class JobManager:
         )
         path = self._config.jobs_dir / job.id / job_layout.rank_log_file(request.rank)
         got = logs.read_page(
-            path, where.offset, where.limit, tail=request.tail and not request.page_token
+            path,
+            where.offset,
+            where.limit,
+            tail=request.tail and not request.page_token,
+            secrets=(self._config.internal_token, self._config.wandb_api_key),
         )
         return training_service_pb.GetTrainingJobLogResponse(
             lines=got.lines,
