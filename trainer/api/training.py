@@ -13,6 +13,7 @@ from tunewire import enum_words
 from tunewire.datasets.api import DatasetFormat
 from tunewire.errors import handles_errors
 from tunewire.trainer.artifacts import download as artifact_download
+from tunewire.trainer.artifacts import export as artifact_export
 from tunewire.trainer.capabilities import Capabilities
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.identity import identify
@@ -165,6 +166,12 @@ class TrainingService(training_service_grpc.TrainingServiceServicer):
             else []
         )
         async for message in artifact_download.stream(job, request, checkpoints):
+            yield message
+
+    @handles_errors
+    async def ExportArtifact(self, request, context):
+        job = self._jobs.get(self._who(context), request.job_id)
+        async for message in artifact_export.stream(self._config.python, job, request):
             yield message
 
     @handles_errors

@@ -17,10 +17,11 @@ Jobs
   plot JOB -o loss.png    training and validation loss against step
   generate JOB "prompt"   a reply from the fine-tuned model
   download JOB [-o DIR]   the adapter (or --checkpoint N, --model) onto this machine
+  export JOB --format F -o PATH  gguf-adapter (llama.cpp, Ollama), gguf (merged) or mlx (fused)
 Other
   info                    the server's version, device and features
   model tiny DIR          build the bundled tiny model (tests, demos)
-  demo                    what `make run` shows: two jobs, live, end to end
+  demo                    what `make run` shows: SmolLM2 learns a sign-off, live, before/after
 
 Global flags (before or after the command): --address HOST:PORT (default
 $TUNEWIRE_ADDRESS or localhost:50051), --api-key KEY (default $TUNEWIRE_API_KEY),
@@ -51,6 +52,7 @@ COMMANDS = {
     "plot": ("tunewire.cli.plot", "run_plot"),
     "generate": ("tunewire.cli.generate", "run_generate"),
     "download": ("tunewire.cli.download", "run_download"),
+    "export": ("tunewire.cli.export", "run_export"),
     "info": ("tunewire.cli.info", "run_info"),
     "model": ("tunewire.cli.model", "run_model"),
     "demo": ("tunewire.cli.demo", "run_demo"),
@@ -66,6 +68,7 @@ CLIENT_COMMANDS = {
     "plot",
     "generate",
     "download",
+    "export",
     "info",
     "validate",
 }

@@ -27,6 +27,8 @@ from tunewire import addresses
 from tunewire.client.dev_key import resolve_api_key, resolve_credential
 from tunewire.client.download import ArtifactDownloader, Downloaded
 from tunewire.client.errors import TunewireError, Violation, from_rpc_error
+from tunewire.client.export import Exported
+from tunewire.client.export import export as export_artifact
 from tunewire.client.spec import SpecError, spec_from_dict
 from tunewire.client.watch import watch_events
 from tunewire.identity import AUTHORIZATION_HEADER, INTERNAL_TOKEN_HEADER
@@ -305,6 +307,17 @@ class Client:
             request.kind = training_service_pb.ArtifactKind.Value(f"ARTIFACT_KIND_{kind.upper()}")
         downloader = ArtifactDownloader(self._training, self._metadata, self.address)
         return downloader.download(request, Path(folder), progress)
+
+    def export(
+        self, job_id: str, fmt: str, path: str | os.PathLike, *, tensor_type: str = ""
+    ) -> Exported:
+        """A finished job's adapter as `fmt` ("gguf-adapter", "gguf" merged, "mlx" fused
+        folder) at `path`, checked against the server's SHA-256; `tensor_type` as the
+        server's ExportArtifact takes it ("f16", "q8_0", ...). Made on the server on the
+        first request; an interrupted transfer resumes."""
+        return export_artifact(
+            self._training, self._metadata, self.address, job_id, fmt, Path(path), tensor_type
+        )
 
     def upload_dataset(
         self,
