@@ -19,7 +19,6 @@ from google.protobuf import json_format
 from tunewire.gateway.openai import body as fields
 from tunewire.gateway.openai.errors import bad_request
 from tunewire.gateway.openai.names import MAX_SUFFIX, SUFFIX_CHARS
-from tunewire.reasons import Reason
 from tunewire.spec_defaults import default_learning_rate
 from tunewire.v1 import training_job_pb2 as training_job_pb
 
@@ -82,35 +81,33 @@ def _auto_or(hp: dict, name: str, param: str, kind: type, low, high):
     return fields.number(hp, name, param=param, low=low, high=high, low_open=True)
 
 
-def _hyperparameters(body: dict) -> tuple[dict, str]:
+def _hyperparameters(body: dict) -> tuple[dict, str, bool]:
+    """(hyperparameters, where they were, whether the method is DPO)."""
     method = fields.obj(body, "method")
+    dpo = False
     if method is not None:
         fields.refuse_unknown(method, {"type", "supervised", "dpo", "reinforcement"}, "method.")
         kind = fields.string(method, "type", param="method.type", required=True)
-        if kind == "dpo":
+        if kind not in ("supervised", "dpo"):
             raise bad_request(
-                "method.type 'dpo' needs preference fine-tuning, which this server does not "
-                "offer yet; use 'supervised'",
-                "method.type",
-                reason=Reason.UNSUPPORTED,
+                f"method.type must be 'supervised' or 'dpo', got {kind!r}", "method.type"
             )
-        if kind != "supervised":
-            raise bad_request(f"method.type must be 'supervised', got {kind!r}", "method.type")
-        supervised = fields.obj(method, "supervised", param="method.supervised") or {}
-        fields.refuse_unknown(supervised, {"hyperparameters"}, "method.supervised.")
-        where = "method.supervised.hyperparameters"
-        hp = fields.obj(supervised, "hyperparameters", param=where) or {}
+        dpo = kind == "dpo"
+        section = fields.obj(method, kind, param=f"method.{kind}") or {}
+        fields.refuse_unknown(section, {"hyperparameters"}, f"method.{kind}.")
+        where = f"method.{kind}.hyperparameters"
+        hp = fields.obj(section, "hyperparameters", param=where) or {}
         if body.get("hyperparameters"):
             raise bad_request(
-                "give hyperparameters either in method.supervised.hyperparameters or in the "
+                f"give hyperparameters either in {where} or in the "
                 "deprecated top-level hyperparameters, not both",
                 "hyperparameters",
             )
     else:
         where = "hyperparameters"
         hp = fields.obj(body, "hyperparameters") or {}
-    fields.refuse_unknown(hp, HYPERPARAMETERS, where + ".")
-    return hp, where
+    fields.refuse_unknown(hp, HYPERPARAMETERS | ({"beta"} if dpo else set()), where + ".")
+    return hp, where, dpo
 
 
 def _metadata(body: dict, spec: training_job_pb.TrainingJobSpec) -> None:
@@ -193,7 +190,13 @@ def requested_spec(body: dict) -> Requested:
     _metadata(body, spec)
     _integrations(body, spec)
 
-    hp, where = _hyperparameters(body)
+    hp, where, dpo = _hyperparameters(body)
+    if dpo:
+        # OpenAI's DPO: preference pairs (its input/preferred_output/non_preferred_output).
+        spec.preference.method = training_job_pb.PREFERENCE_METHOD_DPO
+        beta = _auto_or(hp, "beta", f"{where}.beta", float, 0.0, 10.0)
+        if beta is not None:
+            spec.preference.beta = beta
     epochs = _auto_or(hp, "n_epochs", f"{where}.n_epochs", int, 1, 10_000)
     batch = _auto_or(hp, "batch_size", f"{where}.batch_size", int, 1, 1024)
     multiplier = _auto_or(

@@ -106,6 +106,13 @@ def _estimated_finish(job: training_job_pb.TrainingJob) -> int | None:
     return int(time.time() + job.progress.eta.seconds)
 
 
+def _method(job: training_job_pb.TrainingJob, hp: dict) -> dict:
+    if job.spec.preference.method == training_job_pb.PREFERENCE_METHOD_DPO:
+        dpo = {**hp, "beta": job.spec.preference.beta}
+        return {"type": "dpo", "dpo": {"hyperparameters": dpo}}
+    return {"type": "supervised", "supervised": {"hyperparameters": hp}}
+
+
 def tunewire_extras(job: training_job_pb.TrainingJob) -> dict:
     """What a tunewire client wants beyond OpenAI's fields (proto JSON names)."""
 
@@ -153,7 +160,7 @@ def job_object(job: training_job_pb.TrainingJob) -> dict:
         "estimated_finish": _estimated_finish(job),
         "integrations": _integrations(job),
         "metadata": dict(job.spec.metadata) or None,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
+        "method": _method(job, hp),
         "user_provided_suffix": names.suffix_of(job) or None,
         "tunewire": tunewire_extras(job),
     }
