@@ -3,6 +3,7 @@ test_trained_loss.py compares. Run as a script (with the worker's environment, s
 OpenBLAS carries SmolLM2's matmuls) it prints one JSON report:
 
     python probe_trained_loss.py MODEL_DIR METHOD ROWS LENGTH [CHUNK_ROWS]
+    python probe_trained_loss.py MODEL_DIR qlora-cpu ROWS LENGTH   # kernel vs dequantized
 """
 
 from __future__ import annotations
@@ -57,8 +58,7 @@ def _perturb_lora_b(_name, module):
 def load(path: Path, method: str) -> nn.Module:
     """The model as the worker trains it with `method` (qlora: the quantized model as is)."""
     model, _ = load_model(Path(path))
-    if method != "qlora":
-        model.set_dtype(mx.float32)
+    model.set_dtype(mx.float32)  # as the worker on a CPU (scales and biases of quantized layers)
     mx.random.seed(0)
     if method == "full":
         model.unfreeze()
@@ -129,8 +129,41 @@ def peaks(model: nn.Module, tokens: np.ndarray, mask: np.ndarray) -> dict:
     }
 
 
+def dequantized_vs_native(model_dir: Path, rows: int, length: int) -> dict:
+    """QLoRA's loss and adapter gradients with mlx's quantized kernel, then with the CPU's
+    dequantize-then-matmul layers (`cpu_quantized`), on the same batch."""
+    from tunewire.trainer.worker.cpu_quantized import use_dequantized_matmul
+
+    results = []
+    for swap in (False, True):
+        model = load(model_dir, "qlora")
+        changed = use_dequantized_matmul(model, mx.cpu) if swap else 0
+        tokens, mask = chat_like_batch(model.args.vocab_size, rows, length, seed=4)
+        positions = trained_positions(tokens, mask)
+        normalizer = mx.array(float(positions.count))
+        (loss, _), grads = nn.value_and_grad(model, trained_loss)(
+            model, mx.array(tokens), positions.arrays(), normalizer
+        )
+        mx.eval(loss, grads)
+        results.append((changed, loss.item(), dict(tree_flatten(grads))))
+    (_, want_loss, want), (changed, got_loss, got) = results
+    grads = {}
+    for name, w in want.items():
+        scale = mx.abs(w).max().item()
+        grads[name] = mx.abs(got[name] - w).max().item() / scale if scale else None
+    return {
+        "changed": changed,
+        "loss": want_loss,
+        "loss_rel": abs(got_loss - want_loss) / abs(want_loss),
+        "grads_rel": grads,
+    }
+
+
 def main() -> None:
     model_dir, method, rows, length = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    if method == "qlora-cpu":
+        print(json.dumps(dequantized_vs_native(Path(model_dir), rows, length)))
+        return
     model = load(Path(model_dir), method)
     head = output_head(model)
     if len(sys.argv) > 5:

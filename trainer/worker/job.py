@@ -79,6 +79,12 @@ def run_job(
     if world.is_main:
         checkpoint.remove_partial(config.job_dir)
     loaded, setup, counts = setup_model(config)
+    if loaded.dequantized_layers:
+        events.log(
+            "INFO",
+            f"{loaded.dequantized_layers} quantized layers multiply by their dequantized "
+            "weights (the CPU's quantized matmul is slow)",
+        )
     load = _load_pairs if config.preference else _load_data
     train = load(config.train_path, "training", loaded.tokenizer, config, events)
     validation = None

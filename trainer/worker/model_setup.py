@@ -3,7 +3,8 @@
 LoRA, DoRA and QLoRA freeze the base and add adapters with mlx-lm's own
 `linear_to_lora_layers`, so the adapters we save load back with
 `mlx_lm.load(..., adapter_path=...)`. QLoRA uses an already-quantized base as
-is, or quantizes a float one at load. FULL trains every parameter.
+is, or quantizes a float one at load; on the CPU its layers then multiply by
+their dequantized weights (`cpu_quantized`), mlx's CPU quantized kernel being slow. FULL trains every parameter.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mlx_lm.utils import load_model as mlx_load_model
 
 from tunewire.reasons import Reason
 from tunewire.trainer.protocol.config import WorkerConfig
+from tunewire.trainer.worker.cpu_quantized import use_dequantized_matmul
 from tunewire.trainer.worker.errors import WorkerError
 
 LINEAR_TYPES = (nn.Linear, nn.QuantizedLinear, SwitchLinear, QuantizedSwitchLinear)
@@ -38,6 +40,7 @@ class LoadedModel:
     config: dict  # the model's config.json, as mlx-lm read it
     path: Path  # local directory of the model (hub ids resolved through the cache)
     quantized_at_load: bool = False
+    dequantized_layers: int = 0  # quantized layers that multiply in float (CPU QLoRA)
 
 
 def resolve_model_path(model: str) -> Path:
@@ -215,4 +218,5 @@ def setup_model(config: WorkerConfig) -> tuple[LoadedModel, AdapterSetup, Parame
     mx.random.seed(seed)
     np.random.seed(seed % 2**32)
     setup = apply_method(loaded.model, config)
+    loaded.dequantized_layers = use_dequantized_matmul(loaded.model)
     return loaded, setup, count_parameters(loaded.model, setup.fine_tune_type != "full")
