@@ -65,6 +65,30 @@ async def _serving(address: str, proc: subprocess.Popen, log: Path) -> None:
     raise AssertionError(f"trainer did not start:\n{log.read_text()}")
 
 
+def _spawn(home: Path, address: str, mounts: str, log: Path, data_dir, model_dir):
+    """The trainer in a mount namespace of its own, after `mounts` (shell) ran there."""
+    trainer = [
+        sys.executable,
+        "-m",
+        "tunewire.trainer.main",
+        "--home",
+        str(home),
+        "--listen",
+        address,
+        "--data-root",
+        str(data_dir),
+        "--model-root",
+        str(model_dir),
+    ]
+    script = f'mount --make-rprivate / && {mounts} && exec "$@"'
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            ["unshare", "-m", "sh", "-c", script, "sh", *trainer],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
 def _fill(directory: Path) -> None:
     """Writes into `directory` until its filesystem is full."""
     with open(directory / "filler", "wb") as f:
@@ -145,6 +169,49 @@ async def test_a_full_disk_at_a_checkpoint_fails_the_job_and_keeps_the_one_befor
             assert not [p for p in (job_dir / "checkpoints").iterdir() if p.name.startswith(".")]
             # The trainer itself is fine: it answers, and the job is not restarted.
             assert final.restart_count == 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+@pytest.mark.skipif(not _can_mount(), reason="needs root and mount namespaces for a small disk")
+async def test_a_full_database_disk_refuses_a_create_and_leaves_nothing(
+    tmp_path, data_dir, tiny_model_dir
+):
+    home, jobs_disk, data_disk = tmp_path / "home", tmp_path / "jobs-disk", tmp_path / "ds-disk"
+    for d in (home, jobs_disk, data_disk):
+        d.mkdir()
+    address = f"127.0.0.1:{_free_port()}"
+    log = tmp_path / "trainer.log"
+    # The state directory (state.db) on a small disk; jobs' and datasets' files elsewhere.
+    mounts = (
+        f"mount -t tmpfs -o size=4m tmpfs {home} && mkdir {home / 'jobs'} {home / 'datasets'} "
+        f"&& mount --bind {jobs_disk} {home / 'jobs'} "
+        f"&& mount --bind {data_disk} {home / 'datasets'}"
+    )
+    proc = _spawn(home, address, mounts, log, data_dir, tiny_model_dir.parent)
+    try:
+        await _serving(address, proc, log)
+        view = Path(f"/proc/{proc.pid}/root") / home.relative_to("/")
+        credential = (view / "internal-token").read_text().strip()
+        async with trainer_channel(address, credential) as channel:
+            jobs = training_service_grpc.TrainingServiceStub(channel)
+            _fill(view)
+            spec = tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=1)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await jobs.CreateTrainingJob(
+                    training_service_pb.CreateTrainingJobRequest(spec=spec)
+                )
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.details()
+            assert "no space left on the server's disk for the new job" in err.value.details()
+            assert list(jobs_disk.iterdir()) == []  # no job directory left behind
+            (view / "filler").unlink()
+            job = (
+                await jobs.CreateTrainingJob(
+                    training_service_pb.CreateTrainingJobRequest(spec=spec)
+                )
+            ).job
+            assert job.state == training_job_pb.JOB_STATE_QUEUED or job.id
     finally:
         proc.terminate()
         proc.wait(timeout=60)

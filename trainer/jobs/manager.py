@@ -21,6 +21,7 @@ from tunewire.identity import Principal
 from tunewire.reasons import Reason
 from tunewire.trainer.api import paging
 from tunewire.trainer.config import TrainerConfig
+from tunewire.trainer.datasets import files
 from tunewire.trainer.jobs import initial_adapter, logs
 from tunewire.trainer.jobs import spec as spec_path
 from tunewire.trainer.jobs.data import JobDataPreparer
@@ -129,6 +130,13 @@ class JobManager:
             if earlier is None:
                 raise
             return self._same_request(earlier, request_id, fingerprint)
+        except Exception as exc:
+            # The database's disk is full (or the write failed otherwise): no job, and
+            # none of its files, are left behind.
+            shutil.rmtree(job_dir, ignore_errors=True)
+            if files.is_disk_full(exc):
+                raise files.no_space(self._config.db_path.parent, "the new job") from exc
+            raise
         await self._runner.schedule()
         return self._with_queue_position(self._store.get(job_id))
 

@@ -169,8 +169,14 @@ def job_details(job: training_job_pb.TrainingJob) -> str:
     ):
         if value:
             lines.append(f"{label:<10} {value}")
+    if job.restart_count or job.resume_count:
+        lines.append(
+            f"restarts   {job.restart_count} after the worker died, "
+            f"{job.resume_count} resume(s) from a checkpoint"
+        )
     if job.state == training_job_pb.JOB_STATE_FAILED and job.error.message:
         lines.append(f"error      {job.error.message}")
+        lines.append(f"           (its log: tunewire logs {job.id} --tail 50)")
     return "\n".join(lines)
 
 
