@@ -1,0 +1,83 @@
+"""Questions with a one-sentence answer: the concise-over-verbose preference set of
+bench/preference_real.py is made from these (the verbose reply pads the same answer)."""
+
+FACTS = [
+    ("What is the capital of France?", "The capital of France is Paris."),
+    ("How many days are in a week?", "A week has seven days."),
+    ("What color is a ripe banana?", "A ripe banana is yellow."),
+    ("What do bees make?", "Bees make honey."),
+    ("What is frozen water called?", "Frozen water is called ice."),
+    ("How many legs does a spider have?", "A spider has eight legs."),
+    ("What planet do we live on?", "We live on Earth."),
+    ("What is the largest ocean on Earth?", "The Pacific is the largest ocean."),
+    ("What gas do plants take in from the air?", "Plants take in carbon dioxide."),
+    (
+        "What is the boiling point of water at sea level in Celsius?",
+        "Water boils at 100 degrees Celsius.",
+    ),
+    ("Who wrote Romeo and Juliet?", "William Shakespeare wrote Romeo and Juliet."),
+    ("What is the chemical symbol for gold?", "The symbol for gold is Au."),
+    ("How many continents are there?", "There are seven continents."),
+    ("What is the tallest animal?", "The giraffe is the tallest animal."),
+    ("What is the main language spoken in Brazil?", "Brazilians mainly speak Portuguese."),
+    ("How many hours are in a day?", "A day has 24 hours."),
+    ("What is the opposite of north?", "The opposite of north is south."),
+    ("What is the largest planet in our solar system?", "Jupiter is the largest planet."),
+    ("What do caterpillars turn into?", "Caterpillars turn into butterflies or moths."),
+    ("What is the capital of Japan?", "The capital of Japan is Tokyo."),
+    ("How many sides does a triangle have?", "A triangle has three sides."),
+    (
+        "What is the freezing point of water in Fahrenheit?",
+        "Water freezes at 32 degrees Fahrenheit.",
+    ),
+    ("Which organ pumps blood through the body?", "The heart pumps blood."),
+    ("What is the closest star to Earth?", "The Sun is the closest star."),
+    ("What instrument has black and white keys?", "A piano has black and white keys."),
+    ("How many minutes are in an hour?", "An hour has sixty minutes."),
+    ("What is the currency of the United Kingdom?", "The UK uses the pound sterling."),
+    (
+        "What animal is known as the king of the jungle?",
+        "The lion is called the king of the jungle.",
+    ),
+    ("What is H2O commonly called?", "H2O is water."),
+    ("Which season comes after winter?", "Spring comes after winter."),
+    ("What is the square root of 81?", "The square root of 81 is 9."),
+    ("What shape has four equal sides and four right angles?", "A square does."),
+    ("Who painted the Mona Lisa?", "Leonardo da Vinci painted the Mona Lisa."),
+    ("What is the longest river in Africa?", "The Nile is the longest river in Africa."),
+    ("What do you call a baby cat?", "A baby cat is a kitten."),
+    ("How many months have 31 days?", "Seven months have 31 days."),
+    ("What is the hardest natural substance?", "Diamond is the hardest natural substance."),
+    ("What is the capital of Italy?", "The capital of Italy is Rome."),
+    ("Which bird is a symbol of peace?", "The dove is a symbol of peace."),
+    ("What is 12 times 12?", "12 times 12 is 144."),
+    ("What do cows drink?", "Cows drink water."),
+    ("What is the capital of Canada?", "The capital of Canada is Ottawa."),
+    (
+        "How many players are on a soccer team on the field?",
+        "Each soccer team has eleven players on the field.",
+    ),
+    ("What is the smallest prime number?", "The smallest prime number is 2."),
+    ("Which metal is liquid at room temperature?", "Mercury is liquid at room temperature."),
+    ("What is the main ingredient of guacamole?", "Guacamole is made mainly from avocado."),
+    ("How many strings does a standard guitar have?", "A standard guitar has six strings."),
+    ("What is the capital of Egypt?", "The capital of Egypt is Cairo."),
+    ("What color do you get by mixing blue and yellow?", "Blue and yellow make green."),
+    ("What is the largest mammal?", "The blue whale is the largest mammal."),
+    ("Which planet is called the Red Planet?", "Mars is the Red Planet."),
+    ("How many bones are in the adult human body?", "An adult human has 206 bones."),
+]
+
+# Padding around the same answer: what "verbose" means here (a reader can judge it).
+OPENINGS = [
+    "What a great question! I'm really glad you asked, because this is something many people wonder about.",
+    "Thank you so much for your question. Let me take a moment to think about it carefully and explain it fully.",
+    "That's a really interesting thing to ask about, and there is quite a lot that could be said on the topic.",
+    "Sure, I'd be absolutely delighted to help you with that! Let's go through it together step by step.",
+]
+CLOSINGS = [
+    "I hope this helps, and please don't hesitate to ask if you have any other questions at all!",
+    "Let me know if you would like me to go into more detail about any part of this answer.",
+    "It's a fascinating subject, and there is always more to learn if you are curious about it.",
+    "Feel free to reach out anytime if anything else comes to mind. Have a wonderful day!",
+]
