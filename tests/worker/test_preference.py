@@ -330,3 +330,45 @@ def test_only_the_reply_tokens_of_each_side_are_trained(policy, tiny_model_dir):
         assert text.startswith("I think ") and text.endswith(f" are {word}.<|im_end|>\n"), text
         prompt = tokenizer.decode([t for t, m in zip(batch.tokens[row], batch.mask[row]) if not m])
         assert "Tell me about" in prompt and "I think" not in prompt
+
+
+@pytest.mark.parametrize("method", ["lora", "dora"])
+def test_with_the_adapters_off_the_model_is_the_base(tiny_model_dir, pair_files, tmp_path, method):
+    """What a resumed job without its reference file computes the reference with."""
+    import mlx.core as mx
+    from mlx_lm import load
+
+    from tunewire.client.spec import spec_from_dict
+    from tunewire.trainer.jobs import handoff
+    from tunewire.trainer.worker.logprobs import trained_positions
+    from tunewire.trainer.worker.model_setup import setup_model
+    from tunewire.trainer.worker.preference_data import collate_pairs, load_pairs
+    from tunewire.trainer.worker.preference_loss import sequence_logps
+    from tunewire.trainer.worker.preference_reference import base_model
+
+    from .conftest import BASE_SPEC, merged
+
+    train, _ = pair_files
+    spec = spec_from_dict(merged(BASE_SPEC, {"method": method, "preference": {"method": "dpo"}}))
+    spec.model, spec.dataset.path = str(tiny_model_dir), str(train)
+    config = handoff.config_from_spec(spec, job_id="off", job_dir=tmp_path, train_path=train)
+    loaded, _, _ = setup_model(config)
+    mx.random.seed(3)
+    for _, module in loaded.model.named_modules():  # a trained adapter: B and magnitude moved
+        if "lora_b" in module:
+            module.lora_b = 0.05 * mx.random.normal(module.lora_b.shape)
+            if "m" in module:
+                module.m = module.m * 1.1
+    batch = collate_pairs(load_pairs(train, loaded.tokenizer, 64).records, [0, 1], 0, 1, 64)
+    tokens = mx.array(batch.tokens)
+    positions = trained_positions(batch.tokens, batch.mask).arrays()
+    loaded.model.eval()
+    adapted = sequence_logps(loaded.model, tokens, positions).tolist()
+    with base_model(loaded.model):
+        off = sequence_logps(loaded.model, tokens, positions).tolist()
+    after = sequence_logps(loaded.model, tokens, positions).tolist()
+    base, _ = load(str(tiny_model_dir))
+    base.set_dtype(mx.float32)
+    want = sequence_logps(base, tokens, positions).tolist()
+    assert off == pytest.approx(want, rel=1e-4, abs=1e-4)
+    assert adapted != pytest.approx(want, rel=1e-3) and after == adapted  # restored on exit
