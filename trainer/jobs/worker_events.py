@@ -79,6 +79,7 @@ def training_metrics(m: protocol.Metrics) -> training_job_pb.TrainingMetrics:
         rss_bytes=m.rss_bytes,
         all_reduce_seconds_per_step=m.all_reduce_seconds_per_step,
         preference=preference_metrics(m.preference),
+        trained_token_share=m.trained_token_share,
     )
 
 

@@ -137,6 +137,7 @@ class Metrics:
     rss_bytes: int
     all_reduce_seconds_per_step: float
     preference: PreferenceMetrics | None = None  # DPO and ORPO jobs
+    trained_token_share: float = 0.0  # trained targets / computed positions, padding included
     time: float = field(default_factory=_now)
 
 

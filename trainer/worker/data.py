@@ -102,6 +102,7 @@ class Batch:
     mask: np.ndarray  # (rows, length) float32, 1.0 where the token is a trained target
     global_trained: int  # trained targets in the whole global batch (all ranks)
     global_tokens: int  # non-padding tokens in the whole global batch (all ranks)
+    global_computed: int = 0  # positions the model computes (rows x padded length, all ranks)
 
 
 def pad_length(longest: int, max_seq_length: int) -> int:
@@ -121,11 +122,17 @@ def collate(
         tokens[row, : len(record)] = record.tokens
         mask[row, : len(record)] = record.mask
     mask[:, 0] = 0.0
+    computed = 0
+    for k in range(world_size):
+        rows = chosen[k::world_size]
+        if rows:
+            computed += len(rows) * (pad_length(max(len(r) for r in rows), max_seq_length) - 1)
     return Batch(
         tokens=tokens,
         mask=mask,
         global_trained=sum(r.trained_targets for r in chosen),
         global_tokens=sum(len(r) for r in chosen),
+        global_computed=computed,
     )
 
 

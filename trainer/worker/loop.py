@@ -168,6 +168,7 @@ class Trainer:
             mx.eval(compiled_state, self._ce, grad)
             self._seconds += time.perf_counter() - tic
             self._trained += batch.global_trained
+            self._computed += batch.global_computed
             tokens += batch.global_tokens
         self.state.step += 1
         self._steps += 1
@@ -186,6 +187,7 @@ class Trainer:
     def _reset_interval(self) -> None:
         self._ce = mx.array(0.0, mx.float32)
         self._trained = 0
+        self._computed = 0
         self._tokens = 0
         self._steps = 0
         self._seconds = 0.0
@@ -211,6 +213,7 @@ class Trainer:
             "peak_memory_bytes": int(mx.get_peak_memory()),
             "rss_bytes": rss_bytes(),
             "all_reduce_seconds_per_step": all_reduce,
+            "trained_token_share": self._trained / self._computed if self._computed else 0.0,
         }
         extra = self._extra_metrics()  # read before the interval resets
         if self.world.is_main:
