@@ -57,11 +57,33 @@ RETRY_INFO_TYPE = error_details_pb2.RetryInfo.DESCRIPTOR.full_name
 
 
 class StatusError(Exception):
-    """A google.rpc.Status ready to answer with (a trainer error reworded for a route)."""
+    """A google.rpc.Status ready to answer with (a trainer error reworded for a
+    route), and the HTTP status when the route's own contract says another
+    (the seed's 422 for a body it cannot read)."""
 
-    def __init__(self, status: status_pb2.Status):
+    def __init__(self, status: status_pb2.Status, http_status: int | None = None):
         super().__init__(status.message)
         self.status = status
+        self.http_status = http_status
+
+
+# The seed's `error_type` words, by HTTP status (FastAPI-era clients branch on them).
+LEGACY_ERROR_TYPES = {
+    400: "bad_request",
+    401: "authentication_error",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    499: "cancelled",
+    501: "not_implemented",
+    503: "service_unavailable",
+    504: "timeout",
+}
 
 
 def http_status(code: int | grpc.StatusCode) -> int:
@@ -107,14 +129,21 @@ def retry_after_seconds(status: status_pb2.Status) -> int | None:
     return None
 
 
-def status_response(status: status_pb2.Status, *, legacy: bool = False) -> web.Response:
-    """The HTTP answer for an error status. `legacy` adds the FastAPI-style
-    `detail` string that the old port-8200 clients print."""
+def status_response(
+    status: status_pb2.Status, *, legacy: bool = False, http_status: int | None = None
+) -> web.Response:
+    """The HTTP answer for an error status. `legacy` adds the seed's
+    `{detail, status_code, error_type}` that the old port-8200 clients read."""
+    code = http_status or http_status_of(status)
     body = status_to_dict(status)
     if legacy:
         body["detail"] = status.message
+        body["status_code"] = code
+        body["error_type"] = LEGACY_ERROR_TYPES.get(
+            code, "server_error" if code >= 500 else "bad_request"
+        )
     return web.Response(
-        status=http_status_of(status),
+        status=code,
         text=json.dumps(body),
         content_type="application/json",
         headers=error_headers(status),
@@ -173,7 +202,7 @@ def error_middleware(status_of):
         except ServiceError as exc:
             return error_response(exc, legacy=legacy)
         except StatusError as exc:
-            return status_response(exc.status, legacy=legacy)
+            return status_response(exc.status, legacy=legacy, http_status=exc.http_status)
         except grpc.aio.AioRpcError as err:
             return status_response(status_of(err), legacy=legacy)
         except (asyncio.CancelledError, ConnectionResetError):

@@ -21,6 +21,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from tunewire.errors import FieldViolation, invalid_argument
+from tunewire.gateway import json_body
 from tunewire.gateway.json_fields import unknown_fields
 from tunewire.gateway.methods import Method
 
@@ -235,18 +236,35 @@ def _type_name(field: FieldDescriptor) -> str:
 
 
 def parse_json_into(message: Message, text: str, where: str) -> None:
-    """Fills `message` from JSON (proto3 JSON: field names or their camelCase)."""
+    """Fills `message` from JSON (proto3 JSON: field names or their camelCase),
+    read within json_body's limits; a refusal names the field it is about."""
     if not text.strip():
         return
+    value = json_body.loads(text, where)
+    if not isinstance(value, dict):
+        raise invalid_argument([FieldViolation(where, "must be a JSON object")])
     unknown = unknown_fields(message.DESCRIPTOR, text, where)
     if unknown:
         raise invalid_argument(unknown, f"{unknown[0].field}: {unknown[0].description}")
     try:
-        json_format.Parse(text, message, ignore_unknown_fields=False)
-    except json_format.ParseError as exc:
+        json_format.ParseDict(value, message, ignore_unknown_fields=False)
+    except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
+        # protobuf's own words; TypeError and the like come from a list or null
+        # where it wants an object, which it does not catch itself.
+        field = _parse_error_field(str(exc), where)
         raise invalid_argument(
-            [FieldViolation(where, str(exc))], f"invalid JSON {where}: {exc}"
+            [FieldViolation(field, str(exc))], f"invalid {field}: {exc}"
         ) from None
+
+
+_FAILED_FIELD = re.compile(r"Failed to parse (\w+) field")
+
+
+def _parse_error_field(text: str, where: str) -> str:
+    """`spec.hyperparameters.epochs` from protobuf's "Failed to parse spec field:
+    Failed to parse hyperparameters field: ..." (`where` when it names none)."""
+    names = _FAILED_FIELD.findall(text)
+    return ".".join(names) if names else where
 
 
 def build_request(
@@ -294,12 +312,7 @@ def _set_body_field(request: Message, path: str, field: FieldDescriptor, body: b
 
 
 def _text(body: bytes) -> str:
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise invalid_argument(
-            [FieldViolation("body", f"is not UTF-8 (byte {exc.start})")]
-        ) from None
+    return json_body.decode(body)
 
 
 def field_path_named(descriptor: Descriptor, name: str, depth: int = 2) -> tuple[str, ...] | None:

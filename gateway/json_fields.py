@@ -51,7 +51,7 @@ def _walk(descriptor: Descriptor, value: object, prefix: str, found: list) -> No
     by_name = {f.name: f for f in descriptor.fields}
     by_name.update({f.json_name: f for f in descriptor.fields})
     for key, item in value.items():
-        path = f"{prefix}{key}"
+        path = f"{prefix}{key or repr(key)}"  # an empty key is still named
         field = by_name.get(key)
         if field is None:
             names = [f.name for f in descriptor.fields]

@@ -1,7 +1,8 @@
 """The seed's port-8200 routes, kept for its clients, as calls of the same RPCs.
 
     GET  /health                 no key; 503 with status "unhealthy" while the trainer is down
-    GET  /status                 server info and your job counts
+    GET  /status                 server info (no key needed); with a key, your job counts too
+    GET  /providers              no key; the LLM providers (the local MLX one)
     POST /train/start            seed body → CreateTrainingJob
     GET  /train                  your jobs (?status=running&limit=20)
     GET  /train/{job_id}/status  one job, with the seed's field names
@@ -9,48 +10,67 @@
     POST /datasets/validate      {"file_path"} inside the trainer's data roots → ValidateDataset
     POST /generate               {"prompt", "model": "fine-tuned/JOB" or a base model, ...} → Generate
 
-Errors are the same google.rpc.Status JSON as everywhere, plus the `detail`
-string FastAPI-era clients print.
+Errors are the same google.rpc.Status JSON as everywhere, plus the seed's
+`detail`, `status_code` and `error_type`; a body or query the gateway cannot
+read is 422 (as FastAPI answered), the trainer's refusals keep their status.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import time
+from collections.abc import Callable
 
 import grpc
 from aiohttp import web
 
-from tunewire.errors import FieldViolation, invalid_argument
+from tunewire.errors import FieldViolation, ServiceError, clip, invalid_argument
+from tunewire.gateway import json_body
 from tunewire.gateway.auth import PRINCIPAL
 from tunewire.gateway.http_errors import StatusError
 from tunewire.gateway.legacy_translate import (
-    FINE_TUNED_PREFIX,
+    generate_request,
+    train_request_to_spec,
+    with_old_field_names,
+)
+from tunewire.gateway.legacy_views import (
+    PROVIDER,
     STATES_BY_OLD_STATUS,
     dataset_info,
     job_status,
-    train_request_to_spec,
+    job_summary,
+    providers,
     validation_result,
-    with_old_field_names,
 )
 from tunewire.gateway.methods import Method
+from tunewire.gateway.server_info import ServerInfoCache
 from tunewire.gateway.trainer_link import TrainerLink
-from tunewire.identity import Principal
+from tunewire.identity import ANONYMOUS, Principal
 from tunewire.v1 import dataset_service_pb2 as dataset_service_pb
 from tunewire.v1 import training_service_pb2 as training_service_pb
+from tunewire.version import __version__
 
-# Long enough for a trainer's first server info (it waits for a one-off probe of
-# mlx, seconds on a loaded machine); a trainer that is down answers at once.
-HEALTH_TIMEOUT_SECONDS = 20.0
+# How long /health and /status wait for fresh server info before answering with
+# the last known (the trainer's first answer waits for its probe of mlx, which
+# takes long on a loaded machine; liveness must not).
+INFO_WAIT_SECONDS = 2.0
 MAX_LIST = 1000
+# The seed's status code for a body or query that does not fit the route (FastAPI's).
+UNPROCESSABLE = 422
 
 
 def _legacy(handler, public: bool = False):
     """The route handler for `handler`, marked for the middlewares: errors get
-    the old `detail` field; `public` routes need no key."""
+    the seed's fields; `public` routes need no key. The gateway's own refusals
+    of a request (its body, its query) are 422."""
 
     async def route(request: web.Request) -> web.StreamResponse:
-        return await handler(request)
+        try:
+            return await handler(request)
+        except ServiceError as exc:
+            if exc.code != grpc.StatusCode.INVALID_ARGUMENT:
+                raise
+            raise StatusError(exc.to_status(), http_status=UNPROCESSABLE) from None
 
     route.tunewire_legacy = True
     route.tunewire_public = public
@@ -58,26 +78,35 @@ def _legacy(handler, public: bool = False):
 
 
 async def _json_body(request: web.Request) -> dict:
-    text = await request.text()
-    try:
-        body = json.loads(text) if text.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise invalid_argument(
-            [
-                FieldViolation(
-                    "body", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-                )
-            ]
-        ) from None
+    data = await request.read()
+    if not data.strip():
+        return {}
+    body = json_body.loads(data)
     if not isinstance(body, dict):
         raise invalid_argument([FieldViolation("body", "must be a JSON object")])
     return body
 
 
+def _is_anonymous(principal: Principal) -> bool:
+    return principal is ANONYMOUS or principal == ANONYMOUS
+
+
+def _local_port(request: web.Request) -> int | None:
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    return sockname[1] if isinstance(sockname, tuple) and len(sockname) >= 2 else None
+
+
 class LegacyApi:
-    def __init__(self, link: TrainerLink, methods: dict[str, Method]):
+    def __init__(
+        self, link: TrainerLink, methods: dict[str, Method], serving: Callable[[], bool | None]
+    ):
         self._link = link
         self._methods = methods
+        self._serving = serving
+        self._info = ServerInfoCache(self._fetch_info)
+
+    def close(self) -> None:
+        self._info.close()
 
     async def _call(
         self, service: str, name: str, message, principal: Principal, timeout: float | None = None
@@ -91,6 +120,11 @@ class LegacyApi:
     ):
         return await self._call("TrainingService", name, message, principal, timeout)
 
+    async def _fetch_info(self, timeout: float) -> training_service_pb.GetServerInfoResponse:
+        return await self._training(
+            "GetServerInfo", training_service_pb.GetServerInfoRequest(), ANONYMOUS, timeout
+        )
+
     @staticmethod
     def _features(info: training_service_pb.GetServerInfoResponse) -> dict:
         features = {
@@ -99,23 +133,29 @@ class LegacyApi:
         }
         return {**features, "dataset_formats": list(info.dataset_formats), "streaming": True}
 
+    def _trainer_down(self) -> str | None:
+        """Why the trainer cannot be reached now (None while it serves)."""
+        if self._serving() is False:
+            return "the trainer is not serving (down, starting or stopping)"
+        error = self._info.error
+        if isinstance(error, grpc.aio.AioRpcError) and self._info.last is None:
+            return self._link.status_of(error).message
+        return None
+
     async def health(self, request: web.Request) -> web.Response:
-        try:
-            info = await self._training(
-                "GetServerInfo",
-                training_service_pb.GetServerInfoRequest(),
-                request[PRINCIPAL],
-                HEALTH_TIMEOUT_SECONDS,
-            )
-        except grpc.aio.AioRpcError as err:
-            status = self._link.status_of(err)
+        info = await self._info.get(INFO_WAIT_SECONDS)
+        down = self._trainer_down()
+        if down:
             return web.json_response(
-                {"status": "unhealthy", "service": "tunewire", "detail": status.message}, status=503
+                {"status": "unhealthy", "service": "tunewire", "detail": down}, status=503
             )
-        return web.json_response(
+        body: dict = {"status": "healthy", "service": "tunewire", "version": __version__}
+        if info is None:
+            # Alive and serving; its capabilities are not known yet.
+            body["detail"] = "the trainer is still probing its worker environment"
+            return web.json_response(body)
+        body.update(
             {
-                "status": "healthy",
-                "service": "tunewire",
                 "version": info.version,
                 "features": self._features(info),
                 "active_jobs": info.active_jobs,
@@ -127,12 +167,33 @@ class LegacyApi:
                 "timestamp": info.time.ToJsonString(),
             }
         )
+        return web.json_response(body)
+
+    async def providers(self, request: web.Request) -> web.Response:
+        info = await self._info.get(INFO_WAIT_SECONDS)
+        available = self._trainer_down() is None and bool(info is None or info.mlx_version)
+        return web.json_response(providers(available))
 
     async def status(self, request: web.Request) -> web.Response:
         principal = request[PRINCIPAL]
-        info = await self._training(
-            "GetServerInfo", training_service_pb.GetServerInfoRequest(), principal
-        )
+        info = await self._info.get(INFO_WAIT_SECONDS)
+        if info is None:  # nothing known yet: wait for the trainer, as a call would
+            info = await self._fetch_info(INFO_WAIT_SECONDS * 10)
+        body = {
+            "status": "running",
+            "service": "tunewire",
+            "version": info.version,
+            "port": _local_port(request),
+            "active_training_jobs": info.active_jobs,
+            "llm_providers": {"active_provider": PROVIDER, "available_providers": [PROVIDER]},
+            "device": info.device,
+            "features": self._features(info),
+            "active_jobs": info.active_jobs,
+            "queued_jobs": info.queued_jobs,
+            "timestamp": info.time.ToJsonString(),
+        }
+        if _is_anonymous(principal):  # the seed's quick start calls it without a key
+            return web.json_response(body)
         words = list(STATES_BY_OLD_STATUS)
         pages = await asyncio.gather(
             *(
@@ -147,20 +208,9 @@ class LegacyApi:
             )
         )
         counts = {w: page.total_size for w, page in zip(words, pages)}
-        return web.json_response(
-            {
-                "status": "running",
-                "service": "tunewire",
-                "version": info.version,
-                "device": info.device,
-                "features": self._features(info),
-                "active_jobs": info.active_jobs,
-                "queued_jobs": info.queued_jobs,
-                "jobs": {**counts, "total": sum(counts.values())},
-                "caller": {"name": principal.name, "role": principal.role},
-                "timestamp": info.time.ToJsonString(),
-            }
-        )
+        body["jobs"] = {**counts, "total": sum(counts.values())}
+        body["caller"] = {"name": principal.name, "role": principal.role}
+        return web.json_response(body)
 
     async def train_start(self, request: web.Request) -> web.Response:
         spec, given, warnings = train_request_to_spec(await _json_body(request))
@@ -181,14 +231,19 @@ class LegacyApi:
                 f"trained as {info['format']!r}"
             )
         status = job_status(job)
+        eta = status["progress"]["eta_seconds"]
         return web.json_response(
             {
                 "job_id": job.id,
                 "experiment_name": job.spec.display_name,
                 "status": status["status"],
-                "state": status["state"],
                 "message": f"training job {job.id} queued"
                 + (f" (position {job.queue_position})" if job.queue_position else ""),
+                # Known once the first steps have run; the status route says it then.
+                "estimated_time": f"{eta} s"
+                if eta is not None
+                else f"known after the first steps: GET /train/{job.id}/status, progress.eta_seconds",
+                "state": status["state"],
                 "method": status["method"],
                 "lora_enabled": status["lora_enabled"],
                 "queue_position": job.queue_position,
@@ -206,16 +261,19 @@ class LegacyApi:
             raise invalid_argument(
                 [
                     FieldViolation(
-                        "status", f"must be one of {', '.join(STATES_BY_OLD_STATUS)}, got {word!r}"
+                        "status",
+                        f"must be one of {', '.join(STATES_BY_OLD_STATUS)}, "
+                        f"got {clip(repr(word), 60)}",
                     )
                 ]
             )
         limit = request.query.get("limit", "50")
-        if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIST:
+        if not limit.isdigit() or len(limit) > 6 or not 1 <= int(limit) <= MAX_LIST:
             raise invalid_argument(
                 [
                     FieldViolation(
-                        "limit", f"must be a whole number from 1 to {MAX_LIST}, got {limit!r}"
+                        "limit",
+                        f"must be a whole number from 1 to {MAX_LIST}, got {clip(repr(limit), 60)}",
                     )
                 ]
             )
@@ -227,7 +285,11 @@ class LegacyApi:
             request[PRINCIPAL],
         )
         return web.json_response(
-            {"jobs": [job_status(j) for j in page.jobs], "total": page.total_size}
+            {
+                "training_jobs": [job_summary(j) for j in page.jobs],
+                "jobs": [job_status(j) for j in page.jobs],
+                "total": page.total_size,
+            }
         )
 
     async def train_status(self, request: web.Request) -> web.Response:
@@ -248,14 +310,18 @@ class LegacyApi:
             request[PRINCIPAL],
         )
         status = job_status(reply.job)
+        stopped = status["status"] == "cancelled"
         return web.json_response(
             {
-                "job_id": reply.job.id,
-                "status": status["status"],
-                "state": status["state"],
-                "message": "stopped"
-                if status["status"] == "cancelled"
+                "experiment_name": reply.job.spec.display_name,
+                # The seed's word for an accepted stop; `state` says where it is.
+                "status": "stopping",
+                "message": "stopped before it started"
+                if stopped
                 else "stopping: the current step finishes and a checkpoint is written",
+                "job_id": reply.job.id,
+                "state": status["state"],
+                "stopped": stopped,
             }
         )
 
@@ -282,54 +348,22 @@ class LegacyApi:
 
     async def generate(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
-        model = body.get("model", "")
-        prompt = body.get("prompt", "")
-        if not isinstance(model, str) or not model:
-            raise invalid_argument(
-                [
-                    FieldViolation(
-                        "model", f"is required: '{FINE_TUNED_PREFIX}JOB_ID' or a base model"
-                    )
-                ]
-            )
-        if not isinstance(prompt, str) or not prompt:
-            raise invalid_argument([FieldViolation("prompt", "is required: the text to continue")])
-        message = training_service_pb.GenerateRequest(prompt=prompt)
-        if model.startswith(FINE_TUNED_PREFIX):
-            message.job_id = model.removeprefix(FINE_TUNED_PREFIX)
-        else:
-            message.model = model
-        for name, kind in (
-            ("max_tokens", int),
-            ("temperature", float),
-            ("top_p", float),
-            ("seed", int),
-        ):
-            value = body.get(name)
-            if value is None:
-                continue
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or (kind is int and not isinstance(value, int))
-            ):
-                raise invalid_argument(
-                    [
-                        FieldViolation(
-                            name,
-                            f"must be a {'whole ' if kind is int else ''}number, got {value!r}",
-                        )
-                    ]
-                )
-            setattr(message, name, value)
+        message = generate_request(body)
+        model = body["model"]
+        started = time.monotonic()
         reply = await self._training("Generate", message, request[PRINCIPAL])
+        elapsed_ms = round((time.monotonic() - started) * 1000, 1)
         return web.json_response(
             {
-                "generated_text": reply.text,
+                "text": reply.text,
                 "model": model,
+                "provider": PROVIDER,
+                "tokens_generated": reply.generated_tokens,
+                "generation_time_ms": elapsed_ms,
+                "generated_text": reply.text,
                 "base_model": reply.model,
                 "adapter_path": reply.adapter_path or None,
-                "prompt": prompt,
+                "prompt": message.prompt,
                 "prompt_tokens": reply.prompt_tokens,
                 "generated_tokens": reply.generated_tokens,
                 "tokens_per_second": reply.tokens_per_second,
@@ -337,13 +371,26 @@ class LegacyApi:
         )
 
 
-def add_routes(app: web.Application, link: TrainerLink, methods: dict[str, Method]) -> None:
-    api = LegacyApi(link, methods)
+def add_routes(
+    app: web.Application,
+    link: TrainerLink,
+    methods: dict[str, Method],
+    serving: Callable[[], bool | None],
+) -> LegacyApi:
+    """The seed's routes; `serving` says whether the trainer's health is SERVING."""
+    api = LegacyApi(link, methods, serving)
     app.router.add_get("/health", _legacy(api.health, public=True))
-    app.router.add_get("/status", _legacy(api.status))
+    app.router.add_get("/status", _legacy(api.status, public=True))
+    app.router.add_get("/providers", _legacy(api.providers, public=True))
     app.router.add_post("/train/start", _legacy(api.train_start))
     app.router.add_get("/train", _legacy(api.train_list))
     app.router.add_get("/train/{job_id}/status", _legacy(api.train_status))
     app.router.add_post("/train/{job_id}/stop", _legacy(api.train_stop))
     app.router.add_post("/datasets/validate", _legacy(api.validate))
     app.router.add_post("/generate", _legacy(api.generate))
+
+    async def close(_app: web.Application) -> None:
+        api.close()
+
+    app.on_cleanup.append(close)
+    return api

@@ -1,37 +1,25 @@
 """The seed's port-8200 field names ↔ tunewire's protos, as plain functions.
 
 Old clients send `{"model_name", "lora": {"lora_r", ...}, "dataset": {...}}` and
-read `{"status": "running", "metrics": {"loss", ...}}`; these functions turn one
-into the other so that `legacy.py` only routes. Unknown fields are reported
-back as warnings rather than refused: old clients may send things the seed
-accepted and ignored.
+get field violations under those names; these functions turn one into the
+other so that `legacy.py` only routes (answers are built in legacy_views.py).
+Unknown fields are reported back as warnings rather than refused: old clients
+may send things the seed accepted and ignored. Numbers are checked against
+their field's type here (2**40 epochs is refused naming `epochs` and the
+limit); what they mean is the trainer's to check.
 """
 
 from __future__ import annotations
 
-from google.protobuf import timestamp_pb2
+import math
+
+from google.protobuf.descriptor import FieldDescriptor
 from google.rpc import error_details_pb2, status_pb2
 
-from tunewire import enum_words
-from tunewire.errors import FieldViolation, invalid_argument
-from tunewire.v1 import dataset_pb2 as dataset_pb
+from tunewire.errors import FieldViolation, clip, invalid_argument
 from tunewire.v1 import training_job_pb2 as training_job_pb
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
-# Old status words by state; anything not finished and not queued is "running".
-OLD_STATUS = {
-    training_job_pb.JOB_STATE_QUEUED: "queued",
-    training_job_pb.JOB_STATE_STARTING: "running",
-    training_job_pb.JOB_STATE_RUNNING: "running",
-    training_job_pb.JOB_STATE_CANCELLING: "running",
-    training_job_pb.JOB_STATE_SUCCEEDED: "completed",
-    training_job_pb.JOB_STATE_FAILED: "failed",
-    training_job_pb.JOB_STATE_CANCELLED: "cancelled",
-    training_job_pb.JOB_STATE_PAUSED: "paused",
-}
-STATES_BY_OLD_STATUS = {
-    word: [state for state, w in OLD_STATUS.items() if w == word]
-    for word in dict.fromkeys(OLD_STATUS.values())
-}
 DATASET_FORMATS = ("alpaca", "sharegpt", "messages", "auto")
 FINE_TUNED_PREFIX = "fine-tuned/"
 
@@ -75,27 +63,89 @@ OLD_FIELD_NAMES = {
 }
 
 
-def _typed(value, kind, where: str):
+# Integer ranges of the spec's field types: a bigger number is refused here,
+# naming the field and the limit, instead of failing in protobuf.
+_INT_RANGES = {
+    FieldDescriptor.CPPTYPE_INT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.CPPTYPE_UINT32: (0, 2**32 - 1),
+    FieldDescriptor.CPPTYPE_INT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.CPPTYPE_UINT64: (0, 2**64 - 1),
+}
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _spec_field(path: str) -> FieldDescriptor:
+    descriptor = training_job_pb.TrainingJobSpec.DESCRIPTOR
+    *parents, leaf = path.split(".")
+    for name in parents:
+        descriptor = descriptor.fields_by_name[name].message_type
+    return descriptor.fields_by_name[leaf]
+
+
+def _range_problem(value, target: str | None) -> str | None:
+    """Why a well-typed number cannot go into the spec field `target` (None if it can)."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return f"must be a finite number, got {value!r}"
+        field = _spec_field(target) if target else None
+        if field is not None and field.cpp_type == FieldDescriptor.CPPTYPE_FLOAT:
+            if abs(value) > _FLOAT32_MAX:
+                return f"must be at most {_FLOAT32_MAX:.4g} in size, got {value!r}"
+    elif isinstance(value, int) and not isinstance(value, bool) and target:
+        low, high = _INT_RANGES[_spec_field(target).cpp_type]
+        if not low <= value <= high:
+            return f"must be from {low} to {high}, got {value}"
+    return None
+
+
+def _typed(value, kind, where: str, target: str | None = None):
+    """`value` as `kind`, or a FieldViolation naming `where` and what it must be."""
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
     if kind is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise invalid_argument([FieldViolation(where, "must be a list of strings")])
+            return FieldViolation(where, "must be a list of strings")
         return value
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise invalid_argument([FieldViolation(where, f"must be {kind.__name__}, got {value!r}")])
-    return value
+        shown = clip(repr(value), 60)
+        return FieldViolation(where, f"must be {_KIND_WORDS[kind]}, got {shown}")
+    problem = _range_problem(value, target)
+    return FieldViolation(where, problem) if problem else value
 
 
-def _read(section: dict, table: dict, prefix: str, warnings: list[str]) -> dict:
+_KIND_WORDS = {
+    int: "a whole number",
+    float: "a number",
+    str: "a string",
+    bool: "true or false",
+    dict: "an object",
+}
+
+
+def _section(body: dict, name: str) -> dict:
+    """A nested object of the body ({} when absent or not an object: the top
+    level's check names that)."""
+    value = body.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _read(
+    section: dict, table: dict, prefix: str, warnings: list[str], violations: list[FieldViolation]
+) -> dict:
     values = {}
     for name, value in section.items():
         where = f"{prefix}{name}"
         if name not in table:
-            warnings.append(f"ignored unknown field {where!r}")
+            warnings.append(f"ignored unknown field {clip(where, 100)!r}")
             continue
-        if value is not None:
-            values[name] = _typed(value, table[name][0], where)
+        if value is None:
+            continue
+        kind, target = table[name]
+        typed = _typed(value, kind, where, target)
+        if isinstance(typed, FieldViolation):
+            violations.append(typed)
+        else:
+            values[name] = typed
     return values
 
 
@@ -113,27 +163,26 @@ def _assign(spec: training_job_pb.TrainingJobSpec, path: str, value) -> None:
 def train_request_to_spec(body: dict) -> tuple[training_job_pb.TrainingJobSpec, dict, list[str]]:
     """(spec, old values worth reporting, warnings) for a `POST /train/start` body."""
     warnings: list[str] = []
-    top = _read(body, _TOP, "", warnings)
-    lora = _read(_typed(top.get("lora", {}), dict, "lora"), _LORA, "lora.", warnings)
-    data = _read(_typed(top.get("dataset", {}), dict, "dataset"), _DATASET, "dataset.", warnings)
-    missing = [
-        FieldViolation(f, "is required")
-        for f, present in (
-            ("model_name", "model_name" in top),
-            ("dataset.dataset_path", "dataset_path" in data),
-        )
-        if not present
-    ]
+    violations: list[FieldViolation] = []
+    top = _read(body, _TOP, "", warnings, violations)
+    lora = _read(_section(body, "lora"), _LORA, "lora.", warnings, violations)
+    data = _read(_section(body, "dataset"), _DATASET, "dataset.", warnings, violations)
+    for where, present in (
+        ("model_name", body.get("model_name") is not None),
+        ("dataset.dataset_path", _section(body, "dataset").get("dataset_path") is not None),
+    ):
+        if not present:
+            violations.append(FieldViolation(where, "is required"))
     fmt = data.get("dataset_format", "auto").lower()
     if fmt not in DATASET_FORMATS:
-        missing.append(
+        violations.append(
             FieldViolation(
                 "dataset.dataset_format",
-                f"must be one of {', '.join(DATASET_FORMATS)}, got {fmt!r}",
+                f"must be one of {', '.join(DATASET_FORMATS)}, got {clip(repr(fmt), 60)}",
             )
         )
-    if missing:
-        raise invalid_argument(missing)
+    if violations:
+        raise invalid_argument(violations)
 
     spec = training_job_pb.TrainingJobSpec()
     for table, values in ((_TOP, top), (_LORA, lora), (_DATASET, data)):
@@ -157,124 +206,50 @@ def train_request_to_spec(body: dict) -> tuple[training_job_pb.TrainingJobSpec, 
     return spec, {"dataset_format": fmt, "output_dir": top.get("output_dir")}, warnings
 
 
-def _time(ts: timestamp_pb2.Timestamp) -> str | None:
-    return ts.ToJsonString() if ts.seconds or ts.nanos else None
+# Generate's numbers and the sizes their protobuf types hold.
+_GENERATE_NUMBERS = {
+    "max_tokens": (int, 2**31 - 1),
+    "temperature": (float, _FLOAT32_MAX),
+    "top_p": (float, _FLOAT32_MAX),
+    "seed": (int, 2**63 - 1),
+}
 
 
-def job_status(job: training_job_pb.TrainingJob) -> dict:
-    """A job as `GET /train/{job_id}/status` answered it."""
-    adapter = job.spec.method != training_job_pb.TRAINING_METHOD_FULL
-    m, ev, lo, p = job.latest_metrics, job.latest_evaluation, job.lora_details, job.progress
-    return {
-        "job_id": job.id,
-        "experiment_name": job.spec.display_name,
-        "status": OLD_STATUS.get(job.state, "queued"),
-        "state": training_job_pb.JobState.Name(job.state),
-        "model_name": job.spec.model,
-        "method": enum_words.display_word(training_job_pb.TrainingMethod, job.spec.method),
-        "lora_enabled": adapter,
-        "queue_position": job.queue_position,
-        "progress": {
-            "current_step": p.step,
-            "total_steps": p.total_steps,
-            "epoch": p.epoch,
-            "total_epochs": p.total_epochs,
-            "percentage": round(p.percent, 2),
-            "eta_seconds": p.eta.seconds if p.HasField("eta") else None,
-        },
-        "metrics": {
-            "loss": m.loss if m.step else None,
-            "learning_rate": m.learning_rate if m.step else None,
-            "tokens_per_second": m.tokens_per_second if m.step else None,
-            "iterations_per_second": m.iterations_per_second if m.step else None,
-            "trained_tokens": m.trained_tokens,
-            "peak_memory_mb": round(m.peak_memory_bytes / 2**20, 1)
-            if m.peak_memory_bytes
-            else None,
-            "validation_loss": ev.validation_loss if ev.step else None,
-            "perplexity": ev.perplexity if ev.step else None,
-        },
-        "lora_details": {
-            "rank": lo.rank,
-            "alpha": lo.alpha,
-            "scale": lo.scale,
-            "dropout": lo.dropout,
-            "target_modules": list(lo.target_modules),
-            "num_layers": lo.num_layers,
-            "trainable_params": lo.trainable_parameters,
-            "total_params": lo.total_parameters,
-            "trainable_percent": round(lo.trainable_percent, 4),
-        }
-        if adapter
-        else None,
-        "dataset_details": dataset_info(job),
-        "output_dir": job.artifacts.output_dir,
-        "adapter_path": job.artifacts.adapter_path or None,
-        "error": job.error.message if job.HasField("error") and job.error.code else None,
-        "created_at": _time(job.create_time),
-        "started_at": _time(job.start_time),
-        "completed_at": _time(job.end_time),
-    }
-
-
-def format_word(fmt: int) -> str | None:
-    """The seed's lower-case format word ("alpaca"); None when the format is not known."""
-    if not fmt:
-        return None
-    return enum_words.word(dataset_pb.DatasetFormat, fmt)
-
-
-def dataset_info(job: training_job_pb.TrainingJob) -> dict:
-    ds = job.dataset_details
-    return {
-        "dataset_path": job.spec.dataset.path or None,
-        "dataset_id": ds.dataset_id or job.spec.dataset.dataset_id or None,
-        "format": format_word(ds.format) or "",
-        "train_records": ds.train_records,
-        "validation_records": ds.validation_records,
-        "train_tokens": ds.train_tokens,
-    }
-
-
-def validation_result(report: dataset_pb.ValidationReport, file_path: str) -> dict:
-    """A validation report as `POST /datasets/validate` answered it: errors and
-    warnings as readable lines, and the same issues with their fields."""
-
-    def line(issue: dataset_pb.DatasetIssue) -> str:
-        field = f", field {issue.field}" if issue.field else ""
-        return f"line {issue.line}{field}: {issue.code}: {issue.message}"
-
-    def issue(i: dataset_pb.DatasetIssue) -> dict:
-        return {
-            "line": i.line,
-            "column": i.column,
-            "field": i.field,
-            "code": i.code,
-            "message": i.message,
-        }
-
-    return {
-        "valid": report.valid,
-        "file_path": file_path,
-        "format": format_word(report.format),
-        "total_samples": report.total_samples,
-        "valid_samples": report.valid_samples,
-        "error_count": report.error_count,
-        "warning_count": report.warning_count,
-        "errors": [line(i) for i in report.errors],
-        "warnings": [line(i) for i in report.warnings],
-        "error_details": [issue(i) for i in report.errors],
-        "warning_details": [issue(i) for i in report.warnings],
-        "sample_preview": [
-            {"messages": [{"role": m.role, "content": m.content} for m in p.conversation.messages]}
-            for p in report.sample_preview
-        ],
-        "statistics": {
-            "records": report.statistics.records,
-            "turns": report.statistics.turns,
-            "characters": report.statistics.characters,
-        },
-    }
+def generate_request(body: dict) -> training_service_pb.GenerateRequest:
+    """The GenerateRequest of a `POST /generate` body (`model` is
+    "fine-tuned/JOB_ID" or a base model)."""
+    model = body.get("model", "")
+    prompt = body.get("prompt", "")
+    violations = []
+    if not isinstance(model, str) or not model:
+        violations.append(
+            FieldViolation("model", f"is required: '{FINE_TUNED_PREFIX}JOB_ID' or a base model")
+        )
+    if not isinstance(prompt, str) or not prompt:
+        violations.append(FieldViolation("prompt", "is required: the text to continue"))
+    message = training_service_pb.GenerateRequest()
+    for name, (kind, limit) in _GENERATE_NUMBERS.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or (kind is int and not isinstance(value, int)):
+            word = "a whole number" if kind is int else "a number"
+            violations.append(FieldViolation(name, f"must be {word}, got {clip(repr(value), 60)}"))
+        elif not abs(value) <= limit:  # also NaN
+            violations.append(
+                FieldViolation(name, f"must be at most {limit:g} in size, got {value!r}")
+            )
+        else:
+            setattr(message, name, value)
+    if violations:
+        raise invalid_argument(violations)
+    message.prompt = prompt
+    if model.startswith(FINE_TUNED_PREFIX):
+        message.job_id = model.removeprefix(FINE_TUNED_PREFIX)
+    else:
+        message.model = model
+    return message
 
 
 def with_old_field_names(status: status_pb2.Status) -> status_pb2.Status:

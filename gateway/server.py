@@ -123,6 +123,9 @@ async def start_gateway(config: GatewayConfig, keyring: KeyRing | None = None) -
     Forwarder(link, methods, streams, config.max_upload_bytes).add_to_server(grpc_server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
+    trainer_health = TrainerHealth(
+        link.channel, health_servicer, service_names(), config.health_retry_seconds
+    )
     reflection.enable_server_reflection((*service_names(), health.SERVICE_NAME), grpc_server)
     try:
         grpc_port = grpc_server.add_insecure_port(str(grpc_listen))
@@ -148,7 +151,7 @@ async def start_gateway(config: GatewayConfig, keyring: KeyRing | None = None) -
     Transcoder(link, streams, config.max_upload_bytes, config.upload_chunk_bytes).add_routes(
         app, routes_for(methods)
     )
-    legacy.add_routes(app, link, methods)
+    legacy.add_routes(app, link, methods, lambda: trainer_health.serving)
     add_openai_api(
         app,
         link,
@@ -180,9 +183,6 @@ async def start_gateway(config: GatewayConfig, keyring: KeyRing | None = None) -
     http_port = sock.getsockname()[1]
 
     await grpc_server.start()
-    trainer_health = TrainerHealth(
-        link.channel, health_servicer, service_names(), config.health_retry_seconds
-    )
     await trainer_health.start()
 
     server = GatewayServer(

@@ -29,6 +29,7 @@ __all__ = [
     "Reason",
     "ServiceError",
     "build_status",
+    "clip",
     "grpc_abort",
     "handles_errors",
     "invalid_argument",
@@ -106,6 +107,11 @@ def build_status(
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters: a client's value echoed in a refusal."""
+    return _clip(text, limit)
 
 
 def _bounded(violations: list[FieldViolation]) -> list[FieldViolation]:

@@ -176,6 +176,26 @@ def test_bad_bodies_are_invalid_argument_with_the_reason():
     err = invalid(route("POST", "/v1/jobs"), {}, [], b'{"spec": {"modle": "x"}}')
     # The unknown field by its path, with the valid name nearest to it.
     assert err.violations[0].field == "spec.modle" and "'model'" in err.violations[0].description
+    err = invalid(
+        route("POST", "/v1/jobs"),
+        {},
+        [],
+        b'{"spec": {"hyperparameters": {"epochs": 1099511627776}}}',
+    )
+    assert err.violations[0].field == "spec.hyperparameters.epochs"
+    assert "out of range" in err.violations[0].description
+    for raw, words in (
+        (b"[" * 10_000 + b"]" * 10_000, "at most 32 levels"),
+        (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "at most 32 levels"),
+        (b'{"spec": {"hyperparameters": {"seed": ' + b"9" * 5000 + b"}}}", "at most 100"),
+        (b'{"spec": {"validation_fraction": NaN}}', "finite"),
+        (b'{"spec": {"model": "a", "model": "b"}}', "twice"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"spec": [1]}', ""),
+        (b'{"spec": null, "request_id": {}}', ""),
+    ):
+        err = invalid(route("POST", "/v1/jobs"), {}, [], raw)
+        assert err.violations[0].field and words in err.violations[0].description, raw[:40]
     err = invalid(route("POST", "/v1/jobs"), {}, [], b"{not json")
     assert err.violations[0].field == "body"
     err = invalid(route("POST", "/v1/jobs"), {}, [], b"\xff\xfe")

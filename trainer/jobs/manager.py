@@ -90,7 +90,10 @@ class JobManager:
             )
             violations += adapter_violations
         prepared = None
-        if spec.HasField("dataset") and spec.dataset.WhichOneof("source"):
+        # Splitting the data needs a valid fraction; with a refused one the split
+        # would fail inside the dataset library (a 500), so the violation stands alone.
+        fraction_refused = any(v.field.endswith("validation_fraction") for v in violations)
+        if spec.HasField("dataset") and spec.dataset.WhichOneof("source") and not fraction_refused:
             prepared, data_violations = await self._data.prepare(
                 who, resolved.spec, job_dir / job_layout.DATA_DIR
             )
