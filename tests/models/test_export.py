@@ -52,17 +52,23 @@ def trained(tmp_path_factory, smollm2_dir):
         with Client(stack.address, services_module.API_KEY) as client:
             dataset = client.upload_dataset(signoff.TRAIN_FILE)
             spec = training_job_pb.TrainingJobSpec(
-                model=str(smollm2_dir), method=training_job_pb.TRAINING_METHOD_QLORA
+                model=str(smollm2_dir),
+                method=training_job_pb.TRAINING_METHOD_QLORA,
+                report_interval_steps=1,
             )
             spec.dataset.dataset_id = dataset.id
             hp = spec.hyperparameters
             hp.max_steps, hp.batch_size, hp.learning_rate, hp.max_seq_length = 4, 2, 2e-3, 96
             spec.lora.rank, spec.lora.alpha, spec.lora.num_layers = 4, 8.0, 2
             job = client.create_job(spec)
-            for _ in client.watch(job.id):
-                pass
+            losses = [
+                e.training_metrics.loss
+                for e in client.watch(job.id)
+                if e.HasField("training_metrics")
+            ]
             job = client.get_job(job.id)
             assert job.state == training_job_pb.JOB_STATE_SUCCEEDED, job.error.message
+            assert losses[-1] < losses[0], losses  # QLoRA on the file's 4-bit layers learns
             yield stack, client, job
     finally:
         stack.close()
@@ -90,6 +96,9 @@ def test_merged_gguf_reimported_answers_as_mlx_lms_fused_model_and_the_mlx_expor
     assert replies[str(tmp_path / "reimported")] == fused["reply"]
     assert replies[str(folder)] == fused["reply"]
     assert fused["reply"].strip()
+    # Generate with the job's adapter (unfused, the 4-bit base) answers too.
+    reply = client.generate(job.id, messages=[{"role": "user", "content": PROMPT}], max_tokens=24)
+    assert reply.text.strip() and reply.adapter_path == job.artifacts.adapter_path
 
 
 def test_merged_gguf_changes_only_the_adapted_tensors(trained, smollm2_dir, tmp_path):
