@@ -29,7 +29,10 @@ def default_keys_file(environ=os.environ) -> Path:
 class GatewayConfig:
     trainer: str = field(
         default=addresses.DEFAULT_TRAINER,
-        metadata={"help": "Trainer address: host:port or unix:PATH."},
+        metadata={
+            "help": "Trainer address: host:port or unix:PATH; several trainers sharing a "
+            "database: IP:PORT,IP:PORT or dns:///NAME:PORT (calls balanced over the healthy ones)."
+        },
     )
     grpc_listen: str = field(
         default=addresses.DEFAULT_GATEWAY_GRPC,
@@ -130,7 +133,8 @@ def parse_args(argv: list[str] | None = None, environ=os.environ) -> GatewayConf
     parser.add_argument(
         "--trainer",
         default=environ.get("TUNEWIRE_TRAINER", addresses.DEFAULT_TRAINER),
-        help="trainer address, host:port or unix:PATH (default %(default)s)",
+        help="trainer address, host:port or unix:PATH; several trainers sharing a database: "
+        "IP:PORT,IP:PORT or dns:///NAME:PORT, balanced (default %(default)s)",
     )
     parser.add_argument(
         "--grpc-listen",
@@ -181,6 +185,10 @@ def parse_args(argv: list[str] | None = None, environ=os.environ) -> GatewayConf
         "(default: none)",
     )
     args = parser.parse_args(argv)
+    try:
+        addresses.channel_target(args.trainer)
+    except addresses.AddressError as exc:
+        parser.error(str(exc))
     try:
         return GatewayConfig(
             trainer=args.trainer,

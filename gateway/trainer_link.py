@@ -1,4 +1,10 @@
-"""The gateway's one channel to the trainer, and what its errors mean to a client.
+"""The gateway's one channel to the trainers, and what its errors mean to a client.
+
+One trainer, or several sharing a database (`--trainer a:50052,b:50052`, or a
+`dns:///name:port` resolving to all of them): then gRPC's own client-side load
+balancing (round_robin) spreads the calls, and its health checking
+(grpc.health.v1, which every trainer serves) passes over one that is down or
+stopping. Any trainer answers for any job, so the gateway keeps no state.
 
 Calls carry bytes in and out (no decode/encode on the gRPC path) and the
 caller's identity as metadata built here and nowhere else, with the trainer's
@@ -10,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -18,6 +25,7 @@ from pathlib import Path
 import grpc
 from google.rpc import status_pb2
 
+from tunewire import addresses
 from tunewire.errors import Reason, ServiceError, build_status, reason_of
 from tunewire.gateway.config import GatewayConfig
 from tunewire.gateway.methods import Method
@@ -36,6 +44,47 @@ _BARE_CODE_REASONS = {
 
 
 log = logging.getLogger(__name__)
+
+# Several trainers: a call goes to the next healthy one in turn. A read that
+# finds its trainer just gone (UNAVAILABLE before any answer) is tried on the
+# next; gRPC never retries a stream once it answered, so a Watch is resumed by
+# its client with after_sequence. Writes are not retried here: a trainer may
+# have done one and died before answering.
+_RETRIED_READS = {
+    "tunewire.v1.TrainingService": (
+        "GetTrainingJob",
+        "ListTrainingJobs",
+        "WatchTrainingJob",
+        "ListCheckpoints",
+        "CancelTrainingJob",
+        "GetServerInfo",
+        "DownloadArtifact",
+    ),
+    "tunewire.v1.DatasetService": ("GetDataset", "ListDatasets"),
+    "grpc.health.v1.Health": ("Check", "Watch"),
+}
+_BALANCED = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "healthCheckConfig": {"serviceName": ""},
+        "methodConfig": [
+            {
+                "name": [
+                    {"service": service, "method": method}
+                    for service, methods in _RETRIED_READS.items()
+                    for method in methods
+                ],
+                "retryPolicy": {
+                    "maxAttempts": 4,
+                    "initialBackoff": "0.2s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+    }
+)
 
 
 class CredentialSource:
@@ -76,9 +125,11 @@ class TrainerLink:
         self.address = config.trainer
         self._retry_seconds = config.unavailable_retry_seconds
         self._credential = CredentialSource(config.internal_token, config.credential_file)
+        target, balanced = addresses.channel_target(config.trainer)
         self.channel = grpc.aio.insecure_channel(
-            config.trainer,
+            target,
             options=[
+                *([("grpc.service_config", _BALANCED)] if balanced else []),
                 ("grpc.max_receive_message_length", TRAINER_MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", -1),
                 # A trainer that comes back is found within ~2 s instead of

@@ -72,6 +72,18 @@ class TrainerConfig:
         default=5.0,
         metadata={"help": "Wait before the first restart of a dead worker; doubles each time."},
     )
+    heartbeat_seconds: float = field(
+        default=2.0, metadata={"help": "How often the trainer renews the leases of its jobs."}
+    )
+    missed_heartbeats: int = field(
+        default=5,
+        metadata={
+            "help": "Beats a trainer may miss before its jobs are re-queued for another trainer."
+        },
+    )
+    trainer_id: str = field(
+        default="", metadata={"help": "This trainer's name in leases; '': HOME/trainer-id."}
+    )
     cancel_grace_seconds: float = field(
         default=30.0, metadata={"help": "How long a cancelled worker may take to checkpoint."}
     )
@@ -106,6 +118,10 @@ class TrainerConfig:
     @property
     def db_path(self) -> Path:
         return self.home / "state.db"
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.heartbeat_seconds * self.missed_heartbeats
 
     @property
     def artifacts(self) -> Path:
@@ -206,6 +222,18 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
         help="seconds before the first restart; doubles each time (default %(default)s)",
     )
     parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=2.0,
+        help="seconds between lease renewals (default %(default)s)",
+    )
+    parser.add_argument(
+        "--missed-heartbeats",
+        type=int,
+        default=5,
+        help="beats a trainer may miss before another takes its jobs (default %(default)s)",
+    )
+    parser.add_argument(
         "--cancel-grace",
         type=float,
         default=30.0,
@@ -234,6 +262,11 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
         parser.error(f"--inference-memory-mb must be at least 1, got {args.inference_memory_mb}")
     if not 0 <= args.inference_nice <= 19:
         parser.error(f"--inference-nice must be between 0 and 19, got {args.inference_nice}")
+    if args.heartbeat <= 0 or args.missed_heartbeats < 2:
+        parser.error(
+            f"--heartbeat must be above 0 and --missed-heartbeats at least 2, got "
+            f"{args.heartbeat} and {args.missed_heartbeats}"
+        )
     if args.max_running_jobs < 1:
         parser.error(f"--max-running-jobs must be at least 1, got {args.max_running_jobs}")
     if args.database and not db_url(args.database):
@@ -251,6 +284,8 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
         max_running_jobs=args.max_running_jobs,
         max_worker_restarts=max(0, args.max_worker_restarts),
         restart_backoff_seconds=max(0.0, args.restart_backoff),
+        heartbeat_seconds=args.heartbeat,
+        missed_heartbeats=args.missed_heartbeats,
         cancel_grace_seconds=args.cancel_grace,
         inference_memory_bytes=args.inference_memory_mb << 20,
         inference_nice=args.inference_nice,

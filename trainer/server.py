@@ -23,12 +23,16 @@ from tunewire.trainer.identity import CredentialInterceptor
 from tunewire.trainer.inference.worker_link import InferenceWorker
 from tunewire.trainer.jobs.data import JobDataPreparer
 from tunewire.trainer.jobs.event_bus import EventBus
+from tunewire.trainer.jobs.event_relay import EventRelay
+from tunewire.trainer.jobs.lease_keeper import LeaseKeeper, trainer_id
 from tunewire.trainer.jobs.manager import JobManager
 from tunewire.trainer.jobs.runner import JobRunner
 from tunewire.trainer.store import db, integrity
 from tunewire.trainer.store.database import open_database
 from tunewire.trainer.store.datasets import DatasetStore
-from tunewire.trainer.store.jobs import JobStore
+from tunewire.trainer.store.jobs import EVENTS_CHANNEL, QUEUE_CHANNEL, JobStore
+from tunewire.trainer.store.leases import LeaseStore
+from tunewire.trainer.store.notifications import Listener
 from tunewire.trainer.store.webhooks import WebhookStore
 from tunewire.trainer.webhooks.dispatcher import RetryPolicy, WebhookDispatcher
 from tunewire.trainer.webhooks.manager import WebhookManager
@@ -65,6 +69,8 @@ class TrainerServer:
     capabilities: asyncio.Future
     inference: InferenceWorker
     webhooks: WebhookDispatcher
+    keeper: LeaseKeeper
+    _listener: Listener | None
     _conn: db.Database
 
     @property
@@ -77,6 +83,9 @@ class TrainerServer:
         grace = self.config.shutdown_grace_seconds if grace is None else grace
         await self.health.enter_graceful_shutdown()
         await self.runner.shutdown(grace)
+        await self.keeper.stop()
+        if self._listener is not None:
+            self._listener.stop()
         self.bus.close_all()
         await self.server.stop(grace=2)
         await self.inference.close()
@@ -118,10 +127,17 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
         conn = open_database(config.database or config.db_path)
     except db.DatabaseError as exc:
         raise ConfigError(str(exc)) from None
-    store = JobStore(conn)
+    shared = conn.dialect == "postgresql"
+    try:
+        me = trainer_id(config.home, config.trainer_id)
+    except OSError as exc:
+        conn.close()
+        raise ConfigError(f"cannot name this trainer: {exc}") from None
+    store = JobStore(conn, origin=me)
     datasets = DatasetManager(config, DatasetStore(conn))
     bus = EventBus()
-    runner = JobRunner(config, store, bus)
+    leases = LeaseStore(conn, config.lease_seconds)
+    runner = JobRunner(config, store, bus, leases, me, shared=shared)
     jobs = JobManager(config, store, bus, runner, JobDataPreparer(config, datasets))
     webhooks = WebhookManager(WebhookStore(conn), config.webhook_allow_private_networks)
     dispatcher = WebhookDispatcher(
@@ -179,10 +195,29 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     dispatcher.start()
+    bound = str(address.with_port(port))
+    keeper = LeaseKeeper(runner, leases, config.heartbeat_seconds, bound)
+    listener = None
+    if shared:
+        # Wake-ups and other trainers' events, without polling (LISTEN/NOTIFY).
+        relay = EventRelay(store, bus, me, keeper.wake)
+        listener = Listener(
+            config.database,
+            (QUEUE_CHANNEL, EVENTS_CHANNEL),
+            relay.heard,
+            asyncio.get_running_loop(),
+        )
+        listener.start()
     runner.recover()
     await runner.schedule()
-    bound = str(address.with_port(port))
-    log.info("tunewire-trainer listening on %s (home %s)", bound, config.home)
+    keeper.start()
+    log.info(
+        "tunewire-trainer %s listening on %s (home %s, %s)",
+        me,
+        bound,
+        config.home,
+        "shared PostgreSQL database" if shared else "SQLite",
+    )
     return TrainerServer(
         config,
         server,
@@ -195,5 +230,7 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
         caps,
         inference_worker,
         dispatcher,
+        keeper,
+        listener,
         conn,
     )

@@ -141,3 +141,30 @@ def host_of(text: str) -> str:
 def trainer_socket(home: Path) -> Address:
     """The trainer's unix socket in the state directory `home`."""
     return Address(path=str(home / TRAINER_SOCKET_NAME))
+
+
+def channel_target(trainers: str) -> tuple[str, bool]:
+    """gRPC's channel target for the gateway's `--trainer`, and whether calls are to be
+    balanced over several trainers: one address as it is; several, comma-separated
+    (IP literals, as gRPC's ipv4:/ipv6: schemes take them), or a `dns:///` name.
+    AddressError names the bad part."""
+    if trainers.startswith("dns:"):
+        return trainers, True
+    parts = [p.strip() for p in trainers.split(",") if p.strip()]
+    if len(parts) <= 1:
+        return trainers, False
+    families = set()
+    for part in parts:
+        try:
+            address = parse(part)
+            host = ipaddress.ip_address(address.host)
+        except (AddressError, ValueError):
+            raise AddressError(
+                f"trainer address {part!r}: a list of trainers takes IP:PORT entries "
+                "(for host names, give one dns:///NAME:PORT that resolves to every trainer)"
+            ) from None
+        families.add(host.version)
+    if len(families) > 1:
+        raise AddressError(f"trainer addresses {trainers!r} mix IPv4 and IPv6; use one family")
+    scheme = "ipv4" if families == {4} else "ipv6"
+    return f"{scheme}:{','.join(parts)}", True

@@ -79,6 +79,13 @@ class RestartPolicy:
             self._not_before.pop(out[0], None)
         return out
 
+    def waiting(self) -> set[str]:
+        """The jobs held back now (a claim passes over them)."""
+        now = asyncio.get_running_loop().time()
+        for job_id in [j for j, t in self._not_before.items() if t <= now]:
+            del self._not_before[job_id]
+        return set(self._not_before)
+
     def stop(self) -> None:
         self._stopped = True
         for timer in self._timers:

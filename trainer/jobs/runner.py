@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from tunewire.reasons import Reason
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.jobs import checkpoints, failures, handoff
 from tunewire.trainer.jobs.event_bus import EventBus
+from tunewire.trainer.jobs.requeue import Requeue, state_event
 from tunewire.trainer.jobs.restarts import RestartPolicy
 from tunewire.trainer.jobs.worker_events import artifacts_of, log_event, translate
 from tunewire.trainer.processes import blas, launch, supervisor
@@ -30,11 +32,14 @@ from tunewire.trainer.protocol.commands import Command
 from tunewire.trainer.protocol.config import WorkerConfig
 from tunewire.trainer.protocol.events import Outcome
 from tunewire.trainer.store.jobs import ACTIVE_STATES, TERMINAL_STATES, JobStore, now_timestamp
+from tunewire.trainer.store.leases import Expired, Lease, LeaseLost, LeaseStore
 from tunewire.v1 import training_event_pb2 as training_event_pb
 from tunewire.v1 import training_job_pb2 as training_job_pb
 
 log = logging.getLogger(__name__)
 
+# How long a trainer passes over a job whose files it cannot see (a share remounted is seen again).
+UNREADABLE_RETRY_SECONDS = 60.0
 FINISH_ATTEMPTS = 30  # about 20 minutes of retries, the wait doubling up to a minute
 
 _JOB_STATES = {
@@ -54,21 +59,34 @@ class RunState:
     kill_reason: str = ""
     diverged: failures.Divergence | None = None
     pause_requested_by: str = ""  # a STOP was sent to pause the job, not to shut down
-
-
-def state_event(previous: int, state: int, reason: str, error: status_pb2.Status | None = None):
-    change = training_event_pb.StateChange(previous_state=previous, state=state, reason=reason)
-    if error is not None:
-        change.error.CopyFrom(error)
-    return training_event_pb.TrainingEvent(state_change=change)
+    # The lease was lost (another trainer took the job back): write nothing more.
+    abandoned: bool = False
 
 
 class JobRunner:
-    def __init__(self, config: TrainerConfig, store: JobStore, bus: EventBus):
+    def __init__(
+        self,
+        config: TrainerConfig,
+        store: JobStore,
+        bus: EventBus,
+        leases: LeaseStore,
+        trainer_id: str,
+        shared: bool = False,
+    ):
         self._config = config
         self._store = store
         self._bus = bus
+        self._leases = leases
+        self.trainer_id = trainer_id
+        # Other trainers share the database (PostgreSQL): leases decide who runs what.
+        self._shared = shared
+        # The lease of every job this trainer claimed and has not given back;
+        # every write for such a job is fenced by it.
+        self._held: dict[str, Lease] = {}
         self._running: dict[str, RunState] = {}
+        # Jobs whose files this trainer could not see, passed over until the time given.
+        self._unreadable: dict[str, float] = {}
+        self._requeue = Requeue(config, store, leases, bus)
         self._accepting = True
         self._schedule_lock = asyncio.Lock()
         self._grace_tasks: set[asyncio.Task] = set()
@@ -82,10 +100,29 @@ class JobRunner:
         change: Callable[[training_job_pb.TrainingJob], None] | None,
         event: training_event_pb.TrainingEvent | None,
     ) -> training_job_pb.TrainingJob:
-        job, stored = self._store.update(job_id, change, event)
+        lease = self._held.get(job_id)
+        try:
+            job, stored = self._store.update(job_id, change, event, lease)
+        except LeaseLost as exc:
+            log.warning("%s; this trainer stops the job", exc)
+            self.lost(job_id)
+            return self._store.get(job_id)
+        if lease is not None and (
+            job.state in TERMINAL_STATES
+            or job.state in (training_job_pb.JOB_STATE_QUEUED, training_job_pb.JOB_STATE_PAUSED)
+        ):
+            self._held.pop(job_id, None)  # the store released it with that change
         if stored is not None:
             self._bus.publish(stored)
         return job
+
+    def lost(self, job_id: str) -> None:
+        """The job's lease is gone (re-queued for another trainer): stop its worker, write nothing."""
+        self._held.pop(job_id, None)
+        run = self._running.get(job_id)
+        if run is not None and not run.abandoned:
+            run.abandoned = True
+            run.group.kill()
 
     def set_state(
         self,
@@ -126,10 +163,31 @@ class JobRunner:
         """Starts queued jobs while there is room."""
         async with self._schedule_lock:
             while self._accepting and len(self._running) < self._config.max_running_jobs:
-                queued = self._restarts.ready(self._store.queued_ids())
-                if not queued:
+                # SKIP LOCKED: trainers claiming at once take different jobs, none waits.
+                now = time.monotonic()
+                for job_id, until in list(self._unreadable.items()):
+                    if until < now:
+                        del self._unreadable[job_id]
+                # Passed over: jobs whose files it cannot see, dead workers' jobs waiting
+                # out their restart delay.
+                passed_over = {*self._unreadable, *self._restarts.waiting()}
+                claimed = self._leases.claim(self.trainer_id, passed_over=passed_over)
+                if not claimed:
                     return
-                await self._start(queued[0])
+                lease = claimed[0]
+                if self._shared and not (self._config.jobs_dir / lease.job_id).is_dir():
+                    # Its files are not on this trainer's artifact root (not shared, not
+                    # mounted): leave the job to a trainer that can read them.
+                    log.warning(
+                        "job %s: its directory is not under %s; leaving it to another trainer",
+                        lease.job_id,
+                        self._config.jobs_dir,
+                    )
+                    self._leases.release(lease)
+                    self._unreadable[lease.job_id] = now + UNREADABLE_RETRY_SECONDS
+                    continue
+                self._held[lease.job_id] = lease
+                await self._start(lease.job_id)
 
     async def _start(self, job_id: str) -> None:
         job = self._store.get(job_id)
@@ -161,12 +219,17 @@ class JobRunner:
                 build_status(code_pb2.INTERNAL, why, Reason.WORKER_START_FAILED),
             )
             return
+        if job_id not in self._held:  # lost (cancelled elsewhere) while the worker started
+            group.kill()
+            return
         self._running[job_id] = RunState(group=group)
         started = (
             f"{len(commands)} ranks started on {', '.join(job.distributed.hosts)}"
             if len(commands) > 1
             else "worker started"
         )
+        if self._shared:
+            started += f" on trainer {self.trainer_id} (attempt {self._held[job_id].attempt})"
         reason = (
             f"{started}; resuming from checkpoint at step {int(resume.name)}" if resume else started
         )
@@ -221,12 +284,18 @@ class JobRunner:
         translation = translate(event)
         if isinstance(event, protocol.Checkpoint) and translation.event is not None:
             checkpoint = translation.event.checkpoint_saved.checkpoint
-            if checkpoint.best:
-                for old in self._store.checkpoints(job_id):
-                    if old.best and old.step != checkpoint.step:
-                        old.best = False
-                        self._store.put_checkpoint(job_id, old)
-            self._store.put_checkpoint(job_id, checkpoint)
+            lease = self._held.get(job_id)
+            try:
+                if checkpoint.best:
+                    for old in self._store.checkpoints(job_id):
+                        if old.best and old.step != checkpoint.step:
+                            old.best = False
+                            self._store.put_checkpoint(job_id, old, lease)
+                self._store.put_checkpoint(job_id, checkpoint, lease)
+            except LeaseLost as exc:
+                log.warning("%s; this trainer stops the job", exc)
+                self.lost(job_id)
+                return
         if translation.change or translation.event:
             self.apply(job_id, translation.change, translation.event)
 
@@ -242,6 +311,11 @@ class JobRunner:
     async def _await_exit(self, job_id: str, group: supervisor.WorkerGroup) -> None:
         result = await group.wait()
         run = self._running.pop(job_id, None)
+        if run is not None and run.abandoned:
+            log.info("job %s: worker stopped; another trainer owns the job now", job_id)
+            if self._accepting:
+                await self.schedule()
+            return
         for attempt in range(FINISH_ATTEMPTS):
             try:
                 self._finish(job_id, run, result)
@@ -273,6 +347,16 @@ class JobRunner:
                 training_job_pb.JOB_STATE_FAILED,
                 status.message,
                 status,
+                extra=record_artifacts,
+            )
+            return
+        if not self._accepting and outcome in (Outcome.INTERRUPTED, None) and self._shared:
+            # Daemon shutdown with other trainers about: one of them resumes it now.
+            self.set_state(
+                job_id,
+                training_job_pb.JOB_STATE_QUEUED,
+                f"trainer {self.trainer_id} stopping; the job resumes from its last checkpoint"
+                " on the next trainer with room",
                 extra=record_artifacts,
             )
             return
@@ -345,6 +429,16 @@ class JobRunner:
     async def cancel(self, job_id: str, by: str, force: bool) -> training_job_pb.TrainingJob:
         job = self._store.get(job_id)
         run = self._running.get(job_id)
+        if self._shared and run is None and job.state in ACTIVE_STATES:
+            # Another trainer runs it: the request goes through the store, and that
+            # trainer stops its worker at its next heartbeat (or its lease runs out).
+            if job.state == training_job_pb.JOB_STATE_CANCELLING:
+                return job
+            return self.set_state(
+                job_id,
+                training_job_pb.JOB_STATE_CANCELLING,
+                f"cancel requested by {by}; the trainer running the job stops it",
+            )
         if job.state == training_job_pb.JOB_STATE_QUEUED or run is None:
             return self.set_state(
                 job_id, training_job_pb.JOB_STATE_CANCELLED, f"cancelled by {by} before it started"
@@ -389,6 +483,17 @@ class JobRunner:
             job_id, training_job_pb.JOB_STATE_QUEUED, f"resumed by {by}; continues from {where}"
         )
 
+    async def cancel_requested_elsewhere(self, job_id: str) -> None:
+        """A caller of another trainer cancelled a job this one runs (seen at a heartbeat)."""
+        run = self._running.get(job_id)
+        if run is None or run.cancel_requested_by or run.abandoned:
+            return
+        run.cancel_requested_by = "a caller of another trainer"
+        await run.group.send(Command.CANCEL)
+        task = asyncio.create_task(self._kill_after_grace(job_id, run))
+        self._grace_tasks.add(task)
+        task.add_done_callback(self._grace_tasks.discard)
+
     async def _kill_after_grace(self, job_id: str, run: RunState) -> None:
         try:
             await asyncio.wait_for(run.group.wait(), timeout=self._config.cancel_grace_seconds)
@@ -400,27 +505,12 @@ class JobRunner:
             run.group.kill()
 
     def recover(self) -> None:
-        """Jobs that were active when the daemon stopped go back to the queue
-        (ahead of newer jobs) and resume from their last checkpoint."""
-        for job in self._store.in_states(ACTIVE_STATES):
-            if job.state == training_job_pb.JOB_STATE_CANCELLING:
-                self.set_state(
-                    job.id,
-                    training_job_pb.JOB_STATE_CANCELLED,
-                    "cancelled (the trainer restarted while the job was stopping)",
-                )
-                continue
-            newest = checkpoints.candidates(self._config.jobs_dir / job.id)
-            where = (
-                f"from its checkpoint at step {int(newest[0].name)}"
-                if newest
-                else "from the beginning (no checkpoint yet)"
-            )
-            self.set_state(
-                job.id,
-                training_job_pb.JOB_STATE_QUEUED,
-                f"trainer restarted; the job resumes {where}",
-            )
+        """Jobs this trainer was running when it stopped go back to the queue (requeue.py)."""
+        self._requeue.recover(self.trainer_id, self._shared)
+
+    def take_back(self, expired: Expired) -> None:
+        """Another trainer's lease ran out: its job goes back to the queue (requeue.py)."""
+        self._requeue.take_back(expired)
 
     async def shutdown(self, grace: float) -> None:
         """Stops accepting; asks running workers to checkpoint and exit; kills stragglers."""

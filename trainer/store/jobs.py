@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from google.protobuf import timestamp_pb2
 
 from tunewire.trainer.store import db
+from tunewire.trainer.store.leases import Lease, LeaseLost, check
 from tunewire.v1 import training_event_pb2 as training_event_pb
 from tunewire.v1 import training_job_pb2 as training_job_pb
 
@@ -48,7 +49,19 @@ class JobPage:
     total: int
 
 
+# States no attempt runs in: a change into one ends the attempt's lease.
+_UNLEASED_STATES = TERMINAL_STATES | {
+    training_job_pb.JOB_STATE_QUEUED,
+    training_job_pb.JOB_STATE_PAUSED,
+}
 _INSERT_LOCK = 0x6A6F6273  # "jobs": an advisory lock key, any constant
+
+
+# Channels of PostgreSQL's LISTEN/NOTIFY (sent at commit): a job entered the
+# queue (payload: its id); a job's log grew (payload: "<job id> <sequence> <origin>",
+# origin naming the writer, so a trainer can pass over its own).
+QUEUE_CHANNEL = "tunewire_queue"
+EVENTS_CHANNEL = "tunewire_events"
 
 
 def _job(row: db.Row) -> training_job_pb.TrainingJob:
@@ -56,7 +69,7 @@ def _job(row: db.Row) -> training_job_pb.TrainingJob:
 
 
 class JobStore:
-    def __init__(self, database: db.Database):
+    def __init__(self, database: db.Database, origin: str = ""):
         # Tables come from migrations.py, applied when the database was opened.
         self._db = database
         # Called when a job enters a final state: first inside the transaction that
@@ -66,6 +79,7 @@ class JobStore:
             Callable[[db.Session, training_job_pb.TrainingJob], None]
         ] = []
         self.on_end_committed: list[Callable[[training_job_pb.TrainingJob], None]] = []
+        self._origin = origin
 
     # ---- jobs ----------------------------------------------------------------
 
@@ -103,6 +117,9 @@ class JobStore:
                 "INSERT INTO job_events (job_id, sequence, event) VALUES (?, ?, ?)",
                 (job.id, 1, event.SerializeToString()),
             )
+            self._notify(tx, EVENTS_CHANNEL, f"{job.id} 1 {self._origin}")
+            if job.state == training_job_pb.JOB_STATE_QUEUED:
+                self._notify(tx, QUEUE_CHANNEL, job.id)
         return job, event
 
     def get(self, job_id: str) -> training_job_pb.TrainingJob | None:
@@ -120,16 +137,30 @@ class JobStore:
         job_id: str,
         change: Callable[[training_job_pb.TrainingJob], None] | None = None,
         event: training_event_pb.TrainingEvent | None = None,
+        lease: Lease | None = None,
+        *,
+        expired: bool = False,
     ) -> tuple[training_job_pb.TrainingJob, training_event_pb.TrainingEvent | None]:
         """Applies `change` to the stored job and appends `event` to its log, in
         one transaction: the job and its log never disagree after a crash.
+        With `lease`, only while that lease is the job's (else LeaseLost); with
+        `expired` too, only once it ran out (taking a dead trainer's job back).
         Returns the new job and the event with its sequence number set."""
         with self._db.transaction() as tx:
-            row = tx.query_one(f"SELECT job FROM jobs WHERE id = ?{self._db.for_update}", (job_id,))
+            row = tx.query_one(
+                f"SELECT job, attempt, lease_owner, lease_expires < {self._db.now_sql} AS expired"
+                f" FROM jobs WHERE id = ?{self._db.for_update}",
+                (job_id,),
+            )
             if row is None:
                 raise KeyError(job_id)
+            if lease is not None:
+                check(lease, row)
+                if expired and not row["expired"]:
+                    raise LeaseLost(lease, row["lease_owner"], int(row["attempt"]))
             job = _job(row)
             was_final = job.state in TERMINAL_STATES
+            before = job.state
             if change is not None:
                 change(job)
             ended = job.state in TERMINAL_STATES and not was_final
@@ -144,10 +175,17 @@ class JobStore:
                     (job_id, event.sequence, event.SerializeToString()),
                 )
                 job.last_event_sequence = event.sequence
+                self._notify(tx, EVENTS_CHANNEL, f"{job_id} {event.sequence} {self._origin}")
+            released = job.state != before and job.state in _UNLEASED_STATES
+            # Back in the queue, paused or finished: the attempt is over, its lease goes with it.
             tx.execute(
-                "UPDATE jobs SET state = ?, job = ? WHERE id = ?",
+                "UPDATE jobs SET state = ?, job = ?"
+                + (", lease_owner = NULL, lease_expires = NULL" if released else "")
+                + " WHERE id = ?",
                 (job.state, job.SerializeToString(), job_id),
             )
+            if released and job.state == training_job_pb.JOB_STATE_QUEUED:
+                self._notify(tx, QUEUE_CHANNEL, job_id)
             if ended:
                 for write in self.on_end_in_transaction:
                     write(tx, job)
@@ -155,6 +193,10 @@ class JobStore:
             for listener in self.on_end_committed:
                 listener(job)
         return job, event
+
+    def _notify(self, tx: db.Session, channel: str, payload: str) -> None:
+        if self._db.dialect == "postgresql":
+            tx.execute("SELECT pg_notify(?, ?)", (channel, payload))
 
     def list(
         self,
@@ -223,12 +265,24 @@ class JobStore:
 
     # ---- checkpoints ---------------------------------------------------------
 
-    def put_checkpoint(self, job_id: str, checkpoint: training_job_pb.Checkpoint) -> None:
-        self._db.execute(
-            "INSERT INTO checkpoints (job_id, step, checkpoint) VALUES (?, ?, ?)"
-            " ON CONFLICT (job_id, step) DO UPDATE SET checkpoint = excluded.checkpoint",
-            (job_id, checkpoint.step, checkpoint.SerializeToString()),
-        )
+    def put_checkpoint(
+        self, job_id: str, checkpoint: training_job_pb.Checkpoint, lease: Lease | None = None
+    ) -> None:
+        """Records a checkpoint; with `lease`, only while that lease is the job's."""
+        with self._db.transaction() as tx:
+            if lease is not None:
+                row = tx.query_one(
+                    f"SELECT attempt, lease_owner FROM jobs WHERE id = ?{self._db.for_update}",
+                    (job_id,),
+                )
+                if row is None:
+                    raise KeyError(job_id)
+                check(lease, row)
+            tx.execute(
+                "INSERT INTO checkpoints (job_id, step, checkpoint) VALUES (?, ?, ?)"
+                " ON CONFLICT (job_id, step) DO UPDATE SET checkpoint = excluded.checkpoint",
+                (job_id, checkpoint.step, checkpoint.SerializeToString()),
+            )
 
     def delete_checkpoint(self, job_id: str, step: int) -> None:
         self._db.execute("DELETE FROM checkpoints WHERE job_id = ? AND step = ?", (job_id, step))

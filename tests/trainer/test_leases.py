@@ -1,0 +1,158 @@
+"""Claims, heartbeats and fencing in the store, on both drivers: a stale lease cannot write."""
+
+import threading
+import time
+
+import pytest
+
+from tunewire.trainer.store.database import open_database
+from tunewire.trainer.store.jobs import JobStore, now_timestamp
+from tunewire.trainer.store.leases import LeaseLost, LeaseStore
+from tunewire.v1 import training_event_pb2 as training_event_pb
+from tunewire.v1 import training_job_pb2 as training_job_pb
+
+QUEUED = training_job_pb.JOB_STATE_QUEUED
+RUNNING = training_job_pb.JOB_STATE_RUNNING
+
+
+def _log(message: str) -> training_event_pb.TrainingEvent:
+    return training_event_pb.TrainingEvent(log=training_event_pb.LogLine(message=message))
+
+
+def _set(state: int):
+    return lambda job: setattr(job, "state", state)
+
+
+@pytest.fixture
+def stores(database_target):
+    database = open_database(database_target)
+    jobs = JobStore(database)
+    for i in range(3):
+        jobs.insert(
+            training_job_pb.TrainingJob(
+                id=f"job-{i}", owner="alice", state=QUEUED, create_time=now_timestamp()
+            ),
+            _log("created"),
+        )
+    yield jobs, LeaseStore(database, ttl_seconds=0.5)
+    database.close()
+
+
+def test_claims_go_in_queue_order_and_never_twice(stores):
+    _, leases = stores
+    (a,) = leases.claim("trainer-a")
+    (b,) = leases.claim("trainer-b")
+    assert (a.job_id, a.attempt, b.job_id) == ("job-0", 1, "job-1")
+    assert [lease.job_id for lease in leases.claim("trainer-a", limit=5)] == ["job-2"]
+    assert leases.claim("trainer-b") == []
+
+
+def test_a_stale_lease_cannot_write_after_its_job_was_taken_back(stores):
+    jobs, leases = stores
+    (first,) = leases.claim("trainer-a")
+    jobs.update(first.job_id, _set(RUNNING), _log("step 1"), first)
+    jobs.put_checkpoint(first.job_id, training_job_pb.Checkpoint(step=1), first)
+    time.sleep(0.7)  # trainer-a misses its beats
+    (dead,) = [e for e in leases.expired() if e.lease.job_id == first.job_id]
+    assert dead.lease == first and dead.state == RUNNING
+    jobs.update(first.job_id, _set(QUEUED), _log("re-queued"), dead.lease, expired=True)
+
+    with pytest.raises(LeaseLost, match="attempt 1 of trainer-a lost its lease"):
+        jobs.update(first.job_id, None, _log("from the dead"), first)
+    with pytest.raises(LeaseLost):
+        jobs.put_checkpoint(first.job_id, training_job_pb.Checkpoint(step=2), first)
+    (second,) = leases.claim("trainer-b")
+    assert (second.job_id, second.attempt) == (first.job_id, 2)
+    with pytest.raises(LeaseLost, match="held by trainer-b \\(attempt 2\\)"):
+        jobs.update(first.job_id, None, _log("from the dead"), first)
+    jobs.update(first.job_id, _set(RUNNING), _log("resumed"), second)
+    assert [e.sequence for e in jobs.events_after(first.job_id, 0)] == [1, 2, 3, 4]
+    assert [c.step for c in jobs.checkpoints(first.job_id)] == [1]
+
+
+def test_heartbeats_keep_leases_and_a_renewed_lease_is_not_taken(stores):
+    jobs, leases = stores
+    (lease,) = leases.claim("trainer-a")
+    for _ in range(4):
+        time.sleep(0.2)
+        held = leases.renew("trainer-a", "10.0.0.1:50052")
+        assert [h.job_id for h in held] == [lease.job_id]
+    assert leases.expired() == []
+    with pytest.raises(LeaseLost):  # taking it back needs the lease to have run out
+        jobs.update(lease.job_id, _set(QUEUED), None, lease, expired=True)
+    assert [(t["id"], t["address"]) for t in leases.trainers()] == [("trainer-a", "10.0.0.1:50052")]
+
+
+def test_finishing_releases_the_lease(stores):
+    jobs, leases = stores
+    (lease,) = leases.claim("trainer-a")
+    jobs.update(lease.job_id, _set(training_job_pb.JOB_STATE_SUCCEEDED), _log("done"), lease)
+    assert leases.renew("trainer-a") == []
+    with pytest.raises(LeaseLost):
+        jobs.update(lease.job_id, None, _log("late"), lease)
+
+
+def test_trainers_claiming_at_once_share_the_queue_without_overlap(database_target, stores):
+    jobs, _ = stores
+    for i in range(3, 40):
+        jobs.insert(
+            training_job_pb.TrainingJob(
+                id=f"job-{i}", owner="alice", state=QUEUED, create_time=now_timestamp()
+            ),
+            _log("created"),
+        )
+    claimed: dict[str, list[str]] = {}
+
+    def claimer(name: str) -> None:
+        database = open_database(database_target)
+        store = LeaseStore(database, ttl_seconds=30)
+        mine = claimed.setdefault(name, [])
+        while batch := store.claim(name, limit=2):
+            mine.extend(lease.job_id for lease in batch)
+        database.close()
+
+    threads = [threading.Thread(target=claimer, args=(f"t{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    every = [job for mine in claimed.values() for job in mine]
+    assert sorted(every) == sorted(f"job-{i}" for i in range(40))
+
+
+def test_claims_pass_over_the_jobs_a_trainer_cannot_run(stores):
+    _, leases = stores
+    (lease,) = leases.claim("trainer-a", passed_over={"job-0", "job-1"})
+    assert lease.job_id == "job-2"
+
+
+async def test_a_trainer_never_starts_a_job_whose_files_it_cannot_see(tmp_path, postgres_url):
+    from tunewire.trainer.config import TrainerConfig
+    from tunewire.trainer.server import start_trainer
+
+    database = open_database(postgres_url)
+    JobStore(database).insert(
+        training_job_pb.TrainingJob(
+            id="job-elsewhere", owner="alice", state=QUEUED, create_time=now_timestamp()
+        ),
+        _log("created on a trainer with another artifact root"),
+    )
+    server = await start_trainer(
+        TrainerConfig(
+            home=tmp_path / "home",
+            listen="127.0.0.1:0",
+            database=postgres_url,
+            artifact_root=tmp_path / "not-shared",
+            heartbeat_seconds=0.1,
+        )
+    )
+    try:
+        for _ in range(5):
+            await server.keeper.beat()
+        job = JobStore(database).get("job-elsewhere")
+        assert job.state == QUEUED and job.last_event_sequence == 1
+        row = database.query_one("SELECT lease_owner FROM jobs WHERE id = 'job-elsewhere'")
+        assert row["lease_owner"] is None  # free for a trainer that sees its files
+    finally:
+        await server.stop(grace=1)
+        database.close()

@@ -1,0 +1,163 @@
+"""Many trainers, one queue: claims, leases renewed by heartbeat, and fencing.
+
+A trainer claims a queued job by taking its lease (`lease_owner`, `lease_expires`)
+and a new attempt number, in one statement guarded by `FOR UPDATE SKIP LOCKED`:
+two trainers never claim the same job and neither waits for the other. It renews
+the leases of what it runs at every heartbeat; a lease that ran out (the trainer
+missed its beats) is taken back and the job re-queued by whichever trainer
+notices first. Every write a trainer makes for a running job names its
+`Lease`; the store refuses it (`LeaseLost`) unless that lease is still the
+job's, so a trainer that lost its job can never write over the next attempt.
+A job leaves its lease behind when it goes back to the queue or finishes.
+Times are the database's clock (`Database.now_sql`), one clock for all trainers.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from tunewire.trainer.store import db
+from tunewire.v1 import training_job_pb2 as training_job_pb
+
+QUEUED = training_job_pb.JOB_STATE_QUEUED
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One attempt at running a job: the trainer holding it and the attempt's fencing token."""
+
+    job_id: str
+    owner: str
+    attempt: int
+
+
+class LeaseLost(Exception):
+    """The write's lease is no longer the job's: another attempt owns it, or it ended."""
+
+    def __init__(self, lease: Lease, holder: str | None, attempt: int) -> None:
+        held = f"by {holder} (attempt {attempt})" if holder else f"by nobody (attempt {attempt})"
+        super().__init__(
+            f"job {lease.job_id}: attempt {lease.attempt} of {lease.owner} lost its lease; "
+            f"the job is held {held}"
+        )
+        self.lease = lease
+
+
+def check(lease: Lease, row: db.Row) -> None:
+    """Raises LeaseLost unless `row` (a job row read for update) still carries `lease`."""
+    if row["lease_owner"] != lease.owner or int(row["attempt"]) != lease.attempt:
+        raise LeaseLost(lease, row["lease_owner"], int(row["attempt"]))
+
+
+@dataclass(frozen=True)
+class Held:
+    """A job as its lease holder sees it at a heartbeat."""
+
+    job_id: str
+    attempt: int
+    state: int
+
+
+@dataclass(frozen=True)
+class Expired:
+    """A lease that ran out: its holder stopped beating (or never started the job)."""
+
+    lease: Lease
+    state: int
+
+
+class LeaseStore:
+    def __init__(self, database: db.Database, ttl_seconds: float) -> None:
+        self._db = database
+        self.ttl = ttl_seconds
+
+    def claim(
+        self, owner: str, limit: int = 1, passed_over: Collection[str] = ()
+    ) -> builtins.list[Lease]:
+        """Takes the leases of up to `limit` queued jobs, first in the queue first,
+        but for those in `passed_over` (jobs this trainer cannot run)."""
+        if limit < 1:
+            return []
+        skip = f" AND id NOT IN ({','.join('?' * len(passed_over))})" if passed_over else ""
+        with self._db.transaction() as tx:
+            rows = tx.query(
+                f"SELECT id, attempt FROM jobs WHERE state = ? AND lease_owner IS NULL{skip}"
+                f" ORDER BY queue_order LIMIT ?{self._db.skip_locked}",
+                (QUEUED, *passed_over, limit),
+            )
+            leases = []
+            for row in rows:
+                attempt = int(row["attempt"]) + 1
+                tx.execute(
+                    f"UPDATE jobs SET attempt = ?, lease_owner = ?, lease_expires = {self._db.now_sql} + ?"
+                    " WHERE id = ?",
+                    (attempt, owner, self.ttl, row["id"]),
+                )
+                leases.append(Lease(row["id"], owner, attempt))
+        return leases
+
+    def renew(self, owner: str, address: str = "") -> builtins.list[Held]:
+        """The heartbeat: extends every lease `owner` holds; returns what it still holds."""
+        now = self._db.now_sql
+        with self._db.transaction() as tx:
+            tx.execute(
+                f"UPDATE jobs SET lease_expires = {now} + ? WHERE lease_owner = ?",
+                (self.ttl, owner),
+            )
+            if not tx.execute(
+                f"UPDATE trainers SET heartbeat = {now}, address = ? WHERE id = ?", (address, owner)
+            ):
+                tx.execute(
+                    f"INSERT INTO trainers (id, address, started, heartbeat) VALUES (?, ?, {now}, {now})"
+                    " ON CONFLICT (id) DO NOTHING",
+                    (owner, address),
+                )
+            rows = tx.query("SELECT id, attempt, state FROM jobs WHERE lease_owner = ?", (owner,))
+        return [Held(r["id"], int(r["attempt"]), int(r["state"])) for r in rows]
+
+    def expired(self, limit: int = 100) -> builtins.list[Expired]:
+        """Leases whose time ran out, oldest first."""
+        rows = self._db.query(
+            "SELECT id, lease_owner, attempt, state FROM jobs"
+            f" WHERE lease_owner IS NOT NULL AND lease_expires < {self._db.now_sql}"
+            " ORDER BY lease_expires LIMIT ?",
+            (limit,),
+        )
+        return [
+            Expired(Lease(r["id"], r["lease_owner"], int(r["attempt"])), int(r["state"]))
+            for r in rows
+        ]
+
+    def held_by(self, owner: str) -> builtins.list[tuple[Lease, int]]:
+        """The leases `owner` holds, with their jobs' states (a restarted trainer's own)."""
+        rows = self._db.query(
+            "SELECT id, attempt, state FROM jobs WHERE lease_owner = ? ORDER BY queue_order",
+            (owner,),
+        )
+        return [(Lease(r["id"], owner, int(r["attempt"])), int(r["state"])) for r in rows]
+
+    def release(self, lease: Lease) -> bool:
+        """Gives a claimed job's lease back without touching the job (it stays queued)."""
+        return bool(
+            self._db.execute(
+                "UPDATE jobs SET lease_owner = NULL, lease_expires = NULL"
+                " WHERE id = ? AND lease_owner = ? AND attempt = ?",
+                (lease.job_id, lease.owner, lease.attempt),
+            )
+        )
+
+    def release_queued(self) -> int:
+        """Gives back every queued job's lease (one trainer alone on its database, restarting)."""
+        return self._db.execute(
+            "UPDATE jobs SET lease_owner = NULL, lease_expires = NULL"
+            " WHERE state = ? AND lease_owner IS NOT NULL",
+            (QUEUED,),
+        )
+
+    def trainers(self) -> builtins.list[db.Row]:
+        """Every trainer that ever beat, with its last heartbeat's age in seconds."""
+        return self._db.query(
+            f"SELECT id, address, {self._db.now_sql} - heartbeat AS age FROM trainers ORDER BY id"
+        )
