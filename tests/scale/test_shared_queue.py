@@ -152,7 +152,13 @@ async def test_a_trainer_lost_mid_job_costs_nothing(two_trainers, tiny_model_dir
             training_service_pb.WatchTrainingJobRequest(job_id=job.id), metadata=stack.md
         ):
             before.append(msg.event)
-            if msg.event.HasField("training_metrics") and msg.event.training_metrics.step >= 6:
+            # Right after a checkpoint was recorded: the worker is steps away from the
+            # next one, so the one the job resumes from is one the store knows, and no
+            # step's metrics can fall between the two trainers.
+            if (
+                msg.event.HasField("checkpoint_saved")
+                and msg.event.checkpoint_saved.checkpoint.step >= 4
+            ):
                 break
     first = _runner_of(before)[0]
     lost, survivor = (stack.a, stack.b) if first == stack.a.trainer_id else (stack.b, stack.a)

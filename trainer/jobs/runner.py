@@ -31,7 +31,13 @@ from tunewire.trainer.protocol import job_layout
 from tunewire.trainer.protocol.commands import Command
 from tunewire.trainer.protocol.config import WorkerConfig
 from tunewire.trainer.protocol.events import Outcome
-from tunewire.trainer.store.jobs import ACTIVE_STATES, TERMINAL_STATES, JobStore, now_timestamp
+from tunewire.trainer.store.jobs import (
+    ACTIVE_STATES,
+    TERMINAL_STATES,
+    UNLEASED_STATES,
+    JobStore,
+    now_timestamp,
+)
 from tunewire.trainer.store.leases import Expired, Lease, LeaseLost, LeaseStore
 from tunewire.v1 import training_event_pb2 as training_event_pb
 from tunewire.v1 import training_job_pb2 as training_job_pb
@@ -101,16 +107,20 @@ class JobRunner:
         event: training_event_pb.TrainingEvent | None,
     ) -> training_job_pb.TrainingJob:
         lease = self._held.get(job_id)
+        before: list[int] = []
+
+        def tracked(job: training_job_pb.TrainingJob) -> None:
+            before.append(job.state)
+            if change is not None:
+                change(job)
+
         try:
-            job, stored = self._store.update(job_id, change, event, lease)
+            job, stored = self._store.update(job_id, tracked, event, lease)
         except LeaseLost as exc:
             log.warning("%s; this trainer stops the job", exc)
             self.lost(job_id)
             return self._store.get(job_id)
-        if lease is not None and (
-            job.state in TERMINAL_STATES
-            or job.state in (training_job_pb.JOB_STATE_QUEUED, training_job_pb.JOB_STATE_PAUSED)
-        ):
+        if lease is not None and job.state != before[0] and job.state in UNLEASED_STATES:
             self._held.pop(job_id, None)  # the store released it with that change
         if stored is not None:
             self._bus.publish(stored)
@@ -199,6 +209,16 @@ class JobRunner:
         for note in choice.set_aside:
             self.apply(job_id, None, log_event(note))
         resume = choice.path
+        if self._shared and resume is not None:
+            # Only a checkpoint the store recorded: one a lost trainer's worker wrote
+            # after its last recorded event would skip the steps in between in the log.
+            recorded = {c.step for c in self._store.checkpoints(job_id)}
+            usable = [
+                p
+                for p in checkpoints.candidates(job_dir)
+                if int(p.name) in recorded and checkpoints.problem(p) is None
+            ]
+            resume = usable[0] if usable else None
         try:
             # The config is the stored job's, written afresh at every start; the resume
             # point is an argument, so nothing in the file changes between starts.

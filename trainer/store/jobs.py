@@ -50,7 +50,7 @@ class JobPage:
 
 
 # States no attempt runs in: a change into one ends the attempt's lease.
-_UNLEASED_STATES = TERMINAL_STATES | {
+UNLEASED_STATES = TERMINAL_STATES | {
     training_job_pb.JOB_STATE_QUEUED,
     training_job_pb.JOB_STATE_PAUSED,
 }
@@ -176,7 +176,7 @@ class JobStore:
                 )
                 job.last_event_sequence = event.sequence
                 self._notify(tx, EVENTS_CHANNEL, f"{job_id} {event.sequence} {self._origin}")
-            released = job.state != before and job.state in _UNLEASED_STATES
+            released = job.state != before and job.state in UNLEASED_STATES
             # Back in the queue, paused or finished: the attempt is over, its lease goes with it.
             tx.execute(
                 "UPDATE jobs SET state = ?, job = ?"

@@ -21,6 +21,12 @@ from tunewire.trainer.store.db import Args, DatabaseError, IntegrityError, Row
 
 POOL_MAX = 8
 CONNECT_TIMEOUT_SECONDS = 10
+# Every transaction here takes milliseconds. A trainer frozen inside one (a paused
+# host, a partition) would hold its row locks for ever and stall every other
+# trainer that touches the job: the server ends such a session after a few
+# seconds, and no statement waits longer than that for a lock (it fails, and is
+# tried again at the next heartbeat). Both well under the default lease (10 s).
+SESSION_OPTIONS = "-c idle_in_transaction_session_timeout=3000 -c lock_timeout=3000"
 
 
 def redacted(url: str) -> str:
@@ -68,7 +74,9 @@ class PostgresDatabase:
         try:
             # One plain connection first: a wrong URL or a server that is down fails
             # at once with the driver's own words, not after the pool's retries.
-            psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_SECONDS).close()
+            psycopg.connect(
+                url, connect_timeout=CONNECT_TIMEOUT_SECONDS, options=SESSION_OPTIONS
+            ).close()
         except psycopg.Error as exc:
             raise DatabaseError(
                 f"cannot connect to the database {redacted(url)}: {str(exc).strip()}"
@@ -77,7 +85,7 @@ class PostgresDatabase:
             url,
             min_size=1,
             max_size=POOL_MAX,
-            kwargs={"autocommit": True, "row_factory": dict_row},
+            kwargs={"autocommit": True, "row_factory": dict_row, "options": SESSION_OPTIONS},
             open=False,
             name="tunewire",
         )
