@@ -22,6 +22,7 @@ Other
   info                    the server's version, device and features
   model tiny DIR          build the bundled tiny model (tests, demos)
   demo                    what `make run` shows: SmolLM2 learns a sign-off, live, before/after
+  e2e [--url URL]         the seed's end-to-end suite against a running server (--report FILE)
 
 Global flags (before or after the command): --address HOST:PORT (default
 $TUNEWIRE_ADDRESS or localhost:50051), --api-key KEY (default $TUNEWIRE_API_KEY),
@@ -56,6 +57,7 @@ COMMANDS = {
     "info": ("tunewire.cli.info", "run_info"),
     "model": ("tunewire.cli.model", "run_model"),
     "demo": ("tunewire.cli.demo", "run_demo"),
+    "e2e": ("tunewire.cli.e2e", "run_e2e"),
 }
 # Commands that talk to a server and take the global flags.
 CLIENT_COMMANDS = {
