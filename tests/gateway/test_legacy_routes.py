@@ -16,7 +16,7 @@ import pytest
 
 from tunewire.gateway.server import start_gateway
 
-from .conftest import start_stack, wait_for
+from .conftest import restart_trainer, start_stack, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -423,3 +423,19 @@ async def test_seed_client_trains_lora_and_qlora_and_generates(tmp_path, tiny_mo
             assert {j["job_id"] for j in (await r.json())["jobs"]} == set(jobs.values())
     finally:
         await stack.close()
+
+
+async def test_health_is_503_while_the_trainer_is_down(legacy_stack, http):
+    await health_with_features(legacy_stack, http)  # last-known info is cached now
+    await legacy_stack.trainer.stop(grace=1)
+
+    async def unhealthy():
+        async with http.get(f"{legacy_stack.url}/health") as r:
+            body = await r.json()
+            return (r.status, body) if r.status == 503 else None
+
+    _, body = await wait_for(unhealthy, "/health to say the trainer is down", timeout=30)
+    assert body["status"] == "unhealthy" and body["detail"]
+    await restart_trainer(legacy_stack)
+    await wait_for(lambda: legacy_stack.gateway.trainer_health.serving, "the trainer back")
+    await health_with_features(legacy_stack, http)
