@@ -160,19 +160,21 @@ def set_from_strings(message: Message, path: str, values: list[str], param: str)
                 )
             ]
         )
-    if _is_repeated(field):
-        getattr(target, field.name).extend(_convert(field, v, param) for v in values)
-        return
-    if len(values) > 1:
+    if not _is_repeated(field) and len(values) > 1:
         raise invalid_argument(
             [FieldViolation(param, f"given {len(values)} times but takes one value")]
         )
-    try:
-        setattr(target, field.name, _convert(field, values[0], param))
-    except ValueError as exc:  # out of range for the field's integer type
-        raise invalid_argument(
-            [FieldViolation(param, f"{values[0]!r} does not fit: {exc}")]
-        ) from None
+    for value in values:
+        try:
+            if _is_repeated(field):
+                getattr(target, field.name).append(_convert(field, value, param))
+            else:
+                setattr(target, field.name, _convert(field, value, param))
+        except (ValueError, TypeError) as exc:  # out of range for the field's type
+            shown = value if len(value) <= 40 else value[:40] + "..."
+            raise invalid_argument(
+                [FieldViolation(param, f"{shown!r} does not fit: {exc}")]
+            ) from None
 
 
 def _convert(field: FieldDescriptor, text: str, param: str):

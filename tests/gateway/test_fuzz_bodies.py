@@ -14,6 +14,7 @@ import asyncio
 import json
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 
@@ -363,3 +364,39 @@ raw_bodies = st.one_of(
 def test_raw_bodies(running, path, data):
     status, answer = running.call("POST", path, data)
     check(status, answer, (path, data[:60]))
+
+
+# ---- query strings and path segments of the other routes ---------------------------------
+
+QUERY_ROUTES = [
+    ("GET", "/train", ["status", "limit"]),
+    ("GET", "/v1/jobs", ["page_size", "page_token", "states", "filter"]),
+    ("GET", "/v1/datasets", ["page_size", "page_token"]),
+    ("GET", "/v1/jobs/{id}", []),
+    ("GET", "/v1/jobs/{id}/checkpoints", ["page_size"]),
+    ("GET", "/v1/jobs/{id}/events", ["after_sequence"]),
+    ("GET", "/v1/jobs/{id}/artifact", ["kind", "checkpoint_step"]),
+    ("GET", "/v1/jobs/{id}/log", ["page_size", "page_token", "tail", "rank"]),
+    ("GET", "/train/{id}/status", []),
+    ("POST", "/train/{id}/stop", ["force"]),
+]
+query_values = st.one_of(
+    st.text(max_size=20),
+    st.sampled_from(["-1", "0", "2147483648", str(2**70), "9" * 5000, "NaN", "true", ""]),
+)
+
+
+@FUZZ
+@given(
+    route=st.sampled_from(QUERY_ROUTES),
+    job_id=st.one_of(st.just("job-000000000000"), st.text(min_size=1, max_size=40)),
+    values=st.lists(st.tuples(st.integers(0, 8), query_values), max_size=3),
+)
+def test_query_strings_and_path_segments(running, route, job_id, values):
+    method, template, names = route
+    params = [([*names, "unknown_param"][i % (len(names) + 1)], v) for i, v in values]
+    path = template.replace("{id}", urllib.parse.quote(job_id, safe=""))
+    if params:
+        path += "?" + urllib.parse.urlencode(params)
+    status, answer = running.call(method, path, b"" if method == "POST" else None)
+    check(status, answer, (method, path[:120]))
