@@ -252,7 +252,8 @@ def _too_long(line: int, limit: int) -> Record:
 
 def _located_json_error(exc: ValueError, start_line: int, start_column: int) -> Issue:
     if not isinstance(exc, json.JSONDecodeError):
-        return Issue(start_line, codes.INVALID_JSON, f"not valid JSON: {exc}")
+        # Python's own words up to its advice (set_int_max_str_digits is not the user's fix).
+        return Issue(start_line, codes.INVALID_JSON, f"not valid JSON: {str(exc).split(';')[0]}")
     text, pos = exc.doc, exc.pos
     line = start_line + text.count("\n", 0, pos)
     line_start = text.rfind("\n", 0, pos) + 1

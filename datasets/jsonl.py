@@ -144,6 +144,8 @@ def parse_line(raw: bytes | memoryview, line: int) -> tuple[object, Issue | None
         return None, Issue(line, codes.TOO_DEEP, too_deep_message())
     except json.JSONDecodeError as exc:
         return None, json_error_issue(exc, line)
+    except ValueError as exc:  # an integer past Python's 4,300 digits: the file's fault
+        return None, Issue(line, codes.INVALID_JSON, f"not valid JSON: {str(exc).split(';')[0]}")
 
 
 def json_error_issue(exc: json.JSONDecodeError, line: int, record_line: int = 0) -> Issue:

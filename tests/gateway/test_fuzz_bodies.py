@@ -349,6 +349,7 @@ BODY_ROUTES = [
     "/v1/datasets:validate",
     "/v1/generate",
     "/v1/jobs/job-000000000000:cancel",
+    "/v1/datasets:upload",
 ]
 raw_bodies = st.one_of(
     st.binary(max_size=200),

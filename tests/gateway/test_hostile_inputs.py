@@ -4,6 +4,8 @@ field and the limit, on the seed's routes and on /v1 alike."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tunewire.errors import (
@@ -199,3 +201,18 @@ def test_a_status_with_thousands_of_violations_stays_small():
     assert status.ByteSize() < MAX_VIOLATION_BYTES * 2
     bad = build_status(3, "m" * 100_000, invalid_argument(many).reason, violations=many)
     assert len(bad.message.encode()) <= 600
+
+
+async def test_uploads_with_numbers_past_pythons_digit_limit(hostile, http):
+    """A dataset file whose record holds a 5,000-digit integer is a bad line, not a 500."""
+    for data in (
+        b'{"instruction": "a", "output": "b", "n": ' + b"9" * 5000 + b"}\n",
+        b'[{"instruction": "a", "output": "b", "n": ' + b"9" * 5000 + b"}]",
+    ):
+        async with http.post(
+            f"{hostile.url}/v1/datasets:upload", data=data, headers=hostile.headers("alice")
+        ) as r:
+            assert r.status < 500, await r.text()
+            answer = await r.json()
+        text = json.dumps(answer)
+        assert "INVALID_JSON" in text and "set_int_max_str_digits" not in text, text[:500]
