@@ -19,6 +19,7 @@ import json
 import os
 import random
 import statistics
+import sys
 from pathlib import Path
 
 from bench import common
@@ -83,7 +84,7 @@ def replies(model_dir: Path, adapter: str | None, prompts: list[str]) -> list[st
         text = tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
         )
-        reply = generate(model, tokenizer, text, max_tokens=80, sampler=make_sampler(temp=0.0))
+        reply = generate(model, tokenizer, text, max_tokens=60, sampler=make_sampler(temp=0.0))
         out.append(" ".join(reply.split()))
     return out
 
@@ -94,6 +95,12 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=2e-4)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    env = common.bench_env()
+    if env.get("LD_PRELOAD") and os.environ.get("LD_PRELOAD") != env["LD_PRELOAD"]:
+        # The scoring and sampling here run in this process: with OpenBLAS, as a worker.
+        os.execve(
+            sys.executable, [sys.executable, "-m", "bench.preference_real", *sys.argv[1:]], env
+        )
     load_at_start = os.getloadavg()[0]
     home = Path(os.environ.get("TUNEWIRE_HOME", common.REPO / ".tunewire"))
     model_dir = home / "models" / MODEL
