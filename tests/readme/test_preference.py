@@ -81,7 +81,7 @@ def test_every_command_of_the_section_works_against_a_live_server(tmp_path, tiny
         assert methods == [
             "PREFERENCE_METHOD_DPO",
             "PREFERENCE_METHOD_DPO",
-            "PREFERENCE_METHOD_ORPO",
+            "PREFERENCE_METHOD_DPO",
         ]
         assert all(j.latest_metrics.HasField("preference") for j in jobs)
     finally:
