@@ -136,6 +136,11 @@ class TrainerConfig:
         return self.artifacts / "datasets"
 
     @property
+    def adapters_dir(self) -> Path:
+        """Uploaded adapters (UploadAdapter): `<id>/` each, `.incoming/` while arriving."""
+        return self.artifacts / "adapters"
+
+    @property
     def allowed_roots(self) -> Roots:
         """Roots for dataset paths: the flags, else the start directory; never the home
         (paths.py keeps it out unless a root lies inside it)."""

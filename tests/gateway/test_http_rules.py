@@ -44,6 +44,7 @@ def test_every_annotated_rpc_has_its_route():
         ("POST", "/v1/generate:stream"): "StreamGenerate",
         ("GET", "/v1/jobs/{job_id}/artifact"): "DownloadArtifact",
         ("GET", "/v1/jobs/{job_id}/export"): "ExportArtifact",
+        ("POST", "/v1/adapters:upload"): "UploadAdapter",
         ("GET", "/v1/info"): "GetServerInfo",
         ("POST", "/v1/datasets:upload"): "UploadDataset",
         ("POST", "/v1/datasets:validate"): "ValidateDataset",

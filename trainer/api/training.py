@@ -58,6 +58,11 @@ class TrainingService(training_service_grpc.TrainingServiceServicer):
         return training_service_pb.CreateTrainingJobResponse(job=job)
 
     @handles_errors
+    async def UploadAdapter(self, request_iterator, context):
+        adapter = await self._jobs.adapters.upload(self._who(context), request_iterator)
+        return training_service_pb.UploadAdapterResponse(adapter=adapter)
+
+    @handles_errors
     async def GetTrainingJob(self, request, context):
         return training_service_pb.GetTrainingJobResponse(
             job=self._jobs.get(self._who(context), request.job_id)

@@ -29,12 +29,16 @@ class Received:
 
 
 async def receive(
-    parts: AsyncIterator[dataset_service_pb.UploadDatasetRequest], into: Path, limit: int
+    parts: AsyncIterator[dataset_service_pb.UploadDatasetRequest],
+    into: Path,
+    limit: int,
+    metadata=None,
 ) -> Received:
-    """Writes the chunks of an UploadDataset stream to `into`."""
+    """Writes the chunks of an upload stream (UploadDataset's, or any `part` oneof of
+    `metadata` and `chunk`, UploadAdapter's) to `into`; `metadata` is the empty default."""
     digest = hashlib.sha256()
     size = 0
-    metadata = dataset_service_pb.UploadMetadata()
+    metadata = dataset_service_pb.UploadMetadata() if metadata is None else metadata
     seen_chunk = False
     # A write of a chunk (at most a few MiB) to the page cache is shorter than a
     # thread hop, so it stays on the event loop.

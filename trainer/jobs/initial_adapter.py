@@ -41,11 +41,19 @@ def source_dir(
     source: training_job_pb.InitialAdapter,
     job_adapter: Callable[[str, int], str],
     roots: Roots,
+    uploaded: Callable[[str], Path] | None = None,
 ) -> Path:
     """The adapter folder `source` names. `job_adapter(job_id, step)` finds another
-    job's (visible to the caller) adapter, or its checkpoint at `step`."""
-    if bool(source.job_id) == bool(source.path):
-        raise AdapterUnusable("give exactly one of job_id and path")
+    job's (visible to the caller) adapter, or its checkpoint at `step`; `uploaded(id)`
+    an adapter the caller uploaded (NOT_FOUND for anyone else's)."""
+    if sum(map(bool, (source.job_id, source.path, source.adapter_id))) != 1:
+        raise AdapterUnusable("give exactly one of job_id, path and adapter_id")
+    if source.adapter_id:
+        if source.checkpoint_step:
+            raise AdapterUnusable("checkpoint_step goes with job_id, not adapter_id")
+        if uploaded is None:
+            raise AdapterUnusable("this server does not keep uploaded adapters")
+        return uploaded(source.adapter_id)
     if source.path:
         if source.checkpoint_step:
             raise AdapterUnusable("checkpoint_step goes with job_id, not path")
@@ -54,7 +62,7 @@ def source_dir(
     return Path(job_adapter(source.job_id, source.checkpoint_step))
 
 
-def _header(path: Path) -> dict[str, list[int]]:
+def read_header(path: Path) -> dict[str, list[int]]:
     try:
         with open(path, "rb") as f:
             (size,) = struct.unpack("<Q", f.read(8))
@@ -133,7 +141,7 @@ def check(
     if violations:
         return "", violations
     try:
-        have = _header(weights)
+        have = read_header(weights)
     except AdapterUnusable as exc:
         return "", [FieldViolation(FIELD, str(exc))]
     want = expected_tensors(spec, model)

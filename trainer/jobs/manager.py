@@ -20,6 +20,7 @@ from tunewire.errors import FieldViolation, ServiceError, invalid_argument, not_
 from tunewire.identity import Principal
 from tunewire.reasons import Reason
 from tunewire.trainer.api import paging
+from tunewire.trainer.artifacts.uploaded_adapters import UploadedAdapters
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.datasets import files
 from tunewire.trainer.jobs import initial_adapter, logs
@@ -52,6 +53,7 @@ class JobManager:
         self._bus = bus
         self._runner = runner
         self._data = data
+        self.adapters = UploadedAdapters(config.adapters_dir, config.max_upload_bytes)
 
     # ---- create ----------------------------------------------------------------
 
@@ -277,7 +279,10 @@ class JobManager:
 
         try:
             folder = initial_adapter.source_dir(
-                resolved.spec.initial_adapter, job_adapter, self._config.allowed_roots
+                resolved.spec.initial_adapter,
+                job_adapter,
+                self._config.allowed_roots,
+                lambda adapter_id: self.adapters.folder(who, adapter_id),
             )
         except initial_adapter.AdapterUnusable as exc:
             return "", [FieldViolation(initial_adapter.FIELD, str(exc))]
