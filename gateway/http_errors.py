@@ -16,11 +16,18 @@ import logging
 import math
 
 import grpc
-from aiohttp import web
+from aiohttp import http_exceptions, web
 from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 
-from tunewire.errors import Reason, ServiceError, reason_of, status_from_exception
+from tunewire.errors import (
+    FieldViolation,
+    Reason,
+    ServiceError,
+    invalid_argument,
+    reason_of,
+    status_from_exception,
+)
 
 # gRPC code → HTTP status, exactly as grpc-gateway maps them.
 HTTP_STATUS = {
@@ -177,6 +184,27 @@ def service_error_from_http(
     return ServiceError(code, message, reason=reason, metadata=metadata or {})
 
 
+def unreadable_body(exc: BaseException) -> ServiceError | None:
+    """INVALID_ARGUMENT on `body` for what aiohttp raises while a route reads the body
+    (a form or multipart part that is not UTF-8, a part header past its line limit),
+    which are the client's mistakes, not 500s; None for anything else."""
+    if isinstance(exc, UnicodeDecodeError):
+        return invalid_argument(
+            [
+                FieldViolation(
+                    "body", f"is not UTF-8: byte {exc.start} is 0x{exc.object[exc.start]:02x}"
+                )
+            ]
+        )
+    if isinstance(exc, http_exceptions.LineTooLong):
+        return invalid_argument(
+            [FieldViolation("body", "has a part header line longer than 8190 bytes")]
+        )
+    if isinstance(exc, http_exceptions.HttpProcessingError) and 400 <= exc.code < 500:
+        return invalid_argument([FieldViolation("body", "is not a well-formed HTTP body")])
+    return None
+
+
 def error_middleware(status_of):
     """Every error of an HTTP call as google.rpc.Status JSON: the gateway's own
     (auth, limits, bad requests), the trainer's (relayed status, `status_of` an
@@ -208,6 +236,9 @@ def error_middleware(status_of):
         except (asyncio.CancelledError, ConnectionResetError):
             raise  # the client left; there is nobody to answer
         except Exception as exc:
+            refusal = unreadable_body(exc)
+            if refusal is not None:
+                return error_response(refusal, legacy=legacy)
             log.exception("unexpected error in %s %s", request.method, request.path)
             return error_response(exc, legacy=legacy)
 

@@ -2,7 +2,9 @@
 
 Python's `json` gives a RecursionError for deep nesting, a ValueError with
 advice about `sys.set_int_max_str_digits` for a 5,000-digit number, and takes
-`NaN` and `Infinity`, which JSON does not have. Here each of those is an
+`NaN` and `Infinity`, which JSON does not have, and decodes a `\ud800` escape
+into a lone surrogate that no UTF-8 encoder (protobuf's included) will write
+back. Here each of those is an
 INVALID_ARGUMENT that names the field (or `body`) and the limit, before any
 route looks at the value.
 """
@@ -97,7 +99,45 @@ def loads(data: bytes | str, where: str = "body") -> object:
         raise invalid_argument([FieldViolation(where, f"is not valid JSON: {exc}")]) from None
     if _depth(value) > MAX_DEPTH:
         raise _too_deep(where)
+    surrogate = lone_surrogate(value, where)
+    if surrogate is not None:
+        raise invalid_argument([surrogate])
     return value
+
+
+def lone_surrogate(value: object, where: str = "body") -> FieldViolation | None:
+    """The first string (or key) holding a lone surrogate such as `"\\ud800"`: valid
+    JSON text but not Unicode text, so no UTF-8 encoder (protobuf's, aiohttp's) can
+    write it on; a route given one answered 500 before. Iterative, like `_depth`."""
+    pending = [(value, where)]
+    while pending:
+        item, path = pending.pop()
+        if isinstance(item, str):
+            bad = _surrogate_at(item)
+            if bad is not None:
+                return FieldViolation(
+                    path,
+                    f"holds a lone surrogate \\u{ord(item[bad]):04x} at character {bad}: "
+                    "strings must be valid Unicode",
+                )
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if _surrogate_at(key) is not None:
+                    return FieldViolation(path, "has a key holding a lone surrogate")
+                pending.append((child, key if path == "body" else f"{path}.{key}"))
+        elif isinstance(item, list):
+            pending.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+    return None
+
+
+def _surrogate_at(text: str) -> int | None:
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
 
 
 def _too_deep(where: str) -> ServiceError:

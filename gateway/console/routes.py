@@ -7,7 +7,6 @@ through the public `/v1` routes with the session cookie.
 
 from __future__ import annotations
 
-import json
 import mimetypes
 from pathlib import Path
 from urllib.parse import quote
@@ -17,6 +16,7 @@ from aiohttp import web
 
 import tunewire.gateway.console.session as sessions
 from tunewire.errors import FieldViolation, Reason, ServiceError, invalid_argument
+from tunewire.gateway import json_body
 from tunewire.gateway.auth import Authenticator
 from tunewire.gateway.console.yaml_spec import spec_from_yaml
 
@@ -141,10 +141,7 @@ class ConsoleRoutes:
         body = await request.read()
         if len(body) > MAX_YAML_BYTES:
             raise invalid_argument([FieldViolation("yaml", f"is over {MAX_YAML_BYTES} bytes")])
-        try:
-            data = json.loads(body or b"{}")
-        except ValueError:
-            raise invalid_argument([FieldViolation("body", "is not JSON")]) from None
+        data = json_body.loads(body or b"{}")
         if not isinstance(data, dict) or not isinstance(data.get("yaml", ""), str):
             raise invalid_argument([FieldViolation("yaml", "must be the YAML text")])
         dataset_id = data.get("dataset_id", "")

@@ -62,6 +62,14 @@ def violations_of(error: ConfigError) -> list[FieldViolation]:
 def spec_from_yaml(text: str, dataset_id: str) -> dict:
     """{"spec": the spec as JSON with the protos' names, "origins": spec path →
     the YAML key that set it, "notes": keys accepted but not used}."""
+    try:
+        return _spec_from_yaml(text, dataset_id)
+    except RecursionError:
+        # PyYAML composes recursively: 10,000 nested "- " was a 500.
+        raise invalid_argument([FieldViolation("yaml", "is nested too deeply")]) from None
+
+
+def _spec_from_yaml(text: str, dataset_id: str) -> dict:
     text, had_data = _without_data(text)
     if had_data and not dataset_id:
         raise invalid_argument(

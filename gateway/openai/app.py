@@ -11,7 +11,7 @@ from aiohttp import web
 
 from tunewire.errors import ServiceError
 from tunewire.gateway.auth import PRINCIPAL, Authenticator, http_credentials
-from tunewire.gateway.http_errors import service_error_from_http
+from tunewire.gateway.http_errors import service_error_from_http, unreadable_body
 from tunewire.gateway.limits import StreamLimiter
 from tunewire.gateway.methods import Method
 from tunewire.gateway.openai.calls import TrainerCalls
@@ -53,6 +53,9 @@ def _middleware(authenticator: Authenticator, link: TrainerLink):
         except (asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception as exc:
+            refusal = unreadable_body(exc)
+            if refusal is not None:
+                return exception_response(refusal)
             log.exception("unexpected error in %s %s", request.method, request.path)
             return exception_response(exc)
 

@@ -12,6 +12,7 @@ import math
 
 from aiohttp import web
 
+from tunewire.gateway.json_body import lone_surrogate
 from tunewire.gateway.openai.errors import bad_request
 
 MAX_JSON_DEPTH = 64
@@ -53,6 +54,9 @@ async def json_object(request: web.Request) -> dict:
         raise bad_request("the request body must be a JSON object", None)
     if _depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise bad_request(f"the request body is nested deeper than {MAX_JSON_DEPTH} levels", None)
+    surrogate = lone_surrogate(body)
+    if surrogate is not None:
+        raise bad_request(f"{surrogate.field} {surrogate.description}", surrogate.field)
     return body
 
 

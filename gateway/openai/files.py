@@ -89,6 +89,27 @@ def invalid_file_error(report: dataset_pb.ValidationReport, filename: str):
     return error
 
 
+async def _next_part(reader):
+    """The next part, or a 400 naming `file` for a body that is not multipart after all
+    (no boundary, no starting boundary, cut short): aiohttp's ValueError was a 500."""
+    try:
+        return await reader.next()
+    except ValueError as exc:
+        raise bad_request(f"the multipart body cannot be read: {exc}", "file") from None
+
+
+def _display_name(given: str | None) -> str:
+    """The upload's file name as stored (never a path: only its display name), at most
+    256 characters; a name aiohttp decoded to lone surrogates (bytes that are not
+    UTF-8) cannot be stored and is refused."""
+    name = (given or "upload.jsonl")[:256]
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_request("the file's name is not UTF-8", "file") from None
+    return name
+
+
 class FileRoutes:
     def __init__(self, calls: TrainerCalls, max_upload_bytes: int, chunk_bytes: int):
         self._calls = calls
@@ -115,9 +136,12 @@ class FileRoutes:
         size = request.content_length
         if size is not None and size > self._max_upload + (1 << 20):
             raise upload_too_large(self._max_upload)
-        reader = await request.multipart()
+        try:
+            reader = await request.multipart()
+        except ValueError as exc:  # no boundary in the Content-Type
+            raise bad_request(f"the multipart body cannot be read: {exc}", "file") from None
         purpose, dataset, filename = None, None, ""
-        while (part := await reader.next()) is not None:
+        while (part := await _next_part(reader)) is not None:
             if part.name == "purpose":
                 purpose = (await part.text()).strip()
                 if purpose != PURPOSE:
@@ -128,7 +152,7 @@ class FileRoutes:
             elif part.name == "file":
                 if dataset is not None:
                     raise bad_request("send one file per upload", "file")
-                filename = (part.filename or "upload.jsonl")[:256]
+                filename = _display_name(part.filename)
                 reply = await self._calls.upload(
                     DATASETS, "UploadDataset", self._chunks(part, filename), who
                 )

@@ -23,6 +23,7 @@ MAX_TOKENS = 4096
 MAX_PROMPT_CHARS = 1 << 20
 ROLES = ("system", "user", "assistant", "tool")
 MAX_STOP = 4
+MAX_MESSAGES = 1024
 
 
 def check_request(req: training_service_pb.GenerateRequest) -> None:
@@ -35,7 +36,20 @@ def check_request(req: training_service_pb.GenerateRequest) -> None:
                 "prompt", f"at most {MAX_PROMPT_CHARS} characters, got {len(req.prompt)}"
             )
         )
-    for i, m in enumerate(req.messages):
+    # The messages' text is bounded as the prompt's is: without it a 2 MB chat
+    # message went to the inference worker whole and held it for minutes.
+    chat_chars = sum(len(m.content) for m in req.messages)
+    if chat_chars > MAX_PROMPT_CHARS:
+        v.append(
+            FieldViolation(
+                "messages", f"at most {MAX_PROMPT_CHARS} characters of content, got {chat_chars}"
+            )
+        )
+    if len(req.messages) > MAX_MESSAGES:
+        v.append(
+            FieldViolation("messages", f"at most {MAX_MESSAGES} messages, got {len(req.messages)}")
+        )
+    for i, m in enumerate(req.messages[:MAX_MESSAGES]):
         if m.role not in ROLES:
             v.append(
                 FieldViolation(
