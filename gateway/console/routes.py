@@ -104,7 +104,10 @@ class ConsoleRoutes:
                 "sign in from the console's own page",
                 reason=Reason.CSRF_CHECK_FAILED,
             )
-        form = await request.post()
+        try:
+            form = await request.post()
+        except ValueError as exc:  # a multipart body without its boundary (was a 500)
+            raise invalid_argument([FieldViolation("body", f"cannot be read: {exc}")]) from None
         key = str(form.get("api_key", "")).strip()
         try:
             if not key or len(key) > MAX_KEY_LENGTH:

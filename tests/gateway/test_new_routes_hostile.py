@@ -16,6 +16,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -519,6 +520,9 @@ def test_console_sign_in_and_spec_with_hostile_input(running):
         (b"api_key=" + b"a" * 10_000, "application/x-www-form-urlencoded"),
         (b"\xff\xfe", "application/x-www-form-urlencoded"),
         (DEEP.encode(), "application/json"),
+        (b"api_key=%ff%fe", "application/x-www-form-urlencoded"),
+        (b"x", "multipart/form-data"),
+        (b"--XX\r\nnope", "multipart/form-data; boundary=XX"),
     ):
         status, raw, _ = running.call(
             None, "POST", "/console/sign-in", body, headers={"Content-Type": ctype}
@@ -538,3 +542,52 @@ def test_console_sign_in_and_spec_with_hostile_input(running):
     )
     assert_clean(running, status, raw, "cookie")
     assert status == 401
+
+
+ADAPTER_CONFIG = json.dumps({"fine_tune_type": "lora", "lora_parameters": {"rank": 8}})
+ADAPTER_UPLOADS = [
+    ("", b""),
+    ("metadata.display_name=x", b"\x00" * 16),
+    ("metadata.adapter_config=" + quote(ADAPTER_CONFIG), b"\xff" * 8 + b"{}"),
+    ("metadata.adapter_config=" + quote(ADAPTER_CONFIG), (2**63).to_bytes(8, "little")),
+    ("metadata.adapter_config=" + quote(ADAPTER_CONFIG), (100).to_bytes(8, "little") + b"[" * 100),
+    ("metadata.adapter_config=%ED%A0%80", b"x"),
+    ("metadata.adapter_config=" + quote("[" * 100_000), b"x"),
+    (
+        "metadata.adapter_config="
+        + quote('{"fine_tune_type": "lora", "lora_parameters": {"rank": 1180591620717411303424}}'),
+        b"x",
+    ),
+    ("metadata.adapter_config=NaN", b"x"),
+]
+
+
+@pytest.mark.parametrize(("query", "body"), ADAPTER_UPLOADS, ids=lambda v: ascii(v)[:40])
+def test_hostile_adapter_uploads_are_refused(running, query, body):
+    status, raw, _ = running.call(
+        "alice",
+        "POST",
+        f"/v1/adapters:upload?{query}",
+        body,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert_clean(running, status, raw, query[:40])
+    assert 400 <= status < 500, (status, raw[:300])
+
+
+SURROGATE_URLS = [
+    ("GET", "/v1/jobs/%ED%A0%80/log"),
+    ("GET", "/openai/v1/models/%ED%A0%80"),
+    ("GET", "/openai/v1/fine_tuning/jobs?after=%ED%A0%80"),
+    ("GET", "/v1/jobs?page_token=%ED%A0%80"),
+    ("GET", "/train/%ED%A0%80/status"),
+    ("POST", "/v1/jobs/%ED%A0%80:pause"),
+    ("POST", "/openai/v1/fine_tuning/jobs/%ED%A0%80/cancel"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), SURROGATE_URLS, ids=lambda v: v[:40])
+def test_urls_that_are_not_utf8(running, method, path):
+    status, raw, _ = running.call("alice", method, path, {} if method == "POST" else None)
+    assert_clean(running, status, raw, path)
+    assert 400 <= status < 500, (status, raw[:300])
