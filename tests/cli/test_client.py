@@ -119,3 +119,26 @@ def test_the_trainer_directly_needs_its_credential_and_agrees_with_the_gateway(
         assert [e.sequence for e in tail] == [events[-1].sequence]
         assert list(gateway.watch(job.id, after_sequence=events[-1].sequence)) == []
         assert gateway.checkpoints(job.id).checkpoints[-1].step == 4
+
+
+def test_an_adapter_folder_uploads_by_client_and_cli(services, tmp_path):
+    import json
+
+    folder = tmp_path / "my-adapter"
+    folder.mkdir()
+    header = json.dumps(
+        {"a.lora_a": {"dtype": "F32", "shape": [2, 4], "data_offsets": [0, 32]}}
+    ).encode()
+    (folder / "adapters.safetensors").write_bytes(
+        len(header).to_bytes(8, "little") + header + b"\0" * 32
+    )
+    (folder / "adapter_config.json").write_text(json.dumps({"lora_parameters": {"rank": 4}}))
+    with services.client() as client:
+        adapter = client.upload_adapter(folder)
+    assert adapter.adapter_id.startswith("ad-") and adapter.display_name == "my-adapter"
+    assert (adapter.kind, adapter.rank) == ("lora", 4)
+    done = services.cli("adapters", "upload", str(folder), "--name", "x")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(adapter.adapter_id) and "lora rank 4" in done.stdout
+    missing = services.cli("adapters", "upload", str(tmp_path / "nowhere"))
+    assert missing.returncode != 0 and "cannot read" in missing.stderr

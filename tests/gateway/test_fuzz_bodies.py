@@ -350,6 +350,7 @@ BODY_ROUTES = [
     "/v1/generate",
     "/v1/jobs/job-000000000000:cancel",
     "/v1/datasets:upload",
+    "/v1/adapters:upload",
 ]
 raw_bodies = st.one_of(
     st.binary(max_size=200),

@@ -333,3 +333,45 @@ async def test_json_requests_may_not_exceed_the_message_limit(tmp_path, tiny_mod
             assert "too large" in (await r.json())["message"]
     finally:
         await stack.close()
+
+
+def safetensors(tensors: dict[str, list[int]]) -> bytes:
+    """A float32 safetensors file of zeros with these tensors."""
+    header, offset = {}, 0
+    for name, shape in tensors.items():
+        size = 4 * shape[0] * shape[1]
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header).encode()
+    return len(text).to_bytes(8, "little") + text + b"\0" * offset
+
+
+async def test_an_adapter_upload_takes_the_body_and_the_query(tmp_path, tiny_model_dir, http):
+    stack = await start_stack(tmp_path, tiny_model_dir, upload_chunk_bytes=256)
+    try:
+        weights = safetensors({"model.layers.0.self_attn.q_proj.lora_a": [16, 4]})
+        config = json.dumps({"fine_tune_type": "lora", "lora_parameters": {"rank": 4}})
+        url = f"{stack.url}/v1/adapters:upload"
+        query = {"metadata.display_name": "mine", "metadata.adapter_config": config}
+        async with http.post(
+            url, params=query, data=body_in_pieces(weights, 100), headers=stack.headers("alice")
+        ) as r:
+            assert r.status == 200, await r.text()
+            adapter = (await r.json())["adapter"]
+        assert adapter["adapter_id"].startswith("ad-") and adapter["display_name"] == "mine"
+        assert adapter["sha256"] == hashlib.sha256(weights).hexdigest()
+        assert (adapter["kind"], adapter["rank"], int(adapter["size_bytes"])) == (
+            "lora",
+            4,
+            len(weights),
+        )
+        async with http.post(
+            url, params=query, data=b"\x01" * 30, headers=stack.headers("alice")
+        ) as r:
+            assert r.status == 400
+            assert "chunk" in await r.text()
+        async with http.post(url, data=weights, headers=stack.headers("alice")) as r:
+            assert r.status == 400
+            assert "metadata.adapter_config" in await r.text()
+    finally:
+        await stack.close()

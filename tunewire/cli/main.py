@@ -8,6 +8,7 @@ Services
 Data
   validate FILE           check a dataset locally (--remote: through the server)
   datasets upload|list|show
+  adapters upload DIR     an adapter folder to start jobs from (initial_adapter.adapter_id)
 Jobs
   train CONFIG.yaml       start a job (job-spec or mlx_lm.lora YAML keys); --watch to follow it
   jobs [show|cancel JOB]  list, inspect, cancel
@@ -45,6 +46,7 @@ COMMANDS = {
     "admin": ("tunewire.cli.admin", "run_admin"),
     "validate": ("tunewire.cli.validate_remote", "run"),
     "datasets": ("tunewire.cli.datasets", "run_datasets"),
+    "adapters": ("tunewire.cli.adapters", "run_adapters"),
     "train": ("tunewire.cli.train", "run_train"),
     "jobs": ("tunewire.cli.jobs", "run_jobs"),
     "watch": ("tunewire.cli.watch", "run_watch"),
@@ -62,6 +64,7 @@ COMMANDS = {
 # Commands that talk to a server and take the global flags.
 CLIENT_COMMANDS = {
     "datasets",
+    "adapters",
     "train",
     "jobs",
     "watch",

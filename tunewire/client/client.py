@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tunewire import addresses
+from tunewire.client.adapters import upload_adapter
 from tunewire.client.dev_key import resolve_api_key, resolve_credential
 from tunewire.client.download import ArtifactDownloader, Downloaded
 from tunewire.client.errors import TunewireError, Violation, from_rpc_error
@@ -340,6 +341,15 @@ class Client:
                     yield dataset_service_pb.UploadDatasetRequest(chunk=chunk)
 
             return self._call(self._datasets.UploadDataset, requests(), timeout=timeout).dataset
+
+    def upload_adapter(
+        self, folder: str | os.PathLike, *, display_name: str | None = None, timeout: float = 3600.0
+    ) -> training_service_pb.Adapter:
+        """Uploads an adapter folder (adapters.safetensors, adapter_config.json) to start jobs
+        from with `initial_adapter.adapter_id`; the same files again give the same id."""
+        return upload_adapter(
+            self._call, self._training, Path(folder), display_name, UPLOAD_CHUNK_BYTES, timeout
+        )
 
     def validate_dataset(
         self,
