@@ -26,7 +26,14 @@ import grpc
 from google.rpc import status_pb2
 
 from tunewire import addresses
-from tunewire.errors import Reason, ServiceError, build_status, reason_of
+from tunewire.errors import (
+    FieldViolation,
+    Reason,
+    ServiceError,
+    build_status,
+    invalid_argument,
+    reason_of,
+)
 from tunewire.gateway.config import GatewayConfig
 from tunewire.gateway.methods import Method
 from tunewire.identity import Principal, identity_metadata, read_credential_file
@@ -42,6 +49,9 @@ _BARE_CODE_REASONS = {
     grpc.StatusCode.UNIMPLEMENTED: Reason.UNIMPLEMENTED,
 }
 
+
+# What grpcio's details say when a request message does not deserialize.
+_UNPARSABLE = "Error parsing message with type"
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +233,14 @@ class TrainerLink:
                 return status
         if err.code() == grpc.StatusCode.UNAVAILABLE:
             return self.unavailable_status()
+        if err.code() == grpc.StatusCode.UNKNOWN and _UNPARSABLE in (err.details() or ""):
+            # The gateway relays request bytes undecoded; bytes that are not the method's
+            # message (bad UTF-8 in a string, a corrupt wire format) fail in the trainer's
+            # deserializer, which grpcio answers UNKNOWN naming a Python class: the
+            # client's mistake, so INVALID_ARGUMENT, without the class name.
+            return invalid_argument(
+                [FieldViolation("request", "is not a valid message of the method's request type")]
+            ).to_status()
         # gRPC's own refusal (deadline, size limit, ...): it sent no ErrorInfo.
         reason = _BARE_CODE_REASONS.get(err.code(), Reason.INTERNAL)
         return build_status(err.code(), err.details() or err.code().name.lower(), reason)

@@ -591,3 +591,43 @@ def test_urls_that_are_not_utf8(running, method, path):
     status, raw, _ = running.call("alice", method, path, {} if method == "POST" else None)
     assert_clean(running, status, raw, path)
     assert 400 <= status < 500, (status, raw[:300])
+
+
+UNPARSABLE = [
+    ("/tunewire.v1.TrainingService/GetTrainingJob", b"\x0a\x02\xff\xfe"),  # job_id not UTF-8
+    ("/tunewire.v1.TrainingService/GetTrainingJob", b"\xff" * 10),  # corrupt wire format
+    ("/tunewire.v1.TrainingService/CreateTrainingJob", b"\x0a\x04\x0a\x02\xff\xfe"),
+    ("/tunewire.v1.TrainingService/Generate", b"\x1a\x02\xff\xfe"),
+    ("/tunewire.v1.WebhookService/CreateWebhook", b"\x0a\x04\x12\x02\xff\xfe"),
+    ("/tunewire.v1.TrainingService/WatchTrainingJob", b"\x0a\x02\xff\xfe"),  # a stream
+]
+
+
+@pytest.mark.parametrize(("method", "payload"), UNPARSABLE, ids=lambda v: ascii(v)[:50])
+def test_grpc_requests_that_do_not_parse_are_invalid_argument(running, method, payload):
+    """The gateway relays bytes undecoded; the trainer's deserializer refusing them was
+    UNKNOWN (a 5xx) naming a Python class."""
+    import grpc
+
+    async def call():
+        channel = running.stack.channel()
+        same = lambda b: b  # noqa: E731
+        try:
+            if method.endswith("Watch" + "TrainingJob"):
+                stream = channel.unary_stream(
+                    method, request_serializer=same, response_deserializer=same
+                )
+                async for _ in stream(payload, metadata=running.stack.md("alice")):
+                    pass
+            else:
+                unary = channel.unary_unary(
+                    method, request_serializer=same, response_deserializer=same
+                )
+                await unary(payload, metadata=running.stack.md("alice"))
+        except grpc.aio.AioRpcError as err:
+            return err.code(), err.details()
+        return None, ""
+
+    code, details = running._run(call())
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details)
+    assert "class" not in details and "request" in details
