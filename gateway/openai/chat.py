@@ -23,7 +23,7 @@ from tunewire.gateway.openai import names
 from tunewire.gateway.openai.calls import TRAINING, TrainerCalls
 from tunewire.gateway.openai.chat_request import ChatRequest, chat_request
 from tunewire.gateway.openai.errors import OpenAIError, details, error_body
-from tunewire.gateway.openai.models import fine_tuned_job, model_not_found
+from tunewire.gateway.openai.fine_tuned import fine_tuned_job, model_not_found
 from tunewire.gateway.openai.routing import authenticated_here
 from tunewire.reasons import Reason
 from tunewire.v1 import training_service_pb2 as training_service_pb

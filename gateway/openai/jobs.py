@@ -20,6 +20,7 @@ from tunewire.gateway.openai import body as fields
 from tunewire.gateway.openai import names
 from tunewire.gateway.openai.calls import TrainerCalls
 from tunewire.gateway.openai.errors import OpenAIError, details
+from tunewire.gateway.openai.fine_tuned import fine_tuned_job
 from tunewire.gateway.openai.job_create import requested_spec, resolve
 from tunewire.gateway.openai.job_object import job_object, openai_param
 from tunewire.gateway.openai.pages import cursor_page, page_body
@@ -114,9 +115,6 @@ class JobRoutes:
         """Fine-tuning a fine-tuned model (`ft:…`, or one of its checkpoints), as OpenAI
         allows: the same base, and the job's adapter as the start, with its settings
         unless the request gives its own under `tunewire`."""
-        # models.py lists jobs through this module: imported here, not at the top.
-        from tunewire.gateway.openai.models import fine_tuned_job
-
         ref = names.parse_model(spec.model)
         if not ref.fine_tuned:
             return
