@@ -139,9 +139,10 @@ async def start_trainer(config: TrainerConfig) -> TrainerServer:
     leases = LeaseStore(conn, config.lease_seconds)
     runner = JobRunner(config, store, bus, leases, me, shared=shared)
     jobs = JobManager(config, store, bus, runner, JobDataPreparer(config, datasets))
-    webhooks = WebhookManager(WebhookStore(conn), config.webhook_allow_private_networks)
+    webhook_store = WebhookStore(conn)
+    webhooks = WebhookManager(webhook_store, config.webhook_allow_private_networks)
     dispatcher = WebhookDispatcher(
-        WebhookStore(conn),
+        webhook_store,
         RetryPolicy(
             config.webhook_first_retry_seconds,
             config.webhook_max_retry_delay_seconds,

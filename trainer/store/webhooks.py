@@ -100,6 +100,13 @@ class WebhookStore:
             webhook = _webhook(row)
             if webhook.event_types and event_type not in webhook.event_types:
                 continue
+            existing = tx.query_one(
+                "SELECT id FROM webhook_deliveries"
+                " WHERE webhook_id = ? AND job_id = ? AND event_type = ?",
+                (webhook.webhook_id, job_id, event_type),
+            )
+            if existing is not None:
+                continue  # a job ends once; never a second event for the same end
             delivery = webhook_service_pb.WebhookDelivery(
                 delivery_id=new_id(),
                 webhook_id=webhook.webhook_id,
@@ -109,13 +116,6 @@ class WebhookStore:
                 create_time=timestamp(now),
                 next_attempt_time=timestamp(now),
             )
-            existing = tx.query_one(
-                "SELECT id FROM webhook_deliveries"
-                " WHERE webhook_id = ? AND job_id = ? AND event_type = ?",
-                (webhook.webhook_id, job_id, event_type),
-            )
-            if existing is not None:
-                continue  # a job ends once; never a second event for the same end
             tx.execute(
                 "INSERT INTO webhook_deliveries (id, webhook_id, job_id, event_type, state,"
                 " next_attempt, created, payload, delivery) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

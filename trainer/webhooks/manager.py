@@ -31,12 +31,13 @@ class WebhookManager:
         self, who: Principal, asked: webhook_service_pb.Webhook
     ) -> webhook_service_pb.Webhook:
         violations = []
-        try:
-            await urls.check_reachable(asked.url, self._allow_private)
-        except urls.UrlRefused as exc:
-            violations.append(FieldViolation("webhook.url", str(exc)))
         if not asked.url:
-            violations = [FieldViolation("webhook.url", "is required")]
+            violations.append(FieldViolation("webhook.url", "is required"))
+        else:
+            try:
+                await urls.check_reachable(asked.url, self._allow_private)
+            except urls.UrlRefused as exc:
+                violations.append(FieldViolation("webhook.url", str(exc)))
         for i, kind in enumerate(asked.event_types):
             if kind not in events.ALL_EVENT_TYPES:
                 violations.append(
