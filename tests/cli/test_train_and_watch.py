@@ -8,6 +8,7 @@ import json
 import re
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -179,6 +180,49 @@ def test_cancel_a_queued_job(services, tiny_model_dir):
     watched = services.cli("watch", first_id)
     assert watched.returncode == 1  # cancelled is not success
     assert f"{first_id} cancelled" in watched.stdout
+
+
+def test_pause_and_resume_a_running_job(services, tiny_model_dir):
+    """`jobs pause` checkpoints and stops a running job; `jobs resume` finishes it from there."""
+    config = write_config(
+        services.root / "pause.yaml",
+        tiny_model_dir,
+        iters=300,
+        steps_per_eval=None,
+        validation_fraction=None,
+        save_every=2,
+    )
+    created = services.cli("train", str(config), "-q")
+    assert created.returncode == 0, created.stderr
+    job_id = created.stdout.strip()
+
+    def shown() -> dict:
+        return json.loads(services.cli("jobs", "show", job_id, "--json").stdout)
+
+    deadline = time.monotonic() + 120
+    while not shown().get("progress", {}).get("step"):
+        assert time.monotonic() < deadline, "the job never reported a step"
+        time.sleep(0.3)
+    paused = services.cli("jobs", "pause", job_id)
+    assert paused.returncode == 0, paused.stderr
+    assert paused.stdout.strip() in (f"{job_id}: paused", f"{job_id}: running")
+    deadline = time.monotonic() + 120
+    while (job := shown())["state"] != "JOB_STATE_PAUSED":
+        assert job["state"] == "JOB_STATE_RUNNING", job["state"]
+        assert time.monotonic() < deadline, "the job never paused"
+        time.sleep(0.3)
+    assert 0 < int(job["progress"]["step"]) < 300
+
+    resumed = services.cli("jobs", "resume", job_id)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.strip() in (f"{job_id}: queued", f"{job_id}: starting")
+    watched = services.cli("watch", job_id)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert int(shown()["progress"]["step"]) == 300
+
+    again = services.cli("jobs", "resume", job_id)
+    assert again.returncode != 0 and "Traceback" not in again.stderr
+    assert "SUCCEEDED" in again.stderr
 
 
 def test_ctrl_c_while_watching_leaves_the_job_running_and_says_so(services, tiny_model_dir):

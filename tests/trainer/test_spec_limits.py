@@ -73,6 +73,21 @@ async def test_a_violation_that_follows_from_another_is_not_reported(
     assert len(all_violations(err.value)) == 3
 
 
+async def test_warmup_is_bounded_when_the_job_runs_by_epochs(jobs, tiny_model_dir, data_dir):
+    """With max_steps 0 (epochs decide) warmup_steps has no max_steps to stay under:
+    it still has the step limit, instead of a 2^40-step warm-up accepted."""
+    spec = tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=0)
+    spec.hyperparameters.epochs = 1
+    spec.hyperparameters.warmup_steps = 2**40
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await create(jobs, spec)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    found = violations(err.value)
+    assert found == {
+        "spec.hyperparameters.warmup_steps": f"must be between 0 and 10000000, got {2**40}"
+    }
+
+
 @pytest.mark.parametrize("which", ["target_modules", "hosts", "both"])
 async def test_ten_thousand_names_are_refused_in_a_status_that_fits(
     jobs, tiny_model_dir, data_dir, which

@@ -10,29 +10,24 @@ checks the model, the numbers and their combinations.
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from tunewire.errors import FieldViolation
 from tunewire.trainer import model_inspect
-from tunewire.trainer.capabilities import distributed_backends
+from tunewire.trainer.jobs.check_tools import MAX_BATCH, Bad, collector, enum_ok, show
+from tunewire.trainer.jobs.distributed_checks import check_distributed
 from tunewire.trainer.model_inspect import ModelInfo, ModelUnusable
-from tunewire.trainer.paths import Roots, confine
-from tunewire.trainer.processes.hostfile import HostfileError
-from tunewire.trainer.processes.hostfile import read_hosts as read_hostfile
-from tunewire.trainer.processes.launch import is_local
+from tunewire.trainer.paths import Roots
 from tunewire.v1 import training_job_pb2 as training_job_pb
 
 MAX_RANK = 1024
-MAX_BATCH = 1024
 MAX_ACCUMULATION = 1024
 MIN_SEQ, MAX_SEQ = 16, 131072
 MAX_EPOCHS = 10_000
 MAX_STEPS = 10_000_000
-MAX_WORLD = 1024
 MAX_METADATA = 64
 MAX_TEXT = 256
 MAX_TARGET_MODULES = 256
@@ -42,22 +37,8 @@ MAX_GRAD_NORM = 1e6
 MAX_MIN_DELTA = 1000.0
 QUANT_BITS = (4, 8)
 QUANT_GROUPS = (32, 64, 128)
-_HOST = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)(:(\d{1,5}))?$")
 
 Spec = training_job_pb.TrainingJobSpec
-Bad = Callable[[str, str], None]
-
-
-def _collector(settled: frozenset[str] = frozenset()) -> tuple[list[FieldViolation], Bad]:
-    """A list of violations and the function adding to it; fields in `settled` were
-    already reported (a NaN), so what their range check would add only repeats it."""
-    found: list[FieldViolation] = []
-
-    def bad(field: str, why: str) -> None:
-        if field not in settled:
-            found.append(FieldViolation(f"spec.{field}", why))
-
-    return found, bad
 
 
 def _float_fields(message: Message, prefix: str = "") -> Iterator[tuple[str, float]]:
@@ -84,20 +65,10 @@ def _non_finite(spec: Spec) -> list[tuple[str, float]]:
     return [(path, v) for path, v in _float_fields(spec) if not math.isfinite(v)]
 
 
-def _show(value: object, limit: int = 60) -> str:
-    """repr() of a client's value, cut short: a 100,000-character value is not echoed."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 4] + "...'"
-
-
-def _enum_ok(enum_type: object, value: int) -> bool:
-    return value in enum_type.DESCRIPTOR.values_by_number  # type: ignore[attr-defined]
-
-
 def inspect(spec: Spec, model_roots: Roots) -> tuple[ModelInfo | None, list[FieldViolation]]:
     """The model as the daemon can know it (config and weight headers, no mlx). A local
     model outside the model roots is PERMISSION_DENIED, raised by paths.py."""
-    found, bad = _collector()
+    found, bad = collector()
     if not spec.model:
         bad("model", "is required: a Hugging Face hub id or a local model directory")
         return None, found
@@ -108,27 +79,12 @@ def inspect(spec: Spec, model_roots: Roots) -> tuple[ModelInfo | None, list[Fiel
         return None, found
 
 
-def read_hosts(spec: Spec, roots: Roots) -> tuple[list[str], list[FieldViolation]]:
-    """One "host[:port]" per rank, from distributed.hosts or the hostfile (may be empty).
-    A hostfile outside the data roots is PERMISSION_DENIED, raised by confine()."""
-    found, bad = _collector()
-    dist = spec.distributed
-    if dist.hostfile and not dist.hosts:
-        path = confine(dist.hostfile, roots, "spec.distributed.hostfile")
-        try:
-            return read_hostfile(path), found
-        except HostfileError as exc:
-            bad("distributed.hostfile", str(exc))
-            return [], found
-    return list(dist.hosts), found
-
-
 def check_spec(
     spec: Spec, model: ModelInfo | None, hosts: list[str], *, wandb_online_allowed: bool
 ) -> list[FieldViolation]:
     """Every violation of a spec whose defaults are applied."""
     non_finite = _non_finite(spec)
-    found, bad = _collector(frozenset(path for path, _ in non_finite))
+    found, bad = collector(frozenset(path for path, _ in non_finite))
     found += [
         FieldViolation(f"spec.{path}", f"must be a finite number, got {value:g}")
         for path, value in non_finite
@@ -144,10 +100,10 @@ def check_spec(
         if q.group_size not in QUANT_GROUPS:
             bad("quantization.group_size", f"must be 32, 64 or 128, got {q.group_size}")
     _check_hyperparameters(spec.hyperparameters, model, bad)
-    if not _enum_ok(training_job_pb.LossMasking, spec.loss_masking):
+    if not enum_ok(training_job_pb.LossMasking, spec.loss_masking):
         bad("loss_masking", f"unknown loss masking {spec.loss_masking}")
     _check_evaluation(spec, bad)
-    _check_distributed(spec, hosts, bad)
+    check_distributed(spec, hosts, bad)
     _check_labels(spec, wandb_online_allowed, bad)
     if spec.HasField("preference"):
         _check_preference(spec.preference, bad)
@@ -155,7 +111,7 @@ def check_spec(
 
 
 def _check_method(spec: Spec, model: ModelInfo | None, bad: Bad) -> None:
-    if not _enum_ok(training_job_pb.TrainingMethod, spec.method):
+    if not enum_ok(training_job_pb.TrainingMethod, spec.method):
         bad("method", f"unknown method {spec.method}; use LORA, QLORA, DORA or FULL")
     if (
         model is not None
@@ -206,7 +162,7 @@ def _check_lora(lora: training_job_pb.LoraConfig, model: ModelInfo | None, bad: 
             valid = ", ".join(sorted({m.rsplit(".", 1)[-1] for m in model.block_linear_modules}))
             bad(
                 "lora.target_modules",
-                f"unknown module(s) {', '.join(map(_show, unknown[:10]))}"
+                f"unknown module(s) {', '.join(map(show, unknown[:10]))}"
                 f"{f' (and {len(unknown) - 10} more)' if len(unknown) > 10 else ''}; "
                 f"this model has: {valid}",
             )
@@ -230,19 +186,22 @@ def _check_hyperparameters(
             "hyperparameters.min_learning_rate",
             f"must be between 0 and learning_rate, got {hp.min_learning_rate:g}",
         )
-    if hp.warmup_steps < 0:
-        bad("hyperparameters.warmup_steps", f"must be at least 0, got {hp.warmup_steps}")
+    if not 0 <= hp.warmup_steps <= MAX_STEPS:
+        bad(
+            "hyperparameters.warmup_steps",
+            f"must be between 0 and {MAX_STEPS}, got {hp.warmup_steps}",
+        )
     elif 0 < hp.max_steps <= MAX_STEPS and hp.warmup_steps >= hp.max_steps:
         bad(
             "hyperparameters.warmup_steps",
             f"must be less than max_steps ({hp.max_steps}), got {hp.warmup_steps}",
         )
-    if not _enum_ok(training_job_pb.LearningRateSchedule, hp.learning_rate_schedule):
+    if not enum_ok(training_job_pb.LearningRateSchedule, hp.learning_rate_schedule):
         bad(
             "hyperparameters.learning_rate_schedule",
             f"unknown schedule {hp.learning_rate_schedule}",
         )
-    if not _enum_ok(training_job_pb.Optimizer, hp.optimizer):
+    if not enum_ok(training_job_pb.Optimizer, hp.optimizer):
         bad("hyperparameters.optimizer", f"unknown optimizer {hp.optimizer}")
     if not 0 <= hp.weight_decay <= MAX_WEIGHT_DECAY:
         bad(
@@ -304,60 +263,6 @@ def _check_evaluation(spec: Spec, bad: Bad) -> None:
         bad("report_interval_steps", f"must be at least 0, got {spec.report_interval_steps}")
 
 
-def _check_distributed(spec: Spec, hosts: list[str], bad: Bad) -> None:
-    dist = spec.distributed
-    world = dist.world_size
-    too_many = len(dist.hosts) > MAX_WORLD
-    if too_many:
-        bad("distributed.hosts", f"at most {MAX_WORLD} hosts, got {len(dist.hosts)}")
-    if not 1 <= world <= MAX_WORLD:
-        bad("distributed.world_size", f"must be between 1 and {MAX_WORLD}, got {world}")
-    if too_many or not 1 <= world <= MAX_WORLD:
-        return
-    batch = spec.hyperparameters.batch_size
-    if world > 1 and 1 <= batch <= MAX_BATCH and batch % world:
-        bad(
-            "hyperparameters.batch_size",
-            f"the global batch ({batch}) must be divisible by distributed.world_size ({world})",
-        )
-    if dist.hosts and dist.hostfile:
-        bad("distributed.hosts", "give either hosts or hostfile, not both")
-    for i, host in enumerate(dist.hosts):
-        m = _HOST.match(host)
-        if not m or (m.group(3) and not 0 < int(m.group(3)) < 65536):
-            bad(f"distributed.hosts[{i}]", f"{_show(host)} is not 'host' or 'host:port'")
-        elif not m.group(3) and not is_local(m.group(1)):
-            bad(
-                f"distributed.hosts[{i}]",
-                f"{_show(host)} is another machine: give the port its rank listens on (host:port)",
-            )
-    first = _HOST.match(hosts[0]) if hosts else None
-    if hosts and not is_local(first.group(1) if first else hosts[0]):
-        field = "distributed.hosts[0]" if dist.hosts else "distributed.hostfile"
-        bad(
-            field,
-            f"rank 0 reports progress and writes checkpoints, so it runs on the trainer's own host; "
-            f"list this host first (got {_show(hosts[0])})",
-        )
-    if hosts and len(hosts) != world:
-        field = "distributed.hosts" if dist.hosts else "distributed.hostfile"
-        bad(field, f"one host per rank: world_size is {world}, got {len(hosts)} hosts")
-    if not _enum_ok(training_job_pb.DistributedBackend, dist.backend):
-        bad("distributed.backend", f"unknown backend {dist.backend}")
-    elif (
-        world > 1
-        and dist.backend == training_job_pb.DISTRIBUTED_BACKEND_MPI
-        and "mpi" not in distributed_backends()
-    ):
-        bad("distributed.backend", "MPI is not available on this host (no mpirun); use RING")
-    elif (
-        world > 1
-        and dist.backend == training_job_pb.DISTRIBUTED_BACKEND_NCCL
-        and "nccl" not in distributed_backends()
-    ):
-        bad("distributed.backend", "NCCL needs CUDA GPUs, which this host does not have; use RING")
-
-
 MAX_BETA = 10.0
 
 
@@ -365,7 +270,7 @@ def _check_preference(p: training_job_pb.PreferenceConfig, bad: Bad) -> None:
     if p.method == training_job_pb.PREFERENCE_METHOD_UNSPECIFIED:
         bad("preference.method", "is required in a preference section: DPO or ORPO")
         return
-    if not _enum_ok(training_job_pb.PreferenceMethod, p.method):
+    if not enum_ok(training_job_pb.PreferenceMethod, p.method):
         bad("preference.method", f"unknown preference method {p.method}; use DPO or ORPO")
         return
     if p.method == training_job_pb.PREFERENCE_METHOD_ORPO:
@@ -374,7 +279,7 @@ def _check_preference(p: training_job_pb.PreferenceConfig, bad: Bad) -> None:
         return
     if not 0.0 < p.beta <= MAX_BETA:
         bad("preference.beta", f"must be in (0, {MAX_BETA:g}], got {p.beta:g}")
-    if not _enum_ok(training_job_pb.DpoLoss, p.loss):
+    if not enum_ok(training_job_pb.DpoLoss, p.loss):
         bad("preference.loss", f"unknown DPO loss {p.loss}; use SIGMOID, IPO or HINGE")
     if not 0.0 <= p.label_smoothing < 0.5:
         bad("preference.label_smoothing", f"must be in [0, 0.5), got {p.label_smoothing:g}")
@@ -389,7 +294,7 @@ def _check_labels(spec: Spec, wandb_online_allowed: bool, bad: Bad) -> None:
         bad(
             "wandb.mode", "ONLINE needs a WandB API key on the trainer (WANDB_API_KEY); use OFFLINE"
         )
-    if not _enum_ok(training_job_pb.WandbMode, spec.wandb.mode):
+    if not enum_ok(training_job_pb.WandbMode, spec.wandb.mode):
         bad("wandb.mode", f"unknown mode {spec.wandb.mode}")
     if len(spec.metadata) > MAX_METADATA:
         bad("metadata", f"at most {MAX_METADATA} entries, got {len(spec.metadata)}")

@@ -17,7 +17,7 @@ from pathlib import Path
 from tunewire.errors import FieldViolation
 from tunewire.spec_defaults import Context, apply_defaults
 from tunewire.trainer import model_inspect
-from tunewire.trainer.jobs import checks
+from tunewire.trainer.jobs import checks, distributed_checks
 from tunewire.trainer.model_inspect import ModelInfo
 from tunewire.trainer.paths import Roots
 from tunewire.trainer.protocol import job_layout
@@ -47,7 +47,7 @@ def resolve(
     """Inspect → defaults → check the defaulted spec → resolve names. A hostfile outside
     the data roots, or a model outside the model roots, raises PERMISSION_DENIED."""
     model, violations = checks.inspect(spec, model_roots)
-    hosts, host_violations = checks.read_hosts(
+    hosts, host_violations = distributed_checks.read_hosts(
         spec, roots if isinstance(roots, Roots) else Roots(tuple(roots))
     )
     violations += host_violations

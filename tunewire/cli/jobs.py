@@ -3,6 +3,8 @@
 tunewire jobs [--state STATE ...] [--limit N] [--json]   your jobs, newest first
 tunewire jobs show JOB [--json]                           one job in detail
 tunewire jobs cancel JOB [--force]                        stop a job (it checkpoints first)
+tunewire jobs pause JOB                                   checkpoint and stop, to resume later
+tunewire jobs resume JOB                                  continue a paused job from its checkpoint
 tunewire checkpoints JOB [--json]                         a job's checkpoints and their losses
 """
 
@@ -38,7 +40,7 @@ def build_jobs_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="one job per line as protobuf JSON")
     add_connection_flags(parser)
-    sub = parser.add_subparsers(dest="action", metavar="{show,cancel}")
+    sub = parser.add_subparsers(dest="action", metavar="{show,cancel,pause,resume}")
     show = sub.add_parser("show", help="one job in detail")
     show.add_argument("job", metavar="JOB")
     show.add_argument(
@@ -51,6 +53,14 @@ def build_jobs_parser() -> argparse.ArgumentParser:
     cancel.add_argument("job", metavar="JOB")
     cancel.add_argument("--force", action="store_true", help="kill the worker at once")
     add_connection_flags(cancel, subcommand=True)
+    pause = sub.add_parser(
+        "pause", help="pause a job: it finishes its step, checkpoints and stops until resumed"
+    )
+    pause.add_argument("job", metavar="JOB")
+    add_connection_flags(pause, subcommand=True)
+    resume = sub.add_parser("resume", help="queue a paused job again, from its last checkpoint")
+    resume.add_argument("job", metavar="JOB")
+    add_connection_flags(resume, subcommand=True)
     return parser
 
 
@@ -64,6 +74,12 @@ def jobs(client: Client, args: argparse.Namespace) -> int:
         print(to_json(job) if args.json else job_details(job))
     elif args.action == "cancel":
         job = client.cancel_job(args.job, force=args.force)
+        print(f"{job.id}: {state_name(job.state)}")
+    elif args.action == "pause":
+        job = client.pause_job(args.job)
+        print(f"{job.id}: {state_name(job.state)}")
+    elif args.action == "resume":
+        job = client.resume_job(args.job)
         print(f"{job.id}: {state_name(job.state)}")
     else:
         found = client.list_jobs([STATES[s] for s in args.state], limit=args.limit)

@@ -188,6 +188,16 @@ class Client:
         request = training_service_pb.CancelTrainingJobRequest(job_id=job_id, force=force)
         return self._call(self._training.CancelTrainingJob, request).job
 
+    def pause_job(self, job_id: str) -> training_job_pb.TrainingJob:
+        """Pauses a job: it checkpoints and stops; `resume_job` continues it."""
+        request = training_service_pb.PauseTrainingJobRequest(job_id=job_id)
+        return self._call(self._training.PauseTrainingJob, request).job
+
+    def resume_job(self, job_id: str) -> training_job_pb.TrainingJob:
+        """Queues a PAUSED job again, to continue from its last checkpoint."""
+        request = training_service_pb.ResumeTrainingJobRequest(job_id=job_id)
+        return self._call(self._training.ResumeTrainingJob, request).job
+
     def log_page(
         self,
         job_id: str,
