@@ -200,12 +200,13 @@ def worker_config(
     return config
 
 
-def bench_env(openblas: bool = True, threads: int | None = None) -> dict:
-    """A worker's environment as the daemon builds it; OpenBLAS off with TUNEWIRE_OPENBLAS=0."""
+def bench_env(openblas: bool = True, threads: int | None = None, extra: dict | None = None) -> dict:
+    """A worker's environment as the daemon builds it (from this one plus `extra`, e.g.
+    TUNEWIRE_MALLOC); OpenBLAS off with TUNEWIRE_OPENBLAS=0."""
     from tunewire.trainer.processes.blas import worker_env
 
     base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "TUNEWIRE_OPENBLAS")}
-    base.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    base.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", **(extra or {}))
     if not openblas:
         base["TUNEWIRE_OPENBLAS"] = "0"
     return worker_env(base, threads=threads)

@@ -38,7 +38,7 @@ TORCH_PYTHON = Path("/work/benchenv/bin/python")
 GEMM_PEAK_GFLOPS = 175.0  # float32 OpenBLAS peak measured on this machine (issue 12)
 
 
-def child(config_path: str, steps: int, batches_out: str) -> dict:
+def child(config_path: str, steps: int, batches_out: str, with_peer: bool = True) -> dict:
     import io
     import time
     from functools import partial
@@ -99,6 +99,8 @@ def child(config_path: str, steps: int, batches_out: str) -> dict:
         mask=np.stack([b.mask for b in planned]),
     )
 
+    if not with_peer:
+        return _ours_only(trainer, our_step, our_state, planned, steps, blas_in_use())
     # mlx-lm: the same model and adapters, and the body of tuner/trainer.py's train().
     model, _ = load_model(Path(config.model))
     model.set_dtype(mx.float32)
@@ -171,6 +173,30 @@ def child(config_path: str, steps: int, batches_out: str) -> dict:
     }
 
 
+def _ours_only(trainer, our_step, our_state, planned, steps: int, blas: str) -> dict:
+    """The worker's step alone (QLoRA: mlx-lm's side runs mlx's CPU quantized_matmul, at
+    about 1.7 GFLOP/s some 5 minutes a step at 4 x 256, so it is not run)."""
+    import time
+
+    import mlx.core as mx
+
+    times, peak = [], 0
+    for i in range(steps + WARMUP):
+        mx.reset_peak_memory()
+        tic = time.perf_counter()
+        trainer._train_step(our_step, our_state)
+        if i >= WARMUP:
+            times.append(time.perf_counter() - tic)
+            peak = max(peak, int(mx.get_peak_memory()))
+    return {
+        "blas": blas,
+        "times": {"tunewire": times, "mlx-lm": []},
+        "peaks": {"tunewire": peak, "mlx-lm": 0},
+        "tokens": [int((b.tokens != 0).sum()) for b in planned[WARMUP:]],
+        "trained": [int(b.mask.sum()) for b in planned[WARMUP:]],
+    }
+
+
 def case_config(method: str, kind: str, steps: int, scratch: Path) -> Path:
     from tunewire.models import smollm2
 
@@ -201,6 +227,8 @@ def run_case(method: str, kind: str, steps: int, scratch: Path) -> dict:
     batches = job_dir / "batches.npz"
     argv = [common.PYTHON, "-m", "bench.trainer_step_peers", "--child", str(job_dir / CONFIG_FILE)]
     argv += ["--steps", str(steps), "--batches", str(batches)]
+    if method == "qlora":
+        argv.append("--no-peer")
     done = subprocess.run(
         argv, cwd=common.REPO, env=common.bench_env(), capture_output=True, text=True, check=False
     )
@@ -238,10 +266,8 @@ def report(args, results: dict, load_at_start: float) -> str:
         method, kind = case.split(":")
         tok = statistics.mean(r["tokens"])
         share = sum(r["trained"]) / sum(r["tokens"])
-        ours, peer = (
-            statistics.median(r["times"]["tunewire"]),
-            statistics.median(r["times"]["mlx-lm"]),
-        )
+        ours = statistics.median(r["times"]["tunewire"])
+        peer = statistics.median(r["times"]["mlx-lm"]) if r["times"]["mlx-lm"] else None
         torch = r.get("torch") or {}
         torch_s = statistics.median(torch["times"]) if torch.get("times") else None
         flop_per_token = (6 if method == "full" else 4) * parameters_of(method)
@@ -250,14 +276,15 @@ def report(args, results: dict, load_at_start: float) -> str:
             [
                 f"{method}, {kind}",
                 f"{share:.0%}",
-                f"{tok / peer:.1f}",
+                f"{tok / peer:.1f}" if peer else "not run",
                 f"{tok / ours:.1f}",
                 f"{tok / torch_s:.1f}"
                 if torch_s
                 else (torch.get("error", "n/a")[:40] if torch else "n/a"),
-                f"**{peer / ours:.2f}**",
+                f"**{peer / ours:.2f}**" if peer else "n/a",
                 f"**{torch_s / ours:.2f}**" if torch_s else "n/a",
-                f"{common.gib(r['peaks']['mlx-lm'])} / {common.gib(r['peaks']['tunewire'])}",
+                f"{common.gib(r['peaks']['mlx-lm']) if peer else 'n/a'} / "
+                f"{common.gib(r['peaks']['tunewire'])}",
                 f"{mfu:.0%}",
             ]
         )
@@ -306,9 +333,10 @@ def main() -> int:
     parser.add_argument("--out", help="also write the Markdown section to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--batches", help=argparse.SUPPRESS)
+    parser.add_argument("--no-peer", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.steps, args.batches)))
+        print(json.dumps(child(args.child, args.steps, args.batches, not args.no_peer)))
         return 0
     load_at_start = os.getloadavg()[0]
     scratch = common.scratch_dir("trainer_step_peers")

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
-import subprocess
 import sys
 import sysconfig
 from collections.abc import Mapping
 from pathlib import Path
+
+from tunewire.trainer.processes.allocator import find_allocator
+from tunewire.trainer.processes.shared_libraries import ldconfig_libraries, same_machine
 
 OVERRIDE_VAR = "TUNEWIRE_OPENBLAS"
 DISABLED_VALUES = ("0", "off", "false", "no")
@@ -50,7 +51,7 @@ def find_openblas(env: Mapping[str, str] | None = None) -> Path | None:
             )
         return path
     for candidate in _candidates(env):
-        if candidate.is_file() and _same_machine(candidate):
+        if candidate.is_file() and same_machine(candidate):
             return candidate
     return None
 
@@ -62,7 +63,7 @@ def _candidates(env: Mapping[str, str]) -> list[Path]:
         Path(f"/usr/lib/{triplet}/openblas-pthread/libopenblas.so.0"),  # Debian, Ubuntu
         Path("/usr/lib64/libopenblasp.so.0"),  # Fedora, RHEL (pthread build)
     ]
-    cached = _ldconfig_libraries()
+    cached = ldconfig_libraries(lambda name: name.startswith("libopenblas") and "64_" not in name)
     paths += [p for p in cached if p.name.startswith("libopenblasp")]
     paths += [p for p in cached if p.name == "libopenblas.so.0"]
     paths += [
@@ -76,60 +77,36 @@ def _candidates(env: Mapping[str, str]) -> list[Path]:
     return paths
 
 
-def _ldconfig_libraries() -> list[Path]:
-    """Paths of OpenBLAS libraries in the dynamic linker's cache (`ldconfig -p`)."""
-    ldconfig = shutil.which("ldconfig") or "/sbin/ldconfig"
-    try:
-        listing = subprocess.run(
-            [ldconfig, "-p"], capture_output=True, text=True, timeout=10, check=False
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    paths = []
-    for line in listing.splitlines():
-        # "\tlibopenblas.so.0 (libc6,x86-64) => /lib/x86_64-linux-gnu/libopenblas.so.0"
-        name, _, target = line.strip().partition(" => ")
-        if name.startswith("libopenblas") and "64_" not in name:
-            paths.append(Path(target.strip()))
-    return paths
-
-
-def _same_machine(library: Path) -> bool:
-    """True when `library` is an ELF file for this interpreter's class and CPU.
-
-    Guards against preloading, say, an i386 library on a multiarch system:
-    the dynamic linker would refuse it with a warning on every start.
-    """
-    try:
-        with open(library, "rb") as f, open(sys.executable, "rb") as exe:
-            lib_header, exe_header = f.read(20), exe.read(20)
-    except OSError:
-        return False
-    # e_ident[0:4] magic, [4] class, [5] byte order; bytes 18-19: e_machine.
-    return lib_header[:6] == exe_header[:6] and lib_header[18:20] == exe_header[18:20]
-
-
 def worker_env(base_env: Mapping[str, str] | None = None, threads: int | None = None) -> dict:
-    """The environment for a worker process: `base_env` plus OpenBLAS in LD_PRELOAD.
+    """The environment for a worker process: `base_env` plus OpenBLAS (and the allocator
+    `allocator.find_allocator` picks, if any) in LD_PRELOAD.
 
-    Unchanged (a copy) when no OpenBLAS is found, on macOS, or when disabled.
+    Unchanged (a copy) when neither is found, on macOS, or when disabled.
     OPENBLAS_NUM_THREADS is left alone unless `threads` is given: OpenBLAS
     already uses the CPUs the process may run on, which is right for one job at
     a time; a trainer running jobs side by side passes each its share.
     """
     env = dict(os.environ if base_env is None else base_env)
     library = find_openblas(env)
+    _preload(env, library)
+    _preload(env, find_allocator(env))  # first: its malloc wins over every other library's
     if library is None:
         return env
-    # glibc accepts spaces or colons between LD_PRELOAD entries.
-    preloaded = [p for p in env.get("LD_PRELOAD", "").replace(" ", ":").split(":") if p]
-    if str(library) not in preloaded:
-        env["LD_PRELOAD"] = ":".join([str(library), *preloaded])
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         env["OPENBLAS_NUM_THREADS"] = str(threads)
     return env
+
+
+def _preload(env: dict, library: Path | None) -> None:
+    """Put `library` first in env's LD_PRELOAD (once)."""
+    if library is None:
+        return
+    # glibc accepts spaces or colons between LD_PRELOAD entries.
+    preloaded = [p for p in env.get("LD_PRELOAD", "").replace(" ", ":").split(":") if p]
+    if str(library) not in preloaded:
+        env["LD_PRELOAD"] = ":".join([str(library), *preloaded])
 
 
 def blas_in_use(pid: int | None = None) -> str:

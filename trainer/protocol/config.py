@@ -68,6 +68,9 @@ class Hyperparameters:
     seed: int = field(metadata={"help": "Seed of adapters, data order and dropout."})
     max_grad_norm: float = field(metadata={"help": "Global-norm clip; 0: off."})
     bias_correction: bool = field(metadata={"help": "Adam(W) moment bias correction."})
+    half_precision_frozen_weights: bool = field(
+        metadata={"help": "CPU: frozen base in bf16/f16, widened per layer."}
+    )
 
 
 @dataclass(kw_only=True)

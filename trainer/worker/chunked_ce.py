@@ -25,10 +25,10 @@ import mlx.core as mx
 from mlx import nn
 from mlx.utils import tree_flatten
 
-from tunewire.trainer.worker.cpu_quantized import (
-    DequantizedEmbedding,
-    DequantizedLinear,
-    dense_weight,
+from tunewire.trainer.worker.frozen_head import (
+    blocked_logits,
+    is_frozen_small_head,
+    make_blocked_nll,
 )
 
 # Logits per chunk: 2**23 float32 values (32 MiB), e.g. 170 rows of a 49k vocabulary.
@@ -109,22 +109,14 @@ class OutputHead:
         return [getattr(module, name) for name in self.trainable]
 
     def frozen(self, model: nn.Module) -> list[mx.array]:
-        """A dequantizing head's float weight (and bias), made once for the step."""
-        module = self.module(model)
-        if not isinstance(module, (DequantizedLinear, DequantizedEmbedding)):
-            return []
-        bias = [module["bias"]] if "bias" in module else []
-        return [dense_weight(module), *bias]
+        """Arrays made for the step that take no gradient (none: a quantized or bfloat16
+        head is made float32 a block at a time, `frozen_head`)."""
+        return []
 
     def head_fn(self, model: nn.Module) -> HeadFn:
         module = self.module(model)
-        if isinstance(module, (DequantizedLinear, DequantizedEmbedding)):
-
-            def dense(_p: list[mx.array], frozen: list[mx.array], h: mx.array) -> mx.array:
-                out = h @ frozen[0].astype(h.dtype).T
-                return out + frozen[1] if len(frozen) > 1 else out
-
-            return dense
+        if is_frozen_small_head(module):
+            return lambda _p, _f, h: blocked_logits(module, h)
         if not self.trainable:
             return lambda _p, _f, h: module.as_linear(h) if self.tied else module(h)
         names = self.trainable
@@ -138,6 +130,9 @@ class OutputHead:
 
     def nll(self, model: nn.Module, hidden: mx.array, targets: mx.array) -> mx.array:
         """Negative log-likelihood of `targets` at each row of `hidden` (N, D)."""
+        module = self.module(model)
+        if not self.trainable and is_frozen_small_head(module):
+            return make_blocked_nll(module)(hidden, targets)
         nll = make_chunked_nll(self.head_fn(model), self.rows)
         return nll(hidden, targets, self.params(model), self.frozen(model))
 

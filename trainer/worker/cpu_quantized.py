@@ -38,17 +38,6 @@ def _dequantized_matmul(group_size: int, bits: int):
     return matmul
 
 
-def dense_weight(module: nn.Module) -> mx.array:
-    """The float weight of a dequantizing layer (the chunked loss takes the head's once a step)."""
-    return mx.dequantize(
-        module["weight"],
-        module["scales"],
-        module["biases"],
-        group_size=module.group_size,
-        bits=module.bits,
-    )
-
-
 class DequantizedLinear(nn.QuantizedLinear):
     """A QuantizedLinear (same weights, same checkpoints) that multiplies in float."""
 

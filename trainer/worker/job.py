@@ -85,6 +85,12 @@ def run_job(
             f"{loaded.dequantized_layers} quantized layers multiply by their dequantized "
             "weights (the CPU's quantized matmul is slow)",
         )
+    if loaded.widened_layers:
+        events.log(
+            "INFO",
+            f"{loaded.widened_layers} frozen layers kept in {loaded.frozen_dtype}, widened "
+            "to float32 per layer in the step (hyperparameters.half_precision_frozen_weights)",
+        )
     load = _load_pairs if config.preference else _load_data
     train = load(config.train_path, "training", loaded.tokenizer, config, events)
     validation = None

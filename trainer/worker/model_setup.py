@@ -4,7 +4,9 @@ LoRA, DoRA and QLoRA freeze the base and add adapters with mlx-lm's own
 `linear_to_lora_layers`, so the adapters we save load back with
 `mlx_lm.load(..., adapter_path=...)`. QLoRA uses an already-quantized base as
 is, or quantizes a float one at load; on the CPU its layers then multiply by
-their dequantized weights (`cpu_quantized`), mlx's CPU quantized kernel being slow. FULL trains every parameter.
+their dequantized weights (`cpu_quantized`), mlx's CPU quantized kernel being slow. On the
+CPU the frozen matrices of the adapter methods stay in half precision and are widened per
+layer (`light_weights`). FULL trains every parameter.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ from tunewire.reasons import Reason
 from tunewire.trainer.protocol.config import WorkerConfig
 from tunewire.trainer.worker.cpu_quantized import use_dequantized_matmul
 from tunewire.trainer.worker.errors import WorkerError
+from tunewire.trainer.worker.light_weights import (
+    cast_for_cpu,
+    plan_half_dtype,
+    use_widening_layers,
+)
 
 LINEAR_TYPES = (nn.Linear, nn.QuantizedLinear, SwitchLinear, QuantizedSwitchLinear)
 
@@ -41,6 +48,8 @@ class LoadedModel:
     path: Path  # local directory of the model (hub ids resolved through the cache)
     quantized_at_load: bool = False
     dequantized_layers: int = 0  # quantized layers that multiply in float (CPU QLoRA)
+    widened_layers: int = 0  # frozen half-precision layers widened per step (CPU)
+    frozen_dtype: str = ""  # their dtype ("bfloat16", "float16"), "" when none
 
 
 def resolve_model_path(model: str) -> Path:
@@ -79,10 +88,11 @@ def is_quantized(model: nn.Module) -> bool:
     )
 
 
-def prepare_dtype(model: nn.Module) -> None:
-    """On the CPU, train in float32: half-precision matmuls there are slow and lossy."""
+def prepare_dtype(model: nn.Module, frozen_half: mx.Dtype | None = None) -> None:
+    """On the CPU, train in float32: half-precision matmuls there are slow and lossy.
+    `frozen_half` keeps the frozen matrices in that dtype (see `light_weights`)."""
     if mx.default_device() == mx.cpu:
-        model.set_dtype(mx.float32)
+        cast_for_cpu(model, frozen_half)
 
 
 def quantize(model: nn.Module, bits: int, group_size: int) -> None:
@@ -209,7 +219,10 @@ def setup_model(config: WorkerConfig) -> tuple[LoadedModel, AdapterSetup, Parame
     if config.method == "qlora" and not is_quantized(loaded.model):
         quantize(loaded.model, config.quantization.bits, config.quantization.group_size)
         loaded.quantized_at_load = True
-    prepare_dtype(loaded.model)
+    half = plan_half_dtype(
+        loaded.model, config.method, config.hyperparameters.half_precision_frozen_weights
+    )
+    prepare_dtype(loaded.model, half)
     # Materialize the cast and quantized weights now: left lazy, the first
     # training step's graph would hold the originals and the training buffers at once.
     mx.eval(loaded.model.parameters())
@@ -219,4 +232,6 @@ def setup_model(config: WorkerConfig) -> tuple[LoadedModel, AdapterSetup, Parame
     np.random.seed(seed % 2**32)
     setup = apply_method(loaded.model, config)
     loaded.dequantized_layers = use_dequantized_matmul(loaded.model)
+    loaded.widened_layers = use_widening_layers(loaded.model, half)
+    loaded.frozen_dtype = str(half).removeprefix("mlx.core.") if loaded.widened_layers else ""
     return loaded, setup, count_parameters(loaded.model, setup.fine_tune_type != "full")
