@@ -77,9 +77,7 @@ def run_worker(model: Path, data: Path, method: str, args, scratch: Path) -> dic
         "peak_rss": worker.peak_rss_bytes,
         "trainable": setup.lora_details.trainable_parameters,
         "total": setup.lora_details.total_parameters,
-        "seconds_per_step": 1 / last["iterations_per_second"]
-        if last["iterations_per_second"]
-        else 0.0,
+        "seconds_per_step": 1 / last.iterations_per_second if last.iterations_per_second else 0.0,
     }
 
 

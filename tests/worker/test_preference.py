@@ -349,7 +349,11 @@ def test_with_the_adapters_off_the_model_is_the_base(tiny_model_dir, pair_files,
     from .conftest import BASE_SPEC, merged
 
     train, _ = pair_files
-    spec = spec_from_dict(merged(BASE_SPEC, {"method": method, "preference": {"method": "dpo"}}))
+    # The float32 base exactly (not rounded to bfloat16 as the CPU's light weights do), to
+    # compare with mlx-lm's own load of it.
+    exact = {"half_precision_frozen_weights": False}
+    overrides = {"method": method, "preference": {"method": "dpo"}, "hyperparameters": exact}
+    spec = spec_from_dict(merged(BASE_SPEC, overrides))
     spec.model, spec.dataset.path = str(tiny_model_dir), str(train)
     config = handoff.config_from_spec(spec, job_id="off", job_dir=tmp_path, train_path=train)
     loaded, _, _ = setup_model(config)
