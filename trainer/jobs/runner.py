@@ -9,30 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 from google.rpc import code_pb2, status_pb2
 
 from tunewire.errors import build_status
 from tunewire.reasons import Reason
 from tunewire.trainer.config import TrainerConfig
-from tunewire.trainer.jobs import checkpoints, failures, handoff
+from tunewire.trainer.jobs import checkpoints, failures, handoff, job_exit
 from tunewire.trainer.jobs.event_bus import EventBus
+from tunewire.trainer.jobs.job_exit import RunState
+from tunewire.trainer.jobs.rank_commands import rank_commands
 from tunewire.trainer.jobs.requeue import Requeue, state_event
 from tunewire.trainer.jobs.restarts import RestartPolicy
+from tunewire.trainer.jobs.stop_requests import StopRequests
 from tunewire.trainer.jobs.worker_events import artifacts_of, log_event, translate
-from tunewire.trainer.processes import blas, launch, supervisor
+from tunewire.trainer.processes import launch, supervisor
 from tunewire.trainer.protocol import events as protocol
-from tunewire.trainer.protocol import job_layout
 from tunewire.trainer.protocol.commands import Command
-from tunewire.trainer.protocol.config import WorkerConfig
-from tunewire.trainer.protocol.events import Outcome
 from tunewire.trainer.store.jobs import (
-    ACTIVE_STATES,
     TERMINAL_STATES,
     UNLEASED_STATES,
     JobStore,
@@ -54,22 +50,7 @@ _JOB_STATES = {
 }
 
 
-@dataclass
-class RunState:
-    """What the runner knows about a job while its worker runs."""
-
-    group: supervisor.WorkerGroup
-    done: protocol.Done | None = None
-    error: protocol.Error | None = None
-    cancel_requested_by: str = ""
-    kill_reason: str = ""
-    diverged: failures.Divergence | None = None
-    pause_requested_by: str = ""  # a STOP was sent to pause the job, not to shut down
-    # The lease was lost (another trainer took the job back): write nothing more.
-    abandoned: bool = False
-
-
-class JobRunner:
+class JobRunner(StopRequests):
     def __init__(
         self,
         config: TrainerConfig,
@@ -225,7 +206,7 @@ class JobRunner:
             config = handoff.worker_config(job)
             config_path = handoff.write_config(job_dir, config)
             argv = launch.worker_argv(config_path, python=self._config.python, resume_from=resume)
-            commands = self._rank_commands(config, job_dir, argv)
+            commands = rank_commands(self._config, config, job_dir, argv)
             group = await supervisor.start_group(
                 job_id, job_dir, commands, lambda ev, _id=job_id: self._on_worker_event(_id, ev)
             )
@@ -263,24 +244,6 @@ class JobRunner:
         task = asyncio.create_task(self._await_exit(job_id, group))
         self._grace_tasks.add(task)
         task.add_done_callback(self._grace_tasks.discard)
-
-    def _rank_commands(
-        self, config: WorkerConfig, job_dir: Path, argv: list[str]
-    ) -> list[supervisor.RankCommand]:
-        hosts = config.distributed.hosts or ["localhost"] * max(1, config.distributed.world_size)
-        local_ranks = sum(1 for host in hosts if launch.is_local(host.rsplit(":", 1)[0]))
-        # Processes sharing this host (ranks, jobs side by side) share its CPUs:
-        # each gets its part of the BLAS threads instead of all fighting over every core.
-        sharers = local_ranks * self._config.max_running_jobs
-        threads = max(1, (os.cpu_count() or 1) // sharers) if sharers > 1 else None
-        env = blas.worker_env(dict(os.environ), threads=threads)
-        env["PYTHONUNBUFFERED"] = "1"
-        return [
-            supervisor.RankCommand(rank_argv, rank_env, job_dir / job_layout.rank_log_file(rank))
-            for rank, (rank_argv, rank_env) in enumerate(
-                launch.rank_commands(config.distributed, job_dir, argv, base_env=env)
-            )
-        ]
 
     # ---- worker events ---------------------------------------------------------
 
@@ -354,85 +317,24 @@ class JobRunner:
         job = self._store.get(job_id)
         if run is None:  # never expected: every group we start is registered first
             run = RunState(group=None)  # type: ignore[arg-type]
-        done = run.done
-        outcome = done.outcome if done is not None else None
-
-        record_artifacts = artifacts_of(done)
-        if run.diverged is not None:
-            # Whatever the worker did after its loss went NaN (finished, or was stopped
-            # for it), the job did not succeed.
-            status = failures.diverged_status(run.diverged)
-            self.set_state(
-                job_id,
-                training_job_pb.JOB_STATE_FAILED,
-                status.message,
-                status,
-                extra=record_artifacts,
-            )
-            return
-        if not self._accepting and outcome in (Outcome.INTERRUPTED, None) and self._shared:
-            # Daemon shutdown with other trainers about: one of them resumes it now.
-            self.set_state(
-                job_id,
-                training_job_pb.JOB_STATE_QUEUED,
-                f"trainer {self.trainer_id} stopping; the job resumes from its last checkpoint"
-                " on the next trainer with room",
-                extra=record_artifacts,
-            )
-            return
-        if not self._accepting and outcome in (Outcome.INTERRUPTED, None):
-            # Daemon shutdown: the job stays active in the store and resumes at the next start.
-            self.apply(
-                job_id,
-                record_artifacts,
-                log_event(
-                    "trainer stopping; the job resumes from its last checkpoint at the next start"
-                ),
-            )
-            return
-        if outcome is Outcome.INTERRUPTED and run.pause_requested_by:
-            self.set_state(
-                job_id,
-                training_job_pb.JOB_STATE_PAUSED,
-                f"paused by {run.pause_requested_by} at step {done.step if done else 0}",
-                extra=record_artifacts,
-            )
-            return
-        if outcome in (Outcome.SUCCEEDED, Outcome.EARLY_STOPPED):
-            why = (
-                "finished"
-                if outcome is Outcome.SUCCEEDED
-                else "stopped early: validation loss stopped improving"
-            )
-            self.set_state(job_id, training_job_pb.JOB_STATE_SUCCEEDED, why, extra=record_artifacts)
-        elif outcome is Outcome.CANCELLED or (
-            result.killed and job.state == training_job_pb.JOB_STATE_CANCELLING
-        ):
-            why = (
-                run.kill_reason
-                or f"cancelled{' by ' + run.cancel_requested_by if run.cancel_requested_by else ''}"
-            )
-            self.set_state(job_id, training_job_pb.JOB_STATE_CANCELLED, why, extra=record_artifacts)
-        elif self._restart(job, run, result):
-            return
-        else:
-            status = failures.worker_failure(run.error, result)
-            if job.restart_count and failures.is_crash(run.error, result):
-                status.message += f" (after {job.restart_count} restart(s))"
-            self.set_state(
-                job_id,
-                training_job_pb.JOB_STATE_FAILED,
-                status.message,
-                status,
-                extra=record_artifacts,
-            )
+        end = job_exit.ending(
+            job,
+            run,
+            result,
+            accepting=self._accepting,
+            shared=self._shared,
+            trainer_id=self.trainer_id,
+        )
+        record_artifacts = artifacts_of(run.done)
+        if end.state is None:
+            self.apply(job_id, record_artifacts, log_event(end.reason))
+        elif not (end.may_restart and self._restart(job, run, result)):
+            self.set_state(job_id, end.state, end.reason, end.error, extra=record_artifacts)
 
     def _restart(
         self, job: training_job_pb.TrainingJob, run: RunState, result: supervisor.GroupExit
     ) -> bool:
         """Queues a dead worker's job again (restarts.py decides); True if it did."""
-        if run.diverged is not None:
-            return False
         plan = self._restarts.plan(job, run.error, result)
         if plan is None:
             return False
@@ -445,84 +347,6 @@ class JobRunner:
         return True
 
     # ---- cancel, recovery, shutdown -------------------------------------------
-
-    async def cancel(self, job_id: str, by: str, force: bool) -> training_job_pb.TrainingJob:
-        job = self._store.get(job_id)
-        run = self._running.get(job_id)
-        if self._shared and run is None and job.state in ACTIVE_STATES:
-            # Another trainer runs it: the request goes through the store, and that
-            # trainer stops its worker at its next heartbeat (or its lease runs out).
-            if job.state == training_job_pb.JOB_STATE_CANCELLING:
-                return job
-            return self.set_state(
-                job_id,
-                training_job_pb.JOB_STATE_CANCELLING,
-                f"cancel requested by {by}; the trainer running the job stops it",
-            )
-        if job.state == training_job_pb.JOB_STATE_QUEUED or run is None:
-            return self.set_state(
-                job_id, training_job_pb.JOB_STATE_CANCELLED, f"cancelled by {by} before it started"
-            )
-        run.cancel_requested_by = by
-        if job.state != training_job_pb.JOB_STATE_CANCELLING:
-            job = self.set_state(
-                job_id,
-                training_job_pb.JOB_STATE_CANCELLING,
-                f"cancel requested by {by}"
-                + ("; stopping the worker now" if force else "; finishing the current step"),
-            )
-        if force:
-            run.kill_reason = f"cancelled by {by} (forced)"
-            run.group.kill()
-            return job
-        await run.group.send(Command.CANCEL)
-        task = asyncio.create_task(self._kill_after_grace(job_id, run))
-        self._grace_tasks.add(task)
-        task.add_done_callback(self._grace_tasks.discard)
-        return job
-
-    async def pause(self, job_id: str, by: str) -> training_job_pb.TrainingJob:
-        """A queued job leaves the queue; a running one checkpoints and stops (`_finish`)."""
-        run = self._running.get(job_id)
-        if run is None:
-            return self.set_state(job_id, training_job_pb.JOB_STATE_PAUSED, f"paused by {by}")
-        if not run.pause_requested_by:
-            run.pause_requested_by = by
-            await run.group.send(Command.STOP)
-            return self.apply(
-                job_id,
-                None,
-                log_event(f"pause requested by {by}: the worker checkpoints and stops"),
-            )
-        return self._store.get(job_id)
-
-    def resume(self, job_id: str, by: str) -> training_job_pb.TrainingJob:
-        newest = checkpoints.candidates(self._config.jobs_dir / job_id)
-        where = f"step {int(newest[0].name)}" if newest else "the beginning (no checkpoint)"
-        return self.set_state(
-            job_id, training_job_pb.JOB_STATE_QUEUED, f"resumed by {by}; continues from {where}"
-        )
-
-    async def cancel_requested_elsewhere(self, job_id: str) -> None:
-        """A caller of another trainer cancelled a job this one runs (seen at a heartbeat)."""
-        run = self._running.get(job_id)
-        if run is None or run.cancel_requested_by or run.abandoned:
-            return
-        run.cancel_requested_by = "a caller of another trainer"
-        await run.group.send(Command.CANCEL)
-        task = asyncio.create_task(self._kill_after_grace(job_id, run))
-        self._grace_tasks.add(task)
-        task.add_done_callback(self._grace_tasks.discard)
-
-    async def _kill_after_grace(self, job_id: str, run: RunState) -> None:
-        try:
-            await asyncio.wait_for(run.group.wait(), timeout=self._config.cancel_grace_seconds)
-        except asyncio.TimeoutError:
-            run.kill_reason = (
-                f"cancelled by {run.cancel_requested_by}; the worker was stopped after the "
-                f"{self._config.cancel_grace_seconds:g} s grace period"
-            )
-            run.group.kill()
 
     def recover(self) -> None:
         """Jobs this trainer was running when it stopped go back to the queue (requeue.py)."""
