@@ -107,6 +107,11 @@ def check_spec(
     _check_labels(spec, wandb_online_allowed, bad)
     if spec.HasField("preference"):
         _check_preference(spec.preference, bad)
+        if spec.hyperparameters.packing:
+            bad(
+                "hyperparameters.packing",
+                "packs supervised records only; set it false for DPO/ORPO",
+            )
     return found
 
 

@@ -51,7 +51,9 @@ class QuantizationSettings:
 class Hyperparameters:
     max_steps: int = field(metadata={"help": "Optimizer steps; 0: from epochs."})
     epochs: int = field(metadata={"help": "Passes over the data when max_steps is 0."})
-    batch_size: int = field(metadata={"help": "Records per micro-batch (all ranks)."})
+    batch_size: int = field(
+        metadata={"help": "Records (packed: rows) per micro-batch (all ranks)."}
+    )
     learning_rate: float = field(metadata={"help": "Peak learning rate."})
     learning_rate_schedule: str = field(
         metadata={"words": training_job_pb.LearningRateSchedule, "help": "After warmup."}
@@ -71,6 +73,7 @@ class Hyperparameters:
     half_precision_frozen_weights: bool = field(
         metadata={"help": "CPU: frozen base in bf16/f16, widened per layer."}
     )
+    packing: bool = field(metadata={"help": "Several records per row, attention within each."})
 
 
 @dataclass(kw_only=True)

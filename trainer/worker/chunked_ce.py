@@ -98,8 +98,8 @@ class OutputHead:
     trainable: list[str]  # names of the head's trainable arrays ("weight", "bias")
     rows: int  # rows per chunk
 
-    def body(self, model: nn.Module, inputs: mx.array) -> mx.array:
-        return model.model(inputs)
+    def body(self, model: nn.Module, inputs: mx.array, cache=None) -> mx.array:
+        return model.model(inputs) if cache is None else model.model(inputs, cache)
 
     def module(self, model: nn.Module) -> nn.Module:
         return model.model.embed_tokens if self.tied else model.lm_head

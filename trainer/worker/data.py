@@ -103,6 +103,9 @@ class Batch:
     global_trained: int  # trained targets in the whole global batch (all ranks)
     global_tokens: int  # non-padding tokens in the whole global batch (all ranks)
     global_computed: int = 0  # positions the model computes (rows x padded length, all ranks)
+    # Packed rows only (`packing`): (rows, length) int32, the record of each token
+    # (1, 2, ...; 0 on padding); attention stays within a record. None: one record a row.
+    segments: np.ndarray | None = None
 
 
 def pad_length(longest: int, max_seq_length: int) -> int:
@@ -164,17 +167,23 @@ class TrainBatches:
         position: Position | None = None,
     ):
         self.dataset = dataset
-        self.groups = sorted_groups(dataset.records, batch_size)
+        self.seed = seed
+        self.max_seq_length = max_seq_length
+        self.rank, self.world_size = rank, world_size
+        self.groups = self._groups(batch_size)
         if not self.groups:
             raise DataError(
                 f"the training data has {len(dataset)} records but batch_size is {batch_size}: "
                 f"it needs at least {batch_size}"
             )
-        self.seed = seed
-        self.max_seq_length = max_seq_length
-        self.rank, self.world_size = rank, world_size
         self.position = position or Position()
         self._order_epoch, self._order = -1, None
+
+    def _groups(self, batch_size: int) -> list[list[int]]:
+        return sorted_groups(self.dataset.records, batch_size)
+
+    def _collate(self, group: list[int]) -> Batch:
+        return collate(self.dataset.records, group, self.rank, self.world_size, self.max_seq_length)
 
     @property
     def batches_per_epoch(self) -> int:
@@ -197,7 +206,7 @@ class TrainBatches:
         pos.index += 1
         if pos.index == len(self.groups):
             pos.epoch, pos.index = pos.epoch + 1, 0
-        return collate(self.dataset.records, group, self.rank, self.world_size, self.max_seq_length)
+        return self._collate(group)
 
 
 def validation_batches(

@@ -15,6 +15,7 @@ from tunewire.trainer.worker.events import ControlReader, EventWriter
 from tunewire.trainer.worker.loop import Trainer, restore, start_position
 from tunewire.trainer.worker.model_setup import lora_details, setup_model
 from tunewire.trainer.worker.optim import build_optimizer, total_steps
+from tunewire.trainer.worker.packing import PackedTrainBatches
 from tunewire.trainer.worker.preference_data import PairBatches, PairDataset, load_pairs
 from tunewire.trainer.worker.preference_loop import PreferenceTrainer
 from tunewire.trainer.worker.preference_reference import fill_reference
@@ -98,7 +99,9 @@ def run_job(
         validation = load(config.validation_path, "validation", loaded.tokenizer, config, events)
 
     # The optimizer's schedule needs the step count, which needs the batches.
-    batches_of = PairBatches if config.preference else TrainBatches
+    batches_of = (
+        PairBatches if config.preference else PackedTrainBatches if hp.packing else TrainBatches
+    )
     probe = batches_of(train, hp.batch_size, hp.seed, hp.max_seq_length, world.rank, world.size)
     steps = total_steps(hp, probe.batches_per_epoch)
     optimizer = build_optimizer(hp, steps)

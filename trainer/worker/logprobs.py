@@ -27,6 +27,7 @@ import numpy as np
 from mlx import nn
 
 from tunewire.trainer.worker.chunked_ce import OutputHead, split_output_head
+from tunewire.trainer.worker.segment_mask import segment_caches
 
 # Position counts are padded up to one of 32·2^k or 48·2^k: at most ~1.4 × the
 # positions computed, two compiled shapes per octave.
@@ -99,16 +100,24 @@ def output_head(model: nn.Module) -> OutputHead | None:
         return head
 
 
-def token_nll(model: nn.Module, tokens: mx.array, positions: PositionArrays) -> mx.array:
-    """(P,) float32: -log p(target) at each listed position (0 where the weight is 0)."""
+def token_nll(
+    model: nn.Module,
+    tokens: mx.array,
+    positions: PositionArrays,
+    segments: mx.array | None = None,
+) -> mx.array:
+    """(P,) float32: -log p(target) at each listed position (0 where the weight is 0).
+    `segments`: a packed batch's record ids (rows, length); attention stays within each."""
     inputs = tokens[:, :-1]
+    # Packed rows pass their mask as mlx-lm's cache (see segment_mask); else none at all.
+    cache = {} if segments is None else {"cache": segment_caches(model, segments[:, :-1])}
     head = output_head(model)
     if head is None:
-        logits = model(inputs)
+        logits = model(inputs, **cache)
         flat = logits.reshape(-1, logits.shape[-1])[positions.index]
         nll = nn.losses.cross_entropy(flat, positions.targets).astype(mx.float32)
     else:
-        hidden = head.body(model, inputs)
+        hidden = head.body(model, inputs, **cache)
         flat = hidden.reshape(-1, hidden.shape[-1])[positions.index]
         nll = head.nll(model, flat, positions.targets)
     return nll * positions.weight
@@ -121,8 +130,12 @@ def sequence_logprobs(model: nn.Module, tokens: mx.array, positions: PositionArr
 
 
 def trained_loss(
-    model: nn.Module, tokens: mx.array, positions: PositionArrays, normalizer: mx.array
+    model: nn.Module,
+    tokens: mx.array,
+    positions: PositionArrays,
+    normalizer: mx.array,
+    segments: mx.array | None = None,
 ):
     """(loss to differentiate, summed cross-entropy over trained tokens): the SFT loss."""
-    ce_sum = token_nll(model, tokens, positions).sum()
+    ce_sum = token_nll(model, tokens, positions, segments).sum()
     return ce_sum / normalizer, ce_sum

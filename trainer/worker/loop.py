@@ -36,6 +36,7 @@ from tunewire.trainer.worker.distributed import World
 from tunewire.trainer.worker.events import ControlReader, EventWriter
 from tunewire.trainer.worker.logprobs import output_head, trained_loss, trained_positions
 from tunewire.trainer.worker.resources import rss_bytes
+from tunewire.trainer.worker.segment_mask import check_packing
 from tunewire.trainer.worker.wandb_log import WandbLogger
 
 
@@ -94,8 +95,8 @@ class Trainer:
         state = [model.state, optimizer.state, mx.random.state]
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def step(tokens, positions, normalizer, prev_grad, do_update):
-            (_, ce_sum), grad = loss_value_and_grad(model, tokens, positions, normalizer)
+        def step(tokens, positions, normalizer, segments, prev_grad, do_update):
+            (_, ce_sum), grad = loss_value_and_grad(model, tokens, positions, normalizer, segments)
             if prev_grad is not None:
                 grad = tree_map(lambda x, y: x + y, grad, prev_grad)
             if do_update:
@@ -122,6 +123,8 @@ class Trainer:
         self.optimizer.init(self.model.trainable_parameters())
         # Found outside the traced step (finding it runs the model once).
         output_head(self.model)
+        if self.hp.packing:
+            check_packing(self.model)
         step_fn, compiled_state = self._build_step()
         self.model.train()
         announced = False
@@ -182,7 +185,8 @@ class Trainer:
         # Global trained tokens / ranks: average_gradients then yields the global mean.
         normalizer = max(batch.global_trained, 1) / self.world.size
         positions = trained_positions(batch.tokens, batch.mask).arrays()
-        return mx.array(batch.tokens), positions, mx.array(normalizer, mx.float32)
+        segments = None if batch.segments is None else mx.array(batch.segments)
+        return mx.array(batch.tokens), positions, mx.array(normalizer, mx.float32), segments
 
     def _reset_interval(self) -> None:
         self._ce = mx.array(0.0, mx.float32)
