@@ -12,6 +12,7 @@ from grpc_status import rpc_status
 
 from tunewire.errors import reason_of
 from tunewire.reasons import Reason
+from tunewire.v1 import training_job_pb2 as training_job_pb
 from tunewire.v1 import training_service_pb2 as training_service_pb
 
 from .jobs_helpers import tiny_spec
@@ -139,4 +140,16 @@ async def test_a_request_id_reused_with_another_spec_names_the_first_job(
     assert [j.id for j in listed.jobs] == [first.id]
     await jobs.CancelTrainingJob(
         training_service_pb.CancelTrainingJobRequest(job_id=first.id, force=True)
+    )
+
+
+async def test_packing_is_refused_for_a_preference_job(jobs, tiny_model_dir, data_dir):
+    spec = tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=1)
+    spec.preference.method = training_job_pb.PREFERENCE_METHOD_DPO
+    spec.hyperparameters.packing = True
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await create(jobs, spec)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(err.value)["spec.hyperparameters.packing"] == (
+        "packs supervised records only; set it false for DPO/ORPO"
     )
