@@ -40,8 +40,8 @@ def chunk_rows(vocab_size: int) -> int:
     return max(8, (CHUNK_ELEMENTS // max(vocab_size, 1)) // 8 * 8)
 
 
-# (trainable head arrays, frozen head arrays, hidden) → logits
-HeadFn = Callable[[list[mx.array], list[mx.array], mx.array], mx.array]
+# (trainable head arrays, hidden) → logits
+HeadFn = Callable[[list[mx.array], mx.array], mx.array]
 
 
 def _rows_nll(logits: mx.array, targets: mx.array) -> mx.array:
@@ -51,40 +51,37 @@ def _rows_nll(logits: mx.array, targets: mx.array) -> mx.array:
 
 
 def make_chunked_nll(head_fn: HeadFn, rows: int):
-    """nll(hidden (N, D), targets (N,), params, frozen) → (N,) float32, with gradients to
+    """nll(hidden (N, D), targets (N,), params) → (N,) float32, with gradients to
     hidden and params.
 
     `params` are the head's trainable arrays (empty when the head is frozen: then it
-    takes no gradient); `frozen` are arrays made for the step and taking no gradient
-    (a quantized head's dequantized weight, made once rather than once per chunk)."""
+    takes no gradient)."""
 
     def spans(n: int):
         return [(s, min(s + rows, n)) for s in range(0, n, rows)]
 
     @mx.custom_function
-    def nll(hidden, targets, params, frozen):
+    def nll(hidden, targets, params):
         parts = [
-            _rows_nll(head_fn(params, frozen, hidden[a:b]), targets[a:b])
-            for a, b in spans(len(hidden))
+            _rows_nll(head_fn(params, hidden[a:b]), targets[a:b]) for a, b in spans(len(hidden))
         ]
         return mx.concatenate(parts) if len(parts) > 1 else parts[0]
 
     @nll.vjp
     def nll_vjp(primals, cotangent, _output):
-        hidden, targets, params, frozen = primals
+        hidden, targets, params = primals
         d_hidden, d_params = [], [mx.zeros_like(p) for p in params]
         for a, b in spans(len(hidden)):
             h, t, c = hidden[a:b], targets[a:b], cotangent[a:b]
-            logits = head_fn(params, frozen, h)
+            logits = head_fn(params, h)
             # d nll / d logits = softmax - one-hot, scaled by the row's cotangent.
             probs = mx.softmax(logits.astype(mx.float32), axis=-1)
             one_hot = mx.arange(probs.shape[-1])[None, :] == t[:, None]
             d_logits = ((probs - one_hot) * c[:, None]).astype(logits.dtype)
-            _, grads = mx.vjp(lambda x, *p: head_fn(list(p), frozen, x), [h, *params], [d_logits])
+            _, grads = mx.vjp(lambda x, *p: head_fn(list(p), x), [h, *params], [d_logits])
             d_hidden.append(grads[0])
             d_params = [acc + g for acc, g in zip(d_params, grads[1:])]
         d_h = mx.concatenate(d_hidden) if len(d_hidden) > 1 else d_hidden[0]
-        # No cotangent for `frozen`: nothing upstream of it trains.
         return d_h, mx.zeros_like(targets), d_params
 
     return nll
@@ -108,20 +105,15 @@ class OutputHead:
         module = self.module(model)
         return [getattr(module, name) for name in self.trainable]
 
-    def frozen(self, model: nn.Module) -> list[mx.array]:
-        """Arrays made for the step that take no gradient (none: a quantized or bfloat16
-        head is made float32 a block at a time, `frozen_head`)."""
-        return []
-
     def head_fn(self, model: nn.Module) -> HeadFn:
         module = self.module(model)
         if is_frozen_small_head(module):
-            return lambda _p, _f, h: blocked_logits(module, h)
+            return lambda _p, h: blocked_logits(module, h)
         if not self.trainable:
-            return lambda _p, _f, h: module.as_linear(h) if self.tied else module(h)
+            return lambda _p, h: module.as_linear(h) if self.tied else module(h)
         names = self.trainable
 
-        def apply(params: list[mx.array], _frozen: list[mx.array], h: mx.array) -> mx.array:
+        def apply(params: list[mx.array], h: mx.array) -> mx.array:
             given = dict(zip(names, params))
             out = h @ given["weight"].T
             return out + given["bias"] if "bias" in given else out
@@ -134,7 +126,7 @@ class OutputHead:
         if not self.trainable and is_frozen_small_head(module):
             return make_blocked_nll(module)(hidden, targets)
         nll = make_chunked_nll(self.head_fn(model), self.rows)
-        return nll(hidden, targets, self.params(model), self.frozen(model))
+        return nll(hidden, targets, self.params(model))
 
 
 def split_output_head(model: nn.Module) -> OutputHead | None:
@@ -176,7 +168,7 @@ def _reproduces_logits(model: nn.Module, split: OutputHead, vocab: int) -> bool:
         tokens = mx.array([[i * 7919 % vocab for i in range(1, 9)]], dtype=mx.int32)
         want = model(tokens)
         hidden = split.body(model, tokens)
-        got = split.head_fn(model)(split.params(model), split.frozen(model), hidden)
+        got = split.head_fn(model)(split.params(model), hidden)
         if want.shape != got.shape:
             return False
         ok = mx.allclose(want.astype(mx.float32), got.astype(mx.float32), rtol=1e-4, atol=1e-4)

@@ -125,23 +125,29 @@ def collate(
         tokens[row, : len(record)] = record.tokens
         mask[row, : len(record)] = record.mask
     mask[:, 0] = 0.0
-    computed = 0
-    for k in range(world_size):
-        rows = chosen[k::world_size]
-        if rows:
-            computed += len(rows) * (pad_length(max(len(r) for r in rows), max_seq_length) - 1)
     return Batch(
         tokens=tokens,
         mask=mask,
         global_trained=sum(r.trained_targets for r in chosen),
         global_tokens=sum(len(r) for r in chosen),
-        global_computed=computed,
+        global_computed=computed_positions([len(r) for r in chosen], world_size, max_seq_length),
     )
 
 
-def sorted_groups(records: list[Record], batch_size: int) -> list[list[int]]:
-    """Record indices sorted by length, cut into full groups of batch_size."""
-    order = sorted(range(len(records)), key=lambda i: len(records[i]))
+def computed_positions(row_lengths: list[int], world_size: int, max_seq_length: int) -> int:
+    """Positions the model computes for a global batch of rows of these lengths: each
+    rank pads its rows (every world_size-th) to its own longest."""
+    computed = 0
+    for k in range(world_size):
+        rows = row_lengths[k::world_size]
+        if rows:
+            computed += len(rows) * (pad_length(max(rows), max_seq_length) - 1)
+    return computed
+
+
+def sorted_groups(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices sorted by length, cut into full groups of batch_size."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     return [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
 
 
@@ -180,7 +186,7 @@ class TrainBatches:
         self._order_epoch, self._order = -1, None
 
     def _groups(self, batch_size: int) -> list[list[int]]:
-        return sorted_groups(self.dataset.records, batch_size)
+        return sorted_groups([len(r) for r in self.dataset.records], batch_size)
 
     def _collate(self, group: list[int]) -> Batch:
         return collate(self.dataset.records, group, self.rank, self.world_size, self.max_seq_length)

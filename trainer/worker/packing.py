@@ -19,7 +19,15 @@ import bisect
 
 import numpy as np
 
-from tunewire.trainer.worker.data import Batch, DataError, Record, TrainBatches, pad_length
+from tunewire.trainer.worker.data import (
+    Batch,
+    DataError,
+    Record,
+    TrainBatches,
+    computed_positions,
+    pad_length,
+    sorted_groups,
+)
 
 
 def pack_bins(lengths: list[int], capacity: int) -> list[list[int]]:
@@ -70,19 +78,15 @@ def collate_packed(
             mask[row, start] = 0.0  # nothing in this record predicts its first token
             segments[row, start:end] = segment
             start = end
-    computed = 0
-    for k in range(world_size):
-        rows = bins[k::world_size]
-        if rows:
-            widest = max(packed_lengths(records, rows))
-            computed += len(rows) * (pad_length(widest, max_seq_length) - 1)
     members = [records[i] for b in bins for i in b]
     return Batch(
         tokens=tokens,
         mask=mask,
         global_trained=sum(r.trained_targets for r in members),
         global_tokens=sum(len(r) for r in members),
-        global_computed=computed,
+        global_computed=computed_positions(
+            packed_lengths(records, bins), world_size, max_seq_length
+        ),
         segments=segments,
     )
 
@@ -104,11 +108,7 @@ class PackedTrainBatches(TrainBatches):
 
     def _groups(self, batch_size: int) -> list[list[int]]:
         self.bins = packed_units(self.dataset.records, self.max_seq_length, batch_size)
-        lengths = packed_lengths(self.dataset.records, self.bins)
-        order = sorted(range(len(self.bins)), key=lambda i: lengths[i])
-        return [
-            order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)
-        ]
+        return sorted_groups(packed_lengths(self.dataset.records, self.bins), batch_size)
 
     def _collate(self, group: list[int]) -> Batch:
         bins = [self.bins[i] for i in group]
