@@ -10,98 +10,19 @@ import asyncio
 import os
 import re
 import signal
-from dataclasses import dataclass
-from pathlib import Path
 
-import grpc
 import pytest
 
 from tunewire.client.trainer_channel import trainer_channel
-from tunewire.gateway.config import GatewayConfig
-from tunewire.gateway.keys import add_key
-from tunewire.gateway.server import GatewayServer, start_gateway
 from tunewire.v1 import training_job_pb2 as training_job_pb
 from tunewire.v1 import training_service_pb2 as training_service_pb
 from tunewire.v1 import training_service_pb2_grpc as training_service_grpc
 
-from ..trainer.conftest import as_user, write_alpaca
+from ..trainer.conftest import as_user
 from ..trainer.jobs_helpers import losses, states, tiny_spec, watch_all
-from .trainers import CREDENTIAL, SharedTrainer, workers_of
+from .trainers import CREDENTIAL, create, get, runner_of, workers_of
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@dataclass
-class Stack:
-    a: SharedTrainer
-    b: SharedTrainer
-    data: Path
-    gateway: GatewayServer
-    key: str
-
-    @property
-    def md(self):
-        return (("authorization", f"Bearer {self.key}"),)
-
-    def gateway_channel(self):
-        return grpc.aio.insecure_channel(f"127.0.0.1:{self.gateway.grpc_port}")
-
-
-@pytest.fixture
-async def two_trainers(tmp_path, postgres_url, tiny_model_dir):
-    data = tmp_path / "data"
-    data.mkdir()
-    write_alpaca(data / "alpaca.json", n=32)
-    artifacts = tmp_path / "shared"
-    trainers = [
-        SharedTrainer(name, tmp_path, postgres_url, artifacts, data, tiny_model_dir.parent)
-        for name in "ab"
-    ]
-    gateway = None
-    try:
-        await asyncio.gather(*(t.start() for t in trainers))
-        keys = tmp_path / "keys.yaml"
-        key = add_key(keys, "alice", "member")
-        gateway = await start_gateway(
-            GatewayConfig(
-                trainer=",".join(t.address for t in trainers),
-                grpc_listen="127.0.0.1:0",
-                http_listen="127.0.0.1:0",
-                keys_file=keys,
-                internal_token=CREDENTIAL,
-            )
-        )
-        yield Stack(trainers[0], trainers[1], data, gateway, key)
-    finally:
-        if gateway is not None:
-            await gateway.stop(grace=0.5)
-        for t in trainers:
-            t.stop()
-
-
-def _runner_of(events) -> list[str]:
-    """The trainers that started the job, in order (from the STARTING events' reasons)."""
-    found = []
-    for e in events:
-        if e.HasField("state_change"):
-            match = re.search(r"on trainer (\S+) \(attempt", e.state_change.reason)
-            if match:
-                found.append(match.group(1))
-    return found
-
-
-async def _create(jobs, spec, md):
-    reply = await jobs.CreateTrainingJob(
-        training_service_pb.CreateTrainingJobRequest(spec=spec), metadata=md
-    )
-    return reply.job
-
-
-async def _get(jobs, job_id, md):
-    reply = await jobs.GetTrainingJob(
-        training_service_pb.GetTrainingJobRequest(job_id=job_id), metadata=md
-    )
-    return reply.job
 
 
 async def test_ten_jobs_spread_over_two_trainers_and_any_trainer_answers(
@@ -112,7 +33,7 @@ async def test_ten_jobs_spread_over_two_trainers_and_any_trainer_answers(
     async with stack.gateway_channel() as ch:
         # Through the gateway: its calls go to both trainers in turn.
         jobs = training_service_grpc.TrainingServiceStub(ch)
-        created = [await _create(jobs, spec, stack.md) for _ in range(10)]
+        created = [await create(jobs, spec, stack.md) for _ in range(10)]
         logs = await asyncio.gather(
             *(watch_all(jobs, j.id, metadata=stack.md, timeout=400) for j in created)
         )
@@ -124,14 +45,14 @@ async def test_ten_jobs_spread_over_two_trainers_and_any_trainer_answers(
         async with trainer_channel(trainer.address, CREDENTIAL) as ch:
             jobs = training_service_grpc.TrainingServiceStub(ch)
             again = [await watch_all(jobs, j.id, metadata=as_user("alice")) for j in created]
-            final = await _get(jobs, created[0].id, as_user("alice"))
+            final = await get(jobs, created[0].id, as_user("alice"))
         assert again == logs
         assert final.state == training_job_pb.JOB_STATE_SUCCEEDED
     for events in logs:
         assert states(events)[-1] == "JOB_STATE_SUCCEEDED"
         assert [e.sequence for e in events] == list(range(1, len(events) + 1))
-        assert len(_runner_of(events)) == 1
-    runners = [_runner_of(events)[0] for events in logs]
+        assert len(runner_of(events)) == 1
+    runners = [runner_of(events)[0] for events in logs]
     assert set(runners) == {stack.a.trainer_id, stack.b.trainer_id}, runners
     assert {j.id for j in listed.jobs} == {j.id for j in created}
     # Same spec, same seed: every run learned the same thing, wherever it ran.
@@ -147,7 +68,7 @@ async def test_a_trainer_lost_mid_job_costs_nothing(two_trainers, tiny_model_dir
     before = []
     async with stack.gateway_channel() as ch:
         jobs = training_service_grpc.TrainingServiceStub(ch)
-        job = await _create(jobs, spec, stack.md)
+        job = await create(jobs, spec, stack.md)
         async for msg in jobs.WatchTrainingJob(
             training_service_pb.WatchTrainingJobRequest(job_id=job.id), metadata=stack.md
         ):
@@ -160,7 +81,7 @@ async def test_a_trainer_lost_mid_job_costs_nothing(two_trainers, tiny_model_dir
                 and msg.event.checkpoint_saved.checkpoint.step >= 4
             ):
                 break
-    first = _runner_of(before)[0]
+    first = runner_of(before)[0]
     lost, survivor = (stack.a, stack.b) if first == stack.a.trainer_id else (stack.b, stack.a)
     if how == "kill":
         lost.signal(signal.SIGKILL)
@@ -182,21 +103,21 @@ async def test_a_trainer_lost_mid_job_costs_nothing(two_trainers, tiny_model_dir
         if how == "freeze":
             # Once the survivor took the job over, the frozen trainer goes on.
             seen = list(before)
-            while len(_runner_of(seen)) < 2:
+            while len(runner_of(seen)) < 2:
                 seen += await _until_next_start(jobs, job.id, seen[-1].sequence, md)
             lost.signal(signal.SIGCONT)
             for pid in frozen:
                 os.kill(pid, signal.SIGCONT)
         after = await watch_all(jobs, job.id, after=before[-1].sequence, metadata=md, timeout=400)
         reference = await watch_all(
-            jobs, (await _create(jobs, spec, md)).id, metadata=md, timeout=400
+            jobs, (await create(jobs, spec, md)).id, metadata=md, timeout=400
         )
-        final = await _get(jobs, job.id, md)
+        final = await get(jobs, job.id, md)
 
     events = before + after
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     assert states(events)[-1] == "JOB_STATE_SUCCEEDED"
-    assert _runner_of(events) == [lost.trainer_id, survivor.trainer_id]
+    assert runner_of(events) == [lost.trainer_id, survivor.trainer_id]
     reasons = [e.state_change.reason for e in events if e.HasField("state_change")]
     assert any(f"trainer {lost.trainer_id} stopped heartbeating" in r for r in reasons), reasons
     assert any("resuming from checkpoint at step" in r for r in reasons), reasons
@@ -226,6 +147,6 @@ async def _until_next_start(jobs, job_id, after, md):
         metadata=md,
     ):
         got.append(msg.event)
-        if _runner_of([msg.event]):
+        if runner_of([msg.event]):
             break
     return got

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tunewire.v1 import training_service_pb2 as training_service_pb
 
 CREDENTIAL = "shared-queue-test-credential"
 # Fast beats so a lost trainer's jobs move within seconds: a lease lasts 0.5 x 4 = 2 s.
@@ -112,3 +115,28 @@ class SharedTrainer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def runner_of(events) -> list[str]:
+    """The trainers that started the job, in order (from the STARTING events' reasons)."""
+    found = []
+    for e in events:
+        if e.HasField("state_change"):
+            match = re.search(r"on trainer (\S+) \(attempt", e.state_change.reason)
+            if match:
+                found.append(match.group(1))
+    return found
+
+
+async def create(jobs, spec, md):
+    reply = await jobs.CreateTrainingJob(
+        training_service_pb.CreateTrainingJobRequest(spec=spec), metadata=md
+    )
+    return reply.job
+
+
+async def get(jobs, job_id, md):
+    reply = await jobs.GetTrainingJob(
+        training_service_pb.GetTrainingJobRequest(job_id=job_id), metadata=md
+    )
+    return reply.job

@@ -92,6 +92,27 @@ def test_finishing_releases_the_lease(stores):
         jobs.update(lease.job_id, None, _log("late"), lease)
 
 
+def test_a_pause_asked_elsewhere_reaches_the_holder_once_and_ends_with_the_attempt(stores):
+    jobs, leases = stores
+    running = (training_job_pb.JOB_STATE_STARTING, RUNNING)
+    assert not leases.request_pause("job-0", "bob", running)  # queued, nobody runs it
+    (lease,) = leases.claim("trainer-a")
+    jobs.update(lease.job_id, _set(RUNNING), None, lease)
+    assert leases.request_pause(lease.job_id, "bob", running)
+    assert not leases.request_pause(lease.job_id, "carol", running)  # already on its way
+    (held,) = leases.renew("trainer-a")
+    assert (held.job_id, held.state, held.pause_requested_by) == (lease.job_id, RUNNING, "bob")
+    # The holder's worker checkpointed and stopped: PAUSED ends the attempt and the request.
+    jobs.update(lease.job_id, _set(training_job_pb.JOB_STATE_PAUSED), _log("paused"), lease)
+    assert leases.renew("trainer-a") == []
+    jobs.update(lease.job_id, _set(QUEUED), _log("resumed"))
+    (again,) = [c for c in leases.claim("trainer-b", limit=3) if c.job_id == lease.job_id]
+    jobs.update(again.job_id, _set(RUNNING), None, again)
+    assert [
+        h.pause_requested_by for h in leases.renew("trainer-b") if h.job_id == again.job_id
+    ] == [""]
+
+
 def test_trainers_claiming_at_once_share_the_queue_without_overlap(database_target, stores):
     jobs, _ = stores
     for i in range(3, 40):

@@ -1,7 +1,7 @@
 """The trainer's side of the shared queue, once per heartbeat.
 
 Renews the leases of the jobs this trainer runs (and stops any it no longer
-holds), passes on cancel requests that reached another trainer, takes back
+holds), passes on cancel and pause requests that reached another trainer, takes back
 the jobs of trainers whose leases ran out, and claims queued work. Between
 beats, a LISTEN/NOTIFY wake-up (a job was queued) claims at once.
 """
@@ -88,6 +88,8 @@ class LeaseKeeper:
         for h in held.values():
             if h.state == training_job_pb.JOB_STATE_CANCELLING:
                 await runner.cancel_requested_elsewhere(h.job_id)
+            elif h.pause_requested_by:
+                await runner.pause_requested_elsewhere(h.job_id, h.pause_requested_by)
         for expired in self._leases.expired():
             if expired.lease.owner != runner.trainer_id:
                 log.warning(

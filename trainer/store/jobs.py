@@ -177,10 +177,15 @@ class JobStore:
                 job.last_event_sequence = event.sequence
                 self._notify(tx, EVENTS_CHANNEL, f"{job_id} {event.sequence} {self._origin}")
             released = job.state != before and job.state in UNLEASED_STATES
-            # Back in the queue, paused or finished: the attempt is over, its lease goes with it.
+            # Back in the queue, paused or finished: the attempt is over, its lease (and any
+            # pause asked of it) goes with it.
             tx.execute(
                 "UPDATE jobs SET state = ?, job = ?"
-                + (", lease_owner = NULL, lease_expires = NULL" if released else "")
+                + (
+                    ", lease_owner = NULL, lease_expires = NULL, pause_requested_by = NULL"
+                    if released
+                    else ""
+                )
                 + " WHERE id = ?",
                 (job.state, job.SerializeToString(), job_id),
             )

@@ -58,6 +58,8 @@ class Held:
     job_id: str
     attempt: int
     state: int
+    # Who asked (through another trainer) for the job to checkpoint and pause; "" if nobody.
+    pause_requested_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,26 @@ class LeaseStore:
                     " ON CONFLICT (id) DO NOTHING",
                     (owner, address),
                 )
-            rows = tx.query("SELECT id, attempt, state FROM jobs WHERE lease_owner = ?", (owner,))
-        return [Held(r["id"], int(r["attempt"]), int(r["state"])) for r in rows]
+            rows = tx.query(
+                "SELECT id, attempt, state, pause_requested_by FROM jobs WHERE lease_owner = ?",
+                (owner,),
+            )
+        return [
+            Held(r["id"], int(r["attempt"]), int(r["state"]), r["pause_requested_by"] or "")
+            for r in rows
+        ]
+
+    def request_pause(self, job_id: str, by: str, running_states: Collection[int]) -> bool:
+        """Records a pause for the trainer whose lease runs the job (it acts at its next
+        heartbeat); False if no attempt runs it now or a pause was already asked for."""
+        states = list(running_states)
+        return bool(
+            self._db.execute(
+                "UPDATE jobs SET pause_requested_by = ? WHERE id = ? AND lease_owner IS NOT NULL"
+                f" AND pause_requested_by IS NULL AND state IN ({','.join('?' * len(states))})",
+                (by, job_id, *states),
+            )
+        )
 
     def expired(self, limit: int = 100) -> builtins.list[Expired]:
         """Leases whose time ran out, oldest first."""

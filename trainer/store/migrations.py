@@ -186,11 +186,18 @@ def _webhooks(db: Database, s: Session) -> None:
         s.execute(statement)
 
 
+def _pause_requests(db: Database, s: Session) -> None:
+    """A pause asked of one trainer for a job another runs: recorded here, read by the
+    runner at its heartbeat (the job becomes PAUSED only once its checkpoint is written)."""
+    _add_columns(db, s, "jobs", {"pause_requested_by": "TEXT"})
+
+
 MIGRATIONS: list[Callable[[Database, Session], None]] = [
     _base_tables,
     _per_owner_names,
     _leases,
     _webhooks,
+    _pause_requests,
 ]
 
 
