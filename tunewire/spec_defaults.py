@@ -196,6 +196,7 @@ DEFAULTS: tuple[Default, ...] = (
     _const("hyperparameters.bias_correction", True, "true"),
     _const("hyperparameters.half_precision_frozen_weights", True, "true"),
     _const("hyperparameters.packing", False, "false"),
+    _const("hyperparameters.gradient_checkpointing_blocks", 0, "0 (every block)"),
     _const("loss_masking", training_job_pb.LOSS_MASKING_ALL_ASSISTANT_TURNS, "ALL_ASSISTANT_TURNS"),
     _const("validation_fraction", 0.0, "0"),
     _const("evaluation.interval_steps", 0, "0 (once, at the end)"),

@@ -153,3 +153,23 @@ async def test_packing_is_refused_for_a_preference_job(jobs, tiny_model_dir, dat
     assert violations(err.value)["spec.hyperparameters.packing"] == (
         "packs supervised records only; set it false for DPO/ORPO"
     )
+
+
+@pytest.mark.parametrize(
+    "checkpointing, blocks, message",
+    [
+        (True, 3, "the model has 2 blocks, got 3"),
+        (True, -1, "must be 0 (every block) or a number of blocks, got -1"),
+        (False, 1, "is 1 but hyperparameters.gradient_checkpointing is false; set it true"),
+    ],
+)
+async def test_checkpointed_blocks_are_bounded_by_the_model(
+    jobs, tiny_model_dir, data_dir, checkpointing, blocks, message
+):
+    spec = tiny_spec(tiny_model_dir, data_dir / "alpaca.json", max_steps=1)
+    spec.hyperparameters.gradient_checkpointing = checkpointing
+    spec.hyperparameters.gradient_checkpointing_blocks = blocks
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await create(jobs, spec)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(err.value)["spec.hyperparameters.gradient_checkpointing_blocks"] == message

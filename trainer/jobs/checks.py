@@ -228,11 +228,23 @@ def _check_hyperparameters(
             "hyperparameters.max_seq_length",
             f"the model's context is {model.context_length} tokens, got {hp.max_seq_length}",
         )
+    _check_checkpointed_blocks(hp, model, bad)
     if not 0 <= hp.max_grad_norm <= MAX_GRAD_NORM:
         bad(
             "hyperparameters.max_grad_norm",
             f"must be between 0 (off) and {MAX_GRAD_NORM:g}, got {hp.max_grad_norm:g}",
         )
+
+
+def _check_checkpointed_blocks(hp, model: ModelInfo | None, bad: Bad) -> None:
+    blocks = hp.gradient_checkpointing_blocks
+    field = "hyperparameters.gradient_checkpointing_blocks"
+    if blocks < 0:
+        bad(field, f"must be 0 (every block) or a number of blocks, got {blocks}")
+    elif blocks and not hp.gradient_checkpointing:
+        bad(field, f"is {blocks} but hyperparameters.gradient_checkpointing is false; set it true")
+    elif model is not None and model.num_layers and blocks > model.num_layers:
+        bad(field, f"the model has {model.num_layers} blocks, got {blocks}")
 
 
 def _check_evaluation(spec: Spec, bad: Bad) -> None:

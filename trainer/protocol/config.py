@@ -74,6 +74,9 @@ class Hyperparameters:
         metadata={"help": "CPU: frozen base in bf16/f16, widened per layer."}
     )
     packing: bool = field(metadata={"help": "Several records per row, attention within each."})
+    gradient_checkpointing_blocks: int = field(
+        metadata={"help": "Checkpointed blocks from the first; 0: all."}
+    )
 
 
 @dataclass(kw_only=True)

@@ -31,6 +31,7 @@ from tunewire.trainer.protocol import events as protocol
 from tunewire.trainer.protocol.config import WorkerConfig
 from tunewire.trainer.worker import checkpoint
 from tunewire.trainer.worker.artifacts import trainable_weights
+from tunewire.trainer.worker.checkpointed_blocks import checkpoint_blocks
 from tunewire.trainer.worker.data import Batch, Dataset, Position, TrainBatches, validation_batches
 from tunewire.trainer.worker.distributed import World
 from tunewire.trainer.worker.events import ControlReader, EventWriter
@@ -116,9 +117,7 @@ class Trainer:
     def run(self) -> str:
         """Trains to the end or until told to stop; returns the outcome for the done event."""
         if self.hp.gradient_checkpointing:
-            from mlx_lm.tuner.trainer import grad_checkpoint
-
-            grad_checkpoint(self.model.layers[0])
+            checkpoint_blocks(self.model.layers, self.hp.gradient_checkpointing_blocks)
         # The optimizer state must exist before compiling: the compiled step captures it.
         self.optimizer.init(self.model.trainable_parameters())
         # Found outside the traced step (finding it runs the model once).
