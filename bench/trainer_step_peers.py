@@ -1,7 +1,8 @@
 """The worker's step against mlx-lm's and torch + PEFT's, on SmolLM2-135M at 4 x 256.
 
     flock /work/locks/bench.lock .venv/bin/python -m bench.trainer_step_peers \
-        [--cases lora:chat,lora:all,qlora:chat,dora:chat,full:chat] [--steps 6] [--out FILE]
+        [--cases lora:chat,lora:all,qlora:chat,dora:chat,full:chat] [--steps 4] [--rounds 2]
+        [--out FILE]
 
 One case is a method and a kind of data: `chat` (system, user and assistant turns,
 only the assistant's tokens trained, about half of each record) or `all` (every
@@ -222,9 +223,26 @@ def case_config(method: str, kind: str, steps: int, scratch: Path) -> Path:
     return job_dir
 
 
-def run_case(method: str, kind: str, steps: int, scratch: Path) -> dict:
+def run_case(method: str, kind: str, steps: int, rounds: int, scratch: Path) -> dict:
+    """`rounds` rounds of the MLX process (ours and mlx-lm's, step by step) and torch's process,
+    their order flipped every round so that a change in the machine's load falls on both."""
     job_dir = case_config(method, kind, steps, scratch)
     batches = job_dir / "batches.npz"
+    merged: dict = {}
+    for r in range(rounds):
+        sides = [lambda: _mlx_round(method, job_dir, batches, steps)]
+        if method != "qlora":
+            sides.append(lambda: run_torch(method, kind, batches))
+        if r % 2 == 1:  # round 0 runs MLX first: torch reads the batches it writes
+            sides.reverse()
+        outcomes = [side() for side in sides]
+        mlx_side = next(o for o in outcomes if o and "peaks" in o)
+        torch_side = next((o for o in outcomes if o is not mlx_side), None)
+        _merge(merged, mlx_side, torch_side)
+    return merged
+
+
+def _mlx_round(method: str, job_dir: Path, batches: Path, steps: int) -> dict:
     argv = [common.PYTHON, "-m", "bench.trainer_step_peers", "--child", str(job_dir / CONFIG_FILE)]
     argv += ["--steps", str(steps), "--batches", str(batches)]
     if method == "qlora":
@@ -233,12 +251,24 @@ def run_case(method: str, kind: str, steps: int, scratch: Path) -> dict:
         argv, cwd=common.REPO, env=common.bench_env(), capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
-        raise SystemExit(f"{method}:{kind} child failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{method} child failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if result["blas"] != "openblas":
         raise SystemExit(f"the child ran with {result['blas']} BLAS, not OpenBLAS")
-    result["torch"] = run_torch(method, kind, batches) if method != "qlora" else None
     return result
+
+
+def _merge(merged: dict, mlx_side: dict, torch_side: dict | None) -> None:
+    if not merged:
+        merged.update(mlx_side, torch=torch_side)
+        return
+    for name in ("tunewire", "mlx-lm"):
+        merged["times"][name] += mlx_side["times"][name]
+        merged["peaks"][name] = max(merged["peaks"][name], mlx_side["peaks"][name])
+    merged["tokens"] += mlx_side["tokens"]
+    merged["trained"] += mlx_side["trained"]
+    if torch_side and torch_side.get("times") and merged.get("torch", {}).get("times"):
+        merged["torch"]["times"] += torch_side["times"]
 
 
 def run_torch(method: str, kind: str, batches: Path) -> dict | None:
@@ -290,7 +320,7 @@ def report(args, results: dict, load_at_start: float) -> str:
         )
     command = (
         "flock /work/locks/bench.lock .venv/bin/python -m bench.trainer_step_peers "
-        f"--cases {args.cases} --steps {args.steps}"
+        f"--cases {args.cases} --steps {args.steps} --rounds {args.rounds}"
     )
     return "\n".join(
         [
@@ -300,9 +330,10 @@ def report(args, results: dict, load_at_start: float) -> str:
             f"{os.getloadavg()[0]:.1f}).",
             "",
             (
-                "Per case one process alternates the worker's `Trainer` step with mlx-lm's `train()` "
-                f"step, step by step, on the same batches ({WARMUP} warm-up steps each dropped); torch "
-                "2.13 + PEFT then trains the same batches in its own process. tokens/s: every token of "
+                f"Per case, {args.rounds} rounds; in each, one process alternates the worker's `Trainer` "
+                "step with mlx-lm's `train()` step, step by step, on the same batches "
+                f"({WARMUP} warm-up steps each dropped), and torch 2.13 + PEFT trains the same "
+                "batches in its own process, before or after (the order flips every round). tokens/s: every token of "
                 "the batch over the step's median time. MFU: (4 x parameters, 6 x for full) FLOP per "
                 f"token over the measured float32 GEMM peak ({GEMM_PEAK_GFLOPS:.0f} GFLOP/s). Peak: MLX "
                 "peak memory during the measured steps."
@@ -329,7 +360,8 @@ def report(args, results: dict, load_at_start: float) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="lora:chat,lora:all,qlora:chat,dora:chat,full:chat")
-    parser.add_argument("--steps", type=int, default=6, help="measured steps per side")
+    parser.add_argument("--steps", type=int, default=4, help="measured steps per side and round")
+    parser.add_argument("--rounds", type=int, default=2, help="alternated rounds per case")
     parser.add_argument("--out", help="also write the Markdown section to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--batches", help=argparse.SUPPRESS)
@@ -343,7 +375,7 @@ def main() -> int:
     results = {}
     for case in args.cases.split(","):
         method, kind = case.split(":")
-        results[case] = run_case(method, kind, args.steps, scratch)
+        results[case] = run_case(method, kind, args.steps, args.rounds, scratch)
         print(f"  {case}: done {json.dumps(results[case])[:300]}", file=sys.stderr, flush=True)
         common.emit(report(args, results, load_at_start), args.out)
     return 0
