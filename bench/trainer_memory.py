@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.trainer_memory [--methods full,lora,dora,qlora] [--batch 1] [--seq 128]
         [--steps 2] [--explain] [--keep-model] [--out FILE]
 
-A method written with "+gc" (e.g. lora+gc) trains with gradient checkpointing; with
+A method written with "+gc" (e.g. lora+gc) trains with gradient checkpointing of every
+block, "+gcK" (e.g. lora+gc12) of the first K blocks; with
 "+f32" (e.g. lora+f32) its frozen base is float32 instead of half precision.
 
 Builds the random `qwen2.5-0.5b` preset (494M parameters, the real 151,936-token
@@ -43,7 +44,8 @@ from tunewire.trainer.jobs.handoff import CONFIG_FILE
 
 MODEL = "qwen2.5-0.5b"
 METHODS = ("full", "lora", "dora", "qlora")
-# A method with "+gc" trains with gradient checkpointing (hyperparameters.gradient_checkpointing);
+# A method with "+gc" trains with gradient checkpointing (hyperparameters.gradient_checkpointing),
+# "+gcK" (e.g. lora+gc12) with the first K blocks checkpointed (gradient_checkpointing_blocks);
 # with "+f32" its frozen base is float32 (hyperparameters.half_precision_frozen_weights false).
 CHECKPOINTED = "+gc"
 FLOAT32_BASE = "+f32"
@@ -85,10 +87,20 @@ def base_method(method: str) -> str:
     return method.split("+", 1)[0]
 
 
+def _known_flag(flag: str) -> bool:
+    blocks = flag[len(CHECKPOINTED) - 1 :]
+    return flag == FLOAT32_BASE[1:] or (
+        flag.startswith(CHECKPOINTED[1:]) and (not blocks or blocks.isdigit())
+    )
+
+
 def _hyperparameters(method: str) -> dict:
     flags = method.split("+")[1:]
+    checkpointed = [f for f in flags if f.startswith(CHECKPOINTED[1:])]
+    blocks = checkpointed[0][len(CHECKPOINTED) - 1 :] if checkpointed else ""
     return {
-        "gradient_checkpointing": CHECKPOINTED[1:] in flags,
+        "gradient_checkpointing": bool(checkpointed),
+        "gradient_checkpointing_blocks": int(blocks or 0),
         "half_precision_frozen_weights": FLOAT32_BASE[1:] not in flags,
     }
 
@@ -404,8 +416,7 @@ def main() -> int:
     unknown = [
         m
         for m in methods
-        if base_method(m) not in METHODS
-        or not set(m.split("+")[1:]) <= {CHECKPOINTED[1:], FLOAT32_BASE[1:]}
+        if base_method(m) not in METHODS or not all(_known_flag(f) for f in m.split("+")[1:])
     ]
     if unknown:
         raise SystemExit(f"--methods: unknown {unknown[0]!r}; choose from {', '.join(METHODS)}")
