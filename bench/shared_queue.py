@@ -14,7 +14,8 @@ fsync off). Two measurements, both through the store's own code:
 2. Event delay: trainer A appends an event (a fenced update, as a worker's
    metrics reach the store); a subscriber on trainer B receives it through
    LISTEN/NOTIFY -> EventRelay -> EventBus. Against the single-machine path:
-   SQLite store, then the local bus (what runner.apply does). p50/p99 of the
+   the subscriber on the writing trainer (runner.apply publishes to its own
+   bus), on SQLite (the default) and on PostgreSQL. p50/p99 of the
    time from the write's start to the subscriber's wake-up, events paced at 200/s.
 Rounds alternate the configurations; the load average is printed.
 """
@@ -105,11 +106,15 @@ def claims(admin_url: str, trainers: int, jobs: int) -> dict[str, float]:
     url = _fresh_database(admin_url, f"bench_claims_{trainers}")
     _fill(url, jobs)
     ctx = multiprocessing.get_context("spawn")
-    start, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_trainer, args=(url, f"t{i}", start, out)) for i in range(trainers)]
+    ready, start, out = ctx.Queue(), ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_trainer, args=(url, f"t{i}", ready, start, out))
+        for i in range(trainers)
+    ]
     for p in procs:
         p.start()
-    time.sleep(2.0)  # every process connected and waiting
+    for _ in procs:  # every process connected and waiting
+        ready.get(timeout=120)
     began = time.perf_counter()
     start.set()
     results = [out.get(timeout=600) for _ in procs]
@@ -174,11 +179,17 @@ async def event_delay_shared(admin_url: str, count: int) -> dict[str, float]:
     return {"p50_ms": _pct(delays, 0.5) * 1e3, "p99_ms": _pct(delays, 0.99) * 1e3}
 
 
-async def event_delay_local(count: int) -> dict[str, float]:
+async def event_delay_local(count: int, admin_url: str = "") -> dict[str, float]:
+    """Subscriber on the writing trainer itself (runner.apply publishes to its own bus):
+    on SQLite, the single-machine default, or on PostgreSQL with `admin_url`."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = str(Path(tmp) / "state.db")
-        _fill(path, 1)
-        database = open_database(path)
+        target = (
+            _fresh_database(admin_url, "bench_events_local")
+            if admin_url
+            else str(Path(tmp) / "state.db")
+        )
+        _fill(target, 1)
+        database = open_database(target)
         bus = EventBus()
         try:
             delays = await _event_delays(
@@ -206,17 +217,19 @@ def main() -> None:
     try:
         load = os.getloadavg()
         claim_rows: dict[int, list[dict[str, float]]] = {1: [], 2: [], 4: []}
-        event_rows: dict[str, list[dict[str, float]]] = {"shared": [], "local": []}
+        event_rows: dict[str, list[dict[str, float]]] = {"shared": [], "local": [], "pg": []}
+        paths = {
+            "local": lambda: event_delay_local(args.events),
+            "pg": lambda: event_delay_local(args.events, admin),
+            "shared": lambda: event_delay_shared(admin, args.events),
+        }
         for round_ in range(args.rounds):
             order = [1, 2, 4] if round_ % 2 == 0 else [4, 2, 1]
             for n in order:
                 claim_rows[n].append(claims(admin, n, args.jobs))
-            if round_ % 2 == 0:
-                event_rows["local"].append(asyncio.run(event_delay_local(args.events)))
-                event_rows["shared"].append(asyncio.run(event_delay_shared(admin, args.events)))
-            else:
-                event_rows["shared"].append(asyncio.run(event_delay_shared(admin, args.events)))
-                event_rows["local"].append(asyncio.run(event_delay_local(args.events)))
+            for name in list(paths) if round_ % 2 == 0 else reversed(list(paths)):
+                event_rows[name].append(asyncio.run(paths[name]()))
+        load_after = os.getloadavg()
     finally:
         if server is not None:
             server.stop()
@@ -228,7 +241,8 @@ def main() -> None:
     print(
         f"{args.jobs} tiny jobs (claim + STARTING, RUNNING, SUCCEEDED fenced writes, no worker), "
         f"median of {args.rounds} alternated rounds; PostgreSQL {'given' if args.database else 'local, fsync off'}; "
-        f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} CPUs.\n"
+        f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, after: "
+        f"{load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}; {os.cpu_count()} CPUs.\n"
     )
     print("| trainers | claim p50 (ms) | claim p99 (ms) | jobs/s | vs 1 trainer |")
     print("|---:|---:|---:|---:|---:|")
@@ -248,6 +262,10 @@ def main() -> None:
     print(
         f"| one machine: SQLite, local bus | {med(event_rows['local'], 'p50_ms'):.2f} | "
         f"{med(event_rows['local'], 'p99_ms'):.2f} |"
+    )
+    print(
+        f"| one trainer on PostgreSQL, local bus | {med(event_rows['pg'], 'p50_ms'):.2f} | "
+        f"{med(event_rows['pg'], 'p99_ms'):.2f} |"
     )
     print(
         f"| two trainers: PostgreSQL, LISTEN/NOTIFY, relay | {med(event_rows['shared'], 'p50_ms'):.2f} | "
