@@ -34,6 +34,55 @@ from tunewire.models import smollm2
 
 S = demo.DEFAULTS
 SCORE = Path(__file__).with_name("learning_score.py")
+# mlx-lm's own loss (mlx_lm.tuner.trainer.default_loss) on its own collation of a train.jsonl
+# that holds just tunewire's first batch. LoRA B starts at zero, so the first step's loss is
+# the base model's: no adapter is needed to compute it.
+MLX_LM_FIRST_BATCH = """
+import json, sys, types
+import mlx.core as mx
+from mlx_lm import load
+from mlx_lm.tuner.datasets import CacheDataset, load_dataset
+from mlx_lm.tuner.trainer import default_loss, iterate_batches
+model, tokenizer = load(sys.argv[1])
+args = types.SimpleNamespace(data=sys.argv[2], train=True, test=False, mask_prompt=True,
+                             hf_dataset=False)
+train, _, _ = load_dataset(args, tokenizer)
+batch, lengths = next(iterate_batches(CacheDataset(train), int(sys.argv[3]), int(sys.argv[4])))
+loss, tokens = default_loss(model, batch, lengths)
+# default_loss's mask ends at `steps <= length`: target index `length` is the padding after
+# the record, one more target per record than the record holds. Without it:
+inside, inside_tokens = default_loss(model, batch, lengths - mx.array([0, 1]))
+print(json.dumps({"loss": loss.item(), "tokens": tokens.item(),
+                  "loss_without_pad_target": inside.item(), "tokens_without": inside_tokens.item()}))
+"""
+
+
+def tunewire_first_batch(model: Path, train: Path) -> list[dict]:
+    """The records of tunewire's first batch (its worker's own batching, seed and epoch 0)."""
+    from transformers import AutoTokenizer  # the tokenizer mlx-lm wraps; no mlx here
+
+    from tunewire.trainer.worker.data import TrainBatches, load_dataset
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model))
+    dataset = load_dataset(train, tokenizer, "all_assistant_turns", S.max_seq_length)
+    batches = TrainBatches(dataset, S.batch_size, S.seed, S.max_seq_length)
+    group = batches.groups[batches.epoch_order(0)[0]]
+    lines = [json.loads(x) for x in train.read_text(encoding="utf-8").splitlines() if x.strip()]
+    return [{"messages": lines[i]["messages"]} for i in group]
+
+
+def mlx_lm_first_batch_loss(model: Path, train: Path, work: Path) -> dict:
+    data = work / "mlx-lm-first-batch"
+    data.mkdir(parents=True, exist_ok=True)
+    records = tunewire_first_batch(model, train)
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    shutil.copyfile(signoff.HELD_OUT_FILE, data / "valid.jsonl")
+    argv = [PYTHON, "-c", MLX_LM_FIRST_BATCH, str(model), str(data)]
+    argv += [str(S.batch_size), str(S.max_seq_length)]
+    done = subprocess.run(argv, capture_output=True, text=True, env=bench_env(), timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"mlx-lm first-batch loss failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def tunewire_run(name: str, model: Path, train: Path, steps: int, work: Path) -> dict:
@@ -154,6 +203,10 @@ def main() -> None:
         print(name, runs[f"tunewire {name.upper()}"][1], flush=True)
     runs["mlx_lm lora (LoRA)"] = (float_model, mlx_lm_run(float_model, args.steps, work))
     print("mlx-lm", runs["mlx_lm lora (LoRA)"][1], flush=True)
+    first = mlx_lm_first_batch_loss(float_model, train, work)
+    print("mlx-lm on tunewire's first batch", first, flush=True)
+    tunewire_first = runs["tunewire LORA"][1]["first_loss"]
+    first_gap = abs(first["loss_without_pad_target"] - tunewire_first)
 
     rows = []
     held_out = work / "held_out.jsonl"
@@ -213,6 +266,18 @@ def main() -> None:
             "48 tokens containing the sign-off, and validation loss over the assistant tokens.",
             "",
             table(header, rows, "lllrrrr"),
+            "",
+            "Same first batch: mlx-lm's own loss (`mlx_lm.tuner.trainer.default_loss` on its "
+            "own `iterate_batches` collation, `mask_prompt`) of the 4 records tunewire's worker "
+            f"trains on first: {first['loss']:.4f} over {first['tokens']} targets as mlx-lm "
+            "masks them; its mask (`steps <= length`) also takes the padding target after each "
+            "record (one per record, token 0). Without that target: "
+            f"{first['loss_without_pad_target']:.6f} over {first['tokens_without']} targets, "
+            f"against tunewire LoRA's first loss {tunewire_first:.6f}: |difference| "
+            f"{first_gap:.2e} ({'within' if first_gap <= 1e-3 else 'NOT within'} 1e-3). "
+            "mlx_lm lora's own first loss in the table is on another first batch: it visits "
+            "the same length-sorted groups in `np.random.permutation` order, tunewire in "
+            "`default_rng([seed, epoch])` order (resumable from (epoch, index)).",
             "",
         ]
     )
