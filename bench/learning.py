@@ -179,11 +179,59 @@ def score(model: Path, adapter: str | None, held_out: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def first_batch_text(first: dict, tunewire_first: float) -> str:
+    first_gap = abs(first["loss_without_pad_target"] - tunewire_first)
+    return (
+        "Same first batch: mlx-lm's own loss (`mlx_lm.tuner.trainer.default_loss` on its "
+        "own `iterate_batches` collation, `mask_prompt`) of the 4 records tunewire's worker "
+        f"trains on first: {first['loss']:.4f} over {first['tokens']} targets as mlx-lm "
+        "masks them; its mask (`steps <= length`) also takes the padding target after each "
+        "record (one per record, token 0). Without that target: "
+        f"{first['loss_without_pad_target']:.6f} over {first['tokens_without']} targets, "
+        f"against tunewire LoRA's first loss {tunewire_first:.6f}: |difference| "
+        f"{first_gap:.2e} ({'within' if first_gap <= 1e-3 else 'NOT within'} 1e-3). "
+        "mlx_lm lora's own first loss in the table is on another first batch: it visits "
+        "the same length-sorted groups in `np.random.permutation` order, tunewire in "
+        "`default_rng([seed, epoch])` order (resumable from (epoch, index))."
+    )
+
+
+def first_batch_only(args, work: Path, model: Path, train: Path) -> None:
+    """`--first-batch-only`: one tunewire LoRA step and mlx-lm's loss of the same batch
+    (seconds, nothing timed: it needs no bench lock)."""
+    load = os.getloadavg()[0]
+    tunewire_first = tunewire_run("lora", model, train, 1, work)["first_loss"]
+    first = mlx_lm_first_batch_loss(model, train, work)
+    section = "\n".join(
+        [
+            "## Learning: mlx-lm's first loss on tunewire's first batch (issue 11)",
+            "",
+            "Command: `.venv/bin/python -m bench.learning --first-batch-only --out "
+            f"bench/RESULTS.md` ({time.strftime('%Y-%m-%d %H:%M')}; {machine_line(load)}; "
+            "SmolLM2-135M-Instruct float32, the demo's data, seed, batch "
+            f"{S.batch_size}, max length {S.max_seq_length}; LoRA B starts at zero, so the "
+            "first step's loss is the base model's on that batch)",
+            "",
+            first_batch_text(first, tunewire_first),
+            "",
+        ]
+    )
+    print(section, flush=True)
+    if args.out:
+        with open(args.out, "a", encoding="utf-8") as f:
+            f.write("\n" + section)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=S.steps)
     parser.add_argument("--out", default=None, help="append the section to this Markdown file")
     parser.add_argument("--quick", action="store_true", help="2 held-out chats (a smoke run)")
+    parser.add_argument(
+        "--first-batch-only",
+        action="store_true",
+        help="only mlx-lm's and tunewire's first-step loss on one identical batch",
+    )
     args = parser.parse_args()
     load = os.getloadavg()[0]
     work = scratch_dir("learning")
@@ -191,6 +239,9 @@ def main() -> None:
     q4_model = smollm2.ensure_smollm2(log=lambda _: None)
     shutil.copyfile(signoff.TRAIN_FILE, work / "signoff_train.jsonl")
     train = canonical_data(work / "signoff_train.jsonl")
+    if args.first_batch_only:
+        first_batch_only(args, work, float_model, train)
+        return
 
     runs = {
         "base (no adapter)": (float_model, {"adapter": None}),
@@ -206,7 +257,6 @@ def main() -> None:
     first = mlx_lm_first_batch_loss(float_model, train, work)
     print("mlx-lm on tunewire's first batch", first, flush=True)
     tunewire_first = runs["tunewire LORA"][1]["first_loss"]
-    first_gap = abs(first["loss_without_pad_target"] - tunewire_first)
 
     rows = []
     held_out = work / "held_out.jsonl"
@@ -267,17 +317,7 @@ def main() -> None:
             "",
             table(header, rows, "lllrrrr"),
             "",
-            "Same first batch: mlx-lm's own loss (`mlx_lm.tuner.trainer.default_loss` on its "
-            "own `iterate_batches` collation, `mask_prompt`) of the 4 records tunewire's worker "
-            f"trains on first: {first['loss']:.4f} over {first['tokens']} targets as mlx-lm "
-            "masks them; its mask (`steps <= length`) also takes the padding target after each "
-            "record (one per record, token 0). Without that target: "
-            f"{first['loss_without_pad_target']:.6f} over {first['tokens_without']} targets, "
-            f"against tunewire LoRA's first loss {tunewire_first:.6f}: |difference| "
-            f"{first_gap:.2e} ({'within' if first_gap <= 1e-3 else 'NOT within'} 1e-3). "
-            "mlx_lm lora's own first loss in the table is on another first batch: it visits "
-            "the same length-sorted groups in `np.random.permutation` order, tunewire in "
-            "`default_rng([seed, epoch])` order (resumable from (epoch, index)).",
+            first_batch_text(first, tunewire_first),
             "",
         ]
     )
