@@ -26,6 +26,7 @@ from tunewire.trainer.jobs.restarts import RestartPolicy
 from tunewire.trainer.jobs.stop_requests import StopRequests
 from tunewire.trainer.jobs.worker_events import artifacts_of, log_event, translate
 from tunewire.trainer.processes import launch, supervisor
+from tunewire.trainer.protocol import attempt_fence
 from tunewire.trainer.protocol import events as protocol
 from tunewire.trainer.protocol.commands import Command
 from tunewire.trainer.store.jobs import (
@@ -203,6 +204,10 @@ class JobRunner(StopRequests):
         try:
             # The config is the stored job's, written afresh at every start; the resume
             # point is an argument, so nothing in the file changes between starts.
+            if self._shared:
+                # Before any worker of this attempt runs: a stale worker of an earlier
+                # attempt then cannot rename a checkpoint into this one's files.
+                attempt_fence.write(job_dir, self._held[job_id].attempt)
             config = handoff.worker_config(job)
             config_path = handoff.write_config(job_dir, config)
             argv = launch.worker_argv(config_path, python=self._config.python, resume_from=resume)

@@ -9,6 +9,7 @@ read them from, so the daemon finds what the worker writes. mlx-free (the daemon
     adapters/            the final adapter (moved into place whole)
     mlx_hostfile.json    the ranks' hosts of a distributed job
     reference_logps.json a DPO job's reference log-probabilities, computed once at its start
+    attempt              on a shared queue, the attempt that owns these files (attempt_fence.py)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ CHECKPOINT_ASIDE_PREFIX = "unusable-"  # a checkpoint that failed its check, kep
 ADAPTERS_DIR = "adapters"
 HOSTFILE = "mlx_hostfile.json"
 REFERENCE_LOGPS_FILE = "reference_logps.json"
+ATTEMPT_FILE = "attempt"
 
 
 def rank_log_file(rank: int) -> str:

@@ -22,7 +22,7 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from tunewire.trainer.protocol import job_layout
+from tunewire.trainer.protocol import attempt_fence, job_layout
 from tunewire.trainer.protocol.checksums import file_sha256
 from tunewire.trainer.worker import disk
 
@@ -102,8 +102,11 @@ def save(
     optimizer_state: dict,
     state: TrainState,
     adapter_config: dict,
+    attempt: str | None = None,
 ) -> tuple[Path, int]:
-    """Writes checkpoint `state.step` atomically; returns its path and size in bytes."""
+    """Writes checkpoint `state.step` atomically; returns its path and size in bytes.
+    With `attempt` (the fence this worker started under), raises attempt_fence.Fenced
+    and leaves nothing if a newer attempt owns the job's files by the time of the rename."""
     root = checkpoints_dir(job_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = checkpoint_path(job_dir, state.step)
@@ -126,6 +129,13 @@ def save(
         for f in tmp.iterdir():
             _fsync(f)
         _fsync(tmp)
+    try:
+        # Last thing before the rename: a worker frozen while writing (its lease taken
+        # meanwhile) finds the newer attempt here and never replaces its checkpoint.
+        attempt_fence.check(job_dir, attempt, f"checkpoint at step {state.step}")
+    except attempt_fence.Fenced:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():
         # Same step written again (a resumed run stopping at once): replace it.
         old = root / f"{TMP_PREFIX}old-{state.step:08d}-{os.getpid()}"

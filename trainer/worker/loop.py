@@ -27,6 +27,7 @@ from mlx import nn
 from mlx.nn.utils import average_gradients
 from mlx.utils import tree_map
 
+from tunewire.trainer.protocol import attempt_fence
 from tunewire.trainer.protocol import events as protocol
 from tunewire.trainer.protocol.config import WorkerConfig
 from tunewire.trainer.worker import checkpoint
@@ -70,6 +71,8 @@ class Trainer:
         self.adapter_config = adapter_config
         self.state = state
         self.job_dir = Path(config.job_dir)
+        # The attempt that owned the job's files when this worker started (shared queue).
+        self.attempt = attempt_fence.read(self.job_dir)
         self.validation = (
             validation_batches(
                 validation,
@@ -319,6 +322,7 @@ class Trainer:
             self.optimizer.state,
             state,
             self.adapter_config,
+            attempt=self.attempt,
         )
         removed = checkpoint.prune(
             self.job_dir, self.config.checkpointing.keep_last, state.best_step
