@@ -4,7 +4,8 @@ mlx frees and allocates a step's buffers through its own cache, but the Python
 side, the tokenizer and the compiled graph's bookkeeping go through malloc;
 glibc's malloc is slower at that churn than jemalloc or tcmalloc. Whether that
 shows in a step's time was measured on the real step (bench/RESULTS.md, "Trainer:
-allocator and OpenBLAS threads"): DEFAULT_ALLOCATOR is what the measurement kept.
+light frozen weights, allocator and OpenBLAS threads"): two runs disagreed, so
+DEFAULT_ALLOCATOR stays glibc's.
 A library that is not installed is simply not preloaded: found, used; absent, fine.
 
 Environment:
