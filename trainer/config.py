@@ -64,6 +64,13 @@ class TrainerConfig:
         },
     )
     max_running_jobs: int = field(default=1, metadata={"help": "Jobs training at once."})
+    rank_slots: int = field(
+        default=0,
+        metadata={
+            "help": "Ranks this trainer runs at once over all its jobs (a job takes one per "
+            "rank, all claimed together or none); 0: no limit but --max-running-jobs."
+        },
+    )
     max_worker_restarts: int = field(
         default=3,
         metadata={"help": "Times a job's dead worker is started again from its checkpoint."},
@@ -215,6 +222,13 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
     )
     parser.add_argument("--max-running-jobs", type=int, default=1)
     parser.add_argument(
+        "--rank-slots",
+        type=int,
+        default=0,
+        help="ranks this trainer runs at once over all its jobs; a job with N ranks takes N, "
+        "claimed all at once or not at all (default 0: no limit but --max-running-jobs)",
+    )
+    parser.add_argument(
         "--max-worker-restarts",
         type=int,
         default=3,
@@ -274,6 +288,8 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
         )
     if args.max_running_jobs < 1:
         parser.error(f"--max-running-jobs must be at least 1, got {args.max_running_jobs}")
+    if args.rank_slots < 0:
+        parser.error(f"--rank-slots must be 0 (no limit) or more, got {args.rank_slots}")
     if args.database and not db_url(args.database):
         parser.error(
             f"--database must be a postgresql:// URL (SQLite is the default), got {args.database[:40]!r}"
@@ -287,6 +303,7 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
         model_roots=tuple(p.resolve() for p in args.model_root),
         internal_token=os.environ.get(INTERNAL_TOKEN_ENV, ""),
         max_running_jobs=args.max_running_jobs,
+        rank_slots=args.rank_slots,
         max_worker_restarts=max(0, args.max_worker_restarts),
         restart_backoff_seconds=max(0.0, args.restart_backoff),
         heartbeat_seconds=args.heartbeat,

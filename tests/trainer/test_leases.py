@@ -177,3 +177,61 @@ async def test_a_trainer_never_starts_a_job_whose_files_it_cannot_see(tmp_path, 
     finally:
         await server.stop(grace=1)
         database.close()
+
+
+def _distributed_job(job_id: str, ranks: int) -> training_job_pb.TrainingJob:
+    job = training_job_pb.TrainingJob(
+        id=job_id, owner="alice", state=QUEUED, create_time=now_timestamp()
+    )
+    job.distributed.world_size = ranks
+    job.distributed.hosts.extend(["localhost"] * ranks)
+    return job
+
+
+def _lease_owner(database, job_id: str):
+    return database.query_one("SELECT lease_owner FROM jobs WHERE id = ?", (job_id,))["lease_owner"]
+
+
+def test_a_distributed_job_claims_all_its_slots_at_once_or_none(database_target):
+    """Two 2-rank jobs, 3 slots in all (trainer-a 2, trainer-b 1): exactly one is
+    claimed; the other stays queued holding no slot, and is claimed once the first ends."""
+    database = open_database(database_target)
+    try:
+        jobs = JobStore(database)
+        for job_id in ("big-1", "big-2"):
+            jobs.insert(_distributed_job(job_id, 2), _log("created"))
+        leases = LeaseStore(database, ttl_seconds=30)
+        (first,) = leases.claim("trainer-a", limit=5, slots=2)
+        assert first.job_id == "big-1"
+        assert leases.claim("trainer-b", limit=5, slots=1) == []  # 1 free slot of 2 needed
+        assert leases.claim("trainer-a", limit=5, slots=2) == []  # both of a's slots held
+        assert _lease_owner(database, "big-2") is None
+        assert jobs.get("big-2").state == QUEUED
+
+        # A 1-rank job queued behind big-2 may pass it: it fits in b's one slot.
+        jobs.insert(_distributed_job("small", 1), _log("created"))
+        assert [lease.job_id for lease in leases.claim("trainer-b", limit=5, slots=1)] == ["small"]
+
+        jobs.update("big-1", _set(training_job_pb.JOB_STATE_SUCCEEDED), _log("done"), first)
+        assert _lease_owner(database, "big-1") is None
+        (second,) = leases.claim("trainer-a", limit=5, slots=2)
+        assert (second.job_id, _lease_owner(database, "big-2")) == ("big-2", "trainer-a")
+    finally:
+        database.close()
+
+
+def test_one_claim_never_takes_more_slots_than_it_has(database_target):
+    """Several jobs in one claim: each is taken whole while room is left, none in part."""
+    database = open_database(database_target)
+    try:
+        jobs = JobStore(database)
+        for job_id, ranks in (("two", 2), ("three", 3), ("one", 1), ("another-one", 1)):
+            jobs.insert(_distributed_job(job_id, ranks), _log("created"))
+        leases = LeaseStore(database, ttl_seconds=30)
+        claimed = leases.claim("trainer-a", limit=10, slots=4)
+        assert [lease.job_id for lease in claimed] == ["two", "one", "another-one"]
+        assert _lease_owner(database, "three") is None
+        # No limit (0, the default): every queued job, whatever its ranks.
+        assert [lease.job_id for lease in leases.claim("trainer-b", limit=10)] == ["three"]
+    finally:
+        database.close()

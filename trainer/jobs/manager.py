@@ -85,6 +85,16 @@ class JobManager:
             model_roots=self._config.allowed_model_roots,
         )
         violations = list(resolved.violations)
+        slots = self._config.rank_slots
+        if slots and not self._config.database and len(resolved.hosts) > slots:
+            # Alone on its database, no other trainer could ever claim it: it would wait forever.
+            violations.append(
+                FieldViolation(
+                    "spec.distributed.world_size",
+                    f"{len(resolved.hosts)} ranks, but this trainer runs at most {slots} at once "
+                    "(--rank-slots)",
+                )
+            )
         initial_file = ""
         if not violations and spec.HasField("initial_adapter") and resolved.model is not None:
             initial_file, adapter_violations = await asyncio.to_thread(

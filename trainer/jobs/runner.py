@@ -163,7 +163,10 @@ class JobRunner(StopRequests):
                 # Passed over: jobs whose files it cannot see, dead workers' jobs waiting
                 # out their restart delay.
                 passed_over = {*self._unreadable, *self._restarts.waiting()}
-                claimed = self._leases.claim(self.trainer_id, passed_over=passed_over)
+                # All of a job's rank slots in the claim's statement, or the job stays queued.
+                claimed = self._leases.claim(
+                    self.trainer_id, passed_over=passed_over, slots=self._config.rank_slots
+                )
                 if not claimed:
                     return
                 lease = claimed[0]

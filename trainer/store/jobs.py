@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from google.protobuf import timestamp_pb2
 
 from tunewire.trainer.store import db
-from tunewire.trainer.store.leases import Lease, LeaseLost, check
+from tunewire.trainer.store.leases import Lease, LeaseLost, check, rank_slots
 from tunewire.v1 import training_event_pb2 as training_event_pb
 from tunewire.v1 import training_job_pb2 as training_job_pb
 
@@ -101,8 +101,8 @@ class JobStore:
                 event.time.CopyFrom(job.create_time)
             job.last_event_sequence = 1
             tx.execute(
-                "INSERT INTO jobs (id, owner, state, request_id, created, queue_order, job)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (id, owner, state, request_id, created, queue_order, slots, job)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job.id,
                     job.owner,
@@ -110,6 +110,7 @@ class JobStore:
                     job.request_id or None,
                     job.create_time.ToNanoseconds() / 1e9,
                     order,
+                    rank_slots(job),
                     job.SerializeToString(),
                 ),
             )

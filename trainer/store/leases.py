@@ -9,6 +9,13 @@ notices first. Every write a trainer makes for a running job names its
 `Lease`; the store refuses it (`LeaseLost`) unless that lease is still the
 job's, so a trainer that lost its job can never write over the next attempt.
 A job leaves its lease behind when it goes back to the queue or finishes.
+
+A distributed job takes one rank slot per rank (`jobs.slots`, its world size) of
+the trainer that claims it, which starts every rank (here or over ssh). A
+trainer with a slot limit claims, in the same statement that takes the lease,
+only a job whose slots all fit in what its held jobs leave free: it never holds
+part of a job's slots while waiting for the rest, so two big jobs cannot
+deadlock, and a smaller job further back may pass a big one that does not fit.
 Times are the database's clock (`Database.now_sql`), one clock for all trainers.
 """
 
@@ -22,6 +29,11 @@ from tunewire.trainer.store import db
 from tunewire.v1 import training_job_pb2 as training_job_pb
 
 QUEUED = training_job_pb.JOB_STATE_QUEUED
+
+
+def rank_slots(job: training_job_pb.TrainingJob) -> int:
+    """The slots a job takes on the trainer that claims it: one per rank."""
+    return max(1, job.distributed.world_size, len(job.distributed.hosts))
 
 
 @dataclass(frozen=True)
@@ -76,21 +88,43 @@ class LeaseStore:
         self.ttl = ttl_seconds
 
     def claim(
-        self, owner: str, limit: int = 1, passed_over: Collection[str] = ()
+        self,
+        owner: str,
+        limit: int = 1,
+        passed_over: Collection[str] = (),
+        slots: int = 0,
     ) -> builtins.list[Lease]:
         """Takes the leases of up to `limit` queued jobs, first in the queue first,
-        but for those in `passed_over` (jobs this trainer cannot run)."""
+        but for those in `passed_over` (jobs this trainer cannot run). With `slots`
+        (this trainer's rank slots; 0: no limit) only jobs whose slots all fit in
+        what `owner`'s held jobs leave free, each taken whole or not at all."""
         if limit < 1:
             return []
         skip = f" AND id NOT IN ({','.join('?' * len(passed_over))})" if passed_over else ""
         with self._db.transaction() as tx:
+            free = None
+            if slots > 0:
+                # Read in the claim's transaction; only this trainer claims for its own
+                # slots, so nothing else changes the sum before the lease is taken.
+                used = tx.query_one(
+                    "SELECT COALESCE(SUM(slots), 0) AS used FROM jobs WHERE lease_owner = ?",
+                    (owner,),
+                )
+                free = slots - int(used["used"] if used else 0)
+                if free < 1:
+                    return []
+            fits = " AND slots <= ?" if free is not None else ""
             rows = tx.query(
-                f"SELECT id, attempt FROM jobs WHERE state = ? AND lease_owner IS NULL{skip}"
+                f"SELECT id, attempt, slots FROM jobs WHERE state = ? AND lease_owner IS NULL{skip}{fits}"
                 f" ORDER BY queue_order LIMIT ?{self._db.skip_locked}",
-                (QUEUED, *passed_over, limit),
+                (QUEUED, *passed_over, *([free] if free is not None else []), limit),
             )
             leases = []
             for row in rows:
+                if free is not None:
+                    if int(row["slots"]) > free:
+                        continue  # the ones before it (same claim) took the room
+                    free -= int(row["slots"])
                 attempt = int(row["attempt"]) + 1
                 tx.execute(
                     f"UPDATE jobs SET attempt = ?, lease_owner = ?, lease_expires = {self._db.now_sql} + ?"

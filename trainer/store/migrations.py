@@ -192,12 +192,19 @@ def _pause_requests(db: Database, s: Session) -> None:
     _add_columns(db, s, "jobs", {"pause_requested_by": "TEXT"})
 
 
+def _rank_slots(db: Database, s: Session) -> None:
+    """The rank slots a job takes on the trainer that claims it (its world size): a
+    claim takes all of them in one statement or none. Rows from before count 1."""
+    _add_columns(db, s, "jobs", {"slots": "INTEGER NOT NULL DEFAULT 1"})
+
+
 MIGRATIONS: list[Callable[[Database, Session], None]] = [
     _base_tables,
     _per_owner_names,
     _leases,
     _webhooks,
     _pause_requests,
+    _rank_slots,
 ]
 
 
