@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -70,6 +71,17 @@ class TrainerConfig:
             "help": "Ranks this trainer runs at once over all its jobs (a job takes one per "
             "rank, all claimed together or none); 0: no limit but --max-running-jobs."
         },
+    )
+    device: str = field(
+        default="",
+        metadata={
+            "help": "The device this trainer's workers train on, cpu or gpu, advertised to "
+            "the queue; '': MLX's default here (gpu on Apple silicon, else cpu)."
+        },
+    )
+    memory_gib: float = field(
+        default=0.0,
+        metadata={"help": "Memory this trainer advertises to the queue; 0: the host's total."},
     )
     max_worker_restarts: int = field(
         default=3,
@@ -229,6 +241,20 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
         "claimed all at once or not at all (default 0: no limit but --max-running-jobs)",
     )
     parser.add_argument(
+        "--device",
+        choices=("cpu", "gpu"),
+        default="",
+        help="the device this trainer's workers train on, advertised to the queue: it claims "
+        "only jobs whose spec.resources.device it offers (default: gpu on Apple silicon, else cpu)",
+    )
+    parser.add_argument(
+        "--memory-gib",
+        type=float,
+        default=0.0,
+        help="memory (GiB) this trainer advertises to the queue: it claims only jobs whose "
+        "spec.resources.min_memory_gib fits (default 0: the host's total, from /proc/meminfo)",
+    )
+    parser.add_argument(
         "--max-worker-restarts",
         type=int,
         default=3,
@@ -290,6 +316,8 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
         parser.error(f"--max-running-jobs must be at least 1, got {args.max_running_jobs}")
     if args.rank_slots < 0:
         parser.error(f"--rank-slots must be 0 (no limit) or more, got {args.rank_slots}")
+    if not math.isfinite(args.memory_gib) or args.memory_gib < 0:
+        parser.error(f"--memory-gib must be 0 (the host's total) or more, got {args.memory_gib}")
     if args.database and not db_url(args.database):
         parser.error(
             f"--database must be a postgresql:// URL (SQLite is the default), got {args.database[:40]!r}"
@@ -304,6 +332,8 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
         internal_token=os.environ.get(INTERNAL_TOKEN_ENV, ""),
         max_running_jobs=args.max_running_jobs,
         rank_slots=args.rank_slots,
+        device=args.device,
+        memory_gib=args.memory_gib,
         max_worker_restarts=max(0, args.max_worker_restarts),
         restart_backoff_seconds=max(0.0, args.restart_backoff),
         heartbeat_seconds=args.heartbeat,

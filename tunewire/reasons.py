@@ -99,3 +99,4 @@ class Reason(str, Enum):
     # The server's resources
     NO_SPACE = "NO_SPACE"
     DATABASE_CORRUPT = "DATABASE_CORRUPT"
+    NO_TRAINER_CAN_RUN = "NO_TRAINER_CAN_RUN"

@@ -212,6 +212,8 @@ DEFAULTS: tuple[Default, ...] = (
         lambda _s, c: len(c.hosts) if c.hosts else 1,
     ),
     _const("distributed.backend", training_job_pb.DISTRIBUTED_BACKEND_RING, "RING"),
+    _const("resources.device", training_job_pb.RESOURCE_DEVICE_ANY, "ANY"),
+    _const("resources.min_memory_gib", 0.0, "0 (any)"),
     Default("wandb.mode", "OFFLINE, or ONLINE when the server has a WandB API key", _wandb_mode),
     _const("preference.beta", 0.1, "0.1", _dpo),
     _const("preference.loss", training_job_pb.DPO_LOSS_SIGMOID, "SIGMOID", uses_preference),

@@ -54,8 +54,10 @@ class SharedTrainer:
         artifacts: Path,
         data_root: Path,
         model_root: Path,
+        extra_args: tuple[str, ...] = (),
     ):
         self.name = name
+        self.extra_args = extra_args
         self.model_root = model_root
         self.home = root / name
         self.database, self.artifacts, self.data_root = database, artifacts, data_root
@@ -74,6 +76,7 @@ class SharedTrainer:
                     "--data-root", str(self.data_root), "--data-root", str(self.artifacts),
                     "--model-root", str(self.model_root),
                     "--heartbeat", HEARTBEAT, "--missed-heartbeats", MISSED,
+                    *self.extra_args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from tunewire.trainer.resources import Offer
 from tunewire.trainer.store.database import open_database
 from tunewire.trainer.store.jobs import JobStore, now_timestamp
 from tunewire.trainer.store.leases import LeaseLost, LeaseStore
@@ -233,5 +234,35 @@ def test_one_claim_never_takes_more_slots_than_it_has(database_target):
         assert _lease_owner(database, "three") is None
         # No limit (0, the default): every queued job, whatever its ranks.
         assert [lease.job_id for lease in leases.claim("trainer-b", limit=10)] == ["three"]
+    finally:
+        database.close()
+
+
+def test_a_trainer_claims_only_jobs_its_device_and_memory_meet(database_target):
+    database = open_database(database_target)
+    try:
+        jobs = JobStore(database)
+        wants = {
+            "gpu": (training_job_pb.RESOURCE_DEVICE_GPU, 0.0),
+            "cpu-16": (training_job_pb.RESOURCE_DEVICE_CPU, 16.0),
+            "any-4": (training_job_pb.RESOURCE_DEVICE_ANY, 4.0),
+        }
+        for job_id, (device, memory) in wants.items():
+            job = _distributed_job(job_id, 1)
+            job.spec.resources.device = device
+            job.spec.resources.min_memory_gib = memory
+            jobs.insert(job, _log("created"))
+        leases = LeaseStore(database, ttl_seconds=30)
+        small_cpu = Offer(training_job_pb.RESOURCE_DEVICE_CPU, 8.0)
+        gpu = Offer(training_job_pb.RESOURCE_DEVICE_GPU, 64.0)
+        assert [x.job_id for x in leases.claim("cpu", limit=5, offer=small_cpu)] == ["any-4"]
+        assert [x.job_id for x in leases.claim("gpu", limit=5, offer=gpu)] == ["gpu"]
+        assert _lease_owner(database, "cpu-16") is None  # neither offers it enough
+
+        # The heartbeat advertises the offer; only live trainers' offers count.
+        leases.renew("cpu", "10.0.0.1:1", small_cpu)
+        leases.renew("gpu", "10.0.0.2:1", gpu)
+        assert sorted(o.memory_gib for o in leases.offers()) == [8.0, 64.0]
+        assert LeaseStore(database, ttl_seconds=-1).offers() == []
     finally:
         database.close()

@@ -160,7 +160,13 @@ def reported_setup(log: Path) -> protocol.Setup:
 
 
 # Spec fields that describe the job to the server but are no part of what the worker runs.
-NOT_FOR_THE_WORKER = {"display_name", "validation_fraction"}
+# Read by the daemon alone: the worker never sees them (resources decide the claim).
+NOT_FOR_THE_WORKER = {
+    "display_name",
+    "validation_fraction",
+    "resources.device",
+    "resources.min_memory_gib",
+}
 
 
 async def test_a_minimal_spec_shows_every_default_and_the_worker_ran_with_exactly_those(

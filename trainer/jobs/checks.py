@@ -65,6 +65,20 @@ def _non_finite(spec: Spec) -> list[tuple[str, float]]:
     return [(path, v) for path, v in _float_fields(spec) if not math.isfinite(v)]
 
 
+MAX_MEMORY_GIB = 1 << 20  # 1 PiB: past any host; a bigger number is a unit mistake
+
+
+def _check_resources(resources: training_job_pb.ResourceRequirements, bad: Bad) -> None:
+    if not enum_ok(training_job_pb.ResourceDevice, resources.device):
+        bad("resources.device", f"unknown device {resources.device}: ANY, CPU or GPU")
+    memory = resources.min_memory_gib
+    if math.isfinite(memory) and not 0 <= memory <= MAX_MEMORY_GIB:
+        bad(
+            "resources.min_memory_gib",
+            f"must be between 0 and {MAX_MEMORY_GIB} GiB, got {memory:g}",
+        )
+
+
 def inspect(spec: Spec, model_roots: Roots) -> tuple[ModelInfo | None, list[FieldViolation]]:
     """The model as the daemon can know it (config and weight headers, no mlx). A local
     model outside the model roots is PERMISSION_DENIED, raised by paths.py."""
@@ -104,6 +118,7 @@ def check_spec(
         bad("loss_masking", f"unknown loss masking {spec.loss_masking}")
     _check_evaluation(spec, bad)
     check_distributed(spec, hosts, bad)
+    _check_resources(spec.resources, bad)
     _check_labels(spec, wandb_online_allowed, bad)
     if spec.HasField("preference"):
         _check_preference(spec.preference, bad)

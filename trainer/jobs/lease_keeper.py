@@ -80,7 +80,9 @@ class LeaseKeeper:
 
     async def beat(self) -> None:
         runner = self._runner
-        held = {h.job_id: h for h in self._leases.renew(runner.trainer_id, self._address)}
+        held = {
+            h.job_id: h for h in self._leases.renew(runner.trainer_id, self._address, runner.offer)
+        }
         for job_id in runner.running_ids:
             if job_id not in held:
                 log.warning("job %s: this trainer's lease on it is gone; stopping it", job_id)

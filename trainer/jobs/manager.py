@@ -14,9 +14,16 @@ import shutil
 from collections.abc import AsyncIterator
 
 import grpc
+from google.rpc import code_pb2
 
 from tunewire import enum_words
-from tunewire.errors import FieldViolation, ServiceError, invalid_argument, not_found
+from tunewire.errors import (
+    FieldViolation,
+    ServiceError,
+    build_status,
+    invalid_argument,
+    not_found,
+)
 from tunewire.identity import Principal
 from tunewire.reasons import Reason
 from tunewire.trainer.api import paging
@@ -95,6 +102,15 @@ class JobManager:
                     "(--rank-slots)",
                 )
             )
+        unfit = None if violations else self._runner.no_trainer_for(resolved.spec)
+        if unfit is not None and not self._config.database:
+            # Alone on its database: nothing could ever claim it.
+            raise ServiceError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                unfit,
+                reason=Reason.NO_TRAINER_CAN_RUN,
+                violations=[FieldViolation("spec.resources", unfit)],
+            )
         initial_file = ""
         if not violations and spec.HasField("initial_adapter") and resolved.model is not None:
             initial_file, adapter_violations = await asyncio.to_thread(
@@ -122,6 +138,10 @@ class JobManager:
             validation_path=prepared.validation_path,
         )
         job.state = training_job_pb.JOB_STATE_QUEUED
+        if unfit is not None:  # shared: queued, its error saying why it waits
+            job.error.CopyFrom(
+                build_status(code_pb2.FAILED_PRECONDITION, unfit, Reason.NO_TRAINER_CAN_RUN)
+            )
         job.owner = who.name
         job.request_id = request_id
         job.resolved.spec_sha256 = fingerprint

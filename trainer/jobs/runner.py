@@ -14,8 +14,9 @@ from collections.abc import Callable
 
 from google.rpc import code_pb2, status_pb2
 
-from tunewire.errors import build_status
+from tunewire.errors import build_status, reason_of
 from tunewire.reasons import Reason
+from tunewire.trainer import resources
 from tunewire.trainer.config import TrainerConfig
 from tunewire.trainer.jobs import checkpoints, failures, handoff, job_exit
 from tunewire.trainer.jobs.event_bus import EventBus
@@ -79,6 +80,8 @@ class JobRunner(StopRequests):
         self._schedule_lock = asyncio.Lock()
         self._grace_tasks: set[asyncio.Task] = set()
         self._restarts = RestartPolicy(config)
+        # What this trainer advertises (device, memory): it claims only jobs that fit it.
+        self.offer = resources.offer(config.device, config.memory_gib)
 
     # ---- applying changes ----------------------------------------------------
 
@@ -143,6 +146,19 @@ class JobRunner(StopRequests):
 
     # ---- scheduling ----------------------------------------------------------
 
+    def no_trainer_for(self, spec: training_job_pb.TrainingJobSpec) -> str | None:
+        """Why no trainer can run a job of `spec` now (its device or memory), or None.
+        Alone on its database this trainer is the only one; shared, the live trainers'."""
+        offers = [self.offer, *(self._leases.offers() if self._shared else [])]
+        if any(resources.fits(spec, o) for o in offers):
+            return None
+        seen = "; ".join(sorted({o.describe() for o in offers}))
+        where = "the live trainers offer" if self._shared else "this trainer offers"
+        return (
+            f"no trainer can run this job: it needs {resources.describe_needs(spec)} "
+            f"(spec.resources), {where} {seen}"
+        )
+
     @property
     def running_ids(self) -> list[str]:
         return list(self._running)
@@ -165,7 +181,10 @@ class JobRunner(StopRequests):
                 passed_over = {*self._unreadable, *self._restarts.waiting()}
                 # All of a job's rank slots in the claim's statement, or the job stays queued.
                 claimed = self._leases.claim(
-                    self.trainer_id, passed_over=passed_over, slots=self._config.rank_slots
+                    self.trainer_id,
+                    passed_over=passed_over,
+                    slots=self._config.rank_slots,
+                    offer=self.offer,
                 )
                 if not claimed:
                     return
@@ -247,6 +266,8 @@ class JobRunner(StopRequests):
             if resume:
                 j.resume_count += 1
             j.distributed.world_size = len(commands)
+            if reason_of(j.error) == Reason.NO_TRAINER_CAN_RUN:
+                j.ClearField("error")  # a trainer that can run it has it now
 
         self.set_state(job_id, training_job_pb.JOB_STATE_STARTING, reason, extra=change)
         task = asyncio.create_task(self._await_exit(job_id, group))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from google.protobuf import timestamp_pb2
 
+from tunewire.trainer import resources
 from tunewire.trainer.store import db
 from tunewire.trainer.store.leases import Lease, LeaseLost, check, rank_slots
 from tunewire.v1 import training_event_pb2 as training_event_pb
@@ -101,8 +102,8 @@ class JobStore:
                 event.time.CopyFrom(job.create_time)
             job.last_event_sequence = 1
             tx.execute(
-                "INSERT INTO jobs (id, owner, state, request_id, created, queue_order, slots, job)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (id, owner, state, request_id, created, queue_order, slots,"
+                " need_device, need_memory_gib, job) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job.id,
                     job.owner,
@@ -111,6 +112,7 @@ class JobStore:
                     job.create_time.ToNanoseconds() / 1e9,
                     order,
                     rank_slots(job),
+                    *resources.needs(job.spec),
                     job.SerializeToString(),
                 ),
             )

@@ -25,6 +25,7 @@ import builtins
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from tunewire.trainer.resources import Offer
 from tunewire.trainer.store import db
 from tunewire.v1 import training_job_pb2 as training_job_pb
 
@@ -93,11 +94,13 @@ class LeaseStore:
         limit: int = 1,
         passed_over: Collection[str] = (),
         slots: int = 0,
+        offer: Offer | None = None,
     ) -> builtins.list[Lease]:
         """Takes the leases of up to `limit` queued jobs, first in the queue first,
         but for those in `passed_over` (jobs this trainer cannot run). With `slots`
         (this trainer's rank slots; 0: no limit) only jobs whose slots all fit in
-        what `owner`'s held jobs leave free, each taken whole or not at all."""
+        what `owner`'s held jobs leave free, each taken whole or not at all. With
+        `offer` (the trainer's device and memory) only jobs whose needs it meets."""
         if limit < 1:
             return []
         skip = f" AND id NOT IN ({','.join('?' * len(passed_over))})" if passed_over else ""
@@ -113,11 +116,16 @@ class LeaseStore:
                 free = slots - int(used["used"] if used else 0)
                 if free < 1:
                     return []
-            fits = " AND slots <= ?" if free is not None else ""
+            fits, fit_args = "", list[float]()
+            if free is not None:
+                fits, fit_args = " AND slots <= ?", [free]
+            if offer is not None:
+                fits += " AND need_device IN (0, ?) AND need_memory_gib <= ?"
+                fit_args += [offer.device, offer.memory_gib]
             rows = tx.query(
                 f"SELECT id, attempt, slots FROM jobs WHERE state = ? AND lease_owner IS NULL{skip}{fits}"
                 f" ORDER BY queue_order LIMIT ?{self._db.skip_locked}",
-                (QUEUED, *passed_over, *([free] if free is not None else []), limit),
+                (QUEUED, *passed_over, *fit_args, limit),
             )
             leases = []
             for row in rows:
@@ -134,21 +142,27 @@ class LeaseStore:
                 leases.append(Lease(row["id"], owner, attempt))
         return leases
 
-    def renew(self, owner: str, address: str = "") -> builtins.list[Held]:
-        """The heartbeat: extends every lease `owner` holds; returns what it still holds."""
+    def renew(
+        self, owner: str, address: str = "", offer: Offer | None = None
+    ) -> builtins.list[Held]:
+        """The heartbeat: extends every lease `owner` holds and advertises its `offer`;
+        returns what it still holds."""
         now = self._db.now_sql
+        device, memory = (offer.device, offer.memory_gib) if offer else (None, None)
         with self._db.transaction() as tx:
             tx.execute(
                 f"UPDATE jobs SET lease_expires = {now} + ? WHERE lease_owner = ?",
                 (self.ttl, owner),
             )
             if not tx.execute(
-                f"UPDATE trainers SET heartbeat = {now}, address = ? WHERE id = ?", (address, owner)
+                f"UPDATE trainers SET heartbeat = {now}, address = ?, device = ?, memory_gib = ?"
+                " WHERE id = ?",
+                (address, device, memory, owner),
             ):
                 tx.execute(
-                    f"INSERT INTO trainers (id, address, started, heartbeat) VALUES (?, ?, {now}, {now})"
-                    " ON CONFLICT (id) DO NOTHING",
-                    (owner, address),
+                    "INSERT INTO trainers (id, address, started, heartbeat, device, memory_gib)"
+                    f" VALUES (?, ?, {now}, {now}, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    (owner, address, device, memory),
                 )
             rows = tx.query(
                 "SELECT id, attempt, state, pause_requested_by FROM jobs WHERE lease_owner = ?",
@@ -209,6 +223,15 @@ class LeaseStore:
             " WHERE state = ? AND lease_owner IS NOT NULL",
             (QUEUED,),
         )
+
+    def offers(self) -> builtins.list[Offer]:
+        """What the trainers that beat within the lease time offer (the live ones)."""
+        rows = self._db.query(
+            "SELECT device, memory_gib FROM trainers WHERE device IS NOT NULL"
+            f" AND heartbeat >= {self._db.now_sql} - ?",
+            (self.ttl,),
+        )
+        return [Offer(int(r["device"]), float(r["memory_gib"])) for r in rows]
 
     def trainers(self) -> builtins.list[db.Row]:
         """Every trainer that ever beat, with its last heartbeat's age in seconds."""

@@ -198,6 +198,18 @@ def _rank_slots(db: Database, s: Session) -> None:
     _add_columns(db, s, "jobs", {"slots": "INTEGER NOT NULL DEFAULT 1"})
 
 
+def _resources(db: Database, s: Session) -> None:
+    """What a job needs (spec.resources: a ResourceDevice, 0 for any, and GiB) and what
+    each trainer offers, so a claim takes only jobs the claiming trainer can run."""
+    _add_columns(
+        db,
+        s,
+        "jobs",
+        {"need_device": "INTEGER NOT NULL DEFAULT 0", "need_memory_gib": "REAL NOT NULL DEFAULT 0"},
+    )
+    _add_columns(db, s, "trainers", {"device": "INTEGER", "memory_gib": "REAL"})
+
+
 MIGRATIONS: list[Callable[[Database, Session], None]] = [
     _base_tables,
     _per_owner_names,
@@ -205,6 +217,7 @@ MIGRATIONS: list[Callable[[Database, Session], None]] = [
     _webhooks,
     _pause_requests,
     _rank_slots,
+    _resources,
 ]
 
 
