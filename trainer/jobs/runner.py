@@ -206,6 +206,8 @@ class JobRunner(StopRequests):
     async def _start(self, job_id: str) -> None:
         job = self._store.get(job_id)
         job_dir = self._config.jobs_dir / job_id
+        if self._shared and not await self._fence(job_id, job_dir):
+            return
         try:
             choice = checkpoints.choose(job_dir)
         except OSError as exc:
@@ -226,10 +228,6 @@ class JobRunner(StopRequests):
         try:
             # The config is the stored job's, written afresh at every start; the resume
             # point is an argument, so nothing in the file changes between starts.
-            if self._shared:
-                # Before any worker of this attempt runs: a stale worker of an earlier
-                # attempt then cannot rename a checkpoint into this one's files.
-                attempt_fence.write(job_dir, self._held[job_id].attempt)
             config = handoff.worker_config(job)
             config_path = handoff.write_config(job_dir, config)
             argv = launch.worker_argv(config_path, python=self._config.python, resume_from=resume)
@@ -273,6 +271,33 @@ class JobRunner(StopRequests):
         task = asyncio.create_task(self._await_exit(job_id, group))
         self._grace_tasks.add(task)
         task.add_done_callback(self._grace_tasks.discard)
+
+    async def _fence(self, job_id: str, job_dir) -> bool:
+        """Names this attempt the owner of the job's files, before its checkpoints are
+        chosen and any of its workers runs: a stale worker of an earlier attempt then
+        cannot rename a checkpoint or adapter into them. False if the job was left."""
+        lease = self._held[job_id]
+        try:
+            await asyncio.to_thread(attempt_fence.write, job_dir, lease.attempt)
+            return True
+        except attempt_fence.FenceBusy as exc:
+            # An earlier attempt's worker is inside its check-and-rename (frozen there?):
+            # give the job back and try it again later rather than start under it.
+            log.warning("job %s: %s; leaving it for now", job_id, exc)
+            self._held.pop(job_id, None)
+            self._leases.release(lease)
+            self._unreadable[job_id] = time.monotonic() + UNREADABLE_RETRY_SECONDS
+            return False
+        except OSError as exc:
+            log.exception("job %s: could not write its attempt", job_id)
+            why = failures.one_line(f"could not start the worker: {exc}")
+            self.set_state(
+                job_id,
+                training_job_pb.JOB_STATE_FAILED,
+                why,
+                build_status(code_pb2.INTERNAL, why, Reason.WORKER_START_FAILED),
+            )
+            return False
 
     # ---- worker events ---------------------------------------------------------
 

@@ -10,6 +10,7 @@ read them from, so the daemon finds what the worker writes. mlx-free (the daemon
     mlx_hostfile.json    the ranks' hosts of a distributed job
     reference_logps.json a DPO job's reference log-probabilities, computed once at its start
     attempt              on a shared queue, the attempt that owns these files (attempt_fence.py)
+    attempt.lock         flocked around a fenced rename and a new attempt's start (attempt_fence.py)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ ADAPTERS_DIR = "adapters"
 HOSTFILE = "mlx_hostfile.json"
 REFERENCE_LOGPS_FILE = "reference_logps.json"
 ATTEMPT_FILE = "attempt"
+ATTEMPT_LOCK_FILE = "attempt.lock"
 
 
 def rank_log_file(rank: int) -> str:

@@ -19,7 +19,7 @@ import mlx.core as mx
 from mlx import nn
 from mlx.utils import tree_flatten
 
-from tunewire.trainer.protocol import job_layout
+from tunewire.trainer.protocol import attempt_fence, job_layout
 from tunewire.trainer.protocol.config import WorkerConfig
 from tunewire.trainer.worker import disk
 from tunewire.trainer.worker.model_setup import AdapterSetup, LoadedModel
@@ -99,17 +99,27 @@ def trainable_weights(model: nn.Module) -> dict[str, mx.array]:
     return dict(tree_flatten(model.trainable_parameters()))
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.rename(final, old)
-        os.rename(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, final)
+def _replace_dir(tmp: Path, final: Path, attempt: str | None, what: str) -> None:
+    """Renames `tmp` to `final`, fenced like a checkpoint: with `attempt` (the fence this
+    worker started under) raises attempt_fence.Fenced, removing `tmp`, if a newer
+    attempt owns the job's files."""
+    try:
+        with attempt_fence.landing(final.parent, attempt, what):
+            if final.exists():
+                old = final.with_name(f".{final.name}.old-{os.getpid()}")
+                os.rename(final, old)
+                os.rename(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(tmp, final)
+    except attempt_fence.Fenced:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
-def save_adapters(job_dir: str | Path, model: nn.Module, config_dict: dict) -> Path:
+def save_adapters(
+    job_dir: str | Path, model: nn.Module, config_dict: dict, attempt: str | None = None
+) -> Path:
     final = Path(job_dir) / ADAPTERS_DIR
     tmp = Path(job_dir) / f".{ADAPTERS_DIR}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -119,11 +129,11 @@ def save_adapters(job_dir: str | Path, model: nn.Module, config_dict: dict) -> P
         (tmp / "adapter_config.json").write_text(
             json.dumps(config_dict, indent=4), encoding="utf-8"
         )
-    _replace_dir(tmp, final)
+    _replace_dir(tmp, final, attempt, "the final adapter")
     return final
 
 
-def save_full_model(job_dir: str | Path, loaded: LoadedModel) -> Path:
+def save_full_model(job_dir: str | Path, loaded: LoadedModel, attempt: str | None = None) -> Path:
     """config.json, model.safetensors and the tokenizer files, via mlx-lm's own `save`."""
     from mlx_lm.utils import save
 
@@ -139,5 +149,5 @@ def save_full_model(job_dir: str | Path, loaded: LoadedModel) -> Path:
             copy.deepcopy(loaded.config),
             donate_model=False,
         )
-    _replace_dir(tmp, final)
+    _replace_dir(tmp, final, attempt, "the fine-tuned model")
     return final

@@ -130,20 +130,21 @@ def save(
             _fsync(f)
         _fsync(tmp)
     try:
-        # Last thing before the rename: a worker frozen while writing (its lease taken
-        # meanwhile) finds the newer attempt here and never replaces its checkpoint.
-        attempt_fence.check(job_dir, attempt, f"checkpoint at step {state.step}")
+        # Check and rename under the fence's lock: a worker frozen while writing (its
+        # lease taken meanwhile) finds the newer attempt here and never replaces its
+        # checkpoint; one frozen inside holds the newer attempt's start off instead.
+        with attempt_fence.landing(job_dir, attempt, f"checkpoint at step {state.step}"):
+            if final.exists():
+                # Same step written again (a resumed run stopping at once): replace it.
+                old = root / f"{TMP_PREFIX}old-{state.step:08d}-{os.getpid()}"
+                os.rename(final, old)
+                os.rename(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(tmp, final)
     except attempt_fence.Fenced:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if final.exists():
-        # Same step written again (a resumed run stopping at once): replace it.
-        old = root / f"{TMP_PREFIX}old-{state.step:08d}-{os.getpid()}"
-        os.rename(final, old)
-        os.rename(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, final)
     _fsync(root)
     size = sum(f.stat().st_size for f in final.iterdir())
     return final, size

@@ -177,9 +177,11 @@ def run_job(
             best = checkpoint.checkpoint_path(config.job_dir, state.best_step)
             loaded.model.load_weights(str(best / checkpoint.WEIGHTS_FILE), strict=False)
         if setup.fine_tune_type == "full":
-            model_path = str(save_full_model(config.job_dir, loaded))
+            model_path = str(save_full_model(config.job_dir, loaded, trainer.attempt))
         else:
-            adapter_path = str(save_adapters(config.job_dir, loaded.model, adapter_cfg))
+            adapter_path = str(
+                save_adapters(config.job_dir, loaded.model, adapter_cfg, trainer.attempt)
+            )
     wandb.finish()
     events.emit(
         protocol.Done(
