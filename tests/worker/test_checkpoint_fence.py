@@ -98,9 +98,26 @@ def test_a_superseded_attempt_cannot_replace_the_final_adapter(tmp_path):
     final = artifacts.save_adapters(tmp_path, model, {"rank": 2}, fresh)
 
     model.weight = mx.full((2, 2), 1.0)
-    with pytest.raises(attempt_fence.Fenced, match="the final adapter not written"):
+    with pytest.raises(attempt_fence.Fenced, match="the final adapter refused"):
         artifacts.save_adapters(tmp_path, model, {"rank": 2}, stale)
     assert mx.load(str(final / "adapters.safetensors"))["weight"].tolist() == [[2.0, 2.0]] * 2
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".adapters")) == []
     # Without a fence (one trainer on its own database) it is written as before.
     assert artifacts.save_adapters(tmp_path / "alone", model, {"rank": 2}, None).is_dir()
+
+
+def test_a_superseded_attempt_prunes_nothing(tmp_path):
+    """Pruning is fenced too: a stale worker cannot delete the checkpoint the newer
+    attempt resumed from."""
+    attempt_fence.write(tmp_path, 1)
+    stale = attempt_fence.read(tmp_path)
+    for step in (1, 2, 3):
+        state = checkpoint.TrainState(step=step, metrics={"train_loss": 1.0})
+        checkpoint.save(tmp_path, {"w": mx.zeros((1,))}, {}, state, {}, stale)
+    attempt_fence.write(tmp_path, 2)
+    with pytest.raises(attempt_fence.Fenced, match="pruning old checkpoints refused"):
+        checkpoint.prune(tmp_path, keep_last=1, best_step=0, attempt=stale)
+    assert checkpoint.existing_steps(tmp_path) == [1, 2, 3]
+    fresh = attempt_fence.read(tmp_path)
+    assert len(checkpoint.prune(tmp_path, keep_last=1, best_step=0, attempt=fresh)) == 2
+    assert checkpoint.existing_steps(tmp_path) == [3]

@@ -90,7 +90,7 @@ def check(job_dir: str | os.PathLike[str], mine: str | None, what: str) -> None:
     now = read(job_dir)
     if now != mine:
         raise Fenced(
-            f"{what} not written: attempt {now} of the job has started since this worker's "
+            f"{what} refused: attempt {now} of the job has started since this worker's "
             f"attempt {mine} (its trainer lost the job's lease)"
         )
 

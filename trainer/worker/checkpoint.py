@@ -169,18 +169,23 @@ def existing_steps(job_dir: str | Path) -> list[int]:
     return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
 
 
-def prune(job_dir: str | Path, keep_last: int, best_step: int) -> list[str]:
-    """Deletes all but the newest `keep_last` checkpoints and the best; returns what went."""
+def prune(
+    job_dir: str | Path, keep_last: int, best_step: int, attempt: str | None = None
+) -> list[str]:
+    """Deletes all but the newest `keep_last` checkpoints and the best; returns what went.
+    With `attempt`, fenced like a save: a superseded worker deletes nothing (Fenced), so
+    it cannot remove the checkpoint a newer attempt resumed from."""
     if keep_last <= 0:
         return []
-    steps = existing_steps(job_dir)
-    keep = set(steps[-keep_last:]) | {best_step}
     removed = []
-    for step in steps:
-        if step not in keep:
-            path = checkpoint_path(job_dir, step)
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(str(path))
+    with attempt_fence.landing(job_dir, attempt, "pruning old checkpoints"):
+        steps = existing_steps(job_dir)
+        keep = set(steps[-keep_last:]) | {best_step}
+        for step in steps:
+            if step not in keep:
+                path = checkpoint_path(job_dir, step)
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(str(path))
     return removed
 
 

@@ -325,7 +325,7 @@ class Trainer:
             attempt=self.attempt,
         )
         removed = checkpoint.prune(
-            self.job_dir, self.config.checkpointing.keep_last, state.best_step
+            self.job_dir, self.config.checkpointing.keep_last, state.best_step, self.attempt
         )
         self.events.emit(
             protocol.Checkpoint(
