@@ -72,6 +72,13 @@ class TrainerConfig:
             "rank, all claimed together or none); 0: no limit but --max-running-jobs."
         },
     )
+    reserve_after_seconds: float = field(
+        default=300.0,
+        metadata={
+            "help": "With --rank-slots: a job waiting this long for room is not passed by "
+            "smaller ones; the trainer drains until it fits. 0: smaller jobs always pass."
+        },
+    )
     device: str = field(
         default="",
         metadata={
@@ -241,6 +248,14 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
         "claimed all at once or not at all (default 0: no limit but --max-running-jobs)",
     )
     parser.add_argument(
+        "--reserve-after",
+        type=float,
+        default=300.0,
+        help="with --rank-slots: a job that has waited this many seconds for room is no longer "
+        "passed by smaller jobs; the trainer claims nothing behind it until it fits "
+        "(default %(default)s; 0: smaller jobs always pass, a big job can starve)",
+    )
+    parser.add_argument(
         "--device",
         choices=("cpu", "gpu"),
         default="",
@@ -316,6 +331,8 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
         parser.error(f"--max-running-jobs must be at least 1, got {args.max_running_jobs}")
     if args.rank_slots < 0:
         parser.error(f"--rank-slots must be 0 (no limit) or more, got {args.rank_slots}")
+    if not math.isfinite(args.reserve_after) or args.reserve_after < 0:
+        parser.error(f"--reserve-after must be 0 or more seconds, got {args.reserve_after}")
     if not math.isfinite(args.memory_gib) or args.memory_gib < 0:
         parser.error(f"--memory-gib must be 0 (the host's total) or more, got {args.memory_gib}")
     if args.database and not db_url(args.database):
@@ -332,6 +349,7 @@ def parse_args(argv: list[str] | None = None) -> TrainerConfig:
         internal_token=os.environ.get(INTERNAL_TOKEN_ENV, ""),
         max_running_jobs=args.max_running_jobs,
         rank_slots=args.rank_slots,
+        reserve_after_seconds=args.reserve_after,
         device=args.device,
         memory_gib=args.memory_gib,
         max_worker_restarts=max(0, args.max_worker_restarts),

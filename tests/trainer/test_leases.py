@@ -266,3 +266,36 @@ def test_a_trainer_claims_only_jobs_its_device_and_memory_meet(database_target):
         assert LeaseStore(database, ttl_seconds=-1).offers() == []
     finally:
         database.close()
+
+
+def test_a_big_job_waiting_too_long_is_no_longer_passed(database_target):
+    """trainer-a (3 slots) runs a 2-rank job; a second 2-rank job waits. A 1-rank job
+    behind it may pass it while it is fresh, not once it waited past `reserve_after`:
+    then the trainer claims nothing behind it, drains, and claims it next."""
+    database = open_database(database_target)
+    try:
+        jobs = JobStore(database)
+        for job_id, ranks in (("big-1", 2), ("big-2", 2), ("small-1", 1), ("small-2", 1)):
+            jobs.insert(_distributed_job(job_id, ranks), _log("created"))
+        leases = LeaseStore(database, ttl_seconds=30)
+        (first,) = leases.claim("trainer-a", slots=3, reserve_after=60)
+        assert first.job_id == "big-1"
+        # big-2 is fresh: small-1 passes it.
+        (passing,) = leases.claim("trainer-a", slots=3, reserve_after=60)
+        assert passing.job_id == "small-1"
+        jobs.update("small-1", _set(training_job_pb.JOB_STATE_SUCCEEDED), _log("done"), passing)
+
+        # big-2 has waited longer than reserve_after: small-2 no longer passes it...
+        database.execute("UPDATE jobs SET created = created - 120 WHERE id = 'big-2'")
+        assert leases.claim("trainer-a", slots=3, reserve_after=60) == []
+        assert _lease_owner(database, "small-2") is None
+        # ...on a trainer that could ever run it; one with 1 slot cannot, and takes small-2.
+        assert [x.job_id for x in leases.claim("trainer-b", slots=1, reserve_after=60)] == [
+            "small-2"
+        ]
+        # trainer-a drained: once big-1 ends, big-2 fits and is claimed.
+        jobs.update("big-1", _set(training_job_pb.JOB_STATE_SUCCEEDED), _log("done"), first)
+        (second,) = leases.claim("trainer-a", slots=3, reserve_after=60)
+        assert second.job_id == "big-2"
+    finally:
+        database.close()

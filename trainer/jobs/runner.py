@@ -185,6 +185,7 @@ class JobRunner(StopRequests):
                     passed_over=passed_over,
                     slots=self._config.rank_slots,
                     offer=self.offer,
+                    reserve_after=self._config.reserve_after_seconds,
                 )
                 if not claimed:
                     return

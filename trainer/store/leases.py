@@ -22,6 +22,7 @@ Times are the database's clock (`Database.now_sql`), one clock for all trainers.
 from __future__ import annotations
 
 import builtins
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -95,12 +96,16 @@ class LeaseStore:
         passed_over: Collection[str] = (),
         slots: int = 0,
         offer: Offer | None = None,
+        reserve_after: float = 0.0,
     ) -> builtins.list[Lease]:
         """Takes the leases of up to `limit` queued jobs, first in the queue first,
         but for those in `passed_over` (jobs this trainer cannot run). With `slots`
         (this trainer's rank slots; 0: no limit) only jobs whose slots all fit in
         what `owner`'s held jobs leave free, each taken whole or not at all. With
-        `offer` (the trainer's device and memory) only jobs whose needs it meets."""
+        `offer` (the trainer's device and memory) only jobs whose needs it meets.
+        With `slots` and `reserve_after` (seconds), a job this trainer could run but
+        has no room for, queued longer than that, is not passed by later jobs: the
+        trainer claims nothing behind it and drains until it fits (no starvation)."""
         if limit < 1:
             return []
         skip = f" AND id NOT IN ({','.join('?' * len(passed_over))})" if passed_over else ""
@@ -116,12 +121,36 @@ class LeaseStore:
                 free = slots - int(used["used"] if used else 0)
                 if free < 1:
                     return []
-            fits, fit_args = "", list[float]()
-            if free is not None:
-                fits, fit_args = " AND slots <= ?", [free]
+            meets, meet_args = "", list[float]()
             if offer is not None:
-                fits += " AND need_device IN (0, ?) AND need_memory_gib <= ?"
-                fit_args += [offer.device, offer.memory_gib]
+                meets, meet_args = (
+                    " AND need_device IN (0, ?) AND need_memory_gib <= ?",
+                    [
+                        offer.device,
+                        offer.memory_gib,
+                    ],
+                )
+            fits, fit_args = meets, list(meet_args)
+            if free is not None:
+                fits, fit_args = f" AND slots <= ?{meets}", [free, *meet_args]
+                if reserve_after > 0:
+                    # The oldest job waiting too long for room this trainer could give it.
+                    starved = tx.query_one(
+                        "SELECT queue_order FROM jobs WHERE state = ? AND lease_owner IS NULL"
+                        f"{skip}{meets} AND slots > ? AND slots <= ? AND created < ?"
+                        " ORDER BY queue_order LIMIT 1",
+                        (
+                            QUEUED,
+                            *passed_over,
+                            *meet_args,
+                            free,
+                            slots,
+                            time.time() - reserve_after,
+                        ),
+                    )
+                    if starved is not None:
+                        fits += " AND queue_order < ?"
+                        fit_args.append(int(starved["queue_order"]))
             rows = tx.query(
                 f"SELECT id, attempt, slots FROM jobs WHERE state = ? AND lease_owner IS NULL{skip}{fits}"
                 f" ORDER BY queue_order LIMIT ?{self._db.skip_locked}",
