@@ -6,6 +6,8 @@ QUEUED, holding no lease, its error saying why (NO_TRAINER_CAN_RUN)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 
 import pytest
 
@@ -17,7 +19,7 @@ from tunewire.v1 import training_service_pb2_grpc as training_service_grpc
 
 from ..trainer.conftest import as_user, write_alpaca
 from ..trainer.jobs_helpers import states, tiny_spec, watch_all
-from .trainers import CREDENTIAL, SharedTrainer, create, get, runner_of
+from .trainers import CREDENTIAL, SharedTrainer, create, get, runner_of, workers_of
 
 pytestmark = pytest.mark.timeout(600)
 ALICE = as_user("alice")
@@ -94,3 +96,40 @@ async def test_each_trainer_claims_only_what_it_can_run(cpu_and_gpu_trainers, ti
         assert waiting.state == training_job_pb.JOB_STATE_QUEUED
         assert reason_of(waiting.error) == Reason.NO_TRAINER_CAN_RUN
         assert waiting.resume_count == 0 and not waiting.HasField("start_time")
+
+
+async def test_a_queued_job_says_so_once_the_only_trainer_that_could_run_it_is_gone(
+    cpu_and_gpu_trainers, tiny_model_dir
+):
+    """The reason is judged again at heartbeats, not only at create: the GPU trainer
+    dies (kill -9); its job and the GPU job queued behind it wait, saying why."""
+    trainers, data = cpu_and_gpu_trainers
+    cpu, gpu = trainers["cpu"], trainers["gpu"]
+    gpu_only = training_job_pb.RESOURCE_DEVICE_GPU
+    async with trainer_channel(cpu.address, CREDENTIAL) as ch:
+        jobs = training_service_grpc.TrainingServiceStub(ch)
+        long_spec = tiny_spec(tiny_model_dir, data / "alpaca.json", max_steps=100000)
+        running = await create(jobs, _needing(long_spec, gpu_only, 0), ALICE)
+        for _ in range(300):
+            if (await get(jobs, running.id, ALICE)).state == training_job_pb.JOB_STATE_RUNNING:
+                break
+            await asyncio.sleep(0.1)
+        short_spec = tiny_spec(tiny_model_dir, data / "alpaca.json", max_steps=2)
+        behind = await create(jobs, _needing(short_spec, gpu_only, 0), ALICE)
+        assert behind.state == training_job_pb.JOB_STATE_QUEUED  # the GPU trainer is busy
+        assert not behind.error.message  # ...but there is one
+
+        gpu.signal(signal.SIGKILL)
+        for pid in workers_of(gpu.artifacts / "jobs" / running.id):
+            os.kill(pid, signal.SIGKILL)
+        # Leases run out after 4 beats of 0.5 s; the CPU trainer re-judges every 5 beats.
+        waiting = {}
+        for _ in range(300):
+            waiting = {j: await get(jobs, j, ALICE) for j in (running.id, behind.id)}
+            if all(reason_of(w.error) == Reason.NO_TRAINER_CAN_RUN for w in waiting.values()):
+                break
+            await asyncio.sleep(0.1)
+        for job in waiting.values():
+            assert job.state == training_job_pb.JOB_STATE_QUEUED
+            assert reason_of(job.error) == Reason.NO_TRAINER_CAN_RUN, job.error
+            assert "needs gpu" in job.error.message and "cpu, 8.0 GiB" in job.error.message

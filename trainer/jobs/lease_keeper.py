@@ -22,6 +22,8 @@ from tunewire.v1 import training_job_pb2 as training_job_pb
 log = logging.getLogger(__name__)
 
 TRAINER_ID_FILE = "trainer-id"
+# How often (in beats) a trainer re-judges whether queued jobs have a trainer that can run them.
+REVIEW_EVERY_BEATS = 5
 
 
 def trainer_id(home: Path, configured: str = "") -> str:
@@ -52,6 +54,7 @@ class LeaseKeeper:
         self._interval = interval
         self._address = address
         self._wake = asyncio.Event()
+        self._beats = 0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -101,3 +104,6 @@ class LeaseKeeper:
                 )
                 runner.take_back(expired)
         await runner.schedule()
+        self._beats += 1
+        if runner.shared and self._beats % REVIEW_EVERY_BEATS == 0:
+            runner.review_waiting()

@@ -68,7 +68,7 @@ class JobRunner(StopRequests):
         self._leases = leases
         self.trainer_id = trainer_id
         # Other trainers share the database (PostgreSQL): leases decide who runs what.
-        self._shared = shared
+        self._shared = self.shared = shared
         # The lease of every job this trainer claimed and has not given back;
         # every write for such a job is fenced by it.
         self._held: dict[str, Lease] = {}
@@ -145,6 +145,32 @@ class JobRunner(StopRequests):
         return self.apply(job_id, change, event)
 
     # ---- scheduling ----------------------------------------------------------
+
+    def review_waiting(self, limit: int = 100) -> None:
+        """Re-judges why the oldest queued jobs wait (trainers come and go): sets or
+        clears NO_TRAINER_CAN_RUN in their error. Writes only what changes, no event."""
+        for job_id in self._store.queued_ids()[:limit]:
+            if job_id in self._held:
+                continue
+            job = self._store.get(job_id)
+            if job is None:
+                continue
+            why = self.no_trainer_for(job.spec)
+            marked = reason_of(job.error) == Reason.NO_TRAINER_CAN_RUN
+            if (why is None) != marked:
+                continue  # already says what is true
+
+            def change(j: training_job_pb.TrainingJob, why=why) -> None:
+                if j.state != training_job_pb.JOB_STATE_QUEUED:
+                    return  # claimed or cancelled meanwhile
+                if why is None:
+                    j.ClearField("error")
+                else:
+                    j.error.CopyFrom(
+                        build_status(code_pb2.FAILED_PRECONDITION, why, Reason.NO_TRAINER_CAN_RUN)
+                    )
+
+            self._store.update(job_id, change)
 
     def no_trainer_for(self, spec: training_job_pb.TrainingJobSpec) -> str | None:
         """Why no trainer can run a job of `spec` now (its device or memory), or None.
