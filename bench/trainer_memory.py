@@ -118,6 +118,7 @@ def explain_child(config_path: str) -> dict:
     from tunewire.trainer.worker.data import TrainBatches, load_dataset
     from tunewire.trainer.worker.distributed import World
     from tunewire.trainer.worker.events import ControlReader, EventWriter
+    from tunewire.trainer.worker.logprobs import output_head
     from tunewire.trainer.worker.loop import Trainer
     from tunewire.trainer.worker.model_setup import setup_model
     from tunewire.trainer.worker.optim import build_optimizer
@@ -129,12 +130,22 @@ def explain_child(config_path: str) -> dict:
         def _checkpoint(self) -> None:
             self.last_checkpoint_step = self.state.step
 
+        def _train_step(self, step_fn, compiled_state) -> None:
+            super()._train_step(step_fn, compiled_state)
+            step_peaks.append(mx.get_peak_memory())
+            mx.reset_peak_memory()
+
     config = load(config_path)
     hp = config.hyperparameters
     loaded, _setup, counts = setup_model(config)
     mx.eval(loaded.model.parameters())
     phases = {"load_peak": mx.get_peak_memory(), "weights": mx.get_active_memory()}
     mx.reset_peak_memory()
+    # The split head is found (one forward pass outside the compiled step) before training.
+    output_head(loaded.model)
+    phases["head_probe_peak"] = mx.get_peak_memory()
+    mx.reset_peak_memory()
+    step_peaks: list[int] = []
     data = load_dataset(config.train_path, loaded.tokenizer, config.loss_masking, hp.max_seq_length)
     batches = TrainBatches(data, hp.batch_size, hp.seed, hp.max_seq_length)
     events = EventWriter(None, echo=None)
@@ -153,7 +164,8 @@ def explain_child(config_path: str) -> dict:
         checkpoint.TrainState(),
     )
     trainer.run()
-    phases["train_peak"] = mx.get_peak_memory()
+    phases["step_peaks"] = step_peaks
+    phases["train_peak"] = max([phases["head_probe_peak"], *step_peaks])
     phases["trainable"] = counts.trainable
     return phases
 

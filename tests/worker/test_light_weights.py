@@ -133,3 +133,41 @@ def test_smollm2_in_bfloat16_trains_as_float32_from_the_same_weights():
     assert abs(got_loss - want_loss) <= 1e-5 * abs(want_loss)
     for name, w in want.items():
         assert mx.abs(got[name] - w).max().item() <= 1e-3 * mx.abs(w).max().item(), name
+
+
+@pytest.mark.parametrize("quantized", [False, True], ids=["bfloat16", "4-bit"])
+def test_a_frozen_small_heads_blocked_loss_makes_one_block_at_a_time(monkeypatch, quantized):
+    """Compiled with its gradient, the blocked loss holds far less than the head's float32
+    copy: each block's weight is made only after the previous block is reduced (ordered on
+    the weight, not on the matmul's input, which let the scheduler make every block up front)."""
+    import tunewire.trainer.worker.frozen_head as frozen_head
+    from tunewire.trainer.worker.cpu_quantized import use_dequantized_matmul
+
+    vocab, hidden, rows = 65536, 256, 32
+    monkeypatch.setattr(frozen_head, "BLOCK_ELEMENTS", 2**16)  # 256 vocabulary rows a block
+    embedding = nn.Embedding(vocab, hidden)
+    if quantized:
+        embedding = nn.QuantizedEmbedding.from_embedding(embedding, group_size=64, bits=4)
+        assert use_dequantized_matmul(embedding, mx.cpu) == 1
+    else:
+        embedding.weight = embedding.weight.astype(mx.bfloat16)
+        assert use_widening_layers(embedding, mx.bfloat16) == 1
+    assert frozen_head.is_frozen_small_head(embedding)
+    h = mx.random.normal((rows, hidden))
+    targets = mx.random.randint(0, vocab, (rows,))
+    mx.eval(h, targets, embedding.parameters())
+    nll = frozen_head.make_blocked_nll(embedding)
+    step = mx.compile(mx.value_and_grad(lambda x: nll(x, targets).sum()))
+
+    want_loss = nn.losses.cross_entropy(
+        frozen_head.blocked_logits(embedding, h), targets, reduction="sum"
+    )
+    mx.eval(want_loss)
+    mx.reset_peak_memory()
+    base = mx.get_active_memory()
+    loss, d_h = step(h)
+    mx.eval(loss, d_h)
+    peak = mx.get_peak_memory() - base
+    assert abs(loss.item() - want_loss.item()) <= 1e-5 * abs(want_loss.item())
+    head_float32 = vocab * hidden * 4
+    assert peak < head_float32 / 4, (peak, head_float32)

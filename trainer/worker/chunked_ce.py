@@ -181,6 +181,9 @@ def _reproduces_logits(model: nn.Module, split: OutputHead, vocab: int) -> bool:
     try:
         tokens = mx.array([[i * 7919 % vocab for i in range(1, 9)]], dtype=mx.int32)
         want = model(tokens)
+        # Evaluated first: its forward widens (or dequantizes) a small head whole, which
+        # must not be alive together with the blocked path's blocks (the step's peak).
+        mx.eval(want)
         hidden = split.body(model, tokens)
         got = split.head_fn(model)(split.params(model), hidden)
         if want.shape != got.shape:

@@ -69,9 +69,11 @@ def blocked_logits(module: nn.Module, h: mx.array) -> mx.array:
     """The head's logits for a few rows `h`, made a block at a time (the split check's)."""
     fn, arrays, vocab = block_fn(module), head_arrays(module), int(module["weight"].shape[0])
     block = block_rows(vocab, h.shape[-1], h.shape[0])
-    parts = [
-        _logits(fn, arrays, module, h, a, min(a + block, vocab)) for a in range(0, vocab, block)
-    ]
+    parts: list[mx.array] = []
+    for a in range(0, vocab, block):
+        # One block's weight at a time (see make_blocked_nll).
+        now = mx.depends(list(arrays), parts[-1:]) if parts else arrays
+        parts.append(_logits(fn, now, module, h, a, min(a + block, vocab)))
     return mx.concatenate(parts, axis=-1)
 
 
@@ -94,9 +96,11 @@ def make_blocked_nll(module: nn.Module):
         top = mx.full((n,), -mx.inf, mx.float32)
         total, picked = mx.zeros((n,), mx.float32), mx.zeros((n,), mx.float32)
         for a, b in spans(n, hidden.shape[-1]):
-            # After the previous block: left free, every block's weight may be made at once.
-            (hidden_now,) = mx.depends([hidden], [total])
-            z = _logits(fn, arrays, module, hidden_now, a, b)
+            # The block's weight is made after the previous block is reduced: left free
+            # (or with only the matmul's input ordered), the scheduler makes every block's
+            # float32 weight up front and holds them all: the whole head, twice.
+            now = mx.depends(list(arrays), [total])
+            z = _logits(fn, now, module, hidden, a, b)
             new_top = mx.maximum(top, z.max(axis=-1))
             total = total * mx.exp(top - new_top) + mx.exp(z - new_top[:, None]).sum(axis=-1)
             top = new_top
@@ -112,10 +116,11 @@ def make_blocked_nll(module: nn.Module):
         c, lse = cotangents[0], outputs[1]
         d_hidden = mx.zeros_like(hidden)
         for a, b in spans(hidden.shape[0], hidden.shape[-1]):
-            (h,) = mx.depends([hidden], [d_hidden])
-            w = fn(arrays, a, b)
-            z = h @ w.T
-            z = z + arrays[-1][a:b] if _has_bias(module) else z
+            # After the cotangent and the previous block (see the forward pass).
+            now = mx.depends(list(arrays), [d_hidden, c])
+            w = fn(now, a, b)
+            z = hidden @ w.T
+            z = z + now[-1][a:b] if _has_bias(module) else z
             one_hot = mx.arange(a, b)[None, :] == targets[:, None]
             d_z = (mx.exp(z - lse[:, None]) - one_hot) * c[:, None]
             d_hidden = d_hidden + d_z @ w
