@@ -92,15 +92,23 @@ class Trainer:
 
     # -- the compiled step ---------------------------------------------------
 
+    def _loss(self, model, *inputs):
+        """The step's (loss, sums to accumulate): cross-entropy here, the preference loss's
+        sums in the preference loop. `inputs` are those `_inputs` makes of a batch."""
+        return trained_loss(model, *inputs)
+
     def _build_step(self):
+        """The compiled step of every method and loop: gradients of `_loss`, accumulated over
+        micro-batches, averaged across ranks, clipped, applied on the last micro-batch."""
         model, optimizer, hp = self.model, self.optimizer, self.hp
         accum, max_norm = hp.gradient_accumulation_steps, hp.max_grad_norm
-        loss_value_and_grad = nn.value_and_grad(model, trained_loss)
+        loss_value_and_grad = nn.value_and_grad(model, self._loss)
         state = [model.state, optimizer.state, mx.random.state]
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def step(tokens, positions, normalizer, segments, prev_grad, do_update):
-            (_, ce_sum), grad = loss_value_and_grad(model, tokens, positions, normalizer, segments)
+        def step(*args):
+            *inputs, prev_grad, do_update = args
+            (_, sums), grad = loss_value_and_grad(model, *inputs)
             if prev_grad is not None:
                 grad = tree_map(lambda x, y: x + y, grad, prev_grad)
             if do_update:
@@ -111,7 +119,7 @@ class Trainer:
                     grad, _ = optim.clip_grad_norm(grad, max_norm)
                 optimizer.update(model, grad)
                 grad = None
-            return ce_sum, grad
+            return sums, grad
 
         return step, state
 
@@ -168,12 +176,11 @@ class Trainer:
             inputs = self._inputs(batch)
             # Timed like mlx-lm's loop: the step, not the batch preparation before it.
             tic = time.perf_counter()
-            ce_sum, grad = step_fn(*inputs, grad, micro == accum - 1)
-            self._ce = self._ce + ce_sum
-            mx.eval(compiled_state, self._ce, grad)
+            sums, grad = step_fn(*inputs, grad, micro == accum - 1)
+            self._sums = self._sums + sums
+            mx.eval(compiled_state, self._sums, grad)
             self._seconds += time.perf_counter() - tic
-            self._trained += batch.global_trained
-            self._computed += batch.global_computed
+            self._count(batch)
             tokens += batch.global_tokens
         self.state.step += 1
         self._steps += 1
@@ -183,6 +190,11 @@ class Trainer:
         self._tokens += tokens
         self.state.trained_tokens += tokens
 
+    def _count(self, batch: Batch) -> None:
+        """What the interval's loss is divided by, and the trained share's counts."""
+        self._trained += batch.global_trained
+        self._computed += batch.global_computed
+
     def _inputs(self, batch: Batch):
         # Global trained tokens / ranks: average_gradients then yields the global mean.
         normalizer = max(batch.global_trained, 1) / self.world.size
@@ -191,7 +203,7 @@ class Trainer:
         return mx.array(batch.tokens), positions, mx.array(normalizer, mx.float32), segments
 
     def _reset_interval(self) -> None:
-        self._ce = mx.array(0.0, mx.float32)
+        self._sums = mx.array(0.0, mx.float32)  # the step's sums, on the device until read
         self._trained = 0
         self._computed = 0
         self._tokens = 0
@@ -201,7 +213,7 @@ class Trainer:
     def _interval_loss(self) -> float | None:
         if not self._steps:
             return self.last_train_loss
-        return self.world.all_sum(self._ce).item() / max(self._trained, 1)
+        return self.world.all_sum(self._sums).item() / max(self._trained, 1)
 
     def _report(self) -> None:
         loss = self._interval_loss()
@@ -261,14 +273,7 @@ class Trainer:
             return None
         loss = self.world.all_sum(total).item() / trained
         state = self.state
-        self._evaluation = (state.step, loss)
-        best = state.best_validation_loss
-        # Patience counts evaluations without a min_delta improvement; "best" is simply
-        # the lowest loss, so it always points at the best weights actually seen.
-        improved = best is None or loss < best - self.config.evaluation.early_stopping.min_delta
-        state.patience_counter = 0 if improved else state.patience_counter + 1
-        if best is None or loss < best:
-            state.best_validation_loss, state.best_step = loss, state.step
+        self._record_evaluation(loss)
         seconds = time.perf_counter() - tic
         if self.world.is_main:
             self.events.emit(
@@ -281,6 +286,18 @@ class Trainer:
             )
         self.wandb.log({"val/loss": loss, "val/perplexity": _perplexity(loss)}, state.step)
         return loss
+
+    def _record_evaluation(self, loss: float) -> None:
+        """The latest evaluation, the patience counter and the best step, for both loops."""
+        state = self.state
+        self._evaluation = (state.step, loss)
+        best = state.best_validation_loss
+        # Patience counts evaluations without a min_delta improvement; "best" is simply
+        # the lowest loss, so it always points at the best weights actually seen.
+        improved = best is None or loss < best - self.config.evaluation.early_stopping.min_delta
+        state.patience_counter = 0 if improved else state.patience_counter + 1
+        if best is None or loss < best:
+            state.best_validation_loss, state.best_step = loss, state.step
 
     def _patience_exhausted(self) -> bool:
         patience = self.config.evaluation.early_stopping.patience

@@ -1,6 +1,6 @@
 """The training loop for DPO and ORPO: the supervised loop's, with pairs and a preference loss.
 
-Everything but the step and what it measures is the supervised `Trainer`'s:
+Everything but the loss and what it measures is the supervised `Trainer`'s (its step too):
 schedule, accumulation, checkpoints (with the data position and RNG, so a
 resumed job continues with the same losses), early stopping and the best
 checkpoint by validation loss. A micro-batch is B pairs as 2B rows; the step
@@ -11,13 +11,8 @@ a report, like the supervised loop's cross-entropy.
 from __future__ import annotations
 
 import time
-from functools import partial
 
 import mlx.core as mx
-import mlx.optimizers as optim
-from mlx import nn
-from mlx.nn.utils import average_gradients
-from mlx.utils import tree_map
 
 from tunewire.trainer.protocol import events as protocol
 from tunewire.trainer.worker.logprobs import trained_positions
@@ -61,47 +56,8 @@ class PreferenceTrainer(Trainer):
     def _loss(self, model, tokens, positions, reference, normalizer):
         return preference_loss(model, tokens, positions, reference, normalizer, self.settings)
 
-    def _build_step(self):
-        model, optimizer, hp = self.model, self.optimizer, self.hp
-        accum, max_norm = hp.gradient_accumulation_steps, hp.max_grad_norm
-        loss_value_and_grad = nn.value_and_grad(model, self._loss)
-        state = [model.state, optimizer.state, mx.random.state]
-
-        @partial(mx.compile, inputs=state, outputs=state)
-        def step(tokens, positions, reference, normalizer, prev_grad, do_update):
-            (_, sums), grad = loss_value_and_grad(model, tokens, positions, reference, normalizer)
-            if prev_grad is not None:
-                grad = tree_map(lambda x, y: x + y, grad, prev_grad)
-            if do_update:
-                grad = average_gradients(grad, group=self.world.group)
-                if accum > 1:
-                    grad = tree_map(lambda x: x / accum, grad)
-                if max_norm > 0:
-                    grad, _ = optim.clip_grad_norm(grad, max_norm)
-                optimizer.update(model, grad)
-                grad = None
-            return sums, grad
-
-        return step, state
-
-    def _train_step(self, step_fn, compiled_state) -> None:
-        accum = self.hp.gradient_accumulation_steps
-        grad = None
-        tokens = 0
-        for micro in range(accum):
-            batch = self.batches.next()
-            inputs = self._inputs(batch)
-            tic = time.perf_counter()
-            sums, grad = step_fn(*inputs, grad, micro == accum - 1)
-            self._sums = self._sums + sums
-            mx.eval(compiled_state, self._sums, grad)
-            self._seconds += time.perf_counter() - tic
-            self._pairs += batch.global_pairs
-            tokens += batch.global_tokens
-        self.state.step += 1
-        self._steps += 1
-        self._tokens += tokens
-        self.state.trained_tokens += tokens
+    def _count(self, batch: PairBatch) -> None:  # type: ignore[override]
+        self._pairs += batch.global_pairs
 
     def _inputs(self, batch: PairBatch):  # type: ignore[override]
         normalizer = max(batch.global_pairs, 1) / self.world.size
@@ -114,7 +70,7 @@ class PreferenceTrainer(Trainer):
 
     def _reset_interval(self) -> None:
         super()._reset_interval()
-        self._sums = mx.zeros((len(SUMS),), mx.float32)
+        self._sums = mx.zeros((len(SUMS),), mx.float32)  # preference_loss.SUMS, per pair
         self._pairs = 0
 
     def _interval_sums(self) -> list[float]:
@@ -179,12 +135,7 @@ class PreferenceTrainer(Trainer):
             return None
         loss, preference, seconds = measured
         state = self.state
-        self._evaluation = (state.step, loss)
-        best = state.best_validation_loss
-        improved = best is None or loss < best - self.config.evaluation.early_stopping.min_delta
-        state.patience_counter = 0 if improved else state.patience_counter + 1
-        if best is None or loss < best:
-            state.best_validation_loss, state.best_step = loss, state.step
+        self._record_evaluation(loss)
         if self.world.is_main:
             self.events.emit(
                 protocol.Evaluation(
