@@ -8,13 +8,11 @@ environment). The model comes from the worker's own set-up (`setup_model`, LoRA 
 8 on every linear, the frozen base in bfloat16 as on the CPU by default), so the
 block is exactly what a step runs. Each part is timed forward and backward (the
 gradient of a random projection of its output, to the LoRA parameters and to its
-input), compiled, the median of `--repeats` runs after one warm-up: the whole block
-(with the LoRA side paths that share an input fused, as the worker runs it, and
-unfused as mlx-lm does, alternated twice, the faster of each), then attention's
-core (`mx.fast.scaled_dot_product_attention`, causal), the two RMSNorms
-(`mx.fast.rms_norm`), RoPE (`mx.fast.rope`), SwiGLU, the seven frozen matmuls with
-their input gradients (float32, and widened from bfloat16), and the seven LoRA side
-paths (x A B, with A and B's gradients, unfused). GFLOP/s counts matmul FLOPs.
+input), compiled, the median of `--repeats` runs after one warm-up: the whole block,
+then attention's core (`mx.fast.scaled_dot_product_attention`, causal), the two
+RMSNorms (`mx.fast.rms_norm`), RoPE (`mx.fast.rope`), SwiGLU, the seven frozen
+matmuls with their input gradients (float32, and widened from bfloat16), and the
+seven LoRA side paths (x A B, with A and B's gradients). GFLOP/s counts matmul FLOPs.
 """
 
 from __future__ import annotations
@@ -40,7 +38,6 @@ def child(batch: int, seq: int, repeats: int) -> dict:
     from mlx import nn
 
     from tunewire.trainer.protocol.config import load
-    from tunewire.trainer.worker.fused_lora import fuse, unfuse
     from tunewire.trainer.worker.model_setup import setup_model
 
     scratch = Path(tempfile.mkdtemp(dir=common.scratch_dir("trainer_block_profile")))
@@ -105,16 +102,10 @@ def child(batch: int, seq: int, repeats: int) -> dict:
     )
     heads, head_dim = attn.n_heads, d // attn.n_heads
     attn_flops = 2 * 2 * batch * heads * seq * seq * head_dim * 3 // 2  # causal half, fwd+bwd 3x
-    block_flops = frozen_flops + lora_flops + attn_flops
-    # Fused (the worker's default) and mlx-lm's unfused adapters, alternated.
-    fused_s, unfused_s = [], []
-    for _ in range(2):
-        fused_s.append(timed_block())
-        unfuse(loaded.model)
-        unfused_s.append(timed_block())
-        fuse(loaded.model)
-    results["block (fwd+bwd)"] = {"s": min(fused_s), "flop": block_flops}
-    results["block, LoRA side paths unfused (mlx-lm)"] = {"s": min(unfused_s), "flop": block_flops}
+    results["block (fwd+bwd)"] = {
+        "s": timed_block(),
+        "flop": frozen_flops + lora_flops + attn_flops,
+    }
 
     q = mx.random.normal((batch, heads, seq, head_dim))
     kv = mx.random.normal((batch, attn.n_kv_heads, seq, head_dim))

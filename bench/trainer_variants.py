@@ -7,7 +7,7 @@
 Each variant is one way to run the same job (the names in VARIANTS): `half` and
 `f32` keep the frozen base in half precision or float32
 (hyperparameters.half_precision_frozen_weights); the others change the worker's
-environment (a preloaded allocator, OpenBLAS's thread count, `unfused` LoRA side paths). Each round starts
+environment (a preloaded allocator, OpenBLAS's thread count). Each round starts
 one worker per variant, as the daemon does (OpenBLAS preloaded), the order flipped
 every round, on the same data: SmolLM2-135M-Instruct in float32 (`smollm2`) or the
 random Qwen2.5-0.5B-shaped model (bfloat16 files, `qwen2.5-0.5b`), chat records whose
@@ -40,8 +40,6 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "tcmalloc": ({}, {"TUNEWIRE_MALLOC": "tcmalloc"}),
     "blas1": ({}, {"OPENBLAS_NUM_THREADS": "1"}),
     "blas2": ({}, {"OPENBLAS_NUM_THREADS": "2"}),
-    "fused": ({}, {}),  # the default: LoRA side paths sharing an input fused (fused_lora)
-    "unfused": ({}, {"TUNEWIRE_UNFUSED_LORA": "1"}),  # mlx-lm's one matmul per adapter
 }
 
 

@@ -92,12 +92,6 @@ def run_job(
             f"{loaded.widened_layers} frozen layers kept in {loaded.frozen_dtype}, widened "
             "to float32 per layer in the step (hyperparameters.half_precision_frozen_weights)",
         )
-    if loaded.fused_groups:
-        events.log(
-            "INFO",
-            f"{loaded.fused_groups} groups of adapters that share an input (q/k/v, gate/up) "
-            "take it in one matmul",
-        )
     load = _load_pairs if config.preference else _load_data
     train = load(config.train_path, "training", loaded.tokenizer, config, events)
     validation = None

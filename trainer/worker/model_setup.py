@@ -6,8 +6,7 @@ LoRA, DoRA and QLoRA freeze the base and add adapters with mlx-lm's own
 is, or quantizes a float one at load; on the CPU its layers then multiply by
 their dequantized weights (`cpu_quantized`), mlx's CPU quantized kernel being slow. On the
 CPU the frozen matrices of the adapter methods stay in half precision and are widened per
-layer (`light_weights`). Adapters of sibling projections that share an input (q, k, v;
-gate, up) take it in one matmul (`fused_lora`). FULL trains every parameter.
+layer (`light_weights`). FULL trains every parameter.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ from tunewire.reasons import Reason
 from tunewire.trainer.protocol.config import WorkerConfig
 from tunewire.trainer.worker.cpu_quantized import use_dequantized_matmul
 from tunewire.trainer.worker.errors import WorkerError
-from tunewire.trainer.worker.fused_lora import fuse
 from tunewire.trainer.worker.light_weights import (
     cast_for_cpu,
     plan_half_dtype,
@@ -52,7 +50,6 @@ class LoadedModel:
     dequantized_layers: int = 0  # quantized layers that multiply in float (CPU QLoRA)
     widened_layers: int = 0  # frozen half-precision layers widened per step (CPU)
     frozen_dtype: str = ""  # their dtype ("bfloat16", "float16"), "" when none
-    fused_groups: int = 0  # groups of adapters whose shared input takes one matmul
 
 
 def resolve_model_path(model: str) -> Path:
@@ -237,5 +234,4 @@ def setup_model(config: WorkerConfig) -> tuple[LoadedModel, AdapterSetup, Parame
     loaded.dequantized_layers = use_dequantized_matmul(loaded.model)
     loaded.widened_layers = use_widening_layers(loaded.model, half)
     loaded.frozen_dtype = str(half).removeprefix("mlx.core.") if loaded.widened_layers else ""
-    loaded.fused_groups = fuse(loaded.model)
     return loaded, setup, count_parameters(loaded.model, setup.fine_tune_type != "full")
