@@ -86,3 +86,13 @@ def _aside_name(checkpoint: Path) -> Path:
         n += 1
         aside = base.with_name(f"{base.name}.{n}")
     return aside
+
+
+def recorded_resume_point(job_dir: Path, recorded_steps: set[int]) -> Path | None:
+    """The newest usable checkpoint whose step the store recorded. One the worker wrote after
+    the last event its trainer recorded (a trainer lost, or a daemon killed with the worker's
+    events still in the pipe) would skip the steps in between in the job's event log."""
+    for path in candidates(job_dir):
+        if int(path.name) in recorded_steps and problem(path) is None:
+            return path
+    return None

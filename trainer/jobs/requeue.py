@@ -75,9 +75,10 @@ class Requeue:
             reason = f"cancelled (the {why} while the job was stopping)"
         else:
             target = training_job_pb.JOB_STATE_QUEUED
-            newest = checkpoints.candidates(self._config.jobs_dir / job_id)
+            recorded = {c.step for c in self._store.checkpoints(job_id)}
+            newest = checkpoints.recorded_resume_point(self._config.jobs_dir / job_id, recorded)
             where = (
-                f"from its checkpoint at step {int(newest[0].name)}"
+                f"from its checkpoint at step {int(newest.name)}"
                 if newest
                 else "from the beginning (no checkpoint yet)"
             )

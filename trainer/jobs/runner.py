@@ -242,16 +242,9 @@ class JobRunner(StopRequests):
         for note in choice.set_aside:
             self.apply(job_id, None, log_event(note))
         resume = choice.path
-        if self._shared and resume is not None:
-            # Only a checkpoint the store recorded: one a lost trainer's worker wrote
-            # after its last recorded event would skip the steps in between in the log.
+        if resume is not None:
             recorded = {c.step for c in self._store.checkpoints(job_id)}
-            usable = [
-                p
-                for p in checkpoints.candidates(job_dir)
-                if int(p.name) in recorded and checkpoints.problem(p) is None
-            ]
-            resume = usable[0] if usable else None
+            resume = checkpoints.recorded_resume_point(job_dir, recorded)
         try:
             # The config is the stored job's, written afresh at every start; the resume
             # point is an argument, so nothing in the file changes between starts.
