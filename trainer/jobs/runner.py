@@ -257,13 +257,7 @@ class JobRunner(StopRequests):
             )
         except Exception as exc:
             log.exception("job %s: could not start its worker", job_id)
-            why = failures.one_line(f"could not start the worker: {exc}")
-            self.set_state(
-                job_id,
-                training_job_pb.JOB_STATE_FAILED,
-                why,
-                build_status(code_pb2.INTERNAL, why, Reason.WORKER_START_FAILED),
-            )
+            self._fail_start(job_id, exc)
             return
         if job_id not in self._held:  # lost (cancelled elsewhere) while the worker started
             group.kill()
@@ -310,14 +304,17 @@ class JobRunner(StopRequests):
             return False
         except OSError as exc:
             log.exception("job %s: could not write its attempt", job_id)
-            why = failures.one_line(f"could not start the worker: {exc}")
-            self.set_state(
-                job_id,
-                training_job_pb.JOB_STATE_FAILED,
-                why,
-                build_status(code_pb2.INTERNAL, why, Reason.WORKER_START_FAILED),
-            )
+            self._fail_start(job_id, exc)
             return False
+
+    def _fail_start(self, job_id: str, exc: Exception) -> None:
+        why = failures.one_line(f"could not start the worker: {exc}")
+        self.set_state(
+            job_id,
+            training_job_pb.JOB_STATE_FAILED,
+            why,
+            build_status(code_pb2.INTERNAL, why, Reason.WORKER_START_FAILED),
+        )
 
     # ---- worker events ---------------------------------------------------------
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -106,3 +107,21 @@ def landing(job_dir: str | os.PathLike[str], mine: str | None, what: str) -> Ite
     with _locked(job_dir, exclusive=False, wait=float("inf")):
         check(job_dir, mine, what)
         yield
+
+
+def land_directory(
+    job_dir: str | os.PathLike[str], mine: str | None, what: str, tmp: Path, final: Path, old: Path
+) -> None:
+    """Renames the finished directory `tmp` to `final` under the fence (`landing`); an existing
+    `final` is moved to `old` first and removed after. Fenced: `tmp` is removed, then re-raised."""
+    try:
+        with landing(job_dir, mine, what):
+            if final.exists():
+                os.rename(final, old)
+                os.rename(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(tmp, final)
+    except Fenced:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

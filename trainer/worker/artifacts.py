@@ -103,18 +103,8 @@ def _replace_dir(tmp: Path, final: Path, attempt: str | None, what: str) -> None
     """Renames `tmp` to `final`, fenced like a checkpoint: with `attempt` (the fence this
     worker started under) raises attempt_fence.Fenced, removing `tmp`, if a newer
     attempt owns the job's files."""
-    try:
-        with attempt_fence.landing(final.parent, attempt, what):
-            if final.exists():
-                old = final.with_name(f".{final.name}.old-{os.getpid()}")
-                os.rename(final, old)
-                os.rename(tmp, final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(tmp, final)
-    except attempt_fence.Fenced:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    attempt_fence.land_directory(final.parent, attempt, what, tmp, final, old)
 
 
 def save_adapters(

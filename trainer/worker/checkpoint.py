@@ -129,22 +129,14 @@ def save(
         for f in tmp.iterdir():
             _fsync(f)
         _fsync(tmp)
-    try:
-        # Check and rename under the fence's lock: a worker frozen while writing (its
-        # lease taken meanwhile) finds the newer attempt here and never replaces its
-        # checkpoint; one frozen inside holds the newer attempt's start off instead.
-        with attempt_fence.landing(job_dir, attempt, f"checkpoint at step {state.step}"):
-            if final.exists():
-                # Same step written again (a resumed run stopping at once): replace it.
-                old = root / f"{TMP_PREFIX}old-{state.step:08d}-{os.getpid()}"
-                os.rename(final, old)
-                os.rename(tmp, final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(tmp, final)
-    except attempt_fence.Fenced:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # Check and rename under the fence's lock: a worker frozen while writing (its lease
+    # taken meanwhile) finds the newer attempt here and never replaces its checkpoint;
+    # one frozen inside holds the newer attempt's start off instead. The same step
+    # written again (a resumed run stopping at once) replaces it.
+    old = root / f"{TMP_PREFIX}old-{state.step:08d}-{os.getpid()}"
+    attempt_fence.land_directory(
+        job_dir, attempt, f"checkpoint at step {state.step}", tmp, final, old
+    )
     _fsync(root)
     size = sum(f.stat().st_size for f in final.iterdir())
     return final, size
